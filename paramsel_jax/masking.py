@@ -1,0 +1,184 @@
+"""Element-wise masked updates: the `T|α` of the paper as an optax transform.
+
+`optax.masked` takes a static, per-leaf mask and passes the masked-out leaves'
+raw gradients through. Selecting which *scalars* keep training needs something
+else: an element-wise mask that lives as arrays in the optimizer state (so a new
+α never recompiles the step) and frozen coordinates whose update is exactly
+zero, whatever the inner optimizer does (momentum, weight decay, noise).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class MaskedState(NamedTuple):
+  """State of `masked`."""
+
+  mask: PyTree  # bool, the params' shapes: True = keeps training.
+  inner_state: optax.OptState
+
+
+def _as_bool(mask: PyTree) -> PyTree:
+  # convert_element_type drops the weak type that `!= 0` gives a bool array; a
+  # weak-typed mask would retrace every step that takes the state.
+  return jax.tree.map(
+      lambda m: jax.lax.convert_element_type(jnp.asarray(m) != 0, jnp.bool_),
+      mask)
+
+
+def check_mask(mask: PyTree, params: PyTree) -> None:
+  """Raises ValueError unless `mask` has the tree structure and shapes of `params`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> check_mask({'w': jnp.ones(3, bool)}, {'w': jnp.zeros(3)})
+  """
+  mask_def = jax.tree.structure(mask)
+  params_def = jax.tree.structure(params)
+  if mask_def != params_def:
+    raise ValueError(
+        f'mask tree structure {mask_def} does not match the params tree '
+        f'structure {params_def}; a mask is a pytree of the params\' shapes.')
+  for (path, m), p in zip(jax.tree_util.tree_flatten_with_path(mask)[0],
+                          jax.tree.leaves(params)):
+    if jnp.shape(m) != jnp.shape(p):
+      raise ValueError(
+          f'mask leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(m)}, '
+          f'but the param there has shape {jnp.shape(p)}.')
+
+
+def _where_mask(mask: PyTree, tree: PyTree) -> PyTree:
+  # -0.0 is the exact identity of IEEE addition (x + -0.0 == x bit for bit,
+  # +0.0 and -0.0 included), so a frozen coordinate never changes, while the
+  # update still compares equal to 0.0.
+  return jax.tree.map(
+      lambda m, t: jnp.where(m, t, jnp.asarray(-0.0, t.dtype)), mask, tree)
+
+
+def masked(
+    inner: optax.GradientTransformation,
+    mask: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Restricts any optax optimizer to the coordinates where `mask` is True.
+
+  This is the paper's `T|α`: coordinates where the mask is False get an update
+  of exactly zero (no gradient step, no momentum, weight decay or noise), so
+  their values stay bit-identical over any number of steps. The inner optimizer
+  sees a gradient of zero at frozen coordinates, and its update there is
+  discarded. The mask is held as arrays in the state: replace it with
+  `set_mask` (or `MaskedState._replace`) without recompiling the step.
+
+  Args:
+    inner: the optax optimizer to restrict (any `GradientTransformation`).
+    mask: the initial mask, a pytree of bool (or 0/1) arrays with the params'
+      shapes, or a callable `params -> mask`. `None` (default) starts with every
+      coordinate trainable, so the step is the plain `T`.
+
+  Returns:
+    A `GradientTransformationExtraArgs` whose state is a `MaskedState`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> params = {'w': jnp.array([1.0, 2.0, 3.0])}
+    >>> tx = masked(optax.adam(0.1))
+    >>> state = set_mask(tx.init(params), {'w': jnp.array([True, False, True])})
+    >>> updates, state = tx.update({'w': jnp.ones(3)}, state, params)
+    >>> new = optax.apply_updates(params, updates)
+    >>> bool(new['w'][1] == 2.0), bool(new['w'][0] < 1.0)
+    (True, True)
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    if mask is None:
+      init_mask = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
+    else:
+      init_mask = mask(params) if callable(mask) else mask
+      check_mask(init_mask, params)
+      init_mask = _as_bool(init_mask)
+    return MaskedState(mask=init_mask, inner_state=inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    check_mask(state.mask, updates)
+    updates = _where_mask(state.mask, updates)
+    updates, inner_state = inner.update(
+        updates, state.inner_state, params, **extra_args)
+    return _where_mask(state.mask, updates), MaskedState(state.mask, inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _is_masked_state(x: Any) -> bool:
+  return isinstance(x, MaskedState)
+
+
+def set_mask(opt_state: optax.OptState, mask: PyTree) -> optax.OptState:
+  """Returns `opt_state` with the mask of every `MaskedState` in it replaced.
+
+  Works on the state of `masked(...)` itself and on any state that contains one
+  (e.g. inside `optax.chain`). Pure and jittable; the new mask must have the
+  old one's structure and shapes.
+
+  Args:
+    opt_state: an optimizer state containing at least one `MaskedState`.
+    mask: a pytree of bool (or 0/1) arrays with the params' shapes.
+
+  Returns:
+    The state with the new mask.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> state = masked(optax.sgd(0.1)).init({'w': jnp.zeros(2)})
+    >>> get_mask(set_mask(state, {'w': jnp.array([1, 0])}))['w'].tolist()
+    [True, False]
+  """
+  found = []
+
+  def replace(x):
+    if _is_masked_state(x):
+      check_mask(mask, x.mask)
+      found.append(True)
+      return x._replace(mask=_as_bool(mask))
+    return x
+
+  new_state = jax.tree.map(replace, opt_state, is_leaf=_is_masked_state)
+  if not found:
+    raise ValueError(
+        'set_mask: the optimizer state contains no MaskedState; build the '
+        'optimizer with paramsel_jax.masked(...).')
+  return new_state
+
+
+def get_mask(opt_state: optax.OptState) -> PyTree:
+  """Returns the mask of the (first) `MaskedState` inside `opt_state`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> state = masked(optax.sgd(0.1)).init({'w': jnp.zeros(2)})
+    >>> get_mask(state)['w'].tolist()
+    [True, True]
+  """
+  states = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_masked_state)
+            if _is_masked_state(s)]
+  if not states:
+    raise ValueError('get_mask: the optimizer state contains no MaskedState.')
+  return states[0].mask
+
+
+def count_true(mask: PyTree) -> chex.Numeric:
+  """Number of True entries over all leaves of a mask.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> int(count_true({'a': jnp.array([True, False]), 'b': jnp.ones(3, bool)}))
+    4
+  """
+  return sum(jnp.sum(m) for m in jax.tree.leaves(mask))

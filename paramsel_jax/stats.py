@@ -1,0 +1,108 @@
+"""Trajectory statistics that selectors read, accumulated inside the jitted loop.
+
+The protocol collects them over the last `window` steps of each phase (η0, then
+η1, reset in between). Every statistic is O(N) memory (one array per param
+leaf); no trajectory is stored. Means and variances use Welford's update (exact
+running moments over the window, numerically stable); the APF statistics use
+exponential moving averages, as in Chen et al. 2021.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+class TrajectoryStats(NamedTuple):
+  """Running statistics over the steps seen so far (all leaves: params' shapes)."""
+
+  count: jax.Array  # int32 scalar: number of steps accumulated.
+  grad_abs_sum: PyTree  # Σ|g|: topgrad's score.
+  grad_mean: PyTree  # Welford mean of g.
+  grad_m2: PyTree  # Welford Σ(g - mean)².
+  param_mean: PyTree  # Welford mean of w (after each step).
+  param_m2: PyTree  # Welford Σ(w - mean)².
+  delta_ema: PyTree  # EMA of Δw (APF's numerator).
+  delta_abs_ema: PyTree  # EMA of |Δw| (APF's denominator).
+
+
+def init_stats(params: PyTree) -> TrajectoryStats:
+  """Empty statistics for params of this structure.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> int(init_stats({'w': jnp.ones(3)}).count)
+    0
+  """
+  zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+  return TrajectoryStats(
+      count=jnp.zeros((), jnp.int32),
+      grad_abs_sum=zeros(), grad_mean=zeros(), grad_m2=zeros(),
+      param_mean=zeros(), param_m2=zeros(),
+      delta_ema=zeros(), delta_abs_ema=zeros())
+
+
+def _welford(count, mean, m2, x):
+  delta = x - mean
+  mean = mean + delta / count.astype(x.dtype)
+  return mean, m2 + delta * (x - mean)
+
+
+def update_stats(
+    stats: TrajectoryStats,
+    grads: PyTree,
+    old_params: PyTree,
+    new_params: PyTree,
+    ema_decay: float = 0.99,
+) -> TrajectoryStats:
+  """Adds one step (gradient `grads` at `old_params`, moving to `new_params`).
+
+  The EMAs are bias-corrected by construction: the first step initialises them.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> s = init_stats({'w': jnp.zeros(1)})
+    >>> for g in (1.0, -3.0):
+    ...   s = update_stats(s, {'w': jnp.array([g])}, {'w': jnp.zeros(1)}, {'w': jnp.zeros(1)})
+    >>> s.grad_abs_sum['w'].tolist(), s.grad_mean['w'].tolist(), grad_variance(s)['w'].tolist()
+    ([4.0], [-1.0], [8.0])
+  """
+  count = stats.count + 1
+  welford = lambda mean, m2, x: _welford(count, mean, m2, x)
+  grad_mean, grad_m2 = _unzip(jax.tree.map(
+      welford, stats.grad_mean, stats.grad_m2, grads), grads)
+  param_mean, param_m2 = _unzip(jax.tree.map(
+      welford, stats.param_mean, stats.param_m2, new_params), grads)
+  delta = jax.tree.map(jnp.subtract, new_params, old_params)
+  first = stats.count == 0
+  ema = lambda avg, x: jnp.where(first, x, ema_decay * avg + (1 - ema_decay) * x)
+  return TrajectoryStats(
+      count=count,
+      grad_abs_sum=jax.tree.map(lambda s, g: s + jnp.abs(g),
+                                stats.grad_abs_sum, grads),
+      grad_mean=grad_mean, grad_m2=grad_m2,
+      param_mean=param_mean, param_m2=param_m2,
+      delta_ema=jax.tree.map(ema, stats.delta_ema, delta),
+      delta_abs_ema=jax.tree.map(
+          lambda a, d: ema(a, jnp.abs(d)), stats.delta_abs_ema, delta))
+
+
+def _unzip(pairs: PyTree, like: PyTree) -> tuple[PyTree, PyTree]:
+  treedef = jax.tree.structure(like)
+  return jax.tree.transpose(treedef, jax.tree.structure((0, 0)), pairs)
+
+
+def grad_variance(stats: TrajectoryStats) -> PyTree:
+  """Unbiased sample variance of the gradient over the window."""
+  n = jnp.maximum(stats.count - 1, 1)
+  return jax.tree.map(lambda m2: m2 / n.astype(m2.dtype), stats.grad_m2)
+
+
+def param_variance(stats: TrajectoryStats) -> PyTree:
+  """Unbiased sample variance of the weights over the window."""
+  n = jnp.maximum(stats.count - 1, 1)
+  return jax.tree.map(lambda m2: m2 / n.astype(m2.dtype), stats.param_m2)

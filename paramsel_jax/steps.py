@@ -1,0 +1,165 @@
+"""The paper's operators as pure functions: `T`, `T|α`, `β⊙`, and evaluation.
+
+`T` is one optax step on a random minibatch. `T|α` is the same step with an
+optimizer wrapped in `paramsel_jax.masked` whose mask is α: there is one step
+function for both, and setting α changes only arrays in the optimizer state, so
+nothing recompiles. `β⊙` zeroes the pruned weights. Images stay uint8 on device
+and are scaled to [0, 1] inside the step.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 images → float32 in [0, 1].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> to_float(jnp.array([0, 255], jnp.uint8)).tolist()
+    [0.0, 1.0]
+  """
+  return jnp.asarray(images, jnp.float32) / 255.0
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> round(float(cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))), 4)
+    1.3863
+  """
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def sample_batch(
+    key: jax.Array, images: jax.Array, labels: jax.Array, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
+  """A random minibatch `D'`, drawn on device uniformly with replacement.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> x, y = sample_batch(jax.random.key(0), jnp.zeros((10, 2)), jnp.arange(10), 4)
+    >>> x.shape, y.shape
+    ((4, 2), (4,))
+  """
+  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  return images[idx], labels[idx]
+
+
+def loss_fn(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
+            labels: jax.Array) -> jax.Array:
+  """`L(w, D')`: mean cross-entropy of the model on a uint8 batch."""
+  return cross_entropy(apply_fn(params, to_float(images)), labels)
+
+
+def train_step(
+    apply_fn: ApplyFn,
+    tx: optax.GradientTransformation,
+    params: PyTree,
+    opt_state: optax.OptState,
+    images: jax.Array,
+    labels: jax.Array,
+) -> tuple[PyTree, optax.OptState, jax.Array, PyTree]:
+  """One step `T` (or `T|α` when `tx` is `masked(...)` with α as its mask).
+
+  Pure: jit it with `apply_fn` and `tx` bound (see `make_train_step`).
+
+  Returns:
+    `(new_params, new_opt_state, loss, grads)`; `loss` and `grads` are at the
+    old params (the full, unmasked gradient, for the selectors' statistics).
+  """
+  loss, grads = jax.value_and_grad(
+      lambda p: loss_fn(apply_fn, p, images, labels))(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss, grads
+
+
+def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
+  """The jitted `T`: `step(params, opt_state, images, labels)`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
+    >>> step = make_train_step(apply_fn, optax.sgd(0.1))
+    >>> p = jnp.zeros((4, 3))
+    >>> p, _, loss, _ = step(p, optax.sgd(0.1).init(p), jnp.ones((2, 2, 2, 1), jnp.uint8), jnp.array([0, 1]))
+    >>> round(float(loss), 4)
+    1.0986
+  """
+  return jax.jit(functools.partial(train_step, apply_fn, tx))
+
+
+@jax.jit
+def prune(params: PyTree, beta: PyTree) -> PyTree:
+  """`β⊙w`: zeroes every weight where `beta` is False (or 0).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> prune({'w': jnp.array([1.0, -2.0])}, {'w': jnp.array([False, True])})['w'].tolist()
+    [0.0, -2.0]
+  """
+  return jax.tree.map(lambda p, b: jnp.where(b, p, jnp.zeros_like(p)),
+                      params, beta)
+
+
+def evaluate(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    images: jax.Array,
+    labels: jax.Array,
+    batch_size: int = 1000,
+) -> tuple[jax.Array, jax.Array]:
+  """Mean loss and accuracy over a whole split, in batches, in one scan.
+
+  The split is padded to a multiple of `batch_size`; padding carries weight 0.
+  Pure and traceable: jit or vmap it with `apply_fn` and `batch_size` bound
+  (see `make_evaluate`).
+
+  Returns:
+    `(loss, accuracy)`, float32 scalars.
+  """
+  n = images.shape[0]
+  batch_size = min(batch_size, n)
+  num_batches = -(-n // batch_size)
+  pad = num_batches * batch_size - n
+  weights = jnp.arange(num_batches * batch_size) < n
+  images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
+  labels = jnp.pad(labels, (0, pad))
+  batched = jax.tree.map(
+      lambda x: x.reshape((num_batches, batch_size) + x.shape[1:]),
+      (images, labels, weights))
+
+  def body(totals, batch):
+    x, y, w = batch
+    logits = apply_fn(params, to_float(x))
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = jnp.argmax(logits, -1) == y
+    return (totals[0] + jnp.sum(losses * w), totals[1] + jnp.sum(correct * w)), None
+
+  (loss_sum, correct), _ = jax.lax.scan(
+      body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), batched)
+  return loss_sum / n, correct / n
+
+
+def make_evaluate(apply_fn: ApplyFn, batch_size: int = 1000):
+  """The jitted `evaluate(params, images, labels) -> (loss, accuracy)`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> ev = make_evaluate(lambda p, x: x.reshape(len(x), -1) @ p, batch_size=3)
+    >>> loss, acc = ev(jnp.eye(4)[:, :2], jnp.eye(4, dtype=jnp.uint8).reshape(4, 2, 2, 1) * 255, jnp.array([0, 1, 0, 0]))
+    >>> float(acc)
+    1.0
+  """
+  return jax.jit(functools.partial(evaluate, apply_fn, batch_size=batch_size))
