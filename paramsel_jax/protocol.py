@@ -1,0 +1,307 @@
+"""The paper's protocol: η0 steps of `T` → α → η1 steps of `T|α` → β → evaluate.
+
+Several seeds run as one program: the training state carries a leading seed
+axis and every jitted function is `vmap`ped over it (or, for conv nets on CPU,
+where vmap is slower, mapped over the seeds in turn with `lax.map`). The η0
+phase is shared by all selectors compared in one run: each selector starts its
+η1 phase from the same `T^η0(w0)`, so the comparison is paired.
+
+Training runs in chunks: one jitted `lax.fori_loop` of up to `chunk_size` steps
+per call, the host printing progress between chunks. One compiled chunk serves
+every phase: the step count, and whether the selectors' statistics are
+collected, are traced arguments, and α lives in the optimizer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramsel_jax import masking
+from paramsel_jax import selectors as selectors_lib
+from paramsel_jax import stats as stats_lib
+from paramsel_jax import steps
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolConfig:
+  """The protocol's settings (SPEC.md, Part A).
+
+  Attributes:
+    eta0: steps of `T` on all parameters.
+    eta1: steps of `T|α`.
+    k: how many coordinates keep training: a count, or a fraction 0 < k < 1.
+    l: how many weights are kept at the end: a count, or a fraction.
+    window: the selectors' statistics cover the last `window` steps of each
+      phase.
+    batch_size: minibatch size of `T`.
+    chunk_size: steps per jitted call between progress reports.
+    eval_batch_size: batch size of the evaluation scan.
+    seed_axis: 'vmap' (seeds in parallel) or 'map' (in turn, `lax.map`).
+  """
+
+  eta0: int = 500
+  eta1: int = 1500
+  k: float = 0.1
+  l: float = 0.2
+  window: int = 100
+  batch_size: int = 128
+  chunk_size: int = 500
+  eval_batch_size: int = 1000
+  seed_axis: str = 'vmap'
+
+
+SEED_AXES = ('vmap', 'map')
+
+
+def validate_protocol_config(config: ProtocolConfig, num_params: int,
+                             num_train: int) -> tuple[int, int]:
+  """Checks every setting before any work; returns the resolved `(k, l)`."""
+  for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
+               'eval_batch_size'):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f'{name}={value!r}; accepted: an integer > 0.')
+  if config.window > config.eta0 or config.window > config.eta1:
+    raise ValueError(
+        f'window={config.window} is larger than eta0={config.eta0} or '
+        f'eta1={config.eta1}; accepted: 1 <= window <= min(eta0, eta1).')
+  if config.batch_size > num_train:
+    raise ValueError(f'batch_size={config.batch_size} is larger than the '
+                     f'training set ({num_train} examples).')
+  if config.seed_axis not in SEED_AXES:
+    raise ValueError(f'seed_axis={config.seed_axis!r}; accepted: '
+                     f'{", ".join(SEED_AXES)}.')
+  k = selectors_lib.resolve_count(config.k, num_params, 'k')
+  l = selectors_lib.resolve_count(config.l, num_params, 'l')
+  return k, l
+
+
+class TrainState(NamedTuple):
+  """Everything one seed's run carries from step to step."""
+
+  params: PyTree
+  opt_state: optax.OptState  # a `masked(...)` state: α lives here.
+  stats: stats_lib.TrajectoryStats  # over the current phase's window.
+  key: jax.Array  # this seed's key; step t's batch uses fold_in(key, t).
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A model and a data set, as arrays and pure functions.
+
+  Attributes:
+    init_fn: `key -> params`.
+    apply_fn: `(params, float images) -> logits`.
+    train_images, train_labels: uint8 NHWC images and int labels (`D`).
+    test_images, test_labels: the held-out split.
+  """
+
+  init_fn: Callable[[jax.Array], PyTree]
+  apply_fn: steps.ApplyFn
+  train_images: jax.Array
+  train_labels: jax.Array
+  test_images: jax.Array
+  test_labels: jax.Array
+
+
+def _seed_map(fn: Callable, seed_axis: str, in_axes=0) -> Callable:
+  """`fn` mapped over the leading seed axis of its (batched) arguments."""
+  if seed_axis == 'vmap':
+    return jax.vmap(fn, in_axes=in_axes)
+  def mapped(*args):
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    batched = [a for a, ax in zip(args, axes) if ax == 0]
+    def one(xs):
+      it = iter(xs)
+      return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, axes)])
+    return jax.lax.map(one, batched)
+  return mapped
+
+
+class Runner:
+  """The protocol's compiled pieces for one task, optimizer and config."""
+
+  def __init__(self, task: Task, tx: optax.GradientTransformation,
+               config: ProtocolConfig):
+    self.task, self.config = task, config
+    self.tx = masking.masked(tx)
+    seed_map = functools.partial(_seed_map, seed_axis=config.seed_axis)
+    self.init = jax.jit(seed_map(self._init_one))
+    self.run_chunk = jax.jit(
+        seed_map(self._chunk_one, in_axes=(0, None, None, None)))
+    self._select_fns = {}
+    self.start_phase1 = jax.jit(seed_map(self._start_phase1_one))
+    self.evaluate = jax.jit(seed_map(self._evaluate_one))
+
+  def _init_one(self, key: jax.Array) -> TrainState:
+    params = self.task.init_fn(jax.random.fold_in(key, 0))
+    return TrainState(params=params, opt_state=self.tx.init(params),
+                      stats=stats_lib.init_stats(params), key=key)
+
+  def _step(self, state: TrainState, step: jax.Array,
+            collect: jax.Array) -> tuple[TrainState, jax.Array]:
+    task = self.task
+    batch_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), step)
+    images, labels = steps.sample_batch(
+        batch_key, task.train_images, task.train_labels, self.config.batch_size)
+    params, opt_state, loss, grads = steps.train_step(
+        task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
+    # `collect` is the same for every seed, so under vmap this stays a real
+    # branch and steps outside the window skip the statistics.
+    stats = jax.lax.cond(
+        collect,
+        lambda s: stats_lib.update_stats(s, grads, state.params, params),
+        lambda s: s, state.stats)
+    return state._replace(params=params, opt_state=opt_state, stats=stats), loss
+
+  def _chunk_one(self, state: TrainState, start: jax.Array, num_steps: jax.Array,
+                 collect_from: jax.Array) -> tuple[TrainState, jax.Array]:
+    """Steps `start .. start + num_steps - 1` (global step numbers)."""
+    def body(i, carry):
+      state, loss_sum = carry
+      step = start + i
+      state, loss = self._step(state, step, step >= collect_from)
+      return state, loss_sum + loss
+    state, loss_sum = jax.lax.fori_loop(
+        0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
+    return state, loss_sum / num_steps
+
+  def select(self, state: TrainState, selector: selectors_lib.Selector,
+             which: str, k: int) -> PyTree:
+    """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones."""
+    cache_key = (selector, which, k)
+    if cache_key not in self._select_fns:
+      def select_one(state):
+        ctx = selectors_lib.SelectionContext(
+            params=state.params, stats=state.stats, opt_state=state.opt_state,
+            key=jax.random.fold_in(state.key, 1 if which == 'alpha' else 2))
+        return selectors_lib.select(selector, which, ctx, k)
+      self._select_fns[cache_key] = jax.jit(
+          _seed_map(select_one, self.config.seed_axis))
+    return self._select_fns[cache_key](state)
+
+  def _start_phase1_one(self, state: TrainState, alpha: PyTree) -> TrainState:
+    return state._replace(
+        opt_state=masking.set_mask(state.opt_state, alpha),
+        stats=stats_lib.init_stats(state.params))
+
+  def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
+    task, bs = self.task, self.config.eval_batch_size
+    train = steps.evaluate(task.apply_fn, params, task.train_images,
+                           task.train_labels, bs)
+    test = steps.evaluate(task.apply_fn, params, task.test_images,
+                          task.test_labels, bs)
+    return {'train_loss': train[0], 'train_accuracy': train[1],
+            'test_loss': test[0], 'test_accuracy': test[1]}
+
+  def train(self, state: TrainState, first_step: int, num_steps: int,
+            window: int, log: Callable[[str], None], label: str) -> TrainState:
+    """Steps `first_step ..` in chunks; statistics over the last `window`.
+
+    Step `t`'s minibatch depends only on the seed and `t`, so every selector's
+    η1 phase sees the same batches.
+    """
+    as_i32 = lambda x: jnp.asarray(x, jnp.int32)
+    collect_from = as_i32(first_step + num_steps - window)
+    done, start = 0, time.perf_counter()
+    while done < num_steps:
+      n = min(self.config.chunk_size, num_steps - done)
+      state, loss = self.run_chunk(state, as_i32(first_step + done), as_i32(n),
+                                   collect_from)
+      done += n
+      loss = np.asarray(loss)
+      rate = done / (time.perf_counter() - start)
+      log(f'{label}: step {done}/{num_steps}  train loss (chunk mean) '
+          f'{loss.mean():.4f} ± {loss.std():.4f} over seeds  [{rate:.0f} steps/s]')
+    return state
+
+
+def _print(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def run_protocol(
+    task: Task,
+    tx: optax.GradientTransformation,
+    config: ProtocolConfig,
+    selector_names: Sequence[str],
+    seeds: Sequence[int],
+    log: Callable[[str], None] = _print,
+) -> dict[str, Any]:
+  """Runs the protocol for several selectors and seeds; returns plain results.
+
+  Args:
+    task: the model and the data.
+    tx: the optimizer `T` (unmasked; it is wrapped in `masked` here).
+    config: the protocol settings.
+    selector_names: registered selectors to compare; all share the η0 phase.
+    seeds: one run per seed (init, batches, random selection).
+    log: where progress lines go.
+
+  Returns:
+    `{'num_params', 'k', 'l', 'seeds', 'dense': {metric: [per seed]},
+    'selectors': {name: {'alpha_count', 'beta_count', 'w': {metric: [...]},
+    'pruned': {metric: [...]}}}, 'timing': {...}}`; all values are Python
+    numbers, ready for JSON.
+  """
+  selector_list = [selectors_lib.get_selector(n) for n in selector_names]
+  params_shape = jax.eval_shape(task.init_fn, jax.random.key(0))
+  n = selectors_lib.num_params(params_shape)
+  k, l = validate_protocol_config(config, n, int(task.train_images.shape[0]))
+  if not seeds:
+    raise ValueError('seeds is empty; give at least one seed.')
+
+  runner = Runner(task, tx, config)
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  timing = {}
+  t0 = time.perf_counter()
+  state0 = runner.init(keys)
+  log(f'N = {n} parameters, k = {k}, l = {l}, {len(seeds)} seeds '
+      f'({config.seed_axis}), eta0 = {config.eta0}, eta1 = {config.eta1}')
+  state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
+  timing['eta0_s'] = time.perf_counter() - t0
+
+  def to_lists(metrics):
+    return {m: np.asarray(v).tolist() for m, v in metrics.items()}
+
+  results = {'num_params': n, 'k': k, 'l': l, 'seeds': list(seeds),
+             'after_eta0': to_lists(runner.evaluate(state0.params)),
+             'selectors': {}}
+  for name, selector in zip(selector_names, selector_list):
+    t1 = time.perf_counter()
+    alpha = runner.select(state0, selector, 'alpha', k)
+    state = runner.start_phase1(state0, alpha)
+    state = runner.train(state, config.eta0, config.eta1, config.window, log,
+                         f'eta1 [{name}]')
+    beta = runner.select(state, selector, 'beta', l)
+    pruned = steps.prune(state.params, beta)
+    frozen_moved = jax.tree.map(
+        lambda a, p1, p0: jnp.any((p1 != p0) & ~a, axis=tuple(range(1, a.ndim))),
+        alpha, state.params, state0.params)
+    results['selectors'][name] = {
+        'alpha_count': np.asarray(_count(alpha)).tolist(),
+        'beta_count': np.asarray(_count(beta)).tolist(),
+        'frozen_moved': np.asarray(
+            functools.reduce(jnp.logical_or, jax.tree.leaves(frozen_moved))).tolist(),
+        'w': to_lists(runner.evaluate(state.params)),
+        'pruned': to_lists(runner.evaluate(pruned)),
+    }
+    timing[f'{name}_s'] = time.perf_counter() - t1
+  timing['total_s'] = time.perf_counter() - t0
+  results['timing'] = timing
+  return results
+
+
+def _count(mask: PyTree) -> jax.Array:
+  """Per-seed number of True entries of a seed-batched mask."""
+  return sum(jnp.sum(m, axis=tuple(range(1, m.ndim))) for m in jax.tree.leaves(mask))

@@ -1,0 +1,162 @@
+"""Tests of `paramsel_jax.masked`: frozen coordinates never move, bit for bit."""
+
+import chex
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import paramsel_jax
+from paramsel_jax import masking
+
+
+def _params():
+  k1, k2 = jax.random.split(jax.random.key(0))
+  return {'dense': {'kernel': jax.random.normal(k1, (6, 5)),
+                    'bias': jnp.array([0.0, -0.0, 1.0, -2.5, 3.0])},
+          'scale': jax.random.normal(k2, (4,))}
+
+
+def _mask(params, seed=1):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return treedef.unflatten(
+      [jax.random.bernoulli(k, 0.5, x.shape) for k, x in zip(keys, leaves)])
+
+
+def _run(tx, params, mask, num_steps=300):
+  """`num_steps` masked steps on a loss whose gradient is never zero."""
+  loss = lambda p: sum(jnp.sum(jnp.sin(3 * x) + x ** 2) for x in jax.tree.leaves(p))
+  state = paramsel_jax.set_mask(jax.jit(tx.init)(params), mask)
+
+  @jax.jit
+  def run(params, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return (optax.apply_updates(params, updates), state), updates
+    return jax.lax.scan(body, (params, state), None, length=num_steps)
+
+  (final, _), updates = run(params, state)
+  return final, updates
+
+
+OPTIMIZERS = {
+    'adam': optax.adam(0.05),
+    'momentum': optax.sgd(0.05, momentum=0.9),
+    'adamw': optax.adamw(0.05, weight_decay=0.1),
+    'noisy_sgd': optax.chain(optax.add_noise(1.0, 0.55, 0), optax.sgd(0.05)),
+}
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_frozen_coordinates_are_bit_identical(name):
+  params = _params()
+  mask = _mask(params)
+  final, updates = _run(paramsel_jax.masked(OPTIMIZERS[name]), params, mask)
+  for p0, p1, m, u in zip(*map(jax.tree.leaves, (params, final, mask, updates))):
+    frozen = ~np.asarray(m)
+    np.testing.assert_array_equal(
+        np.asarray(p1).view(np.uint32)[frozen], np.asarray(p0).view(np.uint32)[frozen])
+    assert np.all(np.asarray(u)[:, frozen] == 0.0)  # every step's update is 0.
+    assert np.all(np.asarray(p1)[~frozen] != np.asarray(p0)[~frozen])
+
+
+def test_all_true_mask_equals_inner_optimizer():
+  params = _params()
+  all_true = jax.tree.map(lambda x: jnp.ones(x.shape, bool), params)
+  got, _ = _run(paramsel_jax.masked(optax.adam(0.05)), params, all_true, 50)
+  want, _ = _run(optax.chain(paramsel_jax.masked(optax.identity()),
+                             optax.adam(0.05)), params, all_true, 50)
+  # Equal up to XLA's fusion choices (1 ulp seen), not bit for bit.
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@hypothesis.settings(max_examples=15, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), p=st.floats(0.0, 1.0))
+def test_frozen_never_move_property(seed, p):
+  params = {'w': jax.random.normal(jax.random.key(seed), (7, 3))}
+  mask = {'w': jax.random.bernoulli(jax.random.key(seed + 1), p, (7, 3))}
+  final, _ = _run(paramsel_jax.masked(optax.adam(0.1)), params, mask, 20)
+  frozen = ~np.asarray(mask['w'])
+  np.testing.assert_array_equal(np.asarray(final['w'])[frozen],
+                                np.asarray(params['w'])[frozen])
+
+
+def test_new_mask_does_not_recompile():
+  tx = paramsel_jax.masked(optax.adam(0.1))
+  params = _params()
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    updates, state = tx.update(params, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  params, state = step(params, state)
+  for seed in range(3):
+    state = paramsel_jax.set_mask(state, _mask(params, seed))
+    params, state = step(params, state)
+  state = paramsel_jax.set_mask(
+      state, jax.tree.map(lambda x: (jnp.abs(x) > 0.5).astype(jnp.int32), params))
+  params, state = step(params, state)
+  assert len(traces) == 1
+
+
+def test_mask_at_init_and_callable_mask():
+  params = _params()
+  mask = _mask(params)
+  a = paramsel_jax.masked(optax.sgd(0.1), mask).init(params)
+  b = paramsel_jax.masked(optax.sgd(0.1), lambda p: mask).init(params)
+  chex.assert_trees_all_equal(paramsel_jax.get_mask(a), mask)
+  chex.assert_trees_all_equal(paramsel_jax.get_mask(b), mask)
+
+
+def test_set_mask_inside_chain():
+  params = _params()
+  tx = optax.chain(optax.clip_by_global_norm(1.0), paramsel_jax.masked(optax.adam(0.1)))
+  state = paramsel_jax.set_mask(tx.init(params), _mask(params))
+  chex.assert_trees_all_equal(paramsel_jax.get_mask(state), _mask(params))
+
+
+def test_mismatched_mask_structure_raises():
+  params = _params()
+  with pytest.raises(ValueError, match='tree structure'):
+    paramsel_jax.masked(optax.sgd(0.1), {'w': jnp.ones(3, bool)}).init(params)
+  state = paramsel_jax.masked(optax.sgd(0.1)).init(params)
+  with pytest.raises(ValueError, match='tree structure'):
+    paramsel_jax.set_mask(state, {'dense': _mask(params)['dense']})
+
+
+def test_mismatched_mask_shape_raises():
+  params = _params()
+  bad = _mask(params)
+  bad['scale'] = jnp.ones((5,), bool)
+  state = paramsel_jax.masked(optax.sgd(0.1)).init(params)
+  with pytest.raises(ValueError, match=r"\['scale'\] has shape \(5,\).*\(4,\)"):
+    paramsel_jax.set_mask(state, bad)
+
+
+def test_set_mask_without_masked_state_raises():
+  with pytest.raises(ValueError, match='no MaskedState'):
+    paramsel_jax.set_mask(optax.adam(0.1).init(_params()), _mask(_params()))
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_dtype_preserved(dtype):
+  params = jax.tree.map(lambda x: x.astype(dtype), _params())
+  tx = paramsel_jax.masked(optax.adam(0.1))
+  state = paramsel_jax.set_mask(tx.init(params), _mask(params))
+  updates, _ = jax.jit(tx.update)(params, state, params)
+  for u in jax.tree.leaves(updates):
+    assert u.dtype == dtype
+
+
+def test_count_true():
+  assert int(masking.count_true(_mask(_params()))) == int(
+      sum(np.sum(np.asarray(m)) for m in jax.tree.leaves(_mask(_params()))))
