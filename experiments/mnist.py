@@ -34,8 +34,13 @@ _MOMENTUM = flags.DEFINE_float('momentum', 0.9, 'For --optimizer=momentum.')
 _B1 = flags.DEFINE_float('b1', 0.9, "Adam's b1.")
 _B2 = flags.DEFINE_float('b2', 0.999, "Adam's b2.")
 _DECAY = flags.DEFINE_float('decay', 0.99, 'RMSprop/pSGLD squared-gradient decay.')
-_EPS = flags.DEFINE_float('eps', 1e-8, "The preconditioner's λ (RMSprop, Adam, pSGLD).")
+_EPS = flags.DEFINE_float(
+    'eps', None, "The preconditioner's λ (default: 1e-8 for Adam and RMSprop, "
+    '1e-5 for pSGLD).')
 _TEMPERATURE = flags.DEFINE_float('temperature', 1.0, 'Langevin temperature (sgld, psgld).')
+_WEIGHT_DECAY = flags.DEFINE_float(
+    'weight_decay', 0.0, 'L2 term wd·w added to the gradient (for sgld/psgld: '
+    'a Gaussian prior of variance 1/(n·wd)).')
 _ETA0 = flags.DEFINE_integer('eta0', 500, 'Steps on all parameters.')
 _ETA1 = flags.DEFINE_integer('eta1', 1500, 'Steps on the k selected ones.')
 _K = flags.DEFINE_float('k', 0.1, 'Coordinates that keep training: a count or a fraction 0<k<1.')
@@ -68,7 +73,8 @@ def config_from_flags() -> experiment.ExperimentConfig:
       optimizer=optimizers.OptimizerConfig(
           name=_OPTIMIZER.value, learning_rate=_LEARNING_RATE.value,
           momentum=_MOMENTUM.value, b1=_B1.value, b2=_B2.value,
-          decay=_DECAY.value, eps=_EPS.value, temperature=_TEMPERATURE.value),
+          decay=_DECAY.value, eps=_EPS.value, temperature=_TEMPERATURE.value,
+          weight_decay=_WEIGHT_DECAY.value),
       protocol=protocol.ProtocolConfig(
           eta0=_ETA0.value, eta1=_ETA1.value, k=_count_or_fraction(_K.value),
           l=_count_or_fraction(_L.value), window=_WINDOW.value,

@@ -61,6 +61,7 @@ __all__ = [
     'add_langevin_noise',
     'preconditioner',
     'psgld',
+    'reseed',
     'scale_by_psgld_preconditioner',
     'second_moment',
     'sgld',
@@ -551,3 +552,36 @@ def second_moment(opt_state: optax.OptState) -> PyTree | None:
   """
   state = _find_states(opt_state, _SECOND_MOMENT_STATES, 'second_moment')
   return None if state is None else state.nu
+
+
+def reseed(opt_state: optax.OptState, key: jax.Array) -> optax.OptState:
+  """Returns `opt_state` with every Langevin noise key derived from `key`.
+
+  Use it to give each of several vmapped runs its own noise: build the
+  optimizer once, `init` it per run, and reseed with that run's key. States
+  without Langevin noise come back unchanged.
+
+  Args:
+    opt_state: any optimizer state.
+    key: a typed PRNG key; the i-th noise state gets `fold_in(key, i)`.
+
+  Returns:
+    The state with new noise keys.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> tx = sgld(0.1, num_data=10)
+    >>> a = reseed(tx.init(jnp.zeros(2)), jax.random.key(1))
+    >>> b = reseed(tx.init(jnp.zeros(2)), jax.random.key(2))
+    >>> bool((tx.update(jnp.ones(2), a)[0] != tx.update(jnp.ones(2), b)[0]).all())
+    True
+  """
+  is_noise = lambda x: isinstance(x, LangevinNoiseState)
+  counter = iter(range(1 << 30))
+
+  def replace(x):
+    if is_noise(x):
+      return x._replace(rng_key=jax.random.fold_in(key, next(counter)))
+    return x
+
+  return jax.tree.map(replace, opt_state, is_leaf=is_noise)

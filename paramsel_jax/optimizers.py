@@ -8,6 +8,8 @@ from typing import Callable
 
 import optax
 
+from paramsel_jax import langevin
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -19,8 +21,14 @@ class OptimizerConfig:
     momentum: for 'momentum' (heavy ball SGD).
     b1, b2: Adam's decay rates.
     decay: RMSprop's / pSGLD's decay of the squared-gradient average.
-    eps: the preconditioner's λ (RMSprop, Adam, pSGLD).
-    temperature: the Langevin temperature T (sgld, psgld).
+    eps: the preconditioner's λ (RMSprop, Adam, pSGLD); None: each
+      optimizer's usual default (1e-8 for Adam and RMSprop, 1e-5 for pSGLD as
+      in Li et al. 2016).
+    temperature: the Langevin temperature T (sgld, psgld); 0 turns pSGLD into
+      RMSprop with pSGLD's preconditioner, and SGLD into SGD.
+    weight_decay: wd; adds wd·w to the gradient before the optimizer (an L2
+      penalty ½·wd·|w|² on the mean loss; for sgld / psgld a Gaussian prior
+      N(0, 1/(n·wd)) on each weight). 0: none.
   """
 
   name: str = 'adam'
@@ -29,8 +37,9 @@ class OptimizerConfig:
   b1: float = 0.9
   b2: float = 0.999
   decay: float = 0.99
-  eps: float = 1e-8
+  eps: float | None = None
   temperature: float = 1.0
+  weight_decay: float = 0.0
 
 
 def _sgd(c: OptimizerConfig, num_data: int, seed: int):
@@ -43,14 +52,28 @@ def _momentum(c: OptimizerConfig, num_data: int, seed: int):
   return optax.sgd(c.learning_rate, momentum=c.momentum)
 
 
+def _eps(c: OptimizerConfig, default: float) -> float:
+  return default if c.eps is None else c.eps
+
+
 def _adam(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=c.eps)
+  return optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=_eps(c, 1e-8))
 
 
 def _rmsprop(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.rmsprop(c.learning_rate, decay=c.decay, eps=c.eps)
+  return optax.rmsprop(c.learning_rate, decay=c.decay, eps=_eps(c, 1e-8))
+
+
+def _sgld(c: OptimizerConfig, num_data: int, seed: int):
+  return langevin.sgld(c.learning_rate, temperature=c.temperature,
+                       num_data=num_data, seed=seed)
+
+
+def _psgld(c: OptimizerConfig, num_data: int, seed: int):
+  return langevin.psgld(c.learning_rate, decay=c.decay, eps=_eps(c, 1e-5),
+                        temperature=c.temperature, num_data=num_data, seed=seed)
 
 
 OptimizerFactory = Callable[[OptimizerConfig, int, int],
@@ -61,6 +84,8 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     'momentum': _momentum,
     'adam': _adam,
     'rmsprop': _rmsprop,
+    'sgld': _sgld,
+    'psgld': _psgld,
 }
 
 
@@ -71,15 +96,18 @@ def validate_optimizer_config(config: OptimizerConfig) -> None:
                      f'{", ".join(OPTIMIZERS)}.')
   for field in ('learning_rate', 'eps'):
     value = getattr(config, field)
+    if field == 'eps' and value is None:
+      continue
     if not (math.isfinite(value) and value > 0):
       raise ValueError(f'{field}={value!r}; accepted: a finite number > 0.')
   for field in ('momentum', 'b1', 'b2', 'decay'):
     value = getattr(config, field)
     if not (math.isfinite(value) and 0 <= value < 1):
       raise ValueError(f'{field}={value!r}; accepted: a number in [0, 1).')
-  if not (math.isfinite(config.temperature) and config.temperature >= 0):
-    raise ValueError(f'temperature={config.temperature!r}; accepted: a finite '
-                     'number >= 0.')
+  for field in ('temperature', 'weight_decay'):
+    value = getattr(config, field)
+    if not (math.isfinite(value) and value >= 0):
+      raise ValueError(f'{field}={value!r}; accepted: a finite number >= 0.')
 
 
 def create_optimizer(
@@ -90,7 +118,8 @@ def create_optimizer(
   Args:
     config: the optimizer's name and hyperparameters.
     num_data: the training-set size n (Langevin noise scales with 1/n).
-    seed: seeds the Langevin noise of sgld / psgld.
+    seed: seeds the Langevin noise of sgld / psgld (the protocol reseeds it
+      per run with `langevin.reseed`).
 
   Example:
     >>> import jax.numpy as jnp
@@ -98,4 +127,7 @@ def create_optimizer(
     >>> _ = tx.init(jnp.zeros(3))
   """
   validate_optimizer_config(config)
-  return OPTIMIZERS[config.name](config, num_data, seed)
+  tx = OPTIMIZERS[config.name](config, num_data, seed)
+  if config.weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
+  return tx

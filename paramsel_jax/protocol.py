@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramsel_jax import langevin
 from paramsel_jax import masking
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import stats as stats_lib
@@ -140,12 +141,15 @@ class Runner:
     self.run_chunk = jax.jit(
         seed_map(self._chunk_one, in_axes=(0, None, None, None)))
     self._select_fns = {}
+    self._compiled = False  # whether run_chunk has run (and compiled) yet.
     self.start_phase1 = jax.jit(seed_map(self._start_phase1_one))
     self.evaluate = jax.jit(seed_map(self._evaluate_one))
 
   def _init_one(self, key: jax.Array) -> TrainState:
     params = self.task.init_fn(jax.random.fold_in(key, 0))
-    return TrainState(params=params, opt_state=self.tx.init(params),
+    # Each seed's Langevin noise (sgld, psgld) gets its own key.
+    opt_state = langevin.reseed(self.tx.init(params), jax.random.fold_in(key, 2))
+    return TrainState(params=params, opt_state=opt_state,
                       stats=stats_lib.init_stats(params), key=key)
 
   def _step(self, state: TrainState, step: jax.Array,
@@ -177,18 +181,19 @@ class Runner:
     return state, loss_sum / num_steps
 
   def select(self, state: TrainState, selector: selectors_lib.Selector,
-             which: str, k: int) -> PyTree:
+             which: str, k: int, eta0_stats: stats_lib.TrajectoryStats) -> PyTree:
     """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones."""
     cache_key = (selector, which, k)
     if cache_key not in self._select_fns:
-      def select_one(state):
+      def select_one(state, eta0_stats):
         ctx = selectors_lib.SelectionContext(
             params=state.params, stats=state.stats, opt_state=state.opt_state,
-            key=jax.random.fold_in(state.key, 1 if which == 'alpha' else 2))
+            key=jax.random.fold_in(state.key, 1 if which == 'alpha' else 2),
+            eta0_stats=eta0_stats, alpha=masking.get_mask(state.opt_state))
         return selectors_lib.select(selector, which, ctx, k)
       self._select_fns[cache_key] = jax.jit(
           _seed_map(select_one, self.config.seed_axis))
-    return self._select_fns[cache_key](state)
+    return self._select_fns[cache_key](state, eta0_stats)
 
   def _start_phase1_one(self, state: TrainState, alpha: PyTree) -> TrainState:
     return state._replace(
@@ -213,16 +218,20 @@ class Runner:
     """
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
     collect_from = as_i32(first_step + num_steps - window)
-    done, start = 0, time.perf_counter()
+    done = 0
     while done < num_steps:
       n = min(self.config.chunk_size, num_steps - done)
+      tic = time.perf_counter()
       state, loss = self.run_chunk(state, as_i32(first_step + done), as_i32(n),
                                    collect_from)
+      loss = np.asarray(loss)  # waits for the chunk.
+      seconds = time.perf_counter() - tic
       done += n
-      loss = np.asarray(loss)
-      rate = done / (time.perf_counter() - start)
+      note = '' if self._compiled else ', incl. compilation'
+      self._compiled = True
       log(f'{label}: step {done}/{num_steps}  train loss (chunk mean) '
-          f'{loss.mean():.4f} ± {loss.std():.4f} over seeds  [{rate:.0f} steps/s]')
+          f'{loss.mean():.4f} ± {loss.std():.4f} over seeds  '
+          f'[{n / seconds:.0f} steps/s{note}]')
     return state
 
 
@@ -279,11 +288,11 @@ def run_protocol(
              'selectors': {}}
   for name, selector in zip(selector_names, selector_list):
     t1 = time.perf_counter()
-    alpha = runner.select(state0, selector, 'alpha', k)
+    alpha = runner.select(state0, selector, 'alpha', k, state0.stats)
     state = runner.start_phase1(state0, alpha)
     state = runner.train(state, config.eta0, config.eta1, config.window, log,
                          f'eta1 [{name}]')
-    beta = runner.select(state, selector, 'beta', l)
+    beta = runner.select(state, selector, 'beta', l, state0.stats)
     pruned = steps.prune(state.params, beta)
     frozen_moved = jax.tree.map(
         lambda a, p1, p0: jnp.any((p1 != p0) & ~a, axis=tuple(range(1, a.ndim))),

@@ -27,18 +27,36 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from paramsel_jax import langevin
+from paramsel_jax import stats as stats_lib
 from paramsel_jax.stats import TrajectoryStats
 
 PyTree = Any
 
 
 class SelectionContext(NamedTuple):
-  """What a selector may read when it scores coordinates."""
+  """What a selector may read when it scores coordinates.
+
+  When α is chosen (after η0), `stats` and `eta0_stats` are the same and
+  `alpha` is all True; when β is chosen (after η1), `stats` covers the last
+  `window` steps of η1, `eta0_stats` those of η0, and `alpha` is the α in use.
+  """
 
   params: PyTree  # the current weights w.
   stats: TrajectoryStats  # statistics over the last `window` steps of the phase.
   opt_state: optax.OptState  # the optimizer state (preconditioners, moments).
   key: jax.Array  # PRNG key for random selectors.
+  eta0_stats: TrajectoryStats | None = None  # None: same as `stats`.
+  alpha: PyTree | None = None  # None: every coordinate trained.
+
+  def eta0(self) -> TrajectoryStats:
+    return self.stats if self.eta0_stats is None else self.eta0_stats
+
+  def trained(self) -> PyTree:
+    """Bool mask of the coordinates trained in the current phase."""
+    if self.alpha is None:
+      return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), self.params)
+    return self.alpha
 
 
 ScoreFn = Callable[[SelectionContext], PyTree]
@@ -160,6 +178,162 @@ def _topgrad() -> Selector:
       beta_scores=lambda ctx: _abs(ctx.params),
       description=('topgrad: α = top-k of Σ|∇L| over the last `window` steps '
                    'of η0; β = top-l of |w| after η0 + η1 steps'))
+
+
+# Comparison selectors from the pruning and freezing literature.
+
+_TINY = 1e-12  # keeps 0/0 out of ratios; a never-moving coordinate scores 0.
+
+
+@register_selector('magnitude')
+def _magnitude() -> Selector:
+  score = lambda ctx: _abs(ctx.params)
+  return Selector(alpha_scores=score, beta_scores=score,
+                  description='magnitude: α and β = top |w|')
+
+
+def _saliency_score(ctx: SelectionContext) -> PyTree:
+  return jax.tree.map(lambda w, g: jnp.abs(w * g), ctx.params,
+                      ctx.stats.grad_mean)
+
+
+@register_selector('saliency')
+def _saliency() -> Selector:
+  return Selector(
+      alpha_scores=_saliency_score, beta_scores=_saliency_score,
+      description=('saliency: top |w ⊙ mean g| (first-order Taylor estimate '
+                   'of the loss change from zeroing w; mean g over the '
+                   "phase's window)"))
+
+
+def _squared_gradient(ctx: SelectionContext) -> PyTree:
+  """The optimizer's running mean of g² if it has one (Adam's ν, RMSprop's and
+  pSGLD's V), else E[g²] over the window."""
+  nu = langevin.second_moment(ctx.opt_state)
+  if nu is not None:
+    return nu
+  n = jnp.maximum(ctx.stats.count, 1).astype(jnp.float32)
+  return jax.tree.map(lambda m2, m: m2 / n + m ** 2, ctx.stats.grad_m2,
+                      ctx.stats.grad_mean)
+
+
+def _fisher_score(ctx: SelectionContext) -> PyTree:
+  return jax.tree.map(lambda w, v: w ** 2 * v, ctx.params,
+                      _squared_gradient(ctx))
+
+
+@register_selector('fisher')
+def _fisher() -> Selector:
+  return Selector(
+      alpha_scores=_fisher_score, beta_scores=_fisher_score,
+      description=('fisher: top w² ⊙ ν, ν the running mean of g² (the '
+                   "empirical Fisher diagonal; Adam's / RMSprop's / pSGLD's "
+                   'second moment, else E[g²] over the window)'))
+
+
+def _effective_perturbation(ctx: SelectionContext) -> PyTree:
+  return jax.tree.map(lambda d, a: jnp.abs(d) / (a + _TINY),
+                      ctx.stats.delta_ema, ctx.stats.delta_abs_ema)
+
+
+@register_selector('apf')
+def _apf() -> Selector:
+  return Selector(
+      alpha_scores=_effective_perturbation, beta_scores=lambda ctx: _abs(ctx.params),
+      description=('apf: α = top |EMA(Δw)| / EMA(|Δw|) (Chen et al. 2021: a '
+                   'small effective perturbation means w oscillates around '
+                   'a converged value); β = top |w|'))
+
+
+# The paper's proposal: convergence read off the preconditioner and the
+# trajectory (Li et al. 2016; Mandt, Hoffman & Blei 2017; Graves 2011).
+
+
+def _preconditioner(ctx: SelectionContext) -> PyTree:
+  """pSGLD's G; else 1/(λ + √ν) from the optimizer's second moment; else 1."""
+  g = langevin.preconditioner(ctx.opt_state)
+  if g is not None:
+    return g
+  nu = langevin.second_moment(ctx.opt_state)
+  if nu is not None:
+    return jax.tree.map(lambda v: 1.0 / (1e-8 + jnp.sqrt(v)), nu)
+  return jax.tree.map(jnp.ones_like, ctx.params)
+
+
+def posterior_mean_std(ctx: SelectionContext) -> tuple[PyTree, PyTree]:
+  """Per-coordinate posterior mean and std, estimated from the iterates.
+
+  Mean and std of w over the phase's window (Welford). A coordinate frozen by
+  α did not move in η1: its mean is its value and its spread is the one seen
+  over η0's window.
+  """
+  var1 = stats_lib.param_variance(ctx.stats)
+  var0 = stats_lib.param_variance(ctx.eta0())
+  mean = jax.tree.map(lambda a, m, w: jnp.where(a, m, w), ctx.trained(),
+                      ctx.stats.param_mean, ctx.params)
+  std = jax.tree.map(lambda a, v1, v0: jnp.sqrt(jnp.where(a, v1, v0)),
+                     ctx.trained(), var1, var0)
+  return mean, std
+
+
+def posterior_snr(ctx: SelectionContext) -> PyTree:
+  """Graves (2011)'s pruning score |mean w| / std w."""
+  mean, std = posterior_mean_std(ctx)
+  return jax.tree.map(lambda m, s: jnp.abs(m) / (s + _TINY), mean, std)
+
+
+def _increment_drift_over_diffusion(ctx: SelectionContext) -> PyTree:
+  return jax.tree.map(lambda m, v: jnp.abs(m) / (jnp.sqrt(v) + _TINY),
+                      ctx.stats.delta_mean, stats_lib.delta_variance(ctx.stats))
+
+
+def _preconditioned_drift_over_spread(ctx: SelectionContext) -> PyTree:
+  _, std = posterior_mean_std(ctx)
+  return jax.tree.map(lambda g, m, s: g * jnp.abs(m) / (s + _TINY),
+                      _preconditioner(ctx), ctx.stats.grad_mean, std)
+
+
+def _gradient_t_statistic(ctx: SelectionContext) -> PyTree:
+  n = ctx.stats.count.astype(jnp.float32)
+  return jax.tree.map(lambda m, v: jnp.abs(m) * jnp.sqrt(n) / (jnp.sqrt(v) + _TINY),
+                      ctx.stats.grad_mean, stats_lib.grad_variance(ctx.stats))
+
+
+@register_selector('psgld')
+def _psgld() -> Selector:
+  return Selector(
+      alpha_scores=_increment_drift_over_diffusion, beta_scores=posterior_snr,
+      description=(
+          'psgld: α = top |mean Δw| / std Δw over η0\'s window. Each Langevin '
+          'step Δw is drift (the preconditioned gradient step) plus diffusion '
+          '(gradient noise and injected noise); over the η1 steps to come the '
+          'drift grows like η1·|mean Δw| and the diffusion like √η1·std Δw, '
+          'so a coordinate whose drift is small next to its diffusion is '
+          'sampling its stationary law: converged. β = top posterior SNR '
+          '|mean w| / std w (Graves 2011).'))
+
+
+@register_selector('psgld_precond')
+def _psgld_precond() -> Selector:
+  return Selector(
+      alpha_scores=_preconditioned_drift_over_spread, beta_scores=posterior_snr,
+      description=(
+          'psgld_precond: α = top G ⊙ |mean g| / std w over η0\'s window: '
+          'the drift γ·η1·G·|mean g| the preconditioned dynamics would still '
+          'make (γ·η1 is the same for every coordinate, so it drops out of '
+          'the ranking), against the spread of the iterates std w (which '
+          'also contains the drift itself). β = top posterior SNR.'))
+
+
+@register_selector('psgld_tstat')
+def _psgld_tstat() -> Selector:
+  return Selector(
+      alpha_scores=_gradient_t_statistic, beta_scores=posterior_snr,
+      description=(
+          'psgld_tstat: α = top |mean g| / (std g / √t), the t-statistic of '
+          'the mean gradient over η0\'s window of t steps (a coordinate whose '
+          'mean gradient is indistinguishable from zero has converged); β = '
+          'top posterior SNR |mean w| / std w.'))
 
 
 def select(selector: Selector, which: str, ctx: SelectionContext, k: int) -> PyTree:

@@ -26,6 +26,8 @@ class TrajectoryStats(NamedTuple):
   grad_m2: PyTree  # Welford Σ(g - mean)².
   param_mean: PyTree  # Welford mean of w (after each step).
   param_m2: PyTree  # Welford Σ(w - mean)².
+  delta_mean: PyTree  # Welford mean of Δw, the per-step increment.
+  delta_m2: PyTree  # Welford Σ(Δw - mean)².
   delta_ema: PyTree  # EMA of Δw (APF's numerator).
   delta_abs_ema: PyTree  # EMA of |Δw| (APF's denominator).
 
@@ -43,6 +45,7 @@ def init_stats(params: PyTree) -> TrajectoryStats:
       count=jnp.zeros((), jnp.int32),
       grad_abs_sum=zeros(), grad_mean=zeros(), grad_m2=zeros(),
       param_mean=zeros(), param_m2=zeros(),
+      delta_mean=zeros(), delta_m2=zeros(),
       delta_ema=zeros(), delta_abs_ema=zeros())
 
 
@@ -61,7 +64,8 @@ def update_stats(
 ) -> TrajectoryStats:
   """Adds one step (gradient `grads` at `old_params`, moving to `new_params`).
 
-  The EMAs are bias-corrected by construction: the first step initialises them.
+  The EMAs start from zero and are not bias-corrected: APF reads only their
+  ratio, in which the correction 1/(1 - decay^t) cancels.
 
   Example:
     >>> import jax.numpy as jnp
@@ -78,14 +82,16 @@ def update_stats(
   param_mean, param_m2 = _unzip(jax.tree.map(
       welford, stats.param_mean, stats.param_m2, new_params), grads)
   delta = jax.tree.map(jnp.subtract, new_params, old_params)
-  first = stats.count == 0
-  ema = lambda avg, x: jnp.where(first, x, ema_decay * avg + (1 - ema_decay) * x)
+  delta_mean, delta_m2 = _unzip(jax.tree.map(
+      welford, stats.delta_mean, stats.delta_m2, delta), grads)
+  ema = lambda avg, x: ema_decay * avg + (1 - ema_decay) * x
   return TrajectoryStats(
       count=count,
       grad_abs_sum=jax.tree.map(lambda s, g: s + jnp.abs(g),
                                 stats.grad_abs_sum, grads),
       grad_mean=grad_mean, grad_m2=grad_m2,
       param_mean=param_mean, param_m2=param_m2,
+      delta_mean=delta_mean, delta_m2=delta_m2,
       delta_ema=jax.tree.map(ema, stats.delta_ema, delta),
       delta_abs_ema=jax.tree.map(
           lambda a, d: ema(a, jnp.abs(d)), stats.delta_abs_ema, delta))
@@ -106,3 +112,9 @@ def param_variance(stats: TrajectoryStats) -> PyTree:
   """Unbiased sample variance of the weights over the window."""
   n = jnp.maximum(stats.count - 1, 1)
   return jax.tree.map(lambda m2: m2 / n.astype(m2.dtype), stats.param_m2)
+
+
+def delta_variance(stats: TrajectoryStats) -> PyTree:
+  """Unbiased sample variance of the per-step increment Δw over the window."""
+  n = jnp.maximum(stats.count - 1, 1)
+  return jax.tree.map(lambda m2: m2 / n.astype(m2.dtype), stats.delta_m2)

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from paramsel_jax import selectors
@@ -103,3 +104,114 @@ def test_resolve_count_rejects(value):
 def test_unknown_selector_lists_names():
   with pytest.raises(ValueError, match=r"Unknown selector 'nope'; accepted: .*random.*topgrad"):
     selectors.get_selector('nope')
+
+
+# --- The comparison selectors and the paper's psgld selectors. ---
+
+
+def _context_from_steps(grads, params_seq, opt_state=(), eta0_stats=None, alpha=None):
+  """Statistics of a hand-made trajectory: grads[t] at params_seq[t] → [t+1]."""
+  s = stats_lib.init_stats({'w': params_seq[0]})
+  for t, g in enumerate(grads):
+    s = stats_lib.update_stats(s, {'w': jnp.asarray(g)}, {'w': params_seq[t]},
+                               {'w': params_seq[t + 1]})
+  return selectors.SelectionContext({'w': params_seq[-1]}, s, opt_state,
+                                    jax.random.key(0), eta0_stats, alpha)
+
+
+def _picks(name, which, ctx, k):
+  return np.flatnonzero(np.asarray(
+      selectors.select(selectors.get_selector(name), which, ctx, k)['w'])).tolist()
+
+
+def _noisy_trajectory(seed=0, steps=200):
+  """Coordinate 0: zero-mean noisy gradient, w jitters around 1.0 (converged).
+  Coordinate 1: steady gradient 0.5 + the same noise, w drifts down (not
+  converged). Coordinate 2: a tiny but steady gradient, 0.001 ± 0.0005: it
+  barely moves, but always the same way (not converged either)."""
+  rng = np.random.default_rng(seed)
+  noise = rng.normal(0, 1.0, (steps, 3))
+  grads = noise * np.array([1.0, 1.0, 0.0005]) + np.array([0.0, 0.5, 0.001])
+  w = [jnp.array([1.0, 1.0, 1.0])]
+  for g in grads:
+    w.append(w[-1] - 0.01 * jnp.asarray(g, jnp.float32))
+  return grads.astype(np.float32), w
+
+
+@pytest.mark.parametrize('name', ['psgld', 'psgld_tstat'])
+def test_psgld_alpha_keeps_unconverged_coordinate(name):
+  # A coordinate with a zero-mean noisy gradient is judged converged.
+  grads, w = _noisy_trajectory()
+  ctx = _context_from_steps(grads, w)
+  assert _picks(name, 'alpha', ctx, 2) == [1, 2]
+  # The zero-mean-gradient coordinate is judged the most converged of all.
+  scores = np.asarray(selectors.get_selector(name).alpha_scores(ctx)['w'])
+  assert scores[0] < scores[1] and scores[0] < scores[2]
+
+
+def test_psgld_precond_ranks_by_preconditioned_drift_over_spread():
+  # Same spread of w for all three; G ⊙ |mean g| = [0.1, 2, 0.5] with G = 1
+  # (no optimizer state): coordinate 1, then 2.
+  w = [jnp.array([1.0, 1.0, 1.0]) + 0.1 * (t % 2) for t in range(11)]
+  grads = np.array([[0.1, 2.0, 0.5]] * 10, np.float32)
+  ctx = _context_from_steps(grads, w)
+  assert _picks('psgld_precond', 'alpha', ctx, 2) == [1, 2]
+  # With pSGLD's G = [100, 1, 1] coordinate 0 (100 * 0.1 = 10) comes first.
+  from paramsel_jax import langevin
+  state = langevin.scale_by_psgld_preconditioner().init({'w': w[0]})
+  state = state._replace(preconditioner={'w': jnp.array([100.0, 1.0, 1.0])})
+  assert _picks('psgld_precond', 'alpha', ctx._replace(opt_state=state), 1) == [0]
+
+
+def test_posterior_snr_beta_and_frozen_coordinates():
+  # η0 window: coordinate 0 jitters a lot, 1 a little, 2 not trained in η1.
+  rng = np.random.default_rng(1)
+  w0 = [jnp.array([0.5, 0.3, 0.4]) + jnp.asarray(rng.normal(0, [0.5, 0.01, 0.05]), jnp.float32)
+        for _ in range(50)]
+  eta0 = _context_from_steps(np.zeros((49, 3), np.float32), w0).stats
+  alpha = {'w': jnp.array([True, True, False])}
+  w1 = [jnp.array([0.5, 0.3, 0.4]) + jnp.asarray(rng.normal(0, [0.5, 0.01, 0.0]), jnp.float32)
+        for _ in range(50)]
+  ctx = _context_from_steps(np.zeros((49, 3), np.float32), w1, eta0_stats=eta0, alpha=alpha)
+  mean, std = selectors.posterior_mean_std(ctx)
+  # The frozen coordinate's spread comes from η0 (it did not move in η1).
+  np.testing.assert_allclose(std['w'][2], np.sqrt(stats_lib.param_variance(eta0)['w'][2]))
+  assert float(std['w'][2]) > 0.01
+  assert float(mean['w'][2]) == float(w1[-1][2])
+  # SNR: coordinate 1 (0.3 / 0.01) > 2 (0.4 / 0.05) > 0 (0.5 / 0.5).
+  assert _picks('psgld', 'beta', ctx, 1) == [1]
+  assert _picks('psgld', 'beta', ctx, 2) == [1, 2]
+
+
+def test_magnitude_saliency_fisher_apf_on_hand_examples():
+  # w = [3, -1, 0.5]; mean g = [0.01, 2, 1] → |w g| = [0.03, 2, 0.5].
+  w = jnp.array([3.0, -1.0, 0.5])
+  grads = np.array([[0.01, 2.0, 1.0]] * 4, np.float32)
+  ctx = _context_from_steps(grads, [w] * 5)
+  assert _picks('magnitude', 'alpha', ctx, 1) == [0]
+  assert _picks('saliency', 'alpha', ctx, 1) == [1]
+  # fisher without an optimizer second moment: E[g²] = [1e-4, 4, 1] →
+  # w² E[g²] = [9e-4, 4, 0.25].
+  assert _picks('fisher', 'beta', ctx, 2) == [1, 2]
+  # fisher with Adam's ν: ν = [1, 0, 0] makes coordinate 0 win.
+  params = {'w': w}
+  adam_state = optax.adam(0.1).init(params)
+  adam_state = (adam_state[0]._replace(nu={'w': jnp.array([1.0, 0.0, 0.0])}),) + adam_state[1:]
+  ctx_adam = ctx._replace(opt_state=adam_state)
+  assert _picks('fisher', 'alpha', ctx_adam, 1) == [0]
+  # apf: coordinate 0 moves steadily, 1 oscillates, 2 moves steadily but less.
+  traj = [jnp.array([0.1 * t, 0.1 * (t % 2), 0.01 * t]) for t in range(40)]
+  ctx_apf = _context_from_steps(np.zeros((39, 3), np.float32), traj)
+  scores = np.asarray(selectors.get_selector('apf').alpha_scores(ctx_apf)['w'])
+  np.testing.assert_allclose(scores[[0, 2]], 1.0, rtol=1e-5)
+  assert scores[1] < 0.1
+  assert _picks('apf', 'beta', ctx_apf, 1) == [0]
+
+
+@pytest.mark.parametrize('name', sorted(selectors.SELECTORS))
+@pytest.mark.parametrize('which', ['alpha', 'beta'])
+def test_every_selector_gives_exactly_k(name, which):
+  grads, w = _noisy_trajectory(seed=2, steps=30)
+  ctx = _context_from_steps(grads, w, opt_state=optax.adam(0.1).init({'w': w[0]}))
+  for k in (0, 1, 2, 3):
+    assert _count(selectors.select(selectors.get_selector(name), which, ctx, k)) == k
