@@ -52,6 +52,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'First seed; seeds are seed .. seed+num_
 _SEED_AXIS = flags.DEFINE_enum(
     'seed_axis', 'auto', experiment.SEED_AXES,
     'vmap: seeds in parallel; map: in turn; auto: map for conv nets on CPU.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'prune_at_end', ['prune_at_end', 'retrain'],
+    'prune_at_end: the paper (α after eta0, β after eta1); retrain: β after '
+    'eta0, the rest zeroed, only the kept weights train for eta1.')
 _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500, 'Steps per jitted call between progress lines.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results', 'Where the JSON goes.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache (default $PARAMSEL_DATA_DIR or ~/.cache/paramsel_jax).')
@@ -79,7 +83,7 @@ def config_from_flags() -> experiment.ExperimentConfig:
           eta0=_ETA0.value, eta1=_ETA1.value, k=_count_or_fraction(_K.value),
           l=_count_or_fraction(_L.value), window=_WINDOW.value,
           batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
-          seed_axis=_SEED_AXIS.value),
+          seed_axis=_SEED_AXIS.value, mode=_MODE.value),
       data_dir=_DATA_DIR.value)
 
 

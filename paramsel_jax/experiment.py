@@ -162,6 +162,16 @@ def _pm(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
   return f'{s["mean"] * scale:.{digits}f} ± {s["std"] * scale:.{digits}f}'
 
 
+def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
+  """`selector`, plus k and l (as % of N) when a run has several of them."""
+  n, parts = results['num_params'], [cell['selector']]
+  if len(results['ks']) > 1 and results.get('mode') != 'retrain':
+    parts.append(f'k={cell["k"] / n:.1%}')
+  if len(results['ls']) > 1:
+    parts.append(f'l={cell["l"] / n:.1%}')
+  return ' '.join(parts)
+
+
 def format_table(results: dict[str, Any]) -> str:
   """The results as a readable text table (mean ± std over seeds)."""
   header = ('selector', 'test acc w %', 'test acc β⊙w %', 'test loss w',
@@ -170,9 +180,10 @@ def format_table(results: dict[str, Any]) -> str:
   eta0 = results['after_eta0']
   rows.append(('(after η0, dense)', _pm(eta0['test_accuracy'], 100), '-',
                _pm(eta0['test_loss'], digits=4), '-', '-', '-'))
-  for name, r in results['selectors'].items():
-    w, b = r['w'], r['pruned']
-    rows.append((name, _pm(w['test_accuracy'], 100), _pm(b['test_accuracy'], 100),
+  for cell in results['cells']:
+    w, b = cell['w'], cell['pruned']
+    rows.append((cell_label(cell, results),
+                 _pm(w['test_accuracy'], 100), _pm(b['test_accuracy'], 100),
                  _pm(w['test_loss'], digits=4), _pm(b['test_loss'], digits=4),
                  _pm(b['train_accuracy'], 100), _pm(b['train_loss'], digits=4)))
   widths = [max(len(str(row[i])) for row in rows + [header])
@@ -180,6 +191,10 @@ def format_table(results: dict[str, Any]) -> str:
   line = lambda row: '  '.join(str(c).ljust(w) for c, w in zip(row, widths))
   return '\n'.join([line(header), '  '.join('-' * w for w in widths)]
                    + [line(row) for row in rows])
+
+
+def _percent_list(counts: Sequence[int], n: int) -> str:
+  return ', '.join(f'{c} ({c / n:.1%})' for c in counts)
 
 
 def write_json_atomic(obj: Any, path: str) -> None:
@@ -245,15 +260,14 @@ def run_experiment(
           timespec='seconds'),
       'jax': jax.__version__, 'backend': jax.default_backend(),
       'devices': [str(d) for d in jax.devices()]}
-  results['summary'] = {
-      name: {part: {m: summarize(v) for m, v in r[part].items()}
-             for part in ('w', 'pruned')}
-      for name, r in results['selectors'].items()}
+  for cell in results['cells']:
+    cell['summary'] = {part: {m: summarize(v) for m, v in cell[part].items()}
+                       for part in ('w', 'pruned')}
+  n = results['num_params']
   log('')
-  log(f'{config.dataset} / {config.model} / {config.optimizer.name}: '
-      f'N = {results["num_params"]}, k = {results["k"]} '
-      f'({results["k"] / results["num_params"]:.1%}), l = {results["l"]} '
-      f'({results["l"] / results["num_params"]:.1%}), eta0 = {proto.eta0}, '
+  log(f'{config.dataset} / {config.model} / {config.optimizer.name} / '
+      f'{proto.mode}: N = {n}, k = {_percent_list(results["ks"], n)}, '
+      f'l = {_percent_list(results["ls"], n)}, eta0 = {proto.eta0}, '
       f'eta1 = {proto.eta1}, {len(config.seeds)} seeds, '
       f'{results["wall_s"]:.1f} s')
   log(format_table(results))

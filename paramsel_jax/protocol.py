@@ -40,33 +40,46 @@ class ProtocolConfig:
   Attributes:
     eta0: steps of `T` on all parameters.
     eta1: steps of `T|α`.
-    k: how many coordinates keep training: a count, or a fraction 0 < k < 1.
-    l: how many weights are kept at the end: a count, or a fraction.
+    k: how many coordinates keep training: a count, or a fraction 0 < k < 1;
+      or a tuple of such values (each gets its own η1 phase).
+    l: how many weights are kept at the end: a count, or a fraction; or a
+      tuple (all read off the same η1 phase).
     window: the selectors' statistics cover the last `window` steps of each
       phase.
     batch_size: minibatch size of `T`.
     chunk_size: steps per jitted call between progress reports.
     eval_batch_size: batch size of the evaluation scan.
     seed_axis: 'vmap' (seeds in parallel) or 'map' (in turn, `lax.map`).
+    mode: 'prune_at_end' (the paper: α after η0, β after η1) or 'retrain'
+      (prune-then-retrain, as in Han et al. 2015: β is chosen after η0 from
+      the selector's β scores, the other weights are zeroed, and only the
+      kept ones train for η1; α = β, and k is not used).
   """
 
   eta0: int = 500
   eta1: int = 1500
-  k: float = 0.1
-  l: float = 0.2
+  k: float | tuple[float, ...] = 0.1
+  l: float | tuple[float, ...] = 0.2
   window: int = 100
   batch_size: int = 128
   chunk_size: int = 500
   eval_batch_size: int = 1000
   seed_axis: str = 'vmap'
+  mode: str = 'prune_at_end'
 
 
 SEED_AXES = ('vmap', 'map')
+MODES = ('prune_at_end', 'retrain')
 
 
-def validate_protocol_config(config: ProtocolConfig, num_params: int,
-                             num_train: int) -> tuple[int, int]:
-  """Checks every setting before any work; returns the resolved `(k, l)`."""
+def _as_tuple(x) -> tuple:
+  return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def validate_protocol_config(
+    config: ProtocolConfig, num_params: int, num_train: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """Checks every setting before any work; returns the resolved k's and l's."""
   for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
                'eval_batch_size'):
     value = getattr(config, name)
@@ -82,9 +95,14 @@ def validate_protocol_config(config: ProtocolConfig, num_params: int,
   if config.seed_axis not in SEED_AXES:
     raise ValueError(f'seed_axis={config.seed_axis!r}; accepted: '
                      f'{", ".join(SEED_AXES)}.')
-  k = selectors_lib.resolve_count(config.k, num_params, 'k')
-  l = selectors_lib.resolve_count(config.l, num_params, 'l')
-  return k, l
+  if config.mode not in MODES:
+    raise ValueError(f'mode={config.mode!r}; accepted: {", ".join(MODES)}.')
+  ks, ls = _as_tuple(config.k), _as_tuple(config.l)
+  if not ks or not ls:
+    raise ValueError(f'k={config.k!r}, l={config.l!r}: give at least one value '
+                     'of each.')
+  return (tuple(selectors_lib.resolve_count(k, num_params, 'k') for k in ks),
+          tuple(selectors_lib.resolve_count(l, num_params, 'l') for l in ls))
 
 
 class TrainState(NamedTuple):
@@ -239,6 +257,33 @@ def _print(msg: str) -> None:
   print(msg, flush=True)
 
 
+def seed_sharding(num_seeds: int) -> jax.sharding.NamedSharding | None:
+  """Shards the seed axis over as many devices as divide `num_seeds`.
+
+  None on one device. The mesh has one axis, 'seed'; data and other unbatched
+  arrays are replicated by jit.
+  """
+  devices = jax.devices()
+  count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  if count == 1:
+    return None
+  mesh = jax.sharding.Mesh(np.array(devices[:count]), ('seed',))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('seed'))
+
+
+def _to_lists(metrics: dict[str, jax.Array]) -> dict[str, list[float]]:
+  return {m: np.asarray(v).tolist() for m, v in metrics.items()}
+
+
+def _any_frozen_moved(alpha: PyTree, new: PyTree, old: PyTree) -> list[bool]:
+  """Per seed: did any coordinate outside α change (it must not)?"""
+  moved = jax.tree.map(
+      lambda a, p1, p0: jnp.any((p1 != p0) & ~a, axis=tuple(range(1, a.ndim))),
+      alpha, new, old)
+  return np.asarray(functools.reduce(jnp.logical_or,
+                                     jax.tree.leaves(moved))).tolist()
+
+
 def run_protocol(
     task: Task,
     tx: optax.GradientTransformation,
@@ -246,66 +291,95 @@ def run_protocol(
     selector_names: Sequence[str],
     seeds: Sequence[int],
     log: Callable[[str], None] = _print,
+    groups: Sequence[tuple[str, int]] | None = None,
+    on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-  """Runs the protocol for several selectors and seeds; returns plain results.
+  """Runs the protocol for several selectors, k's, l's and seeds.
+
+  One η0 phase is shared by everything; then each (selector, k) group gets
+  its own η1 phase (in 'retrain' mode, each (selector, l)), and every l is
+  read off it. A cell is one (selector, k, l) with per-seed metrics.
 
   Args:
     task: the model and the data.
     tx: the optimizer `T` (unmasked; it is wrapped in `masked` here).
     config: the protocol settings.
-    selector_names: registered selectors to compare; all share the η0 phase.
-    seeds: one run per seed (init, batches, random selection).
+    selector_names: registered selectors to compare.
+    seeds: one run per seed (init, batches, random selection). With several
+      devices the seed axis is sharded over them (`seed_sharding`).
     log: where progress lines go.
+    groups: the (selector name, resolved k) pairs to run (in 'retrain' mode,
+      (selector, l)); None: every selector × every k (l). A resumable sweep
+      passes only the unfinished ones.
+    on_cells: called with each group's finished cells, e.g. to save them.
 
   Returns:
-    `{'num_params', 'k', 'l', 'seeds', 'dense': {metric: [per seed]},
-    'selectors': {name: {'alpha_count', 'beta_count', 'w': {metric: [...]},
-    'pruned': {metric: [...]}}}, 'timing': {...}}`; all values are Python
-    numbers, ready for JSON.
+    `{'num_params', 'ks', 'ls', 'seeds', 'after_eta0': {metric: [per seed]},
+    'cells': [{'selector', 'k', 'l', 'alpha_count', 'beta_count',
+    'frozen_moved', 'w': {metric: [...]}, 'pruned': {metric: [...]}}],
+    'timing': {...}}`; all values are Python numbers, ready for JSON.
   """
-  selector_list = [selectors_lib.get_selector(n) for n in selector_names]
+  for name in selector_names:
+    selectors_lib.get_selector(name)
   params_shape = jax.eval_shape(task.init_fn, jax.random.key(0))
   n = selectors_lib.num_params(params_shape)
-  k, l = validate_protocol_config(config, n, int(task.train_images.shape[0]))
+  ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
   if not seeds:
     raise ValueError('seeds is empty; give at least one seed.')
+  retrain = config.mode == 'retrain'
+  if groups is None:
+    groups = [(name, c) for name in selector_names for c in (ls if retrain else ks)]
 
   runner = Runner(task, tx, config)
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  sharding = seed_sharding(len(seeds)) if config.seed_axis == 'vmap' else None
+  if sharding is not None:
+    keys = jax.device_put(keys, sharding)
   timing = {}
   t0 = time.perf_counter()
   state0 = runner.init(keys)
-  log(f'N = {n} parameters, k = {k}, l = {l}, {len(seeds)} seeds '
-      f'({config.seed_axis}), eta0 = {config.eta0}, eta1 = {config.eta1}')
+  where = f', sharded over {sharding.mesh.size} devices' if sharding else ''
+  log(f'N = {n} parameters, k = {list(ks)}, l = {list(ls)}, {len(seeds)} seeds '
+      f'({config.seed_axis}{where}), eta0 = {config.eta0}, eta1 = '
+      f'{config.eta1}, mode {config.mode}')
   state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
   timing['eta0_s'] = time.perf_counter() - t0
 
-  def to_lists(metrics):
-    return {m: np.asarray(v).tolist() for m, v in metrics.items()}
-
-  results = {'num_params': n, 'k': k, 'l': l, 'seeds': list(seeds),
-             'after_eta0': to_lists(runner.evaluate(state0.params)),
-             'selectors': {}}
-  for name, selector in zip(selector_names, selector_list):
+  results = {'num_params': n, 'ks': list(ks), 'ls': list(ls),
+             'seeds': list(seeds), 'mode': config.mode,
+             'after_eta0': _to_lists(runner.evaluate(state0.params)),
+             'cells': []}
+  for name, count in groups:
+    selector = selectors_lib.get_selector(name)
     t1 = time.perf_counter()
-    alpha = runner.select(state0, selector, 'alpha', k, state0.stats)
-    state = runner.start_phase1(state0, alpha)
-    state = runner.train(state, config.eta0, config.eta1, config.window, log,
-                         f'eta1 [{name}]')
-    beta = runner.select(state, selector, 'beta', l, state0.stats)
-    pruned = steps.prune(state.params, beta)
-    frozen_moved = jax.tree.map(
-        lambda a, p1, p0: jnp.any((p1 != p0) & ~a, axis=tuple(range(1, a.ndim))),
-        alpha, state.params, state0.params)
-    results['selectors'][name] = {
-        'alpha_count': np.asarray(_count(alpha)).tolist(),
-        'beta_count': np.asarray(_count(beta)).tolist(),
-        'frozen_moved': np.asarray(
-            functools.reduce(jnp.logical_or, jax.tree.leaves(frozen_moved))).tolist(),
-        'w': to_lists(runner.evaluate(state.params)),
-        'pruned': to_lists(runner.evaluate(pruned)),
-    }
-    timing[f'{name}_s'] = time.perf_counter() - t1
+    if retrain:
+      alpha = runner.select(state0, selector, 'beta', count, state0.stats)
+      start = runner.start_phase1(
+          state0._replace(params=steps.prune(state0.params, alpha)), alpha)
+      label, cell_ls = f'eta1 [{name}, l={count}]', [count]
+    else:
+      alpha = runner.select(state0, selector, 'alpha', count, state0.stats)
+      start = runner.start_phase1(state0, alpha)
+      label, cell_ls = f'eta1 [{name}, k={count}]', ls
+    state = runner.train(start, config.eta0, config.eta1, config.window, log,
+                         label)
+    w_metrics = _to_lists(runner.evaluate(state.params))
+    cells = []
+    for l in cell_ls:
+      beta = alpha if retrain else runner.select(state, selector, 'beta', l,
+                                                 state0.stats)
+      cells.append({
+          'selector': name, 'k': count, 'l': l,
+          'alpha_count': np.asarray(_count(alpha)).tolist(),
+          'beta_count': np.asarray(_count(beta)).tolist(),
+          'frozen_moved': _any_frozen_moved(alpha, state.params, start.params),
+          'w': w_metrics,
+          'pruned': _to_lists(runner.evaluate(steps.prune(state.params, beta))),
+      })
+    timing[f'{name}/{count}_s'] = time.perf_counter() - t1
+    results['cells'].extend(cells)
+    if on_cells is not None:
+      on_cells(cells)
   timing['total_s'] = time.perf_counter() - t0
   results['timing'] = timing
   return results

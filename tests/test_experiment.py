@@ -34,14 +34,17 @@ def test_tiny_end_to_end_run_writes_results(tmp_path):
   results = json.loads(path.read_text())
   assert results['config']['seeds'] == [0, 1]
   assert not [p for p in os.listdir(path.parent) if p.startswith('.tmp')]
-  for name, r in results['selectors'].items():
+  from paramsel_jax import selectors
+  assert sorted(c['selector'] for c in results['cells']) == sorted(selectors.SELECTORS)
+  for r in results['cells']:
+    name = r['selector']
     for part in ('w', 'pruned'):
       for metric, values in r[part].items():
         assert len(values) == 2 and np.all(np.isfinite(values)), (name, metric)
         if 'accuracy' in metric:
           assert all(0 <= v <= 1 for v in values)
     assert r['frozen_moved'] == [False, False]
-    assert results['summary'][name]['pruned']['test_accuracy']['mean'] == (
+    assert r['summary']['pruned']['test_accuracy']['mean'] == (
         pytest.approx(np.mean(r['pruned']['test_accuracy'])))
 
 

@@ -37,9 +37,10 @@ def _run(task, seeds, config=CONFIG, selectors=('random', 'topgrad')):
 
 def _metrics(results, seed_index):
   out = {'after_eta0': {m: v[seed_index] for m, v in results['after_eta0'].items()}}
-  for name, r in results['selectors'].items():
+  for r in results['cells']:
     for part in ('w', 'pruned'):
-      out[f'{name}/{part}'] = {m: v[seed_index] for m, v in r[part].items()}
+      out[f'{r["selector"]}/{r["k"]}/{r["l"]}/{part}'] = {
+          m: v[seed_index] for m, v in r[part].items()}
   return out
 
 
@@ -51,16 +52,18 @@ def results(task):
 def test_counts_are_exact_and_frozen_coordinates_do_not_move(results):
   r = results
   n = r['num_params']
-  assert (r['k'], r['l']) == (round(0.3 * n), round(0.5 * n))
-  for name, s in r['selectors'].items():
-    assert s['alpha_count'] == [r['k']] * 3, name
-    assert s['beta_count'] == [r['l']] * 3, name
+  assert (r['ks'], r['ls']) == ([round(0.3 * n)], [round(0.5 * n)])
+  assert [c['selector'] for c in r['cells']] == ['random', 'topgrad']
+  for s in r['cells']:
+    name = s['selector']
+    assert s['alpha_count'] == r['ks'] * 3, name
+    assert s['beta_count'] == r['ls'] * 3, name
     assert s['frozen_moved'] == [False] * 3, name
     for part in ('w', 'pruned'):
       for metric, values in s[part].items():
         assert np.all(np.isfinite(values)), (name, part, metric)
   # Training did something: better than chance (0.25) on this learnable data.
-  assert min(r['selectors']['topgrad']['w']['test_accuracy']) > 0.5
+  assert min(r['cells'][1]['w']['test_accuracy']) > 0.5
   # Different seeds give different runs.
   assert len(set(r['after_eta0']['train_loss'])) == 3
 
@@ -83,8 +86,88 @@ def test_seeds_in_parallel_equal_seeds_one_by_one(task, results):
 
 def test_same_seed_same_numbers(task, results):
   again = _run(task, [0, 1, 2])
-  for part in ('after_eta0', 'selectors'):
+  for part in ('after_eta0', 'cells'):
     assert again[part] == results[part]
+
+
+def test_grid_of_k_and_l_and_resumable_groups(task):
+  config = dataclasses.replace(CONFIG, k=(0.1, 0.5), l=(5, 0.2, 0.4))
+  saved = []
+  r = protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'], [0],
+                            log=lambda _: None, on_cells=saved.append)
+  n = r['num_params']
+  assert r['ks'] == [round(0.1 * n), round(0.5 * n)]
+  assert r['ls'] == [5, round(0.2 * n), round(0.4 * n)]
+  assert [(c['k'], c['l']) for c in r['cells']] == [
+      (k, l) for k in r['ks'] for l in r['ls']]
+  assert [len(group) for group in saved] == [3, 3]
+  for c in r['cells']:
+    assert c['alpha_count'] == [c['k']] and c['beta_count'] == [c['l']]
+  # All l's of one k are read off the same η1 phase.
+  assert r['cells'][0]['w'] == r['cells'][2]['w']
+  # Keeping more weights costs less (same w, nested top-l masks).
+  losses = [c['pruned']['train_loss'][0] for c in r['cells'][3:]]
+  assert losses[0] > losses[1] > losses[2]
+  # Running only the second group (as a resumed sweep would) gives its cells.
+  again = protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'],
+                                [0], log=lambda _: None,
+                                groups=[('topgrad', r['ks'][1])])
+  assert again['cells'] == r['cells'][3:]
+
+
+def test_retrain_mode_trains_only_the_kept_weights(task):
+  config = dataclasses.replace(CONFIG, mode='retrain', l=(0.1, 0.3))
+  r = protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'], [0, 1],
+                            log=lambda _: None)
+  assert [c['l'] for c in r['cells']] == r['ls']
+  for c in r['cells']:
+    assert c['alpha_count'] == [c['l']] * 2 and c['beta_count'] == [c['l']] * 2
+    assert c['frozen_moved'] == [False, False]
+    # Pruned weights were zeroed before η1 and never moved: β⊙w == w.
+    assert c['pruned'] == c['w']
+  # Retraining recovers: 30% of the weights, retrained, beats chance well.
+  assert min(r['cells'][1]['pruned']['test_accuracy']) > 0.5
+
+
+_SHARDED_SCRIPT = '''
+import json, sys
+import jax, jax.numpy as jnp, optax
+from paramsel_jax import data, models, protocol
+ds = data.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1), num_classes=4)
+model = models.create_model('mlp', widths=(16,), num_classes=4)
+task = protocol.Task(
+    init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
+    apply_fn=lambda p, x: model.apply({'params': p}, x),
+    train_images=jnp.asarray(ds.train.images), train_labels=jnp.asarray(ds.train.labels),
+    test_images=jnp.asarray(ds.test.images), test_labels=jnp.asarray(ds.test.labels))
+config = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
+                                 batch_size=16, chunk_size=25, eval_batch_size=64)
+r = protocol.run_protocol(task, optax.adam(1e-2), config, ['random', 'topgrad'],
+                          list(range(8)), log=print)
+print('RESULT', json.dumps({'devices': jax.device_count(),
+                            'cells': r['cells'], 'after_eta0': r['after_eta0']}))
+'''
+
+
+def test_seeds_sharded_over_8_devices_equal_one_device():
+  import json, os, subprocess, sys
+  out = {}
+  for count in (8, 1):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
+               JAX_PLATFORMS='cpu')
+    done = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if count == 8:
+      assert 'sharded over 8 devices' in done.stdout
+    line = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')][0]
+    out[count] = json.loads(line[len('RESULT '):])
+  assert (out[8]['devices'], out[1]['devices']) == (8, 1)
+  for a, b in zip(out[8]['cells'], out[1]['cells']):
+    assert a['alpha_count'] == b['alpha_count']
+    for part in ('w', 'pruned'):
+      for m in a[part]:
+        np.testing.assert_allclose(a[part][m], b[part][m], rtol=2e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize('change, message', [
@@ -95,6 +178,8 @@ def test_same_seed_same_numbers(task, results):
     (dict(k=10**9), 'k=1000000000'),
     (dict(l=-1), 'l=-1'),
     (dict(seed_axis='pmap'), "seed_axis='pmap'"),
+    (dict(mode='lottery'), "mode='lottery'"),
+    (dict(k=()), 'give at least one'),
 ])
 def test_bad_settings_raise_before_work(task, change, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
