@@ -7,6 +7,13 @@ The public API, re-exported from one place:
   >>> state = tx.init({'w': jnp.zeros(3)})
 """
 
+from paramsel_jax.langevin import add_langevin_noise
+from paramsel_jax.langevin import preconditioner
+from paramsel_jax.langevin import psgld
+from paramsel_jax.langevin import reseed
+from paramsel_jax.langevin import scale_by_psgld_preconditioner
+from paramsel_jax.langevin import second_moment
+from paramsel_jax.langevin import sgld
 from paramsel_jax.masking import check_mask
 from paramsel_jax.masking import count_true
 from paramsel_jax.masking import get_mask
