@@ -1,0 +1,228 @@
+r"""Structure search: a network of optimal complexity by relaxed structure choices.
+
+  python experiments/structure_search.py --dataset=mnist
+  python experiments/structure_search.py --dataset=fashion_mnist
+  python experiments/structure_search.py --dataset=cifar10  # conv space
+  python experiments/structure_search.py --dataset=mnist --target_params=150000
+
+Searches a space of structures (per layer: activation, width, presence, and
+for conv layers kernel size) by gradient descent on Gumbel-softmax relaxed
+choices, derives the argmax network, retrains it from scratch, and compares it
+with random search of the same space at the same budget, a fixed hand-made
+network of similar size, and (MLP spaces) LeNet-300-100, all trained the same
+way. Prints a table (mean ± std over seeds, accuracy under input and weight
+noise) and writes results.json, one architecture JSON per seed and
+accuracy_vs_params.png to --workdir (default
+results/structure_search/<dataset>/).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+import jax
+
+from paramsel_jax import data
+from paramsel_jax.structure import pipeline
+from paramsel_jax.structure import regularizer
+from paramsel_jax.structure import relax
+from paramsel_jax.structure import search
+from paramsel_jax.structure import space
+from paramsel_jax.structure import training
+
+_DATASET = flags.DEFINE_string('dataset', 'mnist',
+                               f'One of {", ".join(data.DATASETS)}.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache directory.')
+_VALID_SIZE = flags.DEFINE_integer(
+    'valid_size', None, 'Validation examples carved from train (the structure '
+    "logits' data); default: the data set's.")
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output dir; default results/structure_search/<dataset>.')
+_SYNTHETIC_SHAPE = flags.DEFINE_list(
+    'synthetic_shape', ['28', '28', '1'], '--dataset=synthetic: image shape '
+    'H,W,C (e.g. 32,32,3 for CIFAR-shaped).')
+_SYNTHETIC_TRAIN = flags.DEFINE_integer('synthetic_train', 2000,
+                                        '--dataset=synthetic: train size.')
+_SYNTHETIC_TEST = flags.DEFINE_integer(
+    'synthetic_test', 500, '--dataset=synthetic: test (and default valid) '
+    'size.')
+_SPACE = flags.DEFINE_enum('space', 'auto', ('auto', *pipeline.SPACES),
+                           'Search space; auto: conv for cifar10, else mlp.')
+# The space.
+_WIDTHS = flags.DEFINE_list('widths', ['32', '64', '128', '256', '512'],
+                            'MLP: candidate widths of every hidden layer.')
+_DEPTH = flags.DEFINE_integer('depth', 3, 'MLP: hidden layers (all but the '
+                              'first may be skipped).')
+_ACTIVATIONS = flags.DEFINE_list(
+    'activations', list(space.ACTIVATIONS),
+    f'Candidate activations, from {", ".join(space.ACTIVATIONS)}.')
+_CONV_WIDTHS = flags.DEFINE_string(
+    'conv_widths', '8,16,32;16,32,64;16,32,64',
+    'Conv: candidate channels per conv layer, layers separated by ";".')
+_CONV_POOLS = flags.DEFINE_list('conv_pools', ['1', '1', '0'],
+                                'Conv: 2x2 max-pool after each conv layer.')
+_CONV_OPTIONAL = flags.DEFINE_list('conv_optional', ['0', '0', '1'],
+                                   'Conv: whether each conv layer may be '
+                                   'skipped.')
+_KERNEL_SIZES = flags.DEFINE_list('kernel_sizes', ['3', '5'],
+                                  'Conv: candidate kernel sizes.')
+_DENSE_WIDTHS = flags.DEFINE_list('dense_widths', ['32', '64', '128'],
+                                  'Conv: candidate widths of the dense layer.')
+# The search.
+_WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 500,
+                                     'Weight-only steps first.')
+_SEARCH_STEPS = flags.DEFINE_integer('search_steps', 1500,
+                                     'Alternating structure/weight steps.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Minibatch size.')
+_WEIGHT_LR = flags.DEFINE_float('weight_lr', 1e-3, 'Supernet weights: Adam.')
+_ARCH_LR = flags.DEFINE_float('arch_lr', 3e-2, 'Structure logits: Adam.')
+_TAU0 = flags.DEFINE_float('tau0', 5.0, 'Initial temperature.')
+_TAU_MIN = flags.DEFINE_float('tau_min', 0.1, 'Final temperature.')
+_SCHEDULE = flags.DEFINE_string(
+    'schedule', 'exponential', f'One of {", ".join(relax.SCHEDULES)}.')
+_HARD = flags.DEFINE_bool('hard', True, 'Straight-through one-hot samples.')
+_SIZE_WEIGHT = flags.DEFINE_float('size_weight', 0.05,
+                                  'Weight of the expected-size term.')
+_TARGET_PARAMS = flags.DEFINE_integer(
+    'target_params', None, 'Target-size mode: penalise only E[params] above '
+    'this.')
+_FLOPS_WEIGHT = flags.DEFINE_float('flops_weight', 0.0,
+                                   'Weight of the expected-FLOPs term.')
+_ENTROPY_WEIGHT = flags.DEFINE_float('entropy_weight', 0.0,
+                                     'Weight of the choice entropy.')
+_CHUNK_STEPS = flags.DEFINE_integer('chunk_steps', 500,
+                                    'Steps per jitted chunk.')
+_CONV_IMPL = flags.DEFINE_string('conv_impl', 'auto',
+                                 'auto, im2col, xla or xla_vjp.')
+# Retraining and baselines.
+_RETRAIN_STEPS = flags.DEFINE_integer('retrain_steps', 6000,
+                                      'Steps to train every final network.')
+_RETRAIN_LR = flags.DEFINE_float('retrain_lr', 2e-3,
+                                 'Peak Adam lr (cosine decay).')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Search seeds.')
+_VMAP_SEEDS = flags.DEFINE_enum(
+    'vmap_seeds', 'auto', ('auto', 'on', 'off'),
+    'Search all seeds at once under vmap (on) or in turn (off); auto: off '
+    'for conv spaces on CPU (vmapped convs are slow there), else on.')
+_RANDOM_SAMPLES = flags.DEFINE_integer(
+    'random_samples', None, 'Random-search structures per seed; default: '
+    'the search budget.')
+_FIXED = flags.DEFINE_bool('fixed', True, 'Train the fixed hand-made net.')
+_REFERENCE = flags.DEFINE_string(
+    'reference_model', 'auto', "A models.create_model name, 'none', or auto "
+    '(lenet300 for MLP spaces, none for conv).')
+_INPUT_SIGMAS = flags.DEFINE_list('input_sigmas', ['0.1', '0.2', '0.3'],
+                                  'Input-noise levels (images in [0, 1]).')
+_WEIGHT_SIGMAS = flags.DEFINE_list('weight_sigmas', ['0.1', '0.2', '0.3'],
+                                   'Weight-noise levels (x RMS of a leaf).')
+_NOISE_REPEATS = flags.DEFINE_integer('noise_repeats', 2,
+                                      'Noise draws per level.')
+
+
+def _ints(values, name):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ValueError(f'--{name}={",".join(values)}; accepted: integers.'
+                     ) from None
+
+
+def _floats(values, name):
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise ValueError(f'--{name}={",".join(values)}; accepted: numbers.'
+                     ) from None
+
+
+def config_from_flags() -> pipeline.ExperimentConfig:
+  """The experiment config the flags describe (validated later, in full)."""
+  space_name = _SPACE.value
+  if space_name == 'auto':
+    space_name = 'conv' if _DATASET.value == 'cifar10' else 'mlp'
+  reference = _REFERENCE.value
+  if reference == 'auto':
+    reference = 'lenet300' if space_name == 'mlp' else None
+  elif reference == 'none':
+    reference = None
+  vmap_seeds = _VMAP_SEEDS.value == 'on' or (
+      _VMAP_SEEDS.value == 'auto'
+      and not (space_name == 'conv' and jax.default_backend() == 'cpu'))
+  conv_widths = tuple(_ints(layer.split(','), 'conv_widths')
+                      for layer in _CONV_WIDTHS.value.split(';')
+                      if layer.strip())
+  return pipeline.ExperimentConfig(
+      dataset=_DATASET.value, space=space_name,
+      mlp_widths=_ints(_WIDTHS.value, 'widths'), mlp_depth=_DEPTH.value,
+      activations=tuple(_ACTIVATIONS.value), conv_widths=conv_widths,
+      conv_pools=tuple(bool(v) for v in _ints(_CONV_POOLS.value,
+                                               'conv_pools')),
+      conv_optional=tuple(bool(v) for v in _ints(_CONV_OPTIONAL.value,
+                                                  'conv_optional')),
+      kernel_sizes=_ints(_KERNEL_SIZES.value, 'kernel_sizes'),
+      dense_widths=_ints(_DENSE_WIDTHS.value, 'dense_widths'),
+      search=search.SearchConfig(
+          warmup_steps=_WARMUP_STEPS.value, search_steps=_SEARCH_STEPS.value,
+          batch_size=_BATCH_SIZE.value, weight_lr=_WEIGHT_LR.value,
+          arch_lr=_ARCH_LR.value, tau0=_TAU0.value, tau_min=_TAU_MIN.value,
+          schedule=_SCHEDULE.value, hard=_HARD.value,
+          regularizer=regularizer.RegularizerConfig(
+              size_weight=_SIZE_WEIGHT.value,
+              target_params=_TARGET_PARAMS.value,
+              flops_weight=_FLOPS_WEIGHT.value,
+              entropy_weight=_ENTROPY_WEIGHT.value),
+          chunk_steps=_CHUNK_STEPS.value, conv_impl=_CONV_IMPL.value),
+      retrain=training.TrainConfig(
+          steps=_RETRAIN_STEPS.value, batch_size=_BATCH_SIZE.value,
+          learning_rate=_RETRAIN_LR.value,
+          chunk_steps=max(_CHUNK_STEPS.value, 1000)),
+      seeds=_ints(_SEEDS.value, 'seeds'), vmap_seeds=vmap_seeds,
+      random_samples=_RANDOM_SAMPLES.value, fixed=_FIXED.value,
+      reference_model=reference,
+      input_sigmas=_floats(_INPUT_SIGMAS.value, 'input_sigmas'),
+      weight_sigmas=_floats(_WEIGHT_SIGMAS.value, 'weight_sigmas'),
+      noise_repeats=_NOISE_REPEATS.value)
+
+
+def run(config: pipeline.ExperimentConfig, workdir: str, *,
+        data_dir: str | None = None, valid_size: int | None = None,
+        synthetic: dict | None = None) -> dict:
+  """Validates the config, loads the data, runs the experiment.
+
+  Args:
+    config: the experiment.
+    workdir: the output directory.
+    data_dir: the data cache (real data sets).
+    valid_size: validation examples carved from train.
+    synthetic: ``--dataset=synthetic``: keyword arguments of
+      :func:`paramsel_jax.data.synthetic`.
+  """
+  if config.dataset not in data.DATASETS:
+    raise ValueError(f'Unknown dataset {config.dataset!r}; accepted: '
+                     f'{", ".join(data.DATASETS)}.')
+  config.validate()  # Fails fast on bad flags, before loading any data.
+  if config.dataset == 'synthetic':
+    dataset = data.synthetic(valid_size=valid_size, **(synthetic or {}))
+  else:
+    dataset = data.load(config.dataset, data_dir=data_dir,
+                        valid_size=valid_size)
+  return pipeline.run_experiment(config, dataset, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = config_from_flags()
+  workdir = _WORKDIR.value or os.path.join('results', 'structure_search',
+                                           config.dataset)
+  synthetic = dict(image_shape=_ints(_SYNTHETIC_SHAPE.value, 'synthetic_shape'),
+                   num_train=_SYNTHETIC_TRAIN.value,
+                   num_test=_SYNTHETIC_TEST.value)
+  run(config, workdir, data_dir=_DATA_DIR.value, valid_size=_VALID_SIZE.value,
+      synthetic=synthetic)
+
+
+if __name__ == '__main__':
+  app.run(main)

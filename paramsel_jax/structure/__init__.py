@@ -1,0 +1,59 @@
+"""Structure search: a network of optimal complexity by relaxed choices.
+
+The discrete structure of a network (per layer: activation, width, presence,
+kernel size) is relaxed with Gumbel-softmax, searched by gradient descent on a
+validation split together with the weights (DARTS, first order) under a
+size/discreteness regularizer, then made discrete, retrained and checked for
+stability. See ``experiments/structure_search.py`` and SPEC.md Part B.
+
+Modules: :mod:`space` (what may be chosen), :mod:`relax` (Gumbel-softmax,
+temperature schedules), :mod:`supernet` (the relaxed network),
+:mod:`regularizer` (expected size and entropy), :mod:`search` (the bilevel
+loop), :mod:`derive` (argmax -> plain model, JSON), :mod:`training` (plain
+training), :mod:`stability` (noise and seed robustness), :mod:`pipeline`
+(search, baselines, report).
+"""
+
+from paramsel_jax.structure.derive import Architecture
+from paramsel_jax.structure.derive import derive_architecture
+from paramsel_jax.structure.derive import DiscreteNet
+from paramsel_jax.structure.derive import from_indices
+from paramsel_jax.structure.derive import inherit_params
+from paramsel_jax.structure.derive import LayerChoice
+from paramsel_jax.structure.pipeline import ExperimentConfig
+from paramsel_jax.structure.pipeline import fixed_architecture
+from paramsel_jax.structure.pipeline import run_experiment
+from paramsel_jax.structure.regularizer import expected_flops
+from paramsel_jax.structure.regularizer import expected_params
+from paramsel_jax.structure.regularizer import max_structure
+from paramsel_jax.structure.regularizer import structure_regularizer
+from paramsel_jax.structure.regularizer import RegularizerConfig
+from paramsel_jax.structure.relax import argmax_structure
+from paramsel_jax.structure.relax import entropy
+from paramsel_jax.structure.relax import gumbel_softmax
+from paramsel_jax.structure.relax import init_logits
+from paramsel_jax.structure.relax import probabilities
+from paramsel_jax.structure.relax import sample_structure
+from paramsel_jax.structure.relax import SCHEDULES
+from paramsel_jax.structure.relax import temperature_schedule
+from paramsel_jax.structure.search import compiled_chunk_fn
+from paramsel_jax.structure.search import init_state
+from paramsel_jax.structure.search import init_states
+from paramsel_jax.structure.search import make_chunk_fn
+from paramsel_jax.structure.search import run_search
+from paramsel_jax.structure.search import SearchConfig
+from paramsel_jax.structure.search import SearchResult
+from paramsel_jax.structure.search import SearchState
+from paramsel_jax.structure.space import ACTIVATIONS
+from paramsel_jax.structure.space import conv_space
+from paramsel_jax.structure.space import LayerSpace
+from paramsel_jax.structure.space import mlp_space
+from paramsel_jax.structure.space import SearchSpace
+from paramsel_jax.structure.stability import add_weight_noise
+from paramsel_jax.structure.stability import noisy_accuracy
+from paramsel_jax.structure.stability import robustness
+from paramsel_jax.structure.stability import seed_agreement
+from paramsel_jax.structure.supernet import Supernet
+from paramsel_jax.structure.supernet import init_supernet
+from paramsel_jax.structure.training import train
+from paramsel_jax.structure.training import TrainConfig

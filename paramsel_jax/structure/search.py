@@ -1,0 +1,350 @@
+"""The bilevel structure search: weights on train, structure on validation.
+
+DARTS (Liu, Simonyan and Yang 2018) poses structure search as
+``min_theta L_valid(w*(theta), theta) + R(theta)`` with
+``w*(theta) = argmin_w L_train(w, theta)`` and solves it to first order by
+alternating steps. Here every step ``t`` after a warm-up does:
+
+1. structure step: draw a Gumbel-softmax structure ``s ~ GS(theta, tau_t)``,
+   take the gradient in ``theta`` of ``CE(supernet(w, s), valid batch) +
+   R(theta)`` (:mod:`regularizer`) and update ``theta`` with its own optax
+   optimizer;
+2. weight step: draw a fresh structure from the updated ``theta`` and update
+   ``w`` on a training batch with the weights' optimizer.
+
+The two parameter groups have separate optimizers and states, so a zero
+gradient in one group never moves the other through a shared Adam moment.
+During the warm-up (``warmup_steps``) only the weights move, under structures
+sampled from the initial (uniform) distribution at ``tau0``, so that every
+sub-network gets trained before the structure is judged. The temperature
+follows :func:`relax.temperature_schedule` from ``tau0`` to ``tau_min`` over
+the ``search_steps`` steps after the warm-up.
+
+Steps run as ``lax.scan`` chunks inside ``jit``; the host prints progress
+between chunks. :func:`run_search` can run several seeds at once with ``vmap``
+(all seeds share the space, so their states stack).
+
+Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from paramsel_jax.structure import space as space_lib
+  >>> space = space_lib.mlp_space((4, 4, 1), 3, widths=(4, 8), depth=2)
+  >>> x = jax.random.randint(jax.random.key(0), (64, 4, 4, 1), 0, 255
+  ...                        ).astype(jnp.uint8)
+  >>> y = jax.random.randint(jax.random.key(1), (64,), 0, 3)
+  >>> config = SearchConfig(warmup_steps=4, search_steps=8, chunk_steps=4,
+  ...                       batch_size=8)
+  >>> result = run_search(space, config, (x, y), (x, y), seeds=(0, 1))
+  >>> result.logits['dense0/width'].shape  # (seeds, candidates)
+  (2, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramsel_jax import models
+from paramsel_jax import steps as steps_lib
+from paramsel_jax.structure import regularizer as reg_lib
+from paramsel_jax.structure import relax
+from paramsel_jax.structure import supernet as supernet_lib
+from paramsel_jax.structure.space import SearchSpace
+
+PyTree = Any
+Progress = Callable[[str], None] | None
+Split = tuple[jax.Array, jax.Array]  # uint8 images, int labels.
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Settings of the bilevel search.
+
+  Attributes:
+    warmup_steps: weight-only steps before structure steps start.
+    search_steps: alternating (structure, weight) step pairs.
+    batch_size: examples per batch (train and validation).
+    weight_lr: Adam learning rate of the supernet weights.
+    arch_lr: Adam learning rate of the structure logits.
+    arch_b1: Adam ``b1`` of the structure logits (DARTS uses 0.5).
+    tau0: initial Gumbel-softmax temperature.
+    tau_min: final temperature.
+    schedule: ``'exponential'``, ``'linear'`` or ``'constant'``.
+    hard: straight-through one-hot samples (GDAS) instead of soft ones.
+    regularizer: weights of the structure regularizer.
+    chunk_steps: steps per jitted scan chunk.
+    conv_impl: convolution implementation of the supernet.
+  """
+
+  warmup_steps: int = 500
+  search_steps: int = 1500
+  batch_size: int = 128
+  weight_lr: float = 1e-3
+  arch_lr: float = 3e-2
+  arch_b1: float = 0.5
+  tau0: float = 5.0
+  tau_min: float = 0.1
+  schedule: str = 'exponential'
+  hard: bool = True
+  regularizer: reg_lib.RegularizerConfig = reg_lib.RegularizerConfig(
+      size_weight=0.05)
+  chunk_steps: int = 500
+  conv_impl: str = 'auto'
+
+  def validate(self) -> SearchConfig:
+    if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
+      raise ValueError(f'warmup_steps={self.warmup_steps!r}; accepted: an '
+                       'int >= 0.')
+    for field in ('search_steps', 'batch_size', 'chunk_steps'):
+      v = getattr(self, field)
+      if int(v) != v or v < 1:
+        raise ValueError(f'{field}={v!r}; accepted: an int >= 1.')
+    for field in ('weight_lr', 'arch_lr'):
+      v = getattr(self, field)
+      if not v > 0:
+        raise ValueError(f'{field}={v!r}; accepted: a float > 0.')
+    if not 0 <= self.arch_b1 < 1:
+      raise ValueError(f'arch_b1={self.arch_b1!r}; accepted: 0 <= b1 < 1.')
+    relax.check_temperatures(self.schedule, self.tau0, self.tau_min,
+                             self.search_steps)
+    self.regularizer.validate()
+    models.resolve_conv_impl(self.conv_impl)
+    return self
+
+
+class SearchState(NamedTuple):
+  """Everything that changes during the search (one seed)."""
+
+  params: PyTree  # supernet weights.
+  logits: dict[str, jax.Array]  # structure logits, name -> (candidates,).
+  weight_opt_state: optax.OptState
+  arch_opt_state: optax.OptState
+  step: jax.Array  # int32 scalar: steps done, warm-up included.
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+  """What :func:`run_search` returns; arrays have a leading seed axis.
+
+  Attributes:
+    seeds: the seeds, in order.
+    logits: final structure logits, name -> ``(seeds, candidates)``.
+    params: final supernet weights (leading seed axis).
+    history: one dict of host floats per chunk: ``step``, ``tau``,
+      ``train_loss``, ``valid_loss``, ``expected_params``, ``entropy``
+      (each a list over seeds).
+    seconds: wall time of the search loop (compilation included).
+  """
+
+  seeds: tuple[int, ...]
+  logits: dict[str, jax.Array]
+  params: PyTree
+  history: list[dict[str, Any]]
+  seconds: float
+
+  def seed_logits(self, i: int) -> dict[str, jax.Array]:
+    """The logits of the ``i``-th seed."""
+    return {k: v[i] for k, v in self.logits.items()}
+
+
+def _optimizers(config: SearchConfig):
+  weight_tx = optax.adam(config.weight_lr)
+  arch_tx = optax.adam(config.arch_lr, b1=config.arch_b1)
+  return weight_tx, arch_tx
+
+
+def init_state(space: SearchSpace, config: SearchConfig,
+               key: jax.Array) -> SearchState:
+  """The initial state of one seed: fresh weights, zero (uniform) logits.
+
+  Pure and traceable; :func:`init_states` is the jitted, vmapped form.
+  """
+  weight_tx, arch_tx = _optimizers(config)
+  net = supernet_lib.Supernet(space, config.conv_impl)
+  x = jnp.zeros((1, *space.input_shape), jnp.float32)
+  params = net.init(key, x, reg_lib.max_structure(space))['params']
+  logits = relax.init_logits(space)
+  return SearchState(params, logits, weight_tx.init(params),
+                     arch_tx.init(logits), jnp.zeros((), jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_states(space: SearchSpace, config: SearchConfig,
+                seeds: jax.Array) -> tuple[SearchState, jax.Array]:
+  """Initial states and run keys of several seeds (leading seed axis).
+
+  Seed ``s`` initialises the weights from ``jax.random.key(s)``; its run key
+  (batches, Gumbel noise) is ``fold_in(key(s), 1)``. Compiled once per
+  space, config and number of seeds.
+  """
+  keys = jax.vmap(jax.random.key)(seeds)
+  states = jax.vmap(lambda k: init_state(space, config, k))(keys)
+  return states, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+
+
+def make_chunk_fn(space: SearchSpace, config: SearchConfig
+                  ) -> Callable[..., tuple[SearchState, dict[str, jax.Array]]]:
+  """``chunk(state, key, train, valid, warmup, length) -> (state, metrics)``.
+
+  Pure and unjitted: :func:`run_search` jits (and optionally vmaps) it.
+  ``length`` must be static; ``warmup`` is a traced bool scalar (not batched
+  under ``vmap``): when True only the weights move, at ``tau0``, so warm-up
+  and search share one compilation.
+  """
+  net = supernet_lib.Supernet(space, config.conv_impl)
+  weight_tx, arch_tx = _optimizers(config)
+  schedule = relax.temperature_schedule(config.schedule, config.tau0,
+                                        config.tau_min, config.search_steps)
+
+  def loss(params, structure, images, labels):
+    logits = net.apply({'params': params}, steps_lib.to_float(images),
+                       structure)
+    return steps_lib.cross_entropy(logits, labels)
+
+  def arch_step(state: SearchState, key, valid, tau):
+    xv, yv = steps_lib.sample_batch(jax.random.fold_in(key, 0), *valid,
+                                    config.batch_size)
+
+    def arch_loss(logits):
+      s = relax.sample_structure(jax.random.fold_in(key, 1), logits, tau,
+                                 hard=config.hard)
+      ce = loss(state.params, s, xv, yv)
+      r, parts = reg_lib.structure_regularizer(space, logits,
+                                               config.regularizer)
+      return ce + r, (ce, parts)
+
+    (_, (ce_v, parts)), g = jax.value_and_grad(arch_loss, has_aux=True)(
+        state.logits)
+    updates, arch_opt_state = arch_tx.update(g, state.arch_opt_state,
+                                             state.logits)
+    logits = optax.apply_updates(state.logits, updates)
+    return logits, arch_opt_state, {'valid_loss': ce_v, **parts}
+
+  def no_arch_step(state: SearchState, key, valid, tau):
+    del key, valid, tau
+    _, parts = reg_lib.structure_regularizer(space, state.logits,
+                                             config.regularizer)
+    return (state.logits, state.arch_opt_state,
+            {'valid_loss': jnp.full((), jnp.nan), **parts})
+
+  def step_fn(state: SearchState, key, train, valid, warmup):
+    key = jax.random.fold_in(key, state.step)
+    tau = jnp.where(warmup, jnp.asarray(config.tau0, jnp.float32),
+                    schedule(state.step - config.warmup_steps))
+    logits, arch_opt_state, metrics = jax.lax.cond(
+        warmup, no_arch_step, arch_step, state, key, valid, tau)
+    xt, yt = steps_lib.sample_batch(jax.random.fold_in(key, 2), *train,
+                                    config.batch_size)
+    s = relax.sample_structure(jax.random.fold_in(key, 3), logits, tau,
+                               hard=config.hard)
+    ce_t, g = jax.value_and_grad(loss)(state.params, s, xt, yt)
+    updates, weight_opt_state = weight_tx.update(g, state.weight_opt_state,
+                                                 state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics.update(train_loss=ce_t, tau=tau)
+    return SearchState(params, logits, weight_opt_state, arch_opt_state,
+                       state.step + 1), metrics
+
+  def chunk(state, key, train, valid, warmup, length):
+    def body(state, _):
+      return step_fn(state, key, train, valid, warmup)
+    state, metrics = jax.lax.scan(body, state, None, length=length)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return chunk
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_chunk_fn(space: SearchSpace, config: SearchConfig,
+                      vmap_seeds: bool) -> Callable[..., Any]:
+  """The jitted (and with ``vmap_seeds``, vmapped) :func:`make_chunk_fn`.
+
+  Cached, so repeated searches of one space and config compile once.
+  """
+  chunk = make_chunk_fn(space, config)
+  if vmap_seeds:
+    chunk = jax.vmap(chunk, in_axes=(0, 0, None, None, None, None))
+  return jax.jit(chunk, static_argnums=(5,), donate_argnums=(0,))
+
+
+def run_search(space: SearchSpace, config: SearchConfig, train: Split,
+           valid: Split, *, seeds: Sequence[int] = (0,),
+           vmap_seeds: bool = True, progress: Progress = None
+           ) -> SearchResult:
+  """Runs the structure search for every seed.
+
+  Args:
+    space: a validated search space.
+    config: the search settings.
+    train: ``(uint8 images, labels)`` for the weight steps.
+    valid: ``(uint8 images, labels)`` for the structure steps.
+    seeds: one search per seed; seed ``s`` uses ``jax.random.key(s)`` for
+      the weights' init and ``fold_in(key(s), 1)`` for the batches and
+      Gumbel noise.
+    vmap_seeds: run the seeds together under ``vmap`` (one compiled loop);
+      else in turn. Both give the same numbers up to float rounding.
+    progress: called with a line after every chunk, if given.
+
+  Returns:
+    A :class:`SearchResult`.
+  """
+  config.validate()
+  space.validate()
+  seeds = tuple(int(s) for s in seeds)
+  if not seeds:
+    raise ValueError('seeds is empty; accepted: one or more ints.')
+  train = tuple(jnp.asarray(a) for a in train)
+  valid = tuple(jnp.asarray(a) for a in valid)
+  start = time.perf_counter()
+
+  chunk = compiled_chunk_fn(space, config, vmap_seeds)
+  groups = [seeds] if vmap_seeds else [(s,) for s in seeds]
+  finals = []
+  history: list[dict[str, Any]] = []
+  total = config.warmup_steps + config.search_steps
+  for group in groups:
+    state, key = init_states(space, config, jnp.asarray(group, jnp.int32))
+    if not vmap_seeds:
+      state, key = jax.tree.map(lambda a: a[0], (state, key))
+    done = 0
+    while done < total:
+      warmup = done < config.warmup_steps
+      end = config.warmup_steps if warmup else total
+      length = min(config.chunk_steps, end - done)
+      state, metrics = chunk(state, key, train, valid, jnp.asarray(warmup),
+                             length)
+      done += length
+      metrics = jax.device_get(metrics)
+      row = {'seeds': list(group), 'step': done, 'warmup': warmup}
+      for k, v in metrics.items():
+        if not (warmup and k in ('valid_loss',)):
+          row[k] = np.atleast_1d(v).tolist()
+      history.append(row)
+      if progress is not None:
+        progress(_progress_line(row, total, time.perf_counter() - start))
+    finals.append(state if vmap_seeds else
+                  jax.tree.map(lambda a: a[None], state))
+  final = jax.tree.map(lambda *a: jnp.concatenate(a), *finals)
+  return SearchResult(seeds, final.logits, final.params, history,
+                      time.perf_counter() - start)
+
+
+def _progress_line(row: Mapping[str, Any], total: int, seconds: float) -> str:
+  def fmt(key, spec):
+    if key not in row:
+      return '-'
+    return '/'.join(format(v, spec) for v in row[key])
+  phase = 'warm-up' if row['warmup'] else 'search'
+  return (f'  seeds {row["seeds"]} {phase} step {row["step"]}/{total} '
+          f'tau {fmt("tau", ".3f")} train {fmt("train_loss", ".3f")} '
+          f'valid {fmt("valid_loss", ".3f")} E[params] '
+          f'{fmt("expected_params", ".0f")} entropy {fmt("entropy", ".3f")} '
+          f'({seconds:.1f}s)')
