@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -20,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax import data as data_lib
+from paramsel_jax.io import write_json_atomic  # re-exported for scripts
 from paramsel_jax import models as models_lib
 from paramsel_jax import optimizers
 from paramsel_jax import protocol
@@ -195,21 +194,6 @@ def format_table(results: dict[str, Any]) -> str:
 
 def _percent_list(counts: Sequence[int], n: int) -> str:
   return ', '.join(f'{c} ({c / n:.1%})' for c in counts)
-
-
-def write_json_atomic(obj: Any, path: str) -> None:
-  """Writes JSON to a temp file beside `path`, then renames it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def results_path(config: ExperimentConfig, output_dir: str) -> str:

@@ -119,12 +119,17 @@ def evaluate(
     images: jax.Array,
     labels: jax.Array,
     batch_size: int = 1000,
+    *,
+    noise_key: jax.Array | None = None,
+    noise_std: jax.typing.ArrayLike = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
   """Mean loss and accuracy over a whole split, in batches, in one scan.
 
   The split is padded to a multiple of `batch_size`; padding carries weight 0.
   Pure and traceable: jit or vmap it with `apply_fn` and `batch_size` bound
-  (see `make_evaluate`).
+  (see `make_evaluate`). With `noise_key`, Gaussian noise of std `noise_std`
+  is added to the [0, 1]-scaled inputs (batch b uses `fold_in(noise_key, b)`),
+  for robustness reports.
 
   Returns:
     `(loss, accuracy)`, float32 scalars.
@@ -140,15 +145,20 @@ def evaluate(
       lambda x: x.reshape((num_batches, batch_size) + x.shape[1:]),
       (images, labels, weights))
 
-  def body(totals, batch):
-    x, y, w = batch
-    logits = apply_fn(params, to_float(x))
+  def body(totals, inputs):
+    b, (x, y, w) = inputs
+    x = to_float(x)
+    if noise_key is not None:
+      x = x + noise_std * jax.random.normal(jax.random.fold_in(noise_key, b),
+                                            x.shape)
+    logits = apply_fn(params, x)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return (totals[0] + jnp.sum(losses * w), totals[1] + jnp.sum(correct * w)), None
 
   (loss_sum, correct), _ = jax.lax.scan(
-      body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), batched)
+      body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
+      (jnp.arange(num_batches), batched))
   return loss_sum / n, correct / n
 
 

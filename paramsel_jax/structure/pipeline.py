@@ -45,7 +45,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import datetime
-import json
 import math
 import os
 import tempfile
@@ -56,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from paramsel_jax import io
 from paramsel_jax import models
 from paramsel_jax.structure import derive as derive_lib
 from paramsel_jax.structure import relax
@@ -190,32 +190,6 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes ``obj`` as JSON via a temp file in the same dir + ``os.replace``."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-      f.write('\n')
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def _json_default(o: Any) -> Any:
-  if isinstance(o, (np.floating, np.integer)):
-    return o.item()
-  if isinstance(o, (np.ndarray, jax.Array)):
-    return np.asarray(o).tolist()
-  if dataclasses.is_dataclass(o):
-    return dataclasses.asdict(o)
-  raise TypeError(f'not JSON-serialisable: {type(o)}')
-
-
 def fixed_architecture(space: space_lib.SearchSpace,
                        target_params: float) -> derive_lib.Architecture:
   """A hand-made network of about ``target_params`` parameters.
@@ -346,11 +320,12 @@ def run_experiment(config: ExperimentConfig, dataset: Any, workdir: str, *,
     arch, indices = derive_lib.derive_architecture(space, logits)
     archs.append(arch)
     all_indices.append(indices)
-    write_json_atomic(os.path.join(workdir, f'architecture_seed{seed}.json'),
-                      {'seed': seed, 'indices': indices,
-                       'probabilities': {k: np.asarray(v).tolist() for k, v in
-                                         relax.probabilities(logits).items()},
-                       **arch.to_dict()})
+    io.write_json_atomic(
+        {'seed': seed, 'indices': indices,
+         'probabilities': {k: np.asarray(v).tolist() for k, v in
+                           relax.probabilities(logits).items()},
+         **arch.to_dict()},
+        os.path.join(workdir, f'architecture_seed{seed}.json'))
     say(f'seed {seed}: derived {arch.describe()} ({arch.num_params()} '
         'params); retraining')
     run = _fit(derive_lib.DiscreteNet(arch, config.search.conv_impl),
@@ -444,7 +419,7 @@ def run_experiment(config: ExperimentConfig, dataset: Any, workdir: str, *,
       'methods': methods,
       'table': table,
   }
-  write_json_atomic(os.path.join(workdir, 'results.json'), results)
+  io.write_json_atomic(results, os.path.join(workdir, 'results.json'))
   plot_path = os.path.join(workdir, 'accuracy_vs_params.png')
   plot_accuracy_vs_params(methods, plot_path, title=config.dataset)
   say(f'wrote {os.path.join(workdir, "results.json")} and {plot_path} '

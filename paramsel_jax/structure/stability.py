@@ -28,7 +28,6 @@ from jax.typing import ArrayLike
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from paramsel_jax import steps as steps_lib
 
@@ -72,30 +71,10 @@ def noisy_accuracy(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
     ...                      jax.random.key(0), 0.0, batch_size=3))
     1.0
   """
-  n = images.shape[0]
-  batch_size = min(batch_size, n)
-  num_batches = -(-n // batch_size)
-  pad = num_batches * batch_size - n
-  weights = jnp.arange(num_batches * batch_size) < n
-  images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
-  labels = jnp.pad(labels, (0, pad))
-  batched = jax.tree.map(
-      lambda a: a.reshape((num_batches, batch_size) + a.shape[1:]),
-      (images, labels, weights))
-
-  def body(totals, inputs):
-    b, (x, y, w) = inputs
-    x = steps_lib.to_float(x)
-    x = x + sigma * jax.random.normal(jax.random.fold_in(key, b), x.shape)
-    logits = apply_fn(params, x)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    hit = jnp.argmax(logits, -1) == y
-    return (totals[0] + jnp.sum(losses * w), totals[1] + jnp.sum(hit * w)), None
-
-  zero = jnp.zeros((), jnp.float32)
-  (loss, correct), _ = jax.lax.scan(body, (zero, zero),
-                                    (jnp.arange(num_batches), batched))
-  return (loss / n, correct / n) if with_loss else correct / n
+  loss, accuracy = steps_lib.evaluate(apply_fn, params, images, labels,
+                                      batch_size, noise_key=key,
+                                      noise_std=sigma)
+  return (loss, accuracy) if with_loss else accuracy
 
 
 def robustness(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
