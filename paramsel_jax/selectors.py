@@ -277,9 +277,17 @@ def posterior_mean_std(ctx: SelectionContext) -> tuple[PyTree, PyTree]:
 
 
 def posterior_snr(ctx: SelectionContext) -> PyTree:
-  """Graves (2011)'s pruning score |mean w| / std w."""
+  """Graves (2011)'s pruning score |mean w| / std w.
+
+  A coordinate that never moved (std 0: e.g. a first-layer weight on a pixel
+  that is 0 in every image, whose gradient is always 0) scores 0: nothing
+  says it matters, and zeroing it changes no output seen in training. Without
+  this, |w| / 0 would rank those weights first.
+  """
   mean, std = posterior_mean_std(ctx)
-  return jax.tree.map(lambda m, s: jnp.abs(m) / (s + _TINY), mean, std)
+  return jax.tree.map(
+      lambda m, s: jnp.where(s > 0, jnp.abs(m) / jnp.where(s > 0, s, 1.0), 0.0),
+      mean, std)
 
 
 def _increment_drift_over_diffusion(ctx: SelectionContext) -> PyTree:

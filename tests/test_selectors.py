@@ -183,6 +183,17 @@ def test_posterior_snr_beta_and_frozen_coordinates():
   assert _picks('psgld', 'beta', ctx, 2) == [1, 2]
 
 
+def test_posterior_snr_ranks_never_moving_coordinates_last():
+  # Coordinate 0 never moves (zero gradient on a dead input): std 0, |w| = 5.
+  rng = np.random.default_rng(3)
+  w = [jnp.array([5.0, 0.3, 0.2]) + jnp.asarray(rng.normal(0, [0.0, 0.01, 0.1]), jnp.float32)
+       for _ in range(30)]
+  ctx = _context_from_steps(np.zeros((29, 3), np.float32), w)
+  scores = np.asarray(selectors.posterior_snr(ctx)['w'])
+  assert scores[0] == 0.0 and np.all(np.isfinite(scores))
+  assert _picks('psgld', 'beta', ctx, 2) == [1, 2]
+
+
 def test_magnitude_saliency_fisher_apf_on_hand_examples():
   # w = [3, -1, 0.5]; mean g = [0.01, 2, 1] → |w g| = [0.03, 2, 0.5].
   w = jnp.array([3.0, -1.0, 0.5])
