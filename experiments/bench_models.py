@@ -169,12 +169,20 @@ def main(argv: Sequence[str]) -> None:
       v = variants[i]
       v.rates.append(steps / v.run_once())
     print(f'  repeat {r + 1}/{_REPEATS.value} done', flush=True)
+    if r + 1 < _REPEATS.value:
+      print_table(variants, final=False)  # Survives an interrupted run.
+  print_table(variants, final=True)
 
+
+def print_table(variants: Sequence[Variant], final: bool) -> None:
+  """Prints median steps/s per variant and paired ratios to references."""
   by_key = {(v.name, v.impl, v.mode): v for v in variants}
   refs = (('xla', 'step'), ('xla', 'scan'), ('im2col', 'scan'))
+  indent = '' if final else '    '
   print()
-  print(f'{"model":10} {"impl":8} {"mode":5} {"steps/s":>8} {"min":>7} '
-        f'{"max":>7}' + ''.join(f'{"/" + i + "-" + m:>13}' for i, m in refs))
+  print(indent + f'{"model":10} {"impl":8} {"mode":5} {"steps/s":>8} '
+        f'{"min":>7} {"max":>7}'
+        + ''.join(f'{"/" + i + "-" + m:>13}' for i, m in refs))
   for v in variants:
     cells = []
     for impl, mode in refs:
@@ -184,9 +192,10 @@ def main(argv: Sequence[str]) -> None:
       else:
         paired = [a / b for a, b in zip(v.rates, ref.rates)]
         cells.append(f'{statistics.median(paired):13.2f}')
-    print(f'{v.name:10} {v.impl:8} {v.mode:5} '
+    print(indent + f'{v.name:10} {v.impl:8} {v.mode:5} '
           f'{statistics.median(v.rates):8.1f} {min(v.rates):7.1f} '
-          f'{max(v.rates):7.1f}' + ''.join(cells))
+          f'{max(v.rates):7.1f}' + ''.join(cells), flush=True)
+  print(flush=True)
 
 
 if __name__ == '__main__':

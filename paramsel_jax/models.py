@@ -7,9 +7,10 @@ images in ``[0, 1]``; outputs are logits of shape ``(batch, num_classes)``.
 
 The convolution is our own small module, :class:`Conv2D`, because of a
 measured XLA:CPU problem: inside ``lax.scan`` (how this library runs its
-training loops) the backward pass of ``lax.conv`` falls back to a naive loop
-and a LeNet-5 step runs ~3x slower than as a standalone jitted step (see
-``PERF_NOTES.md`` and ``experiments/bench_models.py``). :class:`Conv2D` has the
+training loops) the backward pass of ``lax.conv`` falls back to a naive loop,
+and training runs 3-15x slower for LeNet-5 and ~80x slower for
+``cifar_cnn`` than in a standalone jitted step (``PERF_NOTES.md``,
+``experiments/bench_models.py``). :class:`Conv2D` has the
 same parameter shapes as ``flax.linen.Conv`` (``kernel`` of shape
 ``(kh, kw, cin, cout)``, ``bias`` of shape ``(cout,)``) whatever the
 implementation, so a params pytree works with every ``impl``:
@@ -30,9 +31,12 @@ implementation, so a params pytree works with every ``impl``:
   :func:`resolve_conv_impl`). The choice is made at trace time with
   ``jax.default_backend()``.
 
-Stock ``'xla'`` convolutions inside ``lax.scan`` on CPU measured 1.4 steps/s
-for LeNet-5 (vs ~20 for the others under the same load) and 0.03 for
-``cifar_cnn``: never use ``'xla'`` in a scanned CPU training loop.
+Measured on the 2-core CPU (Adam, batch 128, a 50-step ``lax.scan``;
+``experiments/bench_models.py``): LeNet-5 'im2col' ~20 steps/s, 'xla_vjp'
+~0.7-0.9x that, 'xla' ~1 (0.05x); ``cifar_cnn`` 'auto' and 'xla_vjp'
+~1.25x 'im2col', 'xla' 0.03 steps/s. Never use 'xla' in a scanned CPU
+training loop. In a Python loop of jitted steps, by contrast, 'xla' is
+the fastest for LeNet-5 and 'im2col' the slowest (~0.6x).
 
 Example:
 
