@@ -327,6 +327,10 @@ def run_protocol(
   if not seeds:
     raise ValueError('seeds is empty; give at least one seed.')
   retrain = config.mode == 'retrain'
+  if len(seeds) == 1 and config.seed_axis == 'vmap':
+    # vmap over a single seed costs 6-18% on CPU (benchmark.py); map of one
+    # is the plain program.
+    config = dataclasses.replace(config, seed_axis='map')
   if groups is None:
     groups = [(name, c) for name in selector_names for c in (ls if retrain else ks)]
 
