@@ -31,15 +31,17 @@ Parts (``--parts``):
   counted from the layer shapes.
 * ``masked``: ``masked(adam)`` (with a 10% α) vs ``adam`` in the same scanned
   loop.
-* ``protocol``: the whole protocol (η0, α, η1, β, the evaluations; one
-  selector) with one warm ``Runner``, vs the same number of bare training
-  steps in the same chunks of the same loop; the overhead is split into its
-  parts.
+* ``protocol``: the whole protocol (η0, α, η1, β, the evaluations of w and
+  β⊙w; one selector, one seed, as ``run_protocol`` runs them: seeds mapped,
+  only the selector's statistics, no dense evaluation after η0) with one warm
+  ``Runner``, vs the same number of bare training steps in the same chunks of
+  the same loop; the overhead is split into its parts.
 * ``seeds``: ``--num_seeds`` seeds vmapped vs in turn (``lax.map``), in the
   protocol's loop.
 * ``diagnose`` (not run by default): the bare loop updating the selectors'
-  statistics at every step, all of ``TrajectoryStats`` (as the Runner does
-  in its windows) vs only topgrad's Σ|g|: what the statistics cost per step.
+  statistics at every step, all of ``TrajectoryStats`` (what a run comparing
+  every selector collects in its windows) vs only topgrad's Σ|g|: what the
+  statistics cost per step.
 
 PyTorch is optional (``pip install -e '.[bench]'``); without it the PyTorch
 columns are skipped and the script says so. PyTorch runs on CUDA when it has
@@ -319,7 +321,6 @@ def matmul_flops(model, params, input_shape: Sequence[int],
 # --------------------------------------------------------------------------
 
 INPUT_SHAPE = (28, 28, 1)
-NEVER = jnp.asarray(2**30, jnp.int32)  # a collect_from past every step.
 
 
 def make_dataset(config: BenchmarkConfig) -> data_lib.Dataset:
@@ -357,7 +358,7 @@ def runner_case(name: str, label: str, task: protocol.Task,
 
   def run():
     start = jnp.asarray(box['start'], jnp.int32)
-    box['state'], loss = runner.run_chunk(box['state'], start, n, NEVER)
+    box['state'], loss = runner.run_chunk(box['state'], start, n)
     box['start'] += num_steps
     _block((box['state'], loss))
 
@@ -411,16 +412,13 @@ def stats_case(name: str, label: str, task: protocol.Task,
                num_steps: int, which: str) -> Case:
   """The bare loop, updating the selectors' statistics at every step.
 
-  `which='all'`: `stats.update_stats` (every `TrajectoryStats` field, as the
-  Runner does in its windows); `'topgrad'`: only what topgrad reads (Σ|g|).
-  Both under `lax.cond`, as in the Runner. Measures what collecting only the
-  statistics that the chosen selectors read would save.
+  `which='all'`: `stats.update_stats` of every `TrajectoryStats` field (what
+  a run comparing all selectors collects in its windows); `'topgrad'`: only
+  what topgrad reads (Σ|g|), as `Runner` collects for topgrad alone.
   """
-  def update(st, grads, old, new):
-    if which == 'all':
-      return stats_lib.update_stats(st, grads, old, new)
-    return st._replace(count=st.count + 1, grad_abs_sum=jax.tree.map(
-        lambda s, g: s + jnp.abs(g), st.grad_abs_sum, grads))
+  groups = (stats_lib.ALL_GROUPS if which == 'all'
+            else selectors_lib.get_selector(which).stats)
+  update = functools.partial(stats_lib.update_stats, groups=groups)
 
   def chunk(params, opt_state, st, key, start):
     def body(i, carry):
@@ -430,9 +428,7 @@ def stats_case(name: str, label: str, task: protocol.Task,
           task.train_labels, config.batch_size)
       new, opt_state, loss, grads = steps.train_step(
           task.apply_fn, tx, params, opt_state, images, labels)
-      st = jax.lax.cond(start + i >= 0,
-                        lambda s: update(s, grads, params, new),
-                        lambda s: s, st)
+      st = update(st, grads, params, new)
       return new, opt_state, st, loss_sum + loss
     return jax.lax.fori_loop(0, num_steps, body, (
         params, opt_state, st, jnp.zeros((), jnp.float32)))
@@ -511,13 +507,16 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
   same η0 + η1 steps through the same compiled chunk, in the same chunks,
   with no statistics, selection or evaluation.
   """
-  proto = _protocol_config(config)
+  # As run_protocol runs one seed: mapped, not vmapped; the statistics the
+  # selector reads; no evaluation of the dense w after η0 (not in the paper).
+  proto = dataclasses.replace(_protocol_config(config, 'map'),
+                              evaluate_after_eta0=False)
   selector = selectors_lib.get_selector(config.selector)
-  n = selectors_lib.num_params(jax.eval_shape(task.init_fn,
+  n = models_lib.count_params(jax.eval_shape(task.init_fn,
                                               jax.random.key(0)))
   (k,), (l,) = protocol.validate_protocol_config(
       proto, n, int(task.train_images.shape[0]))
-  runner = protocol.Runner(task, tx, proto)
+  runner = protocol.Runner(task, tx, proto, stat_groups=selector.stats)
   keys = jax.vmap(jax.random.key)(jnp.asarray([config.seed], jnp.uint32))
   noop = lambda msg: None
   results = {}
@@ -534,7 +533,6 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
     state0 = stage('other', runner.init, keys)
     state0 = stage('train', runner.train, state0, 0, proto.eta0, proto.window,
                    noop, 'eta0')
-    stage('evaluate', metrics, state0.params)
     alpha = stage('select', runner.select, state0, selector, 'alpha', k,
                   state0.stats)
     start = stage('other', runner.start_phase1, state0, alpha)
@@ -560,7 +558,7 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
         m = min(proto.chunk_size, count - done)
         state, loss = runner.run_chunk(
             state, jnp.asarray(first + done, jnp.int32),
-            jnp.asarray(m, jnp.int32), NEVER)
+            jnp.asarray(m, jnp.int32))
         np.asarray(loss)  # waits, as Runner.train does.
         done += m
     return {'train': time.perf_counter() - tic}

@@ -57,6 +57,8 @@ _MODE = flags.DEFINE_enum(
     'prune_at_end: the paper (α after eta0, β after eta1); retrain: β after '
     'eta0, the rest zeroed, only the kept weights train for eta1.')
 _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500, 'Steps per jitted call between progress lines.')
+_TRAIN_EVAL_SIZE = flags.DEFINE_integer(
+    'train_eval_size', 0, 'Train metrics on the first this many training examples (0: all).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results', 'Where the JSON goes.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache (default $PARAMSEL_DATA_DIR or ~/.cache/paramsel_jax).')
 
@@ -83,6 +85,7 @@ def config_from_flags() -> experiment.ExperimentConfig:
           eta0=_ETA0.value, eta1=_ETA1.value, k=_count_or_fraction(_K.value),
           l=_count_or_fraction(_L.value), window=_WINDOW.value,
           batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
+          train_eval_size=_TRAIN_EVAL_SIZE.value or None,
           seed_axis=_SEED_AXIS.value, mode=_MODE.value),
       data_dir=_DATA_DIR.value)
 

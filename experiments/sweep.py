@@ -47,6 +47,9 @@ _ETA0 = flags.DEFINE_integer('eta0', None, 'Steps on all parameters (default: au
 _ETA1 = flags.DEFINE_integer('eta1', None, 'Steps of T|α (default: auto).')
 _WINDOW = flags.DEFINE_integer('window', None, "Selectors' statistics window (default: auto).")
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Minibatch size.')
+_TRAIN_EVAL_SIZE = flags.DEFINE_integer(
+    'train_eval_size', None, 'Train metrics on the first this many training '
+    'examples (default: auto; 0: all of them).')
 _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500, 'Steps per jitted call (does not change results).')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', None, 'Seeds per cell, in parallel (default: auto).')
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed.')
@@ -113,6 +116,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
           eta0=auto(_ETA0, 'eta0'), eta1=auto(_ETA1, 'eta1'),
           window=auto(_WINDOW, 'window'), batch_size=_BATCH_SIZE.value,
           chunk_size=_CHUNK_SIZE.value, seed_axis=_SEED_AXIS.value,
+          train_eval_size=auto(_TRAIN_EVAL_SIZE, 'train_eval_size') or None,
           mode=_MODE.value),
       data_dir=_DATA_DIR.value)
   return config, notes

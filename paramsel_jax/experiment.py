@@ -83,7 +83,7 @@ def validate_config(config: ExperimentConfig) -> tuple[int, int]:
   optimizers.validate_optimizer_config(config.optimizer)
   image_shape, num_classes, num_train = _data_shape(config)
   model = models_lib.create_model(config.model, num_classes=num_classes)
-  n = selectors_lib.num_params(jax.eval_shape(
+  n = models_lib.count_params(jax.eval_shape(
       lambda key: models_lib.init_params(model, key, image_shape),
       jax.random.key(0)))
   proto = dataclasses.replace(
@@ -177,8 +177,9 @@ def format_table(results: dict[str, Any]) -> str:
             'test loss β⊙w', 'train acc β⊙w %', 'train loss β⊙w')
   rows = []
   eta0 = results['after_eta0']
-  rows.append(('(after η0, dense)', _pm(eta0['test_accuracy'], 100), '-',
-               _pm(eta0['test_loss'], digits=4), '-', '-', '-'))
+  if eta0 is not None:
+    rows.append(('(after η0, dense)', _pm(eta0['test_accuracy'], 100), '-',
+                 _pm(eta0['test_loss'], digits=4), '-', '-', '-'))
   for cell in results['cells']:
     w, b = cell['w'], cell['pruned']
     rows.append((cell_label(cell, results),

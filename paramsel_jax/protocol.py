@@ -7,9 +7,11 @@ phase is shared by all selectors compared in one run: each selector starts its
 η1 phase from the same `T^η0(w0)`, so the comparison is paired.
 
 Training runs in chunks: one jitted `lax.fori_loop` of up to `chunk_size` steps
-per call, the host printing progress between chunks. One compiled chunk serves
-every phase: the step count, and whether the selectors' statistics are
-collected, are traced arguments, and α lives in the optimizer state.
+per call, the host printing progress between chunks. Two compiled chunks serve
+every phase (the step numbers are traced arguments and α lives in the
+optimizer state): one without statistics, and one for the last `window` steps
+of a phase that also collects the statistics the compared selectors read
+(`Selector.stats`), and no others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import optax
 
 from paramsel_jax import langevin
 from paramsel_jax import masking
+from paramsel_jax import models
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import stats as stats_lib
 from paramsel_jax import steps
@@ -49,6 +52,11 @@ class ProtocolConfig:
     batch_size: minibatch size of `T`.
     chunk_size: steps per jitted call between progress reports.
     eval_batch_size: batch size of the evaluation scan.
+    train_eval_size: the train metrics are computed on the first this many
+      training examples; None: on all of them (`L(β ⊙ w, D)` exactly). Test
+      metrics always use the whole test split.
+    evaluate_after_eta0: also evaluate the dense `w` after η0 (a reference
+      row; one evaluation beyond the paper's protocol).
     seed_axis: 'vmap' (seeds in parallel) or 'map' (in turn, `lax.map`).
     mode: 'prune_at_end' (the paper: α after η0, β after η1) or 'retrain'
       (prune-then-retrain, as in Han et al. 2015: β is chosen after η0 from
@@ -64,6 +72,8 @@ class ProtocolConfig:
   batch_size: int = 128
   chunk_size: int = 500
   eval_batch_size: int = 1000
+  train_eval_size: int | None = None
+  evaluate_after_eta0: bool = True
   seed_axis: str = 'vmap'
   mode: str = 'prune_at_end'
 
@@ -89,6 +99,12 @@ def validate_protocol_config(
     raise ValueError(
         f'window={config.window} is larger than eta0={config.eta0} or '
         f'eta1={config.eta1}; accepted: 1 <= window <= min(eta0, eta1).')
+  size = config.train_eval_size
+  if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                           or not 0 < size <= num_train):
+    raise ValueError(f'train_eval_size={size!r}; accepted: an integer in '
+                     f'[1, {num_train}], or None (0 on the command line) for '
+                     'the whole training set.')
   if config.batch_size > num_train:
     raise ValueError(f'batch_size={config.batch_size} is larger than the '
                      f'training set ({num_train} examples).')
@@ -148,18 +164,27 @@ def _seed_map(fn: Callable, seed_axis: str, in_axes=0) -> Callable:
 
 
 class Runner:
-  """The protocol's compiled pieces for one task, optimizer and config."""
+  """The protocol's compiled pieces for one task, optimizer and config.
+
+  `stat_groups`: the `stats.STAT_GROUPS` collected in the windows (the union
+  of what the compared selectors read).
+  """
 
   def __init__(self, task: Task, tx: optax.GradientTransformation,
-               config: ProtocolConfig):
+               config: ProtocolConfig,
+               stat_groups: frozenset[str] = stats_lib.ALL_GROUPS):
     self.task, self.config = task, config
+    self.stat_groups = stats_lib.check_groups(stat_groups)
     self.tx = masking.masked(tx)
     seed_map = functools.partial(_seed_map, seed_axis=config.seed_axis)
+    chunk = lambda collect: jax.jit(seed_map(
+        functools.partial(self._chunk_one, collect=collect),
+        in_axes=(0, None, None)))
     self.init = jax.jit(seed_map(self._init_one))
-    self.run_chunk = jax.jit(
-        seed_map(self._chunk_one, in_axes=(0, None, None, None)))
+    self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
+    self.collect_chunk = chunk(True)  # the same, collecting the statistics.
     self._select_fns = {}
-    self._compiled = False  # whether run_chunk has run (and compiled) yet.
+    self._compiled = set()  # the chunks that have run (and compiled).
     self.start_phase1 = jax.jit(seed_map(self._start_phase1_one))
     self.evaluate = jax.jit(seed_map(self._evaluate_one))
 
@@ -171,28 +196,25 @@ class Runner:
                       stats=stats_lib.init_stats(params), key=key)
 
   def _step(self, state: TrainState, step: jax.Array,
-            collect: jax.Array) -> tuple[TrainState, jax.Array]:
+            collect: bool) -> tuple[TrainState, jax.Array]:
     task = self.task
     batch_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), step)
     images, labels = steps.sample_batch(
         batch_key, task.train_images, task.train_labels, self.config.batch_size)
     params, opt_state, loss, grads = steps.train_step(
         task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
-    # `collect` is the same for every seed, so under vmap this stays a real
-    # branch and steps outside the window skip the statistics.
-    stats = jax.lax.cond(
-        collect,
-        lambda s: stats_lib.update_stats(s, grads, state.params, params),
-        lambda s: s, state.stats)
+    stats = state.stats
+    if collect:
+      stats = stats_lib.update_stats(stats, grads, state.params, params,
+                                     groups=self.stat_groups)
     return state._replace(params=params, opt_state=opt_state, stats=stats), loss
 
   def _chunk_one(self, state: TrainState, start: jax.Array, num_steps: jax.Array,
-                 collect_from: jax.Array) -> tuple[TrainState, jax.Array]:
+                 collect: bool) -> tuple[TrainState, jax.Array]:
     """Steps `start .. start + num_steps - 1` (global step numbers)."""
     def body(i, carry):
       state, loss_sum = carry
-      step = start + i
-      state, loss = self._step(state, step, step >= collect_from)
+      state, loss = self._step(state, start + i, collect)
       return state, loss_sum + loss
     state, loss_sum = jax.lax.fori_loop(
         0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
@@ -220,8 +242,9 @@ class Runner:
 
   def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
     task, bs = self.task, self.config.eval_batch_size
-    train = steps.evaluate(task.apply_fn, params, task.train_images,
-                           task.train_labels, bs)
+    n = self.config.train_eval_size
+    train = steps.evaluate(task.apply_fn, params, task.train_images[:n],
+                           task.train_labels[:n], bs)
     test = steps.evaluate(task.apply_fn, params, task.test_images,
                           task.test_labels, bs)
     return {'train_loss': train[0], 'train_accuracy': train[1],
@@ -235,20 +258,21 @@ class Runner:
     η1 phase sees the same batches.
     """
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
-    collect_from = as_i32(first_step + num_steps - window)
-    done = 0
-    while done < num_steps:
-      n = min(self.config.chunk_size, num_steps - done)
+    collect_from = first_step + num_steps - window
+    step, end = first_step, first_step + num_steps
+    while step < end:
+      collect = step >= collect_from
+      n = min(self.config.chunk_size, (end if collect else collect_from) - step)
+      chunk = self.collect_chunk if collect else self.run_chunk
       tic = time.perf_counter()
-      state, loss = self.run_chunk(state, as_i32(first_step + done), as_i32(n),
-                                   collect_from)
+      state, loss = chunk(state, as_i32(step), as_i32(n))
       loss = np.asarray(loss)  # waits for the chunk.
       seconds = time.perf_counter() - tic
-      done += n
-      note = '' if self._compiled else ', incl. compilation'
-      self._compiled = True
-      log(f'{label}: step {done}/{num_steps}  train loss (chunk mean) '
-          f'{loss.mean():.4f} ± {loss.std():.4f} over seeds  '
+      step += n
+      note = '' if collect in self._compiled else ', incl. compilation'
+      self._compiled.add(collect)
+      log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
+          f'mean) {loss.mean():.4f} ± {loss.std():.4f} over seeds  '
           f'[{n / seconds:.0f} steps/s{note}]')
     return state
 
@@ -321,8 +345,7 @@ def run_protocol(
   """
   for name in selector_names:
     selectors_lib.get_selector(name)
-  params_shape = jax.eval_shape(task.init_fn, jax.random.key(0))
-  n = selectors_lib.num_params(params_shape)
+  n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
   ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
   if not seeds:
     raise ValueError('seeds is empty; give at least one seed.')
@@ -334,7 +357,9 @@ def run_protocol(
   if groups is None:
     groups = [(name, c) for name in selector_names for c in (ls if retrain else ks)]
 
-  runner = Runner(task, tx, config)
+  needed = frozenset().union(*(selectors_lib.get_selector(name).stats
+                               for name in selector_names))
+  runner = Runner(task, tx, config, stat_groups=needed)
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
   sharding = seed_sharding(len(seeds)) if config.seed_axis == 'vmap' else None
   if sharding is not None:
@@ -351,7 +376,8 @@ def run_protocol(
 
   results = {'num_params': n, 'ks': list(ks), 'ls': list(ls),
              'seeds': list(seeds), 'mode': config.mode,
-             'after_eta0': _to_lists(runner.evaluate(state0.params)),
+             'after_eta0': (_to_lists(runner.evaluate(state0.params))
+                            if config.evaluate_after_eta0 else None),
              'cells': []}
   for name, count in groups:
     selector = selectors_lib.get_selector(name)

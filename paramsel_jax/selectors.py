@@ -4,13 +4,16 @@ A selector is a pair of pure score functions: `alpha_scores` and `beta_scores`
 map a `SelectionContext` to a pytree of scores of the params' shapes; larger
 means "select". `top_k_mask` turns scores into a mask with exactly k ones,
 chosen globally over all N scalars, ties broken by the lower flat index (leaves
-in `jax.tree.leaves` order, then row-major). Adding a selector is a few lines:
+in `jax.tree.leaves` order, then row-major). A selector names the groups of
+`stats.STAT_GROUPS` it reads, and the protocol collects only those (by
+default, all). Adding a selector is a few lines:
 
   >>> import jax, jax.numpy as jnp
   >>> @register_selector('abs_grad_mean')
   ... def _abs_grad_mean():
   ...   score = lambda ctx: jax.tree.map(jnp.abs, ctx.stats.grad_mean)
-  ...   return Selector(alpha_scores=score, beta_scores=score)
+  ...   return Selector(alpha_scores=score, beta_scores=score,
+  ...                   stats=frozenset({'grad'}))
   >>> 'abs_grad_mean' in SELECTORS
   True
   >>> del SELECTORS['abs_grad_mean']
@@ -69,6 +72,12 @@ class Selector:
   alpha_scores: ScoreFn
   beta_scores: ScoreFn
   description: str = ''
+  # The `stats.STAT_GROUPS` the score functions read; only these are
+  # collected in the protocol's windows (the others stay zero).
+  stats: frozenset[str] = stats_lib.ALL_GROUPS
+
+  def __post_init__(self):
+    object.__setattr__(self, 'stats', stats_lib.check_groups(self.stats))
 
 
 SELECTORS: dict[str, Selector] = {}
@@ -95,11 +104,6 @@ def get_selector(name: str) -> Selector:
     raise ValueError(
         f'Unknown selector {name!r}; accepted: {", ".join(sorted(SELECTORS))}.')
   return SELECTORS[name]
-
-
-def num_params(params: PyTree) -> int:
-  """N, the number of scalars in a pytree."""
-  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))
 
 
 def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
@@ -165,7 +169,7 @@ def _uniform_scores(key: jax.Array, like: PyTree) -> PyTree:
 def _random() -> Selector:
   score = lambda ctx: _uniform_scores(ctx.key, ctx.params)
   return Selector(
-      alpha_scores=score, beta_scores=score,
+      alpha_scores=score, beta_scores=score, stats=frozenset(),
       description='random: α and β uniform among all k- (l-) subsets')
 
 
@@ -178,6 +182,7 @@ def _topgrad() -> Selector:
   return Selector(
       alpha_scores=lambda ctx: ctx.stats.grad_abs_sum,
       beta_scores=lambda ctx: _abs(ctx.params),
+      stats=frozenset({'grad_abs_sum'}),
       description=('topgrad: α = top-k of Σ|∇L| over the last `window` steps '
                    'of η0; β = top-l of |w| after η0 + η1 steps'))
 
@@ -190,7 +195,7 @@ _TINY = 1e-12  # keeps 0/0 out of ratios; a never-moving coordinate scores 0.
 @register_selector('magnitude')
 def _magnitude() -> Selector:
   score = lambda ctx: _abs(ctx.params)
-  return Selector(alpha_scores=score, beta_scores=score,
+  return Selector(alpha_scores=score, beta_scores=score, stats=frozenset(),
                   description='magnitude: α and β = top |w|')
 
 
@@ -203,6 +208,7 @@ def _saliency_score(ctx: SelectionContext) -> PyTree:
 def _saliency() -> Selector:
   return Selector(
       alpha_scores=_saliency_score, beta_scores=_saliency_score,
+      stats=frozenset({'grad'}),
       description=('saliency: top |w ⊙ mean g| (first-order Taylor estimate '
                    'of the loss change from zeroing w; mean g over the '
                    "phase's window)"))
@@ -228,6 +234,7 @@ def _fisher_score(ctx: SelectionContext) -> PyTree:
 def _fisher() -> Selector:
   return Selector(
       alpha_scores=_fisher_score, beta_scores=_fisher_score,
+      stats=frozenset({'grad'}),
       description=('fisher: top w² ⊙ ν, ν the running mean of g² (the '
                    "empirical Fisher diagonal; Adam's / RMSprop's / pSGLD's "
                    'second moment, else E[g²] over the window)'))
@@ -242,6 +249,7 @@ def _effective_perturbation(ctx: SelectionContext) -> PyTree:
 def _apf() -> Selector:
   return Selector(
       alpha_scores=_effective_perturbation, beta_scores=lambda ctx: _abs(ctx.params),
+      stats=frozenset({'delta_ema'}),
       description=('apf: α = top |EMA(Δw)| / EMA(|Δw|) (Chen et al. 2021: a '
                    'small effective perturbation means w oscillates around '
                    'a converged value); β = top |w|'))
@@ -313,6 +321,7 @@ def _gradient_t_statistic(ctx: SelectionContext) -> PyTree:
 def _psgld() -> Selector:
   return Selector(
       alpha_scores=_increment_drift_over_diffusion, beta_scores=posterior_snr,
+      stats=frozenset({'delta', 'param'}),
       description=(
           'psgld: α = top |mean Δw| / std Δw over η0\'s window. Each Langevin '
           'step Δw is drift (the preconditioned gradient step) plus diffusion '
@@ -327,6 +336,7 @@ def _psgld() -> Selector:
 def _psgld_precond() -> Selector:
   return Selector(
       alpha_scores=_preconditioned_drift_over_spread, beta_scores=posterior_snr,
+      stats=frozenset({'grad', 'param'}),
       description=(
           'psgld_precond: α = top G ⊙ |mean g| / std w over η0\'s window: '
           'the drift γ·η1·G·|mean g| the preconditioned dynamics would still '
@@ -339,6 +349,7 @@ def _psgld_precond() -> Selector:
 def _psgld_tstat() -> Selector:
   return Selector(
       alpha_scores=_gradient_t_statistic, beta_scores=posterior_snr,
+      stats=frozenset({'grad', 'param'}),
       description=(
           'psgld_tstat: α = top |mean g| / (std g / √t), the t-statistic of '
           'the mean gradient over η0\'s window of t steps (a coordinate whose '

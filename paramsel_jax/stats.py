@@ -32,6 +32,33 @@ class TrajectoryStats(NamedTuple):
   delta_abs_ema: PyTree  # EMA of |Δw| (APF's denominator).
 
 
+# The statistics in groups updated together; a selector names the groups it
+# reads (`Selector.stats`) and the protocol collects only those.
+STAT_GROUPS: dict[str, tuple[str, ...]] = {
+    'grad_abs_sum': ('grad_abs_sum',),
+    'grad': ('grad_mean', 'grad_m2'),
+    'param': ('param_mean', 'param_m2'),
+    'delta': ('delta_mean', 'delta_m2'),
+    'delta_ema': ('delta_ema', 'delta_abs_ema'),
+}
+ALL_GROUPS = frozenset(STAT_GROUPS)
+
+
+def check_groups(groups) -> frozenset[str]:
+  """`groups` as a frozenset; ValueError naming an unknown group.
+
+  Example:
+    >>> sorted(check_groups(['grad', 'param']))
+    ['grad', 'param']
+  """
+  groups = frozenset(groups)
+  unknown = groups - ALL_GROUPS
+  if unknown:
+    raise ValueError(f'Unknown statistics {sorted(unknown)}; accepted: '
+                     f'{", ".join(sorted(ALL_GROUPS))}.')
+  return groups
+
+
 def init_stats(params: PyTree) -> TrajectoryStats:
   """Empty statistics for params of this structure.
 
@@ -61,11 +88,14 @@ def update_stats(
     old_params: PyTree,
     new_params: PyTree,
     ema_decay: float = 0.99,
+    groups: frozenset[str] = ALL_GROUPS,
 ) -> TrajectoryStats:
   """Adds one step (gradient `grads` at `old_params`, moving to `new_params`).
 
-  The EMAs start from zero and are not bias-corrected: APF reads only their
-  ratio, in which the correction 1/(1 - decay^t) cancels.
+  Only the `STAT_GROUPS` named in `groups` are updated (the others keep
+  their values, zeros from `init_stats`); `count` always is. The EMAs start
+  from zero and are not bias-corrected: APF reads only their ratio, in which
+  the correction 1/(1 - decay^t) cancels.
 
   Example:
     >>> import jax.numpy as jnp
@@ -76,25 +106,29 @@ def update_stats(
     ([4.0], [-1.0], [8.0])
   """
   count = stats.count + 1
-  welford = lambda mean, m2, x: _welford(count, mean, m2, x)
-  grad_mean, grad_m2 = _unzip(jax.tree.map(
-      welford, stats.grad_mean, stats.grad_m2, grads), grads)
-  param_mean, param_m2 = _unzip(jax.tree.map(
-      welford, stats.param_mean, stats.param_m2, new_params), grads)
-  delta = jax.tree.map(jnp.subtract, new_params, old_params)
-  delta_mean, delta_m2 = _unzip(jax.tree.map(
-      welford, stats.delta_mean, stats.delta_m2, delta), grads)
+  welford = lambda mean, m2, x: _unzip(jax.tree.map(
+      lambda a, b, c: _welford(count, a, b, c), mean, m2, x), x)
   ema = lambda avg, x: ema_decay * avg + (1 - ema_decay) * x
-  return TrajectoryStats(
-      count=count,
-      grad_abs_sum=jax.tree.map(lambda s, g: s + jnp.abs(g),
-                                stats.grad_abs_sum, grads),
-      grad_mean=grad_mean, grad_m2=grad_m2,
-      param_mean=param_mean, param_m2=param_m2,
-      delta_mean=delta_mean, delta_m2=delta_m2,
-      delta_ema=jax.tree.map(ema, stats.delta_ema, delta),
-      delta_abs_ema=jax.tree.map(
-          lambda a, d: ema(a, jnp.abs(d)), stats.delta_abs_ema, delta))
+  delta = lambda: jax.tree.map(jnp.subtract, new_params, old_params)
+  new = {'count': count}
+  if 'grad_abs_sum' in groups:
+    new['grad_abs_sum'] = jax.tree.map(lambda s, g: s + jnp.abs(g),
+                                       stats.grad_abs_sum, grads)
+  if 'grad' in groups:
+    new['grad_mean'], new['grad_m2'] = welford(
+        stats.grad_mean, stats.grad_m2, grads)
+  if 'param' in groups:
+    new['param_mean'], new['param_m2'] = welford(
+        stats.param_mean, stats.param_m2, new_params)
+  if 'delta' in groups:
+    new['delta_mean'], new['delta_m2'] = welford(
+        stats.delta_mean, stats.delta_m2, delta())
+  if 'delta_ema' in groups:
+    d = delta()
+    new['delta_ema'] = jax.tree.map(ema, stats.delta_ema, d)
+    new['delta_abs_ema'] = jax.tree.map(lambda a, x: ema(a, jnp.abs(x)),
+                                        stats.delta_abs_ema, d)
+  return stats._replace(**new)
 
 
 def _unzip(pairs: PyTree, like: PyTree) -> tuple[PyTree, PyTree]:

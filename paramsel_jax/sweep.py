@@ -134,7 +134,9 @@ def default_budget(models: Sequence[str], mode: str) -> dict[str, Any]:
   there and a group took ~5-9 min, most of it evaluating 4 times on 60k
   images, so its 12 groups need ~1-2 h on such a CPU. 'retrain' mode (the
   anchors): `RETRAIN_SELECTORS`, 3 seeds, η0 = η1 = 4000 (MLP) or 2000
-  (conv), l/N ∈ {8, 5, 2}% (6000 + 6000 steps gave the same errors).
+  (conv), l/N ∈ {8, 5, 2}% (6000 + 6000 steps gave the same errors). With a
+  conv net the train metrics are read on the first 10,000 training examples
+  (`train_eval_size`; 0 = all): evaluation, not training, dominated there.
 
   Example:
     >>> default_budget(['lenet5'], 'prune_at_end')['selectors']
@@ -144,13 +146,15 @@ def default_budget(models: Sequence[str], mode: str) -> dict[str, Any]:
   if mode == 'retrain':
     return dict(selectors=RETRAIN_SELECTORS, eta0=2000 if conv else 4000,
                 eta1=2000 if conv else 4000, window=100, num_seeds=3,
-                ls=(0.08, 0.05, 0.02), learning_rate=1e-3)
+                ls=(0.08, 0.05, 0.02), learning_rate=1e-3,
+                train_eval_size=10000 if conv else 0)
   if conv:
     return dict(selectors=CONV_SELECTORS, eta0=500, eta1=200, window=100,
-                num_seeds=5, ls=(0.02, 0.05, 0.1), learning_rate=1e-3)
+                num_seeds=5, ls=(0.02, 0.05, 0.1), learning_rate=1e-3,
+                train_eval_size=10000)
   return dict(selectors=tuple(sorted(selectors_lib.SELECTORS)), eta0=1000,
               eta1=300, window=100, num_seeds=5, ls=(0.02, 0.05, 0.1),
-              learning_rate=1e-3)
+              learning_rate=1e-3, train_eval_size=0)
 
 
 # ---------------------------------------------------------------------------
@@ -253,6 +257,8 @@ def run_identity(config: SweepConfig, model: str,
       'eta0': p.eta0, 'eta1': p.eta1, 'window': p.window,
       'batch_size': p.batch_size, 'eval_batch_size': p.eval_batch_size,
       'seed_axis': _seed_axis(config, model), 'seeds': list(config.seeds)}
+  if p.train_eval_size is not None:  # absent when None: older stores stay valid.
+    ident['train_eval_size'] = p.train_eval_size
   if config.dataset == 'synthetic':
     ident['synthetic'] = [config.synthetic_size, list(config.synthetic_shape)]
   return ident
@@ -471,7 +477,7 @@ def _run_one(config: SweepConfig, model: str,
                f'k={k_of[first["k"]]:g}'))
     progress.add(len(raw_cells), what)
 
-  num_params = selectors_lib.num_params(
+  num_params = models_lib.count_params(
       jax.eval_shape(task.init_fn, jax.random.key(0)))
   results = protocol.run_protocol(task, tx, proto, config.selectors,
                                   config.seeds, log=log, groups=groups,

@@ -180,6 +180,8 @@ def test_seeds_sharded_over_8_devices_equal_one_device():
     (dict(seed_axis='pmap'), "seed_axis='pmap'"),
     (dict(mode='lottery'), "mode='lottery'"),
     (dict(k=()), 'give at least one'),
+    (dict(train_eval_size=0), 'train_eval_size=0'),
+    (dict(train_eval_size=201), 'train_eval_size=201'),
 ])
 def test_bad_settings_raise_before_work(task, change, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
@@ -215,3 +217,32 @@ def test_statistics_cover_exactly_the_window(task):
   assert int(state.stats.count[0]) == 5
   for got, want in zip(jax.tree.leaves(state.stats.grad_abs_sum), jax.tree.leaves(total)):
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-6)
+
+
+def test_only_the_compared_selectors_statistics_are_collected(task):
+  """topgrad alone: Σ|g| is collected, the Welford moments stay zero."""
+  config = dataclasses.replace(CONFIG, eta0=12, window=5, chunk_size=4)
+  runner = protocol.Runner(task, optax.sgd(0.1), config,
+                           stat_groups=frozenset({'grad_abs_sum'}))
+  keys = jax.vmap(jax.random.key)(jnp.array([0], jnp.uint32))
+  state = runner.train(runner.init(keys), 0, 12, 5, lambda _: None, 'eta0')
+  assert int(state.stats.count[0]) == 5
+  assert all(np.any(np.asarray(x) != 0)
+             for x in jax.tree.leaves(state.stats.grad_abs_sum))
+  assert all(np.all(np.asarray(x) == 0)
+             for x in jax.tree.leaves((state.stats.grad_m2, state.stats.param_mean)))
+
+
+def test_train_eval_size_changes_only_the_train_metrics(task):
+  full = _run(task, [0], selectors=('topgrad',))
+  config = dataclasses.replace(CONFIG, train_eval_size=50,
+                               evaluate_after_eta0=False)
+  part = _run(task, [0], config, selectors=('topgrad',))
+  assert part['after_eta0'] is None
+  for a, b in zip(full['cells'], part['cells']):
+    for m in ('test_loss', 'test_accuracy'):
+      assert a['pruned'][m] == b['pruned'][m]
+    assert a['pruned']['train_loss'] != b['pruned']['train_loss']
+    # An accuracy over 50 examples is a multiple of 1/50 (over 200, not so).
+    acc = b['pruned']['train_accuracy'][0]
+    assert abs(acc * 50 - round(acc * 50)) < 1e-4, acc

@@ -226,3 +226,50 @@ def test_every_selector_gives_exactly_k(name, which):
   ctx = _context_from_steps(grads, w, opt_state=optax.adam(0.1).init({'w': w[0]}))
   for k in (0, 1, 2, 3):
     assert _count(selectors.select(selectors.get_selector(name), which, ctx, k)) == k
+
+
+@pytest.mark.parametrize('name', sorted(selectors.SELECTORS))
+def test_selector_reads_only_the_statistics_it_declares(name):
+  """Scores from the declared groups alone equal scores from all of them.
+
+  An SGD state has no second moment, so fisher and psgld_precond read the
+  window's statistics (not Adam's ν) and the check covers them.
+  """
+  rng = np.random.default_rng(0)
+  params0 = {'a': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+             'b': jnp.asarray(rng.normal(size=5), jnp.float32)}
+  selector = selectors.get_selector(name)
+  full = only = stats_lib.init_stats(params0)
+  params = params0
+  for _ in range(6):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape),
+                                               jnp.float32), params)
+    new = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    full = stats_lib.update_stats(full, grads, params, new)
+    only = stats_lib.update_stats(only, grads, params, new,
+                                  groups=selector.stats)
+    params = new
+  key = jax.random.key(3)
+  for which in ('alpha', 'beta'):
+    scores = lambda s: getattr(selector, f'{which}_scores')(
+        selectors.SelectionContext(params, s, optax.sgd(0.1).init(params),
+                                   key, eta0_stats=s))
+    jax.tree.map(np.testing.assert_array_equal, scores(only), scores(full))
+  # And the check has teeth: with no statistics, a selector that declares
+  # some scores differently.
+  if selector.stats:
+    none = stats_lib.update_stats(stats_lib.init_stats(params0), grads,
+                                  params0, params, groups=frozenset())
+    ctx = lambda s: selectors.SelectionContext(
+        params, s, optax.sgd(0.1).init(params), key, eta0_stats=s)
+    differs = [not all(np.array_equal(x, y) for x, y in zip(
+        jax.tree.leaves(getattr(selector, f'{w}_scores')(ctx(none))),
+        jax.tree.leaves(getattr(selector, f'{w}_scores')(ctx(full)))))
+               for w in ('alpha', 'beta')]
+    assert any(differs)
+
+
+def test_unknown_statistics_group_is_refused():
+  with pytest.raises(ValueError, match="Unknown statistics \\['hessian'\\]"):
+    selectors.Selector(alpha_scores=None, beta_scores=None,
+                       stats=frozenset({'hessian'}))
