@@ -41,6 +41,9 @@ _TEMPERATURE = flags.DEFINE_float('temperature', 1.0, 'Langevin temperature (sgl
 _WEIGHT_DECAY = flags.DEFINE_float(
     'weight_decay', 0.0, 'L2 term wd·w added to the gradient (for sgld/psgld: '
     'a Gaussian prior of variance 1/(n·wd)).')
+_DECAY_STEPS = flags.DEFINE_integer(
+    'decay_steps', 0, 'Cosine learning-rate decay to 0 over this many steps '
+    '(0: constant; not for sgld/psgld).')
 _ETA0 = flags.DEFINE_integer('eta0', 500, 'Steps on all parameters.')
 _ETA1 = flags.DEFINE_integer('eta1', 1500, 'Steps on the k selected ones.')
 _K = flags.DEFINE_float('k', 0.1, 'Coordinates that keep training: a count or a fraction 0<k<1.')
@@ -80,7 +83,7 @@ def config_from_flags() -> experiment.ExperimentConfig:
           name=_OPTIMIZER.value, learning_rate=_LEARNING_RATE.value,
           momentum=_MOMENTUM.value, b1=_B1.value, b2=_B2.value,
           decay=_DECAY.value, eps=_EPS.value, temperature=_TEMPERATURE.value,
-          weight_decay=_WEIGHT_DECAY.value),
+          weight_decay=_WEIGHT_DECAY.value, decay_steps=_DECAY_STEPS.value),
       protocol=protocol.ProtocolConfig(
           eta0=_ETA0.value, eta1=_ETA1.value, k=_count_or_fraction(_K.value),
           l=_count_or_fraction(_L.value), window=_WINDOW.value,

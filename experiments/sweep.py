@@ -63,6 +63,9 @@ _DECAY = flags.DEFINE_float('decay', 0.99, 'RMSprop/pSGLD decay.')
 _EPS = flags.DEFINE_float('eps', None, "The preconditioner's λ (default per optimizer).")
 _TEMPERATURE = flags.DEFINE_float('temperature', 1.0, 'Langevin temperature.')
 _WEIGHT_DECAY = flags.DEFINE_float('weight_decay', 0.0, 'L2 term wd·w.')
+_DECAY_STEPS = flags.DEFINE_integer(
+    'decay_steps', 0, 'Cosine learning-rate decay to 0 over this many steps '
+    '(0: constant; not for sgld/psgld).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/sweep', 'The store and the outputs.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache.')
 
@@ -103,7 +106,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
         name=name, learning_rate=float(rate) if rate else lr,
         momentum=_MOMENTUM.value, b1=_B1.value, b2=_B2.value, decay=_DECAY.value,
         eps=_EPS.value, temperature=_TEMPERATURE.value,
-        weight_decay=_WEIGHT_DECAY.value))
+        weight_decay=_WEIGHT_DECAY.value, decay_steps=_DECAY_STEPS.value))
   num_seeds = auto(_NUM_SEEDS, 'num_seeds')
   if num_seeds < 1:
     raise ValueError(f'num_seeds={num_seeds}; accepted: an integer >= 1.')

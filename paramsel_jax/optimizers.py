@@ -29,6 +29,10 @@ class OptimizerConfig:
     weight_decay: wd; adds wd·w to the gradient before the optimizer (an L2
       penalty ½·wd·|w|² on the mean loss; for sgld / psgld a Gaussian prior
       N(0, 1/(n·wd)) on each weight). 0: none.
+    decay_steps: > 0: the learning rate follows a cosine from γ down to 0
+      over this many steps, then stays 0 (sgd, momentum, adam, rmsprop; the
+      Langevin noise of sgld / psgld is tied to γ, so they take a constant
+      γ). 0: constant γ.
   """
 
   name: str = 'adam'
@@ -40,16 +44,30 @@ class OptimizerConfig:
   eps: float | None = None
   temperature: float = 1.0
   weight_decay: float = 0.0
+  decay_steps: int = 0
+
+
+def learning_rate(c: OptimizerConfig) -> optax.ScalarOrSchedule:
+  """γ, or its cosine schedule when `c.decay_steps > 0`.
+
+  Example:
+    >>> lr = learning_rate(OptimizerConfig(learning_rate=1.0, decay_steps=4))
+    >>> [round(float(lr(t)), 6) for t in (0, 2, 4, 9)]
+    [1.0, 0.5, 0.0, 0.0]
+  """
+  if c.decay_steps:
+    return optax.cosine_decay_schedule(c.learning_rate, c.decay_steps)
+  return c.learning_rate
 
 
 def _sgd(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.sgd(c.learning_rate)
+  return optax.sgd(learning_rate(c))
 
 
 def _momentum(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.sgd(c.learning_rate, momentum=c.momentum)
+  return optax.sgd(learning_rate(c), momentum=c.momentum)
 
 
 def _eps(c: OptimizerConfig, default: float) -> float:
@@ -58,12 +76,12 @@ def _eps(c: OptimizerConfig, default: float) -> float:
 
 def _adam(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=_eps(c, 1e-8))
+  return optax.adam(learning_rate(c), b1=c.b1, b2=c.b2, eps=_eps(c, 1e-8))
 
 
 def _rmsprop(c: OptimizerConfig, num_data: int, seed: int):
   del num_data, seed
-  return optax.rmsprop(c.learning_rate, decay=c.decay, eps=_eps(c, 1e-8))
+  return optax.rmsprop(learning_rate(c), decay=c.decay, eps=_eps(c, 1e-8))
 
 
 def _sgld(c: OptimizerConfig, num_data: int, seed: int):
@@ -108,6 +126,14 @@ def validate_optimizer_config(config: OptimizerConfig) -> None:
     value = getattr(config, field)
     if not (math.isfinite(value) and value >= 0):
       raise ValueError(f'{field}={value!r}; accepted: a finite number >= 0.')
+  steps = config.decay_steps
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    raise ValueError(f'decay_steps={steps!r}; accepted: an integer >= 0 '
+                     '(0: constant learning rate).')
+  if steps and config.name in ('sgld', 'psgld'):
+    raise ValueError(f'decay_steps={steps} with optimizer {config.name!r}: '
+                     'the Langevin noise is tied to a constant learning rate; '
+                     'accepted: decay_steps=0 for sgld and psgld.')
 
 
 def create_optimizer(

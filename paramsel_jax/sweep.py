@@ -247,13 +247,22 @@ def _seed_axis(config: SweepConfig, model: str) -> str:
   return experiment.resolve_seed_axis(config.protocol.seed_axis, model)
 
 
+def _optimizer_identity(optimizer: optimizers_lib.OptimizerConfig) -> dict:
+  # Fields added after stores were written are left out at their defaults, so
+  # those stores stay valid.
+  ident = dataclasses.asdict(optimizer)
+  if not ident['decay_steps']:
+    del ident['decay_steps']
+  return ident
+
+
 def run_identity(config: SweepConfig, model: str,
                  optimizer: optimizers_lib.OptimizerConfig) -> dict[str, Any]:
   """Everything that determines a run's numbers (not chunk size or paths)."""
   p = config.protocol
   ident = {
       'version': STORE_VERSION, 'dataset': config.dataset, 'model': model,
-      'optimizer': dataclasses.asdict(optimizer), 'mode': p.mode,
+      'optimizer': _optimizer_identity(optimizer), 'mode': p.mode,
       'eta0': p.eta0, 'eta1': p.eta1, 'window': p.window,
       'batch_size': p.batch_size, 'eval_batch_size': p.eval_batch_size,
       'seed_axis': _seed_axis(config, model), 'seeds': list(config.seeds)}

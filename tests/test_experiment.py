@@ -72,6 +72,9 @@ BASE = experiment.ExperimentConfig(
     (dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('nan'))), 'learning_rate=nan'),
     (dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('inf'))), 'learning_rate=inf'),
     (dict(optimizer=optimizers.OptimizerConfig(learning_rate=-1.0)), 'learning_rate=-1.0'),
+    (dict(optimizer=optimizers.OptimizerConfig(decay_steps=-2)), 'decay_steps=-2'),
+    (dict(optimizer=optimizers.OptimizerConfig(name='psgld', decay_steps=100)),
+     "decay_steps=100 with optimizer 'psgld'"),
     (dict(protocol=protocol.ProtocolConfig(eta0=0)), 'eta0=0'),
     (dict(protocol=protocol.ProtocolConfig(eta0=50, window=60)), 'window=60'),
     (dict(protocol=protocol.ProtocolConfig(k=2e9)), 'k=2000000000.0 is out of range'),
@@ -95,3 +98,17 @@ def test_mnist_settings_are_checked_without_loading_mnist():
       BASE, dataset='mnist', protocol=protocol.ProtocolConfig(batch_size=50_001))
   with pytest.raises(ValueError, match='50000 examples'):
     experiment.validate_config(config)
+
+
+def test_cosine_decay_reaches_zero_and_stops_training():
+  """With decay_steps=2, the third SGD step onwards changes nothing."""
+  import jax.numpy as jnp
+  tx = optimizers.create_optimizer(
+      optimizers.OptimizerConfig('sgd', learning_rate=0.5, decay_steps=2))
+  w = jnp.ones(3)
+  state = tx.init(w)
+  moves = []
+  for _ in range(4):
+    updates, state = tx.update(jnp.ones(3), state, w)
+    moves.append(float(jnp.abs(updates).max()))
+  np.testing.assert_allclose(moves, [0.5, 0.25, 0.0, 0.0], atol=1e-6)
