@@ -19,8 +19,9 @@ Parts (``--parts``):
 * ``throughput``: Adam at batch ``--batch_size`` on synthetic MNIST-shaped
   uint8 data on the device, for LeNet-300-100 and LeNet-5 (``--models``):
   the protocol's own training loop (``Runner.run_chunk``: one jitted
-  ``fori_loop`` of steps, batches sampled on the device, seeds vmapped, here
-  one seed; and the same with ``seed_axis='map'``); a bare scanned loop of ``steps.train_step`` (the same on-device
+  ``fori_loop`` of steps, batches sampled on the device; here one seed, which
+  the Runner runs as the plain program); a bare scanned loop of
+  ``steps.train_step`` (the same on-device
   sampling, state donated; the loop of the ``masked`` part); the library's
   jitted step (``steps.make_train_step``) called in a Python loop on
   pre-made batches; and the same model (same initial weights, copied), batch
@@ -791,10 +792,6 @@ def build_cases(config: BenchmarkConfig, torch, log) -> tuple[list[Case], dict]:
       group.append(runner_case(f'{m}/jax/runner',
                                f'{m} paramsel_jax Runner chunk', task, adam,
                                config, n, runner=shared_runner.get(m)))
-    if 'throughput' in parts:
-      group.append(runner_case(f'{m}/jax/runner_map',
-                               f"{m} Runner chunk, seed_axis='map'", task,
-                               adam, config, n, seed_axis='map'))
     if parts & {'throughput', 'peak', 'masked', 'diagnose'}:
       group.append(scan_case(f'{m}/jax/scan_adam', f'{m} bare loop, adam',
                              task, adam, config, n))
@@ -974,7 +971,7 @@ def summarize(config, by_name, info, torch, why_no_torch):
     t = by_name.get(f'{m}/torch/fused')
     if bare and t:
       ratios[f'{m}: bare loop / PyTorch Adam fused'] = paired_ratio(bare, t)
-    for other in ('runner_map', 'scan_adam', 'step_loop'):
+    for other in ('scan_adam', 'step_loop'):
       o = by_name.get(f'{m}/jax/{other}')
       if runner and o:
         ratios[f'{m}: Runner / {other}'] = paired_ratio(runner, o)

@@ -150,15 +150,22 @@ class Task:
 
 
 def _seed_map(fn: Callable, seed_axis: str, in_axes=0) -> Callable:
-  """`fn` mapped over the leading seed axis of its (batched) arguments."""
-  if seed_axis == 'vmap':
-    return jax.vmap(fn, in_axes=in_axes)
+  """`fn` mapped over the leading seed axis of its (batched) arguments.
+
+  A single seed runs as the plain program (index, call, re-add the axis):
+  vmap or map over one element cost 6-18% on CPU (benchmark.py).
+  """
   def mapped(*args):
     axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
     batched = [a for a, ax in zip(args, axes) if ax == 0]
     def one(xs):
       it = iter(xs)
       return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, axes)])
+    if jax.tree.leaves(batched)[0].shape[0] == 1:
+      out = one(jax.tree.map(lambda x: x[0], batched))
+      return jax.tree.map(lambda x: x[None], out)
+    if seed_axis == 'vmap':
+      return jax.vmap(fn, in_axes=in_axes)(*args)
     return jax.lax.map(one, batched)
   return mapped
 
@@ -350,10 +357,6 @@ def run_protocol(
   if not seeds:
     raise ValueError('seeds is empty; give at least one seed.')
   retrain = config.mode == 'retrain'
-  if len(seeds) == 1 and config.seed_axis == 'vmap':
-    # vmap over a single seed costs 6-18% on CPU (benchmark.py); map of one
-    # is the plain program.
-    config = dataclasses.replace(config, seed_axis='map')
   if groups is None:
     groups = [(name, c) for name in selector_names for c in (ls if retrain else ks)]
 
@@ -368,9 +371,10 @@ def run_protocol(
   t0 = time.perf_counter()
   state0 = runner.init(keys)
   where = f', sharded over {sharding.mesh.size} devices' if sharding else ''
-  log(f'N = {n} parameters, k = {list(ks)}, l = {list(ls)}, {len(seeds)} seeds '
-      f'({config.seed_axis}{where}), eta0 = {config.eta0}, eta1 = '
-      f'{config.eta1}, mode {config.mode}')
+  axis = 'one program' if len(seeds) == 1 else config.seed_axis + where
+  counts = f'l = {list(ls)}' if retrain else f'k = {list(ks)}, l = {list(ls)}'
+  log(f'N = {n} parameters, {counts}, {len(seeds)} seeds ({axis}), '
+      f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')
   state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
   timing['eta0_s'] = time.perf_counter() - t0
 

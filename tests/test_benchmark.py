@@ -46,7 +46,7 @@ def test_every_part_runs_tiny_and_writes_results(tmp_path):
   cases = results['cases']
   expected = {'matmul', 'protocol/full', 'protocol/raw'} | {
       f'lenet300/{name}' for name in (
-          'jax/runner', 'jax/runner_map', 'jax/scan_adam', 'jax/scan_masked',
+          'jax/runner', 'jax/scan_adam', 'jax/scan_masked',
           'jax/stats_all', 'jax/stats_topgrad', 'jax/step_loop', 'seeds/vmap',
           'seeds/map')}
   if has_torch:
