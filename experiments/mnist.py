@@ -59,6 +59,8 @@ _MODE = flags.DEFINE_enum(
     'mode', 'prune_at_end', ['prune_at_end', 'retrain'],
     'prune_at_end: the paper (α after eta0, β after eta1); retrain: β after '
     'eta0, the rest zeroed, only the kept weights train for eta1.')
+_PRUNE_ROUNDS = flags.DEFINE_integer(
+    'prune_rounds', 1, '--mode=retrain: prune gradually in this many rounds.')
 _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500, 'Steps per jitted call between progress lines.')
 _TRAIN_EVAL_SIZE = flags.DEFINE_integer(
     'train_eval_size', 0, 'Train metrics on the first this many training examples (0: all).')
@@ -89,7 +91,8 @@ def config_from_flags() -> experiment.ExperimentConfig:
           l=_count_or_fraction(_L.value), window=_WINDOW.value,
           batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
           train_eval_size=_TRAIN_EVAL_SIZE.value or None,
-          seed_axis=_SEED_AXIS.value, mode=_MODE.value),
+          seed_axis=_SEED_AXIS.value, mode=_MODE.value,
+          prune_rounds=_PRUNE_ROUNDS.value),
       data_dir=_DATA_DIR.value)
 
 

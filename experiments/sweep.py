@@ -43,6 +43,8 @@ _LS = flags.DEFINE_list('ls', ['auto'],
 _DATASET = flags.DEFINE_string('dataset', 'mnist', f'One of {", ".join(data.DATASETS)}.')
 _MODE = flags.DEFINE_enum('mode', 'prune_at_end', list(protocol.MODES),
                           'prune_at_end (the paper) or retrain (Han et al. 2015).')
+_PRUNE_ROUNDS = flags.DEFINE_integer(
+    'prune_rounds', 1, '--mode=retrain: prune gradually in this many rounds.')
 _ETA0 = flags.DEFINE_integer('eta0', None, 'Steps on all parameters (default: auto).')
 _ETA1 = flags.DEFINE_integer('eta1', None, 'Steps of T|α (default: auto).')
 _WINDOW = flags.DEFINE_integer('window', None, "Selectors' statistics window (default: auto).")
@@ -120,7 +122,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
           window=auto(_WINDOW, 'window'), batch_size=_BATCH_SIZE.value,
           chunk_size=_CHUNK_SIZE.value, seed_axis=_SEED_AXIS.value,
           train_eval_size=auto(_TRAIN_EVAL_SIZE, 'train_eval_size') or None,
-          mode=_MODE.value),
+          mode=_MODE.value, prune_rounds=_PRUNE_ROUNDS.value),
       data_dir=_DATA_DIR.value)
   return config, notes
 

@@ -62,6 +62,10 @@ class ProtocolConfig:
       (prune-then-retrain, as in Han et al. 2015: β is chosen after η0 from
       the selector's β scores, the other weights are zeroed, and only the
       kept ones train for η1; α = β, and k is not used).
+    prune_rounds: 'retrain' mode only: prune gradually, in this many rounds
+      of η1 / prune_rounds steps each; round r keeps N·(l/N)^(r/R) weights,
+      chosen among those kept so far (iterative pruning, as Han et al. 2015
+      and Frankle & Carbin 2019 do). 1: one-shot.
   """
 
   eta0: int = 500
@@ -76,6 +80,7 @@ class ProtocolConfig:
   evaluate_after_eta0: bool = True
   seed_axis: str = 'vmap'
   mode: str = 'prune_at_end'
+  prune_rounds: int = 1
 
 
 SEED_AXES = ('vmap', 'map')
@@ -113,6 +118,17 @@ def validate_protocol_config(
                      f'{", ".join(SEED_AXES)}.')
   if config.mode not in MODES:
     raise ValueError(f'mode={config.mode!r}; accepted: {", ".join(MODES)}.')
+  rounds = config.prune_rounds
+  if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    raise ValueError(f'prune_rounds={rounds!r}; accepted: an integer >= 1.')
+  if rounds > 1 and config.mode != 'retrain':
+    raise ValueError(f'prune_rounds={rounds} needs mode=\'retrain\'; '
+                     f'accepted with mode={config.mode!r}: 1.')
+  if config.window > config.eta1 // rounds:
+    raise ValueError(
+        f'window={config.window} is longer than a pruning round (eta1 // '
+        f'prune_rounds = {config.eta1 // rounds}); accepted: window <= '
+        f'{config.eta1 // rounds}.')
   ks, ls = _as_tuple(config.k), _as_tuple(config.l)
   if not ks or not ls:
     raise ValueError(f'k={config.k!r}, l={config.l!r}: give at least one value '
@@ -228,16 +244,22 @@ class Runner:
     return state, loss_sum / num_steps
 
   def select(self, state: TrainState, selector: selectors_lib.Selector,
-             which: str, k: int, eta0_stats: stats_lib.TrajectoryStats) -> PyTree:
-    """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones."""
-    cache_key = (selector, which, k)
+             which: str, k: int, eta0_stats: stats_lib.TrajectoryStats,
+             within_alpha: bool = False) -> PyTree:
+    """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones.
+
+    `within_alpha`: choose only among the coordinates of the current α (the
+    optimizer's mask); `k` must not exceed its size.
+    """
+    cache_key = (selector, which, k, within_alpha)
     if cache_key not in self._select_fns:
       def select_one(state, eta0_stats):
         ctx = selectors_lib.SelectionContext(
             params=state.params, stats=state.stats, opt_state=state.opt_state,
             key=jax.random.fold_in(state.key, 1 if which == 'alpha' else 2),
             eta0_stats=eta0_stats, alpha=masking.get_mask(state.opt_state))
-        return selectors_lib.select(selector, which, ctx, k)
+        return selectors_lib.select(selector, which, ctx, k,
+                                    within=ctx.alpha if within_alpha else None)
       self._select_fns[cache_key] = jax.jit(
           _seed_map(select_one, self.config.seed_axis))
     return self._select_fns[cache_key](state, eta0_stats)
@@ -387,16 +409,15 @@ def run_protocol(
     selector = selectors_lib.get_selector(name)
     t1 = time.perf_counter()
     if retrain:
-      alpha = runner.select(state0, selector, 'beta', count, state0.stats)
-      start = runner.start_phase1(
-          state0._replace(params=steps.prune(state0.params, alpha)), alpha)
-      label, cell_ls = f'eta1 [{name}, l={count}]', [count]
+      state, alpha, start = _prune_and_retrain(runner, state0, selector, name,
+                                               count, n, log)
+      cell_ls = [count]
     else:
       alpha = runner.select(state0, selector, 'alpha', count, state0.stats)
       start = runner.start_phase1(state0, alpha)
-      label, cell_ls = f'eta1 [{name}, k={count}]', ls
-    state = runner.train(start, config.eta0, config.eta1, config.window, log,
-                         label)
+      cell_ls = ls
+      state = runner.train(start, config.eta0, config.eta1, config.window, log,
+                           f'eta1 [{name}, k={count}]')
     w_metrics = _to_lists(runner.evaluate(state.params))
     cells = []
     for l in cell_ls:
@@ -417,6 +438,39 @@ def run_protocol(
   timing['total_s'] = time.perf_counter() - t0
   results['timing'] = timing
   return results
+
+
+def round_counts(n: int, l: int, rounds: int) -> list[int]:
+  """Weights kept after each pruning round: N·(l/N)^(r/R), the last exactly l.
+
+  Example:
+    >>> round_counts(1000, 10, 2)
+    [100, 10]
+  """
+  return [l if r == rounds else int(round(n * (l / n) ** (r / rounds)))
+          for r in range(1, rounds + 1)]
+
+
+def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
+                       l: int, n: int, log) -> tuple[TrainState, PyTree, TrainState]:
+  """'retrain' mode: prune to `l` weights in rounds, retraining after each.
+
+  Returns the final state, the final mask and the last round's start state.
+  """
+  config = runner.config
+  rounds = config.prune_rounds
+  steps_done, state = config.eta0, state0
+  for r, count in enumerate(round_counts(n, l, rounds)):
+    length = config.eta1 // rounds + (1 if r < config.eta1 % rounds else 0)
+    alpha = runner.select(state, selector, 'beta', count, state0.stats,
+                          within_alpha=r > 0)
+    start = runner.start_phase1(
+        state._replace(params=steps.prune(state.params, alpha)), alpha)
+    label = (f'eta1 [{name}, l={l}]' if rounds == 1 else
+             f'eta1 [{name}, l={l}, round {r + 1}/{rounds}: {count} kept]')
+    state = runner.train(start, steps_done, length, config.window, log, label)
+    steps_done += length
+  return state, alpha, start
 
 
 def _count(mask: PyTree) -> jax.Array:

@@ -357,7 +357,8 @@ def _psgld_tstat() -> Selector:
           'top posterior SNR |mean w| / std w.'))
 
 
-def select(selector: Selector, which: str, ctx: SelectionContext, k: int) -> PyTree:
+def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
+           within: PyTree | None = None) -> PyTree:
   """The α (`which='alpha'`) or β (`which='beta'`) mask with exactly k ones.
 
   Example:
@@ -367,6 +368,9 @@ def select(selector: Selector, which: str, ctx: SelectionContext, k: int) -> PyT
     >>> ctx = SelectionContext(p, init_stats(p), (), jax.random.key(0))
     >>> select(get_selector('topgrad'), 'beta', ctx, 1)['w'].tolist()
     [False, True, False]
+    >>> within = {'w': jnp.array([True, False, True])}
+    >>> select(get_selector('topgrad'), 'beta', ctx, 1, within)['w'].tolist()
+    [False, False, True]
   """
   if which == 'alpha':
     scores = selector.alpha_scores(ctx)
@@ -374,4 +378,6 @@ def select(selector: Selector, which: str, ctx: SelectionContext, k: int) -> PyT
     scores = selector.beta_scores(ctx)
   else:
     raise ValueError(f"which={which!r}; accepted: 'alpha', 'beta'.")
+  if within is not None:  # only coordinates inside `within` may be chosen.
+    scores = jax.tree.map(lambda s, m: jnp.where(m, s, -jnp.inf), scores, within)
   return top_k_mask(scores, k)

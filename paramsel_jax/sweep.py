@@ -266,8 +266,11 @@ def run_identity(config: SweepConfig, model: str,
       'eta0': p.eta0, 'eta1': p.eta1, 'window': p.window,
       'batch_size': p.batch_size, 'eval_batch_size': p.eval_batch_size,
       'seed_axis': _seed_axis(config, model), 'seeds': list(config.seeds)}
-  if p.train_eval_size is not None:  # absent when None: older stores stay valid.
+  # Settings added later are absent at their defaults: older stores stay valid.
+  if p.train_eval_size is not None:
     ident['train_eval_size'] = p.train_eval_size
+  if p.prune_rounds != 1:
+    ident['prune_rounds'] = p.prune_rounds
   if config.dataset == 'synthetic':
     ident['synthetic'] = [config.synthetic_size, list(config.synthetic_shape)]
   return ident

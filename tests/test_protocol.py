@@ -11,6 +11,7 @@ import pytest
 from paramsel_jax import data
 from paramsel_jax import models
 from paramsel_jax import protocol
+from paramsel_jax import selectors
 
 CONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
                                  batch_size=16, chunk_size=25, eval_batch_size=64)
@@ -129,6 +130,37 @@ def test_retrain_mode_trains_only_the_kept_weights(task):
   assert min(r['cells'][1]['pruned']['test_accuracy']) > 0.5
 
 
+def test_gradual_pruning_keeps_nested_masks_and_exact_counts(task):
+  """3 rounds: each round's kept set is inside the previous one's."""
+  config = dataclasses.replace(CONFIG, mode='retrain', l=0.1, eta1=30,
+                               prune_rounds=3)
+  runner = protocol.Runner(task, optax.adam(1e-2), config)
+  keys = jax.vmap(jax.random.key)(jnp.array([0, 1], jnp.uint32))
+  state0 = runner.train(runner.init(keys), 0, config.eta0, config.window,
+                        lambda _: None, 'eta0')
+  n = models.count_params(jax.tree.map(lambda x: x[0], state0.params))
+  counts = protocol.round_counts(n, round(0.1 * n), 3)
+  assert counts[-1] == round(0.1 * n) and counts[0] > counts[1] > counts[2]
+  masks, log = [], []
+  original = runner.start_phase1
+  def spy(state, alpha):
+    masks.append(alpha)
+    return original(state, alpha)
+  runner.start_phase1 = spy
+  state, alpha, _ = protocol._prune_and_retrain(
+      runner, state0, selectors.get_selector('magnitude'), 'magnitude',
+      counts[-1], n, log.append)
+  assert len(masks) == 3 and len(log) == 3  # one chunk of 10 steps per round.
+  for mask, count in zip(masks, counts):
+    assert np.asarray(protocol._count(mask)).tolist() == [count, count]
+  for outer, inner in zip(masks, masks[1:]):
+    for o, i in zip(jax.tree.leaves(outer), jax.tree.leaves(inner)):
+      assert not np.any(np.asarray(i) & ~np.asarray(o))
+  # Everything outside the final mask is exactly zero.
+  for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(alpha)):
+    assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
 _SHARDED_SCRIPT = '''
 import json, sys
 import jax, jax.numpy as jnp, optax
@@ -181,6 +213,9 @@ def test_seeds_sharded_over_8_devices_equal_one_device():
     (dict(mode='lottery'), "mode='lottery'"),
     (dict(k=()), 'give at least one'),
     (dict(train_eval_size=0), 'train_eval_size=0'),
+    (dict(prune_rounds=2), "prune_rounds=2 needs mode='retrain'"),
+    (dict(mode='retrain', prune_rounds=0), 'prune_rounds=0'),
+    (dict(mode='retrain', prune_rounds=5), 'longer than a pruning round'),
     (dict(train_eval_size=201), 'train_eval_size=201'),
 ])
 def test_bad_settings_raise_before_work(task, change, message):
