@@ -122,6 +122,9 @@ _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500,
                                    'Protocol: steps per jitted call.')
 _K = flags.DEFINE_float('k', 0.1, 'Protocol: fraction (or count) in α.')
 _L = flags.DEFINE_float('l', 0.2, 'Protocol: fraction (or count) in β.')
+_TRAIN_EVAL_SIZE = flags.DEFINE_integer(
+    'train_eval_size', 0, 'Protocol: train metrics on the first this many '
+    'training examples (0: all of them, as the paper reports L(β⊙w, D)).')
 _COLD_PROTOCOL = flags.DEFINE_bool(
     'cold_protocol', True, 'Also run protocol.run_protocol itself once (it '
     'compiles its own Runner) and check the warm copy gives its metrics.')
@@ -168,6 +171,7 @@ class BenchmarkConfig:
   chunk_size: int = 500
   k: float = 0.1
   l: float = 0.2
+  train_eval_size: int = 0
   cold_protocol: bool = True
   num_seeds: int = 4
   seed_mlp_steps: int = 50
@@ -212,7 +216,8 @@ def _protocol_config(config: BenchmarkConfig,
   return protocol.ProtocolConfig(
       eta0=config.eta0, eta1=config.eta1, k=as_count(config.k),
       l=as_count(config.l), window=config.window, batch_size=config.batch_size,
-      chunk_size=config.chunk_size, seed_axis=seed_axis)
+      chunk_size=config.chunk_size, seed_axis=seed_axis,
+      train_eval_size=config.train_eval_size or None)
 
 
 # --------------------------------------------------------------------------
@@ -566,7 +571,8 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
 
   total = proto.eta0 + proto.eta1
   label = (f'{config.selector}, η0={proto.eta0}, η1={proto.eta1}, '
-           f'window={proto.window}, chunk={proto.chunk_size}')
+           f'window={proto.window}, chunk={proto.chunk_size}, train metrics '
+           f'on {proto.train_eval_size or "all"} examples')
   return (Case('protocol/full', f'full protocol ({label})', protocol_run,
                total, total * config.batch_size),
           Case('protocol/raw', f'same {total} steps, bare chunks', raw_run,
@@ -1179,7 +1185,8 @@ def config_from_flags() -> BenchmarkConfig:
       matmul_reps=_MATMUL_REPS.value, protocol_model=_PROTOCOL_MODEL.value,
       selector=_SELECTOR.value, eta0=_ETA0.value, eta1=_ETA1.value,
       window=_WINDOW.value, chunk_size=_CHUNK_SIZE.value, k=_K.value,
-      l=_L.value, cold_protocol=_COLD_PROTOCOL.value,
+      l=_L.value, train_eval_size=_TRAIN_EVAL_SIZE.value,
+      cold_protocol=_COLD_PROTOCOL.value,
       num_seeds=_NUM_SEEDS.value,
       seed_mlp_steps=_SEED_MLP_STEPS.value,
       seed_conv_steps=_SEED_CONV_STEPS.value, use_torch=_USE_TORCH.value,
