@@ -46,6 +46,7 @@ import numpy as np
 
 from paramsel_jax import data as data_lib
 from paramsel_jax import experiment
+from paramsel_jax import io as io_lib
 from paramsel_jax import models as models_lib
 from paramsel_jax import optimizers as optimizers_lib
 from paramsel_jax import protocol
@@ -607,6 +608,40 @@ def format_tables(results: dict[str, Any]) -> str:
   return '\n'.join(out).rstrip('\n')
 
 
+def format_markdown(results: dict[str, Any]) -> str:
+  """Markdown tables, one per (model, optimizer): a row per (k/N, l/N), a
+  column per selector, test accuracy (%) of β⊙w as mean ± 95% CI; the cell's
+  best selector (lowest mean test loss of β⊙w, as in `format_tables`) in bold.
+  """
+  cfg = results['config']
+  selectors = list(cfg['selectors'])
+  out = []
+  pairs = dict.fromkeys((c['model'], c['optimizer']) for c in results['cells'])
+  for model, opt in pairs:
+    cells = [c for c in results['cells']
+             if (c['model'], c['optimizer']) == (model, opt)]
+    points = dict.fromkeys((c['k'], c['l']) for c in cells)
+    out.append(f'{model}, {opt}, {cfg["protocol"]["mode"]}: test accuracy of '
+               f'β⊙w (%), mean ± 95% CI over {len(cfg["seeds"])} seeds; bold: '
+               'lowest test loss of β⊙w')
+    out.append('')
+    out.append('| k/N | l/N | ' + ' | '.join(selectors) + ' |')
+    out.append('| --- | --- |' + ' --- |' * len(selectors))
+    for k, l in points:
+      row = [('-' if k is None else f'{k:.0%}'), f'{l:.0%}']
+      for name in selectors:
+        match = [c for c in cells if (c['k'], c['l'], c['selector']) == (k, l, name)]
+        if not match:
+          row.append('')
+          continue
+        s = match[0]['summary']['pruned']['test_accuracy']
+        text = f'{100 * s["mean"]:.1f} ± {100 * s["ci95"]:.1f}'
+        row.append(f'**{text}**' if match[0]['best'] else text)
+      out.append('| ' + ' | '.join(row) + ' |')
+    out.append('')
+  return '\n'.join(out).rstrip('\n')
+
+
 def _format_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
   line = lambda r: '  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
@@ -686,27 +721,21 @@ def summary_csv(results: dict[str, Any]) -> str:
   return _csv_text(header, rows)
 
 
-def _write_text_atomic(text: str, path: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def write_outputs(results: dict[str, Any], output_dir: str) -> list[str]:
-  """results.json, cells.csv, summary.csv, tables.txt and PNG plots."""
+  """results.json, cells.csv, summary.csv, tables.txt, tables.md, PNG plots."""
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   path = os.path.join(output_dir, 'results.json')
   experiment.write_json_atomic(results, path)
   paths.append(path)
   texts = {'cells.csv': cells_csv(results), 'summary.csv': summary_csv(results),
-           'tables.txt': format_tables(results) + '\n'}
+           'tables.txt': format_tables(results) + '\n',
+           'tables.md': format_markdown(results) + '\n'}
   if results['config']['protocol']['mode'] == 'retrain':
     texts['anchors.txt'] = format_anchor_table(results) + '\n'
   for name, text in texts.items():
     path = os.path.join(output_dir, name)
-    _write_text_atomic(text, path)
+    io_lib.write_text_atomic(text, path)
     paths.append(path)
   paths.extend(plot_sweep(results, output_dir))
   return paths

@@ -27,7 +27,7 @@ TINY = sweep.SweepConfig(
                                      chunk_size=10, eval_batch_size=64,
                                      seed_axis='auto'),
     synthetic_size=128, synthetic_shape=(8, 8, 1))
-OUTPUTS = ('results.json', 'cells.csv', 'summary.csv', 'tables.txt')
+OUTPUTS = ('results.json', 'cells.csv', 'summary.csv', 'tables.txt', 'tables.md')
 
 
 class _Counter:
@@ -171,6 +171,9 @@ def test_outputs_are_written_and_summaries_match(uninterrupted):
   table = (directory / 'tables.txt').read_text()
   assert 'mean ± 95% CI' in table
   assert len(re.findall(r'[a-z] \* ', table)) == 4  # one best per (k, l).
+  markdown = (directory / 'tables.md').read_text()
+  rows = [line for line in markdown.splitlines() if re.match(r'\| \d+% \|', line)]
+  assert len(rows) == 4 and all(row.count('**') == 2 for row in rows)
   assert json.loads((directory / 'results.json').read_text()) == results
 
 
