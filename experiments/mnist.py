@@ -52,6 +52,9 @@ _WINDOW = flags.DEFINE_integer('window', 100, "Steps the selectors' statistics c
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Minibatch size.')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', 3, 'Seeds run in parallel.')
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed; seeds are seed .. seed+num_seeds-1.')
+_SHARD_BATCH = flags.DEFINE_bool(
+    'shard_batch', False, 'With several devices, also shard each minibatch over '
+    'the devices the seeds leave.')
 _SEED_AXIS = flags.DEFINE_enum(
     'seed_axis', 'auto', experiment.SEED_AXES,
     'vmap: seeds in parallel; map: in turn; auto: map for conv nets on CPU.')
@@ -91,7 +94,8 @@ def config_from_flags() -> experiment.ExperimentConfig:
           l=_count_or_fraction(_L.value), window=_WINDOW.value,
           batch_size=_BATCH_SIZE.value, chunk_size=_CHUNK_SIZE.value,
           train_eval_size=_TRAIN_EVAL_SIZE.value or None,
-          seed_axis=_SEED_AXIS.value, mode=_MODE.value,
+          seed_axis=_SEED_AXIS.value, shard_batch=_SHARD_BATCH.value,
+          mode=_MODE.value,
           prune_rounds=_PRUNE_ROUNDS.value),
       data_dir=_DATA_DIR.value)
 

@@ -55,6 +55,9 @@ _TRAIN_EVAL_SIZE = flags.DEFINE_integer(
 _CHUNK_SIZE = flags.DEFINE_integer('chunk_size', 500, 'Steps per jitted call (does not change results).')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', None, 'Seeds per cell, in parallel (default: auto).')
 _SEED = flags.DEFINE_integer('seed', 0, 'First seed.')
+_SHARD_BATCH = flags.DEFINE_bool(
+    'shard_batch', False, 'With several devices, also shard each minibatch '
+    'over the devices the seeds leave.')
 _SEED_AXIS = flags.DEFINE_enum('seed_axis', 'auto', list(experiment.SEED_AXES),
                                'vmap, map, or auto (map for conv nets on CPU).')
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', None, 'γ (default: auto).')
@@ -121,6 +124,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
           eta0=auto(_ETA0, 'eta0'), eta1=auto(_ETA1, 'eta1'),
           window=auto(_WINDOW, 'window'), batch_size=_BATCH_SIZE.value,
           chunk_size=_CHUNK_SIZE.value, seed_axis=_SEED_AXIS.value,
+          shard_batch=_SHARD_BATCH.value,
           train_eval_size=auto(_TRAIN_EVAL_SIZE, 'train_eval_size') or None,
           mode=_MODE.value, prune_rounds=_PRUNE_ROUNDS.value),
       data_dir=_DATA_DIR.value)

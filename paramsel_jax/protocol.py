@@ -58,6 +58,9 @@ class ProtocolConfig:
     evaluate_after_eta0: also evaluate the dense `w` after η0 (a reference
       row; one evaluation beyond the paper's protocol).
     seed_axis: 'vmap' (seeds in parallel) or 'map' (in turn, `lax.map`).
+      With several devices, vmapped seeds are sharded over them.
+    shard_batch: with several devices, also shard each training minibatch
+      over the devices the seeds leave (data parallelism; `device_mesh`).
     mode: 'prune_at_end' (the paper: α after η0, β after η1) or 'retrain'
       (prune-then-retrain, as in Han et al. 2015: β is chosen after η0 from
       the selector's β scores, the other weights are zeroed, and only the
@@ -79,6 +82,7 @@ class ProtocolConfig:
   train_eval_size: int | None = None
   evaluate_after_eta0: bool = True
   seed_axis: str = 'vmap'
+  shard_batch: bool = False
   mode: str = 'prune_at_end'
   prune_rounds: int = 1
 
@@ -165,11 +169,14 @@ class Task:
   test_labels: jax.Array
 
 
-def _seed_map(fn: Callable, seed_axis: str, in_axes=0) -> Callable:
+def _seed_map(fn: Callable, seed_axis: str, in_axes=0,
+              spmd_axis_name: str | None = None) -> Callable:
   """`fn` mapped over the leading seed axis of its (batched) arguments.
 
   A single seed runs as the plain program (index, call, re-add the axis):
   vmap or map over one element cost 6-18% on CPU (benchmark.py).
+  `spmd_axis_name`: the mesh axis the vmapped axis is sharded over (sharding
+  constraints inside `fn` then name only the other axes).
   """
   def mapped(*args):
     axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
@@ -181,7 +188,8 @@ def _seed_map(fn: Callable, seed_axis: str, in_axes=0) -> Callable:
       out = one(jax.tree.map(lambda x: x[0], batched))
       return jax.tree.map(lambda x: x[None], out)
     if seed_axis == 'vmap':
-      return jax.vmap(fn, in_axes=in_axes)(*args)
+      return jax.vmap(fn, in_axes=in_axes,
+                      spmd_axis_name=spmd_axis_name)(*args)
     return jax.lax.map(one, batched)
   return mapped
 
@@ -190,16 +198,24 @@ class Runner:
   """The protocol's compiled pieces for one task, optimizer and config.
 
   `stat_groups`: the `stats.STAT_GROUPS` collected in the windows (the union
-  of what the compared selectors read).
+  of what the compared selectors read). `mesh`: a `device_mesh`; its 'seed'
+  axis shards vmapped seeds, its 'batch' axis each training minibatch.
   """
 
   def __init__(self, task: Task, tx: optax.GradientTransformation,
                config: ProtocolConfig,
-               stat_groups: frozenset[str] = stats_lib.ALL_GROUPS):
-    self.task, self.config = task, config
+               stat_groups: frozenset[str] = stats_lib.ALL_GROUPS,
+               mesh: jax.sharding.Mesh | None = None):
+    self.task, self.config, self.mesh = task, config, mesh
     self.stat_groups = stats_lib.check_groups(stat_groups)
     self.tx = masking.masked(tx)
-    seed_map = functools.partial(_seed_map, seed_axis=config.seed_axis)
+    self._batch_sharding = None
+    if mesh is not None and mesh.shape['batch'] > 1:
+      self._batch_sharding = jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec('batch'))
+    spmd = 'seed' if mesh is not None and mesh.shape['seed'] > 1 else None
+    seed_map = functools.partial(_seed_map, seed_axis=config.seed_axis,
+                                 spmd_axis_name=spmd)
     chunk = lambda collect: jax.jit(seed_map(
         functools.partial(self._chunk_one, collect=collect),
         in_axes=(0, None, None)))
@@ -224,6 +240,9 @@ class Runner:
     batch_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), step)
     images, labels = steps.sample_batch(
         batch_key, task.train_images, task.train_labels, self.config.batch_size)
+    if self._batch_sharding is not None:
+      images, labels = jax.lax.with_sharding_constraint(
+          (images, labels), self._batch_sharding)
     params, opt_state, loss, grads = steps.train_step(
         task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
     stats = state.stats
@@ -310,18 +329,40 @@ def _print(msg: str) -> None:
   print(msg, flush=True)
 
 
-def seed_sharding(num_seeds: int) -> jax.sharding.NamedSharding | None:
-  """Shards the seed axis over as many devices as divide `num_seeds`.
+def device_mesh(num_seeds: int, batch_size: int | None = None
+                ) -> jax.sharding.Mesh | None:
+  """The devices as a ('seed', 'batch') mesh; None when it would be 1 x 1.
 
-  None on one device. The mesh has one axis, 'seed'; data and other unbatched
-  arrays are replicated by jit.
+  'seed' gets the largest device count that divides `num_seeds` (pass 1 when
+  the seeds are not vmapped); 'batch', when `batch_size` is given, the
+  largest count dividing both the devices left and `batch_size`. Data and
+  other unbatched arrays are replicated by jit.
+
+  Example:
+    >>> device_mesh(3) is None or device_mesh(3).shape['seed'] > 1
+    True
   """
   devices = jax.devices()
-  count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-  if count == 1:
+  seed = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  rest = len(devices) // seed
+  batch = 1 if batch_size is None else max(
+      d for d in range(1, rest + 1) if rest % d == 0 and batch_size % d == 0)
+  if seed * batch == 1:
     return None
-  mesh = jax.sharding.Mesh(np.array(devices[:count]), ('seed',))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('seed'))
+  return jax.sharding.Mesh(
+      np.array(devices[:seed * batch]).reshape(seed, batch), ('seed', 'batch'))
+
+
+def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
+  """E.g. 'seeds over 4 devices, each minibatch over 2'."""
+  if mesh is None:
+    return 'one device'
+  parts = []
+  if mesh.shape['seed'] > 1:
+    parts.append(f'seeds over {mesh.shape["seed"]} devices')
+  if mesh.shape['batch'] > 1:
+    parts.append(f'each minibatch over {mesh.shape["batch"]} devices')
+  return ', '.join(parts)
 
 
 def _to_lists(metrics: dict[str, jax.Array]) -> dict[str, list[float]]:
@@ -359,7 +400,8 @@ def run_protocol(
     config: the protocol settings.
     selector_names: registered selectors to compare.
     seeds: one run per seed (init, batches, random selection). With several
-      devices the seed axis is sharded over them (`seed_sharding`).
+      devices the seed axis is sharded over them, and with
+      `config.shard_batch` each minibatch too (`device_mesh`).
     log: where progress lines go.
     groups: the (selector name, resolved k) pairs to run (in 'retrain' mode,
       (selector, l)); None: every selector × every k (l). A resumable sweep
@@ -384,16 +426,18 @@ def run_protocol(
 
   needed = frozenset().union(*(selectors_lib.get_selector(name).stats
                                for name in selector_names))
-  runner = Runner(task, tx, config, stat_groups=needed)
+  mesh = device_mesh(len(seeds) if config.seed_axis == 'vmap' else 1,
+                     config.batch_size if config.shard_batch else None)
+  runner = Runner(task, tx, config, stat_groups=needed, mesh=mesh)
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  sharding = seed_sharding(len(seeds)) if config.seed_axis == 'vmap' else None
-  if sharding is not None:
-    keys = jax.device_put(keys, sharding)
+  if mesh is not None and mesh.shape['seed'] > 1:
+    keys = jax.device_put(keys, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec('seed')))
   timing = {}
   t0 = time.perf_counter()
   state0 = runner.init(keys)
-  where = f', sharded over {sharding.mesh.size} devices' if sharding else ''
-  axis = 'one program' if len(seeds) == 1 else config.seed_axis + where
+  axis = (('one program' if len(seeds) == 1 else config.seed_axis) +
+          ('' if mesh is None else f'; {describe_mesh(mesh)}'))
   counts = f'l = {list(ls)}' if retrain else f'k = {list(ks)}, l = {list(ls)}'
   log(f'N = {n} parameters, {counts}, {len(seeds)} seeds ({axis}), '
       f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')

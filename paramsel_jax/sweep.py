@@ -272,6 +272,8 @@ def run_identity(config: SweepConfig, model: str,
     ident['train_eval_size'] = p.train_eval_size
   if p.prune_rounds != 1:
     ident['prune_rounds'] = p.prune_rounds
+  if p.shard_batch:  # changes the order of the gradient's sums.
+    ident['shard_batch'] = True
   if config.dataset == 'synthetic':
     ident['synthetic'] = [config.synthetic_size, list(config.synthetic_shape)]
   return ident
@@ -385,16 +387,16 @@ def _print(msg: str) -> None:
 
 
 def describe_devices(config: SweepConfig, model: str) -> str:
-  """Which devices there are and whether the seed axis is sharded over them."""
+  """Which devices there are and how the seeds and batches use them."""
   devices = jax.devices()
   seed_axis = _seed_axis(config, model)
-  sharding = (protocol.seed_sharding(len(config.seeds))
-              if seed_axis == 'vmap' else None)
-  where = (f'seed axis sharded over {sharding.mesh.size} devices'
-           if sharding is not None else
-           'seed axis on one device' if len(devices) == 1 else
-           f'seed axis NOT sharded (seed_axis={seed_axis}, or no device count '
-           f'> 1 divides {len(config.seeds)} seeds)')
+  p = config.protocol
+  mesh = protocol.device_mesh(len(config.seeds) if seed_axis == 'vmap' else 1,
+                              p.batch_size if p.shard_batch else None)
+  where = (protocol.describe_mesh(mesh) if mesh is not None else
+           'one device' if len(devices) == 1 else
+           f'NOT sharded (seed_axis={seed_axis}, no device count > 1 divides '
+           f'{len(config.seeds)} seeds, and shard_batch={p.shard_batch})')
   return (f'{len(devices)} {jax.default_backend()} device(s); {len(config.seeds)} '
           f'seeds by {seed_axis}; {where}')
 

@@ -172,26 +172,33 @@ task = protocol.Task(
     apply_fn=lambda p, x: model.apply({'params': p}, x),
     train_images=jnp.asarray(ds.train.images), train_labels=jnp.asarray(ds.train.labels),
     test_images=jnp.asarray(ds.test.images), test_labels=jnp.asarray(ds.test.labels))
+num_seeds, shard_batch = int(sys.argv[1]), sys.argv[2] == 'True'
 config = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
-                                 batch_size=16, chunk_size=25, eval_batch_size=64)
+                                 batch_size=16, chunk_size=25, eval_batch_size=64,
+                                 shard_batch=shard_batch)
 r = protocol.run_protocol(task, optax.adam(1e-2), config, ['random', 'topgrad'],
-                          list(range(8)), log=print)
+                          list(range(num_seeds)), log=print)
 print('RESULT', json.dumps({'devices': jax.device_count(),
                             'cells': r['cells'], 'after_eta0': r['after_eta0']}))
 '''
 
 
-def test_seeds_sharded_over_8_devices_equal_one_device():
+@pytest.mark.parametrize('num_seeds, shard_batch, layout', [
+    (8, False, 'seeds over 8 devices'),
+    (2, True, 'seeds over 2 devices, each minibatch over 4 devices'),
+])
+def test_sharded_over_8_devices_equals_one_device(num_seeds, shard_batch, layout):
   import json, os, subprocess, sys
   out = {}
   for count in (8, 1):
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
                JAX_PLATFORMS='cpu')
-    done = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, '-c', _SHARDED_SCRIPT, str(num_seeds), str(shard_batch)],
+        env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     if count == 8:
-      assert 'sharded over 8 devices' in done.stdout
+      assert layout in done.stdout
     line = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')][0]
     out[count] = json.loads(line[len('RESULT '):])
   assert (out[8]['devices'], out[1]['devices']) == (8, 1)
