@@ -1076,22 +1076,23 @@ def explain_protocol_overhead(config, ratios, extra) -> list[str]:
   """What the protocol adds to its training steps, in words and numbers."""
   proto = _protocol_config(config)
   total = proto.eta0 + proto.eta1
-  n_eval = config.num_train + config.num_test
+  n_eval = (proto.train_eval_size or config.num_train) + config.num_test
   pct = lambda key: ratios[f'protocol overhead: {key} %']
+  groups = sorted(selectors_lib.get_selector(config.selector).stats)
   lines = [
       f"Protocol overhead ({ratios['protocol overhead %']:.1f}% in all), as % "
       f"of the time of the same {total} bare steps:",
       f"  {pct('stats'):6.1f}%  statistics: in the last {proto.window} steps "
       f'of each phase ({2 * proto.window} of {total} steps) every step also '
-      'updates every TrajectoryStats field (9 arrays of N: Welford means and '
-      'variances of g, w and Δw, two EMAs, Σ|g|)',
-      f"  {pct('select'):6.1f}%  selection: α and β, each a global sort of "
+      f'updates what {config.selector} reads ({", ".join(groups) or "nothing"})',
+      f"  {pct('select'):6.1f}%  selection: α and β, each a top-k over "
       f"all N = {extra['n']:,} scores (k = {extra['k']:,}, l = "
       f"{extra['l']:,})",
-      f"  {pct('evaluate'):6.1f}%  evaluation: 3 passes (w after η0, w after "
-      f'η1, β⊙w), each over train + test = {n_eval:,} examples, '
-      f'{3 * n_eval:,} forward passes in all (training: '
-      f'{total * config.batch_size:,} examples, forward + backward)',
+      f"  {pct('evaluate'):6.1f}%  evaluation: 2 passes (w and β⊙w after η1), "
+      f'each over {proto.train_eval_size or config.num_train:,} train + '
+      f'{config.num_test:,} test examples, {2 * n_eval:,} forward passes in '
+      f'all (training: {total * config.batch_size:,} examples, forward + '
+      'backward)',
       f"  {pct('other'):6.1f}%  the rest: init, the start of η1, pruning, "
       'mask counts, the frozen-weights check, host transfers',
       f"  without the evaluations: "
