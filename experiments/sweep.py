@@ -4,6 +4,9 @@ r"""A resumable grid: selector × k/N × l/N × optimizer × model, several seed
   python experiments/sweep.py --models=lenet5 --output_dir=results/sweep/lenet5
   python experiments/sweep.py --mode=retrain --models=lenet300 \
       --output_dir=results/sweep/anchors_lenet300
+  # The anchors in the README: gradual pruning, L2, long retraining.
+  python experiments/sweep.py --mode=retrain --models=lenet300 \
+      --selectors=magnitude --weight_decay=1e-4 --prune_rounds=16 --eta1=32000
 
 Every finished cell is saved atomically under --output_dir; run the same
 command again after a kill and only the missing cells are computed. The
