@@ -76,6 +76,7 @@ import optax
 
 from paramsel_jax import data as data_lib
 from paramsel_jax import experiment
+from paramsel_jax import io as io_lib
 from paramsel_jax import masking
 from paramsel_jax import models as models_lib
 from paramsel_jax import protocol
@@ -513,9 +514,9 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
   same η0 + η1 steps through the same compiled chunk, in the same chunks,
   with no statistics, selection or evaluation.
   """
-  # As run_protocol runs one seed: mapped, not vmapped; the statistics the
-  # selector reads; no evaluation of the dense w after η0 (not in the paper).
-  proto = dataclasses.replace(_protocol_config(config, 'map'),
+  # As run_protocol runs it: only the statistics the selector reads; no
+  # evaluation of the dense w after η0 (not in the paper).
+  proto = dataclasses.replace(_protocol_config(config),
                               evaluate_after_eta0=False)
   selector = selectors_lib.get_selector(config.selector)
   n = models_lib.count_params(jax.eval_shape(task.init_fn,
@@ -943,7 +944,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
     stamp = env['date'].replace(':', '').replace('-', '').replace('+0000', 'Z')
     path = os.path.join(output_dir,
                         f'benchmark_{mach["jax_backend"]}_{stamp}.json')
-    experiment.write_json_atomic(results, path)
+    io_lib.write_json_atomic(results, path)
     log(f'results written to {path}')
   return results
 

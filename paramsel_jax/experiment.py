@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax import data as data_lib
-from paramsel_jax.io import write_json_atomic  # re-exported for scripts
+from paramsel_jax.io import write_json_atomic
 from paramsel_jax import models as models_lib
 from paramsel_jax import optimizers
 from paramsel_jax import protocol

@@ -128,7 +128,7 @@ def validate_protocol_config(
   if rounds > 1 and config.mode != 'retrain':
     raise ValueError(f'prune_rounds={rounds} needs mode=\'retrain\'; '
                      f'accepted with mode={config.mode!r}: 1.')
-  if config.window > config.eta1 // rounds:
+  if rounds > 1 and config.window > config.eta1 // rounds:
     raise ValueError(
         f'window={config.window} is longer than a pruning round (eta1 // '
         f'prune_rounds = {config.eta1 // rounds}); accepted: window <= '

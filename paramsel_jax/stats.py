@@ -109,7 +109,8 @@ def update_stats(
   welford = lambda mean, m2, x: _unzip(jax.tree.map(
       lambda a, b, c: _welford(count, a, b, c), mean, m2, x), x)
   ema = lambda avg, x: ema_decay * avg + (1 - ema_decay) * x
-  delta = lambda: jax.tree.map(jnp.subtract, new_params, old_params)
+  if groups & {'delta', 'delta_ema'}:
+    delta = jax.tree.map(jnp.subtract, new_params, old_params)
   new = {'count': count}
   if 'grad_abs_sum' in groups:
     new['grad_abs_sum'] = jax.tree.map(lambda s, g: s + jnp.abs(g),
@@ -122,12 +123,11 @@ def update_stats(
         stats.param_mean, stats.param_m2, new_params)
   if 'delta' in groups:
     new['delta_mean'], new['delta_m2'] = welford(
-        stats.delta_mean, stats.delta_m2, delta())
+        stats.delta_mean, stats.delta_m2, delta)
   if 'delta_ema' in groups:
-    d = delta()
-    new['delta_ema'] = jax.tree.map(ema, stats.delta_ema, d)
+    new['delta_ema'] = jax.tree.map(ema, stats.delta_ema, delta)
     new['delta_abs_ema'] = jax.tree.map(lambda a, x: ema(a, jnp.abs(x)),
-                                        stats.delta_abs_ema, d)
+                                        stats.delta_abs_ema, delta)
   return stats._replace(**new)
 
 

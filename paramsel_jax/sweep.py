@@ -339,7 +339,7 @@ class CellStore:
       return json.load(f)
 
   def save(self, kind: str, key: str, record: dict[str, Any]) -> None:
-    experiment.write_json_atomic(record, self.path(kind, key))
+    io_lib.write_json_atomic(record, self.path(kind, key))
 
 
 # ---------------------------------------------------------------------------
@@ -728,7 +728,7 @@ def write_outputs(results: dict[str, Any], output_dir: str) -> list[str]:
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   path = os.path.join(output_dir, 'results.json')
-  experiment.write_json_atomic(results, path)
+  io_lib.write_json_atomic(results, path)
   paths.append(path)
   texts = {'cells.csv': cells_csv(results), 'summary.csv': summary_csv(results),
            'tables.txt': format_tables(results) + '\n',
