@@ -1,0 +1,122 @@
+"""Command-line plumbing shared by the scripts in `experiments/`.
+
+Scripts declare their flags at import (absl), read them only in `main`, turn
+them into plain config objects and call the library. This module holds what
+every script needs for that and would otherwise repeat:
+
+* `fail`: one clear line on stderr and exit status 2 (not a traceback, not
+  the flag help);
+* `config_or_exit(build)`: builds and validates a config, turning the first
+  `ValueError` into that one line, before any data is loaded;
+* `parse_count`: the count-or-fraction rule of `k` and `l` as typed on a
+  command line (see `paramsel_jax.selectors.resolve_count`);
+* `ints`, `floats`, `bools`: comma-separated lists with messages naming the
+  flag.
+
+  >>> parse_count('500'), parse_count('0.1'), parse_count('1.0'), parse_count('5%')
+  (500, 0.1, 1.0, 0.05)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable, NoReturn, Sequence, TypeVar
+
+T = TypeVar('T')
+
+_INT = re.compile(r'^[+-]?\d+$')
+
+
+def prog() -> str:
+  """The running script's name, for messages."""
+  return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'paramsel_jax'
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+  """Prints `<script>: error: <message>` on stderr and exits."""
+  print(f'{prog()}: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def config_or_exit(build: Callable[[], T]) -> T:
+  """`build()`, or one line on stderr and exit 2 if it raises ValueError.
+
+  Call it in `main` on the function that reads the flags and validates the
+  config, so that a bad value is answered before any work starts; errors
+  raised later (during the run) keep their tracebacks.
+  """
+  try:
+    return build()
+  except ValueError as e:
+    fail(str(e))
+
+
+def check_no_arguments(argv: Sequence[str]) -> None:
+  """Exits with one line when positional arguments were given."""
+  if len(argv) > 1:
+    fail(f'unexpected arguments {list(argv[1:])}; every setting is a --flag '
+         '(--helpshort lists them).')
+
+
+def parse_count(text: str, name: str = 'k') -> int | float:
+  """A count (an integer: `500`) or a fraction of N (`0.1`, `1.0`, `10%`).
+
+  An integer literal is a count of coordinates; anything with a decimal
+  point or an exponent is a fraction of N, so `1.0` means all of them and
+  `1` means one. `%` divides by 100. The range is checked later, against N.
+  """
+  text = text.strip()
+  try:
+    if text.endswith('%'):
+      return float(text[:-1]) / 100.0
+    if _INT.match(text):
+      return int(text)
+    return float(text)
+  except ValueError:
+    raise ValueError(f'--{name}={text!r} is not a number; accepted: a count '
+                     f'(an integer such as 500) or a fraction of N (0.1, '
+                     f'1.0 = all, 10%).') from None
+
+
+def counts(values: Sequence[str], name: str) -> tuple[int | float, ...]:
+  """`parse_count` over a comma-separated flag; at least one value."""
+  if not values:
+    raise ValueError(f'--{name} is empty; give at least one count or fraction.')
+  return tuple(parse_count(v, name) for v in values)
+
+
+def ints(values: Sequence[str], name: str) -> tuple[int, ...]:
+  """Integers from a comma-separated flag."""
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ValueError(f'--{name}={",".join(values)}; accepted: integers.'
+                     ) from None
+
+
+def floats(values: Sequence[str], name: str) -> tuple[float, ...]:
+  """Numbers from a comma-separated flag."""
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise ValueError(f'--{name}={",".join(values)}; accepted: numbers.'
+                     ) from None
+
+
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+def bools(values: Sequence[str], name: str) -> tuple[bool, ...]:
+  """Booleans (1/0, true/false, yes/no, on/off) from a comma-separated flag."""
+  out = []
+  for v in values:
+    if v.strip().lower() in _TRUE:
+      out.append(True)
+    elif v.strip().lower() in _FALSE:
+      out.append(False)
+    else:
+      raise ValueError(f'--{name} contains {v!r}; accepted: 1 or 0 (also '
+                       'true/false, yes/no, on/off) per entry.')
+  return tuple(out)

@@ -1,0 +1,90 @@
+"""Summaries over seeds and plain-text tables: one definition for every script.
+
+`summarize` is the only place a "mean ± spread" is computed: the mean and the
+*sample* standard deviation (ddof = 1) over the finite values, and the
+half-width of the two-sided 95% Student-t interval of the mean (scipy's t
+quantile). A value that is not finite (a diverged seed) is left out and the
+summary says how many values it covers. `format_table` is the only text-table
+formatter.
+
+  >>> s = summarize([1.0, 3.0, float('nan')])
+  >>> s['mean'], s['std'], s['n'], s['n_total']
+  (2.0, 1.4142135623730951, 2, 3)
+  >>> print(format_table(('a', 'bb'), [('1', '2'), ('333', '4')]))
+  a    bb
+  ---  --
+  1    2
+  333  4
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+def t_quantile_975(dof: int) -> float:
+  """The 97.5% quantile of Student's t with `dof` degrees of freedom.
+
+  Example:
+    >>> round(t_quantile_975(2), 3)
+    4.303
+  """
+  return float(scipy_stats.t.ppf(0.975, dof))
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+  """Mean, sample std and 95% t-interval half-width over the finite values.
+
+  Returns:
+    `{'mean', 'std', 'ci95', 'n', 'n_total'}`: `n` finite values of
+    `n_total`. One finite value: std and ci95 are 0 (no spread is seen);
+    none: mean, std and ci95 are NaN.
+
+  Example:
+    >>> round(summarize([1.0, 3.0])['ci95'], 3)  # t(0.975, 1) * std / sqrt(2)
+    12.706
+  """
+  x = np.asarray(values, np.float64).ravel()
+  finite = x[np.isfinite(x)]
+  n = int(finite.size)
+  out: dict[str, Any] = {'n': n, 'n_total': int(x.size)}
+  if n == 0:
+    return {'mean': math.nan, 'std': math.nan, 'ci95': math.nan, **out}
+  std = float(finite.std(ddof=1)) if n > 1 else 0.0
+  ci95 = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+  return {'mean': float(finite.mean()), 'std': std, 'ci95': ci95, **out}
+
+
+def plus_minus(summary: dict[str, Any], scale: float = 1.0, digits: int = 2,
+               spread: str = 'std') -> str:
+  """`'mean ± spread'` of a `summarize` result, scaled; notes missing seeds.
+
+  `spread` is 'std' or 'ci95'. When some values were not finite the text
+  ends with `(n/n_total)`; when none was, it reads `diverged`.
+
+  Example:
+    >>> plus_minus(summarize([0.5, 0.7]), 100)
+    '60.00 ± 14.14'
+    >>> plus_minus(summarize([0.5, float('inf')]), 100)
+    '50.00 ± 0.00 (1/2)'
+  """
+  if summary['n'] == 0:
+    return f'diverged ({summary["n"]}/{summary["n_total"]})'
+  text = (f'{summary["mean"] * scale:.{digits}f} ± '
+          f'{summary[spread] * scale:.{digits}f}')
+  if summary['n'] < summary['n_total']:
+    text += f' ({summary["n"]}/{summary["n_total"]})'
+  return text
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """Left-aligned columns two spaces apart, a rule under the header."""
+  cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  line = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+  return '\n'.join([line(cells[0]), '  '.join('-' * w for w in widths)]
+                   + [line(r) for r in cells[1:]])
