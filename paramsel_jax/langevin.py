@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Langevin samplers as optax transforms: SGLD and pSGLD.
 
-The paper's selector (SPEC.md, Part A) trains with preconditioned stochastic
+The paper's selector (README, "The protocol") trains with preconditioned stochastic
 gradient Langevin dynamics and reads convergence off the preconditioner and the
 trajectory. This module provides the samplers, built like optax's named
 optimizers from small chained pieces:
@@ -46,7 +46,9 @@ and the same holds for Li et al. (2016), whose pSGLD noise ``N(0, ε G)`` is our
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import math
+import numbers
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +127,8 @@ def scale_by_psgld_preconditioner(
     Dynamics for Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_,
     AAAI 2016.
   """
+  _check('decay', decay, lambda v: 0 <= v < 1, 'a number in [0, 1)')
+  _check_nonnegative('eps', eps)
 
   def init_fn(params):
     return ScaleByPsgldPreconditionerState(
@@ -177,9 +181,26 @@ def _canonical_key(seed: int | jax.Array) -> jax.Array:
   return jax.random.key(seed)
 
 
+def _check(name: str, value: Any, ok: Callable[[float], bool],
+           accepted: str) -> None:
+  """ValueError naming `value` unless `ok(value)`; a concrete number only.
+
+  Values that are arrays or schedules (`inject_hyperparams`, optax schedules)
+  are left to the caller.
+  """
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    return
+  if not (math.isfinite(value) and ok(float(value))):
+    raise ValueError(f'{name}={value!r}; accepted: {accepted}.')
+
+
+def _check_learning_rate(learning_rate: Any) -> None:
+  _check('learning_rate', learning_rate, lambda v: v > 0,
+         'a finite number > 0, or an optax schedule')
+
+
 def _check_nonnegative(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and value < 0:
-    raise ValueError(f'{name} must be >= 0, got {value}.')
+  _check(name, value, lambda v: v >= 0, 'a finite number >= 0')
 
 
 def add_langevin_noise(
@@ -229,9 +250,10 @@ def add_langevin_noise(
     >>> round(float(u['w'].var()), 2)  # 2 γ T / n = 0.02
     0.02
   """
+  _check_learning_rate(learning_rate)
   _check_nonnegative('temperature', temperature)
-  if isinstance(num_data, (int, float)) and num_data <= 0:
-    raise ValueError(f'num_data must be > 0, got {num_data}.')
+  _check('num_data', num_data, lambda v: v > 0,
+         'the training-set size, a number > 0')
   no_noise = isinstance(temperature, (int, float)) and temperature == 0
 
   def init_fn(params):
@@ -365,9 +387,8 @@ def psgld(
   state>, LangevinNoiseState)``, the layout of ``optax.chain`` of the three
   pieces; :func:`preconditioner` and :func:`second_moment` find ``G`` and
   ``V`` in it. Updates keep the gradients' dtype. Under
-  ``paramsel_jax.masked`` frozen coordinates get no drift and no noise; their
-  ``V`` decays (the masked gradient there is 0), so ``G`` there grows towards
-  ``1 / λ``.
+  ``paramsel_jax.masked`` frozen coordinates get no drift and no noise, and
+  keep the ``V`` and ``G`` they had when they were frozen.
 
   Args:
     learning_rate: ``γ``, a scalar or an optax schedule.
@@ -415,6 +436,7 @@ def _langevin_chain(
   f32 when the learning rate is an f32 array, e.g. under
   ``inject_hyperparams(..., hyperparam_dtype=jnp.float32)``).
   """
+  _check_learning_rate(learning_rate)
   step = optax.with_extra_args_support(
       optax.scale_by_learning_rate(learning_rate))
   noise = add_langevin_noise(learning_rate, temperature=temperature,
@@ -482,8 +504,8 @@ def preconditioner(opt_state: optax.OptState) -> PyTree | None:
   ``paramsel_jax.masked``, ``optax.chain``, ``optax.inject_hyperparams`` or
   any other pytree of states. ``G = 1 / (eps + sqrt(V))`` is the one used by
   the latest update (zeros before the first update). Under
-  ``paramsel_jax.masked`` the frozen coordinates see a gradient of 0, so
-  their ``V`` decays and their ``G`` grows towards ``1 / eps``.
+  ``paramsel_jax.masked`` the frozen coordinates keep the ``G`` they had
+  when they were frozen.
 
   Args:
     opt_state: an optimizer state.
@@ -528,8 +550,8 @@ def second_moment(opt_state: optax.OptState) -> PyTree | None:
   The value is returned as stored: Adam's and RMSprop's ``nu`` start at 0 and
   are *not* bias-corrected (Adam's: divide by ``1 - b2**count`` if needed);
   pSGLD's ``V`` starts from the first squared gradient. Under
-  ``paramsel_jax.masked`` frozen coordinates see a gradient of 0, so their
-  second moment decays towards 0.
+  ``paramsel_jax.masked`` frozen coordinates keep the second moment they had
+  when they were frozen.
 
   Args:
     opt_state: an optimizer state.

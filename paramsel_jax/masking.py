@@ -34,25 +34,60 @@ def _as_bool(mask: PyTree) -> PyTree:
       mask)
 
 
-def check_mask(mask: PyTree, params: PyTree) -> None:
-  """Raises ValueError unless `mask` has the tree structure and shapes of `params`.
+def check_tree(tree: PyTree, params: PyTree, what: str) -> None:
+  """Raises ValueError unless `tree` has the structure and shapes of `params`.
+
+  `what` names `tree` in the message (e.g. 'updates (gradients)', 'beta').
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> check_tree({'v': jnp.zeros(2)}, {'w': jnp.zeros(2)}, 'grads')
+    Traceback (most recent call last):
+    ...
+    ValueError: grads tree structure PyTreeDef({'v': *}) does not match the params tree structure PyTreeDef({'w': *}); grads must be a pytree of the params' shapes.
+  """
+  tree_def, params_def = jax.tree.structure(tree), jax.tree.structure(params)
+  if tree_def != params_def:
+    raise ValueError(
+        f'{what} tree structure {tree_def} does not match the params tree '
+        f'structure {params_def}; {what} must be a pytree of the params\' '
+        'shapes.')
+  for (path, m), p in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
+                          jax.tree.leaves(params)):
+    if jnp.shape(m) != jnp.shape(p):
+      raise ValueError(
+          f'{what} leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(m)}, '
+          f'but the param there has shape {jnp.shape(p)}.')
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_mask(mask: PyTree, params: PyTree, what: str = 'mask') -> None:
+  """Raises ValueError unless `mask` is a 0/1 pytree of the params' shapes.
+
+  A mask is bool, or numbers that are all 0 or 1 (checked when the values
+  are concrete; under `jit` only the structure and shapes can be checked).
 
   Example:
     >>> import jax.numpy as jnp
     >>> check_mask({'w': jnp.ones(3, bool)}, {'w': jnp.zeros(3)})
+    >>> check_mask({'w': jnp.array([1.0, 0.5, 0.0])}, {'w': jnp.zeros(3)})
+    Traceback (most recent call last):
+    ...
+    ValueError: mask leaf ['w'] holds 0.5, which is neither 0 nor 1; accepted: a bool mask, or 0/1 values.
   """
-  mask_def = jax.tree.structure(mask)
-  params_def = jax.tree.structure(params)
-  if mask_def != params_def:
-    raise ValueError(
-        f'mask tree structure {mask_def} does not match the params tree '
-        f'structure {params_def}; a mask is a pytree of the params\' shapes.')
-  for (path, m), p in zip(jax.tree_util.tree_flatten_with_path(mask)[0],
-                          jax.tree.leaves(params)):
-    if jnp.shape(m) != jnp.shape(p):
+  check_tree(mask, params, what)
+  for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:
+    m = jnp.asarray(m)
+    if m.dtype == jnp.bool_ or not _is_concrete(m):
+      continue
+    bad = m[(m != 0) & (m != 1)]
+    if bad.size:
       raise ValueError(
-          f'mask leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(m)}, '
-          f'but the param there has shape {jnp.shape(p)}.')
+          f'{what} leaf {jax.tree_util.keystr(path)} holds {bad[0].item()!r}, '
+          'which is neither 0 nor 1; accepted: a bool mask, or 0/1 values.')
 
 
 def _where_mask(mask: PyTree, tree: PyTree) -> PyTree:
@@ -72,8 +107,10 @@ def masked(
   This is the paper's `T|α`: coordinates where the mask is False get an update
   of exactly zero (no gradient step, no momentum, weight decay or noise), so
   their values stay bit-identical over any number of steps. The inner optimizer
-  sees a gradient of zero at frozen coordinates, and its update there is
-  discarded. The mask is held as arrays in the state: replace it with
+  sees a gradient of zero at frozen coordinates, its update there is
+  discarded, and its params-shaped state there (moments, preconditioner) is
+  kept as it was: a frozen coordinate's state is bit-identical too, and one
+  unfrozen later resumes from it. The mask is held as arrays in the state: replace it with
   `set_mask` (or `MaskedState._replace`) without recompiling the step.
 
   Args:
@@ -107,13 +144,34 @@ def masked(
     return MaskedState(mask=init_mask, inner_state=inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    check_mask(state.mask, updates)
+    check_tree(updates, state.mask, 'updates (gradients)')
     updates = _where_mask(state.mask, updates)
     updates, inner_state = inner.update(
         updates, state.inner_state, params, **extra_args)
+    inner_state = _keep_frozen_state(inner, state.mask, inner_state,
+                                     state.inner_state)
     return _where_mask(state.mask, updates), MaskedState(state.mask, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
+                       new: optax.OptState, old: optax.OptState
+                       ) -> optax.OptState:
+  """`new`, with every params-shaped part kept at `old` where `mask` is False.
+
+  A frozen coordinate's optimizer state (Adam's μ and ν, pSGLD's V, momentum)
+  stays as it was when it was frozen, so a score read off it (fisher's ν) is
+  not biased by the freeze and a coordinate unfrozen later resumes where it
+  stopped. The params-shaped parts of any optax state are found with
+  `optax.tree_utils.tree_map_params`; the rest (step counts, PRNG keys) is
+  shared by all coordinates and advances.
+  """
+  masks = optax.tree_utils.tree_map_params(
+      inner, lambda _, m: m, new, mask, transform_non_params=lambda _: None)
+  return jax.tree.map(
+      lambda m, n, o: n if m is None else jnp.where(m, n, o), masks, new, old,
+      is_leaf=lambda x: x is None)
 
 
 def _is_masked_state(x: Any) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from paramsel_jax import langevin
@@ -75,6 +76,10 @@ class Selector:
   # The `stats.STAT_GROUPS` the score functions read; only these are
   # collected in the protocol's windows (the others stay zero).
   stats: frozenset[str] = stats_lib.ALL_GROUPS
+  # `(ctx, which) -> None`, or a message naming an input the α or β scores
+  # need that `ctx` lacks (see `check_inputs`); None: both need the
+  # statistics whenever `stats` names any.
+  missing: Callable[[SelectionContext, str], str | None] | None = None
 
   def __post_init__(self):
     object.__setattr__(self, 'stats', stats_lib.check_groups(self.stats))
@@ -107,45 +112,73 @@ def get_selector(name: str) -> Selector:
 
 
 def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
-  """A count in [0, n] from a count or a fraction `0 < x < 1` of `n`.
+  """A count in [1, n] from a count (an int) or a fraction (a float) of `n`.
 
-  Fractions round to the nearest integer. Raises ValueError otherwise.
+  The rule is the same in the API and on the command line: an integer is a
+  count of coordinates; a float is a fraction of `n` in (0, 1], rounded to
+  the nearest count. So `1` is one coordinate and `1.0` all of them; `500.0`
+  is refused (a fraction above 1), as is anything that gives no coordinate at
+  all (`0`, or a fraction that rounds to 0).
 
   Example:
     >>> resolve_count(0.1, 266610), resolve_count(500, 266610)
     (26661, 500)
+    >>> resolve_count(1, 10), resolve_count(1.0, 10)
+    (1, 10)
   """
+  accepted = (f'accepted: an integer count in [1, {n}] (N = {n} parameters) '
+              f'or a fraction 0 < {name} <= 1 of N (1.0 = all)')
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise ValueError(f'{name}={value!r} is not a number; give a count in '
-                     f'[0, {n}] or a fraction 0 < {name} < 1.')
-  if 0 < value < 1:
-    return int(round(value * n))
-  if not (math.isfinite(value) and value == int(value) and 0 <= value <= n):
-    raise ValueError(
-        f'{name}={value!r} is out of range: give an integer count in [0, {n}] '
-        f'(N = {n} parameters) or a fraction 0 < {name} < 1.')
-  return int(value)
+    raise ValueError(f'{name}={value!r} is not a number; {accepted}.')
+  if isinstance(value, numbers.Integral):
+    if not 1 <= value <= n:
+      raise ValueError(f'{name}={value!r} is out of range; {accepted}.')
+    return int(value)
+  value = float(value)
+  if not (math.isfinite(value) and 0 < value <= 1):
+    hint = (f' (for a count of {int(value)}, give the integer {int(value)})'
+            if math.isfinite(value) and value > 1 and value == int(value)
+            else '')
+    raise ValueError(f'{name}={value!r} is out of range{hint}; {accepted}.')
+  count = int(round(value * n))
+  if count < 1:
+    raise ValueError(f'{name}={value!r} of N = {n} rounds to 0 coordinates; '
+                     f'{accepted}.')
+  return count
 
 
-def top_k_mask(scores: PyTree, k: int) -> PyTree:
+def top_k_mask(scores: PyTree, k: int | float) -> PyTree:
   """A bool mask with exactly `k` True entries at the largest scores, globally.
 
-  Ties go to the lower flat index; NaN scores rank last. `k` is static.
+  `k` is a count (an int in [0, N]) or a fraction of all N scalars (a float
+  in (0, 1], see `resolve_count`); it is static. Ties go to the lower flat
+  index (leaves in `jax.tree.leaves` order, then row-major); NaN scores rank
+  last.
 
   Example:
     >>> import jax.numpy as jnp
     >>> m = top_k_mask({'a': jnp.array([3., 1.]), 'b': jnp.array([2., 2., 0.])}, 2)
     >>> m['a'].tolist(), m['b'].tolist()
     ([True, False], [True, False, False])
+    >>> top_k_mask(jnp.arange(10.0), 0.2).tolist()[-3:]
+    [False, True, True]
   """
   leaves, treedef = jax.tree.flatten(scores)
+  if not leaves:
+    raise ValueError('top_k_mask: scores has no leaves; accepted: a pytree of '
+                     'arrays with the params\' shapes.')
+  sizes = [math.prod(jnp.shape(x)) for x in leaves]
+  n = sum(sizes)
+  if isinstance(k, numbers.Integral) and not isinstance(k, bool) and k == 0:
+    count = 0
+  else:
+    count = resolve_count(k, n, 'k')
   flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
   flat = jnp.where(jnp.isnan(flat), -jnp.inf, flat)
   # lax.top_k returns equal values lower index first; 6x faster than a full
   # stable argsort over N (130 ms -> 22 ms for LeNet-300, benchmark.py).
-  _, top = jax.lax.top_k(flat, k)
+  _, top = jax.lax.top_k(flat, count)
   chosen = jnp.zeros(flat.shape, bool).at[top].set(True)
-  sizes = [math.prod(jnp.shape(x)) for x in leaves]
   parts = jnp.split(chosen, list(_cumsum(sizes))[:-1])
   return treedef.unflatten(
       [p.reshape(jnp.shape(x)) for p, x in zip(parts, leaves)])
@@ -156,6 +189,54 @@ def _cumsum(xs):
   for x in xs:
     total += x
     yield total
+
+
+def _no_statistics(ctx: SelectionContext, which: str = 'alpha') -> str | None:
+  del which
+  count = np.asarray(ctx.stats.count)
+  if np.any(count == 0):
+    return ('no trajectory statistics were collected (stats.count == 0): feed '
+            'the steps of the window to update_stats before selecting')
+  return None
+
+
+def _statistics_for_alpha(ctx: SelectionContext, which: str) -> str | None:
+  return _no_statistics(ctx) if which == 'alpha' else None
+
+
+def check_inputs(selector: Selector, which: str, ctx: SelectionContext,
+                 name: str = '') -> None:
+  """Raises ValueError when `ctx` lacks an input the `which` scores read.
+
+  A selector scored on missing inputs (statistics never collected, an
+  optimizer without the second moment it reads) would return an arbitrary
+  mask, the first k coordinates in tree order; this refuses instead. Needs
+  concrete values (call it outside `jit`); `select` calls it when it can.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from paramsel_jax.stats import init_stats
+    >>> p = {'w': jnp.ones(3)}
+    >>> ctx = SelectionContext(p, init_stats(p), (), jax.random.key(0))
+    >>> check_inputs(get_selector('topgrad'), 'beta', ctx)  # β = top |w|
+    >>> check_inputs(get_selector('topgrad'), 'alpha', ctx, 'topgrad')
+    Traceback (most recent call last):
+    ...
+    ValueError: selector 'topgrad' cannot score: no trajectory statistics were collected (stats.count == 0): feed the steps of the window to update_stats before selecting.
+  """
+  if selector.missing is not None:
+    message = selector.missing(ctx, which)
+  elif selector.stats:
+    message = _no_statistics(ctx)
+  else:
+    message = None
+  if message:
+    raise ValueError(f'selector {name or selector.description.split(":")[0]!r}'
+                     f' cannot score: {message}.')
+
+
+def _is_concrete(tree: PyTree) -> bool:
+  return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
 def _uniform_scores(key: jax.Array, like: PyTree) -> PyTree:
@@ -182,7 +263,7 @@ def _topgrad() -> Selector:
   return Selector(
       alpha_scores=lambda ctx: ctx.stats.grad_abs_sum,
       beta_scores=lambda ctx: _abs(ctx.params),
-      stats=frozenset({'grad_abs_sum'}),
+      stats=frozenset({'grad_abs_sum'}), missing=_statistics_for_alpha,
       description=('topgrad: α = top-k of Σ|∇L| over the last `window` steps '
                    'of η0; β = top-l of |w| after η0 + η1 steps'))
 
@@ -225,6 +306,18 @@ def _squared_gradient(ctx: SelectionContext) -> PyTree:
                       ctx.stats.grad_mean)
 
 
+def _fisher_missing(ctx: SelectionContext, which: str) -> str | None:
+  del which
+  if langevin.second_moment(ctx.opt_state) is not None:
+    return None
+  if np.any(np.asarray(ctx.stats.count) == 0):
+    return ('it reads the optimizer\'s running mean of g² (Adam, RMSprop, '
+            'pSGLD), which this optimizer state does not hold, or else E[g²] '
+            'over the window, but no statistics were collected '
+            '(stats.count == 0)')
+  return None
+
+
 def _fisher_score(ctx: SelectionContext) -> PyTree:
   return jax.tree.map(lambda w, v: w ** 2 * v, ctx.params,
                       _squared_gradient(ctx))
@@ -234,7 +327,7 @@ def _fisher_score(ctx: SelectionContext) -> PyTree:
 def _fisher() -> Selector:
   return Selector(
       alpha_scores=_fisher_score, beta_scores=_fisher_score,
-      stats=frozenset({'grad'}),
+      stats=frozenset({'grad'}), missing=_fisher_missing,
       description=('fisher: top w² ⊙ ν, ν the running mean of g² (the '
                    "empirical Fisher diagonal; Adam's / RMSprop's / pSGLD's "
                    'second moment, else E[g²] over the window)'))
@@ -249,7 +342,7 @@ def _effective_perturbation(ctx: SelectionContext) -> PyTree:
 def _apf() -> Selector:
   return Selector(
       alpha_scores=_effective_perturbation, beta_scores=lambda ctx: _abs(ctx.params),
-      stats=frozenset({'delta_ema'}),
+      stats=frozenset({'delta_ema'}), missing=_statistics_for_alpha,
       description=('apf: α = top |EMA(Δw)| / EMA(|Δw|) (Chen et al. 2021: a '
                    'small effective perturbation means w oscillates around '
                    'a converged value); β = top |w|'))
@@ -372,12 +465,12 @@ def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
     >>> select(get_selector('topgrad'), 'beta', ctx, 1, within)['w'].tolist()
     [False, False, True]
   """
-  if which == 'alpha':
-    scores = selector.alpha_scores(ctx)
-  elif which == 'beta':
-    scores = selector.beta_scores(ctx)
-  else:
+  if which not in ('alpha', 'beta'):
     raise ValueError(f"which={which!r}; accepted: 'alpha', 'beta'.")
+  if _is_concrete((ctx.stats.count, ctx.opt_state)):
+    check_inputs(selector, which, ctx)
+  scores = (selector.alpha_scores if which == 'alpha' else
+            selector.beta_scores)(ctx)
   if within is not None:  # only coordinates inside `within` may be chosen.
     scores = jax.tree.map(lambda s, m: jnp.where(m, s, -jnp.inf), scores, within)
   return top_k_mask(scores, k)

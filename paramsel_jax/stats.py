@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from paramsel_jax import masking
+
 PyTree = Any
 
 
@@ -105,6 +107,11 @@ def update_stats(
     >>> s.grad_abs_sum['w'].tolist(), s.grad_mean['w'].tolist(), grad_variance(s)['w'].tolist()
     ([4.0], [-1.0], [8.0])
   """
+  like = stats.grad_abs_sum
+  for tree, what in ((grads, 'grads'), (old_params, 'old_params'),
+                     (new_params, 'new_params')):
+    masking.check_tree(tree, like, what)
+  groups = check_groups(groups)
   count = stats.count + 1
   welford = lambda mean, m2, x: _unzip(jax.tree.map(
       lambda a, b, c: _welford(count, a, b, c), mean, m2, x), x)

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from paramsel_jax import masking
+
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
@@ -101,16 +103,24 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
 
 
 @jax.jit
+def _prune(params: PyTree, beta: PyTree) -> PyTree:
+  return jax.tree.map(lambda p, b: jnp.where(b, p, jnp.zeros_like(p)),
+                      params, beta)
+
+
 def prune(params: PyTree, beta: PyTree) -> PyTree:
   """`β⊙w`: zeroes every weight where `beta` is False (or 0).
+
+  `beta` must be a 0/1 (or bool) pytree of the params' shapes
+  (`masking.check_mask`). Jitted.
 
   Example:
     >>> import jax.numpy as jnp
     >>> prune({'w': jnp.array([1.0, -2.0])}, {'w': jnp.array([False, True])})['w'].tolist()
     [0.0, -2.0]
   """
-  return jax.tree.map(lambda p, b: jnp.where(b, p, jnp.zeros_like(p)),
-                      params, beta)
+  masking.check_mask(beta, params, 'beta')
+  return _prune(params, beta)
 
 
 def evaluate(

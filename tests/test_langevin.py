@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+import paramsel_jax
 from paramsel_jax import langevin
 from paramsel_jax.langevin import psgld, sgld
 from paramsel_jax.masking import masked, set_mask
@@ -624,3 +625,22 @@ def test_contract(case, dtype):
     out_f32 = _run(_build(case, inject=True, hyperparam_dtype=jnp.float32),
                    params)
     assert _shapes_dtypes(out_f32['updates']) == _shapes_dtypes(params)
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda: paramsel_jax.sgld(-0.1, num_data=10), 'learning_rate=-0.1'),
+    (lambda: paramsel_jax.psgld(float('inf'), num_data=10), 'learning_rate=inf'),
+    (lambda: paramsel_jax.psgld(0.1, decay=1.0, num_data=10), 'decay=1.0'),
+    (lambda: paramsel_jax.psgld(0.1, decay=-0.5, num_data=10), 'decay=-0.5'),
+    (lambda: paramsel_jax.psgld(0.1, eps=-1e-5, num_data=10), 'eps=-1e-05'),
+    (lambda: paramsel_jax.sgld(0.1, temperature=-1.0, num_data=10), 'temperature=-1.0'),
+    (lambda: paramsel_jax.sgld(0.1, num_data=0), 'num_data=0'),
+])
+def test_bad_hyperparameters_are_rejected_with_the_value(make, message):
+  with pytest.raises(ValueError, match=message + '; accepted: '):
+    make()
+
+
+def test_schedules_and_arrays_are_accepted():
+  paramsel_jax.sgld(optax.linear_schedule(0.1, 0.0, 10), num_data=10)
+  paramsel_jax.psgld(jnp.asarray(0.1), decay=jnp.asarray(0.9), num_data=10)

@@ -89,16 +89,79 @@ def test_random_selector_is_roughly_uniform():
   np.testing.assert_allclose(freq, 0.3, atol=0.04)  # ~5 standard errors.
 
 
-@pytest.mark.parametrize('value, want', [(0.1, 27), (0.5, 134), (5, 5), (0, 0),
-                                         (267, 267), (1, 1), (5.0, 5)])
+@pytest.mark.parametrize('value, want', [
+    (0.1, 27), (0.5, 134), (5, 5), (267, 267), (1, 1), (1.0, 267),
+    (np.int64(3), 3), (np.float32(0.5), 134)])
 def test_resolve_count(value, want):
   assert selectors.resolve_count(value, 267) == want
 
 
-@pytest.mark.parametrize('value', [268, -1, 2.5, float('nan'), 'x', True])
-def test_resolve_count_rejects(value):
-  with pytest.raises(ValueError, match='k='):
+@pytest.mark.parametrize('value, message', [
+    (268, 'k=268 is out of range'), (-1, 'k=-1 is out of range'),
+    (0, 'k=0 is out of range'), (2.5, 'k=2.5 is out of range'),
+    (5.0, r'k=5.0 is out of range \(for a count of 5, give the integer 5\)'),
+    (1e-7, 'k=1e-07 of N = 267 rounds to 0 coordinates'),
+    (float('nan'), 'k=nan is out of range'), (float('inf'), 'k=inf'),
+    ('x', "k='x' is not a number"), (True, 'k=True is not a number')])
+def test_resolve_count_rejects_with_the_rule(value, message):
+  with pytest.raises(ValueError, match=message + r'.*accepted: an integer count'
+                     r' in \[1, 267\].*or a fraction 0 < k <= 1 of N'):
     selectors.resolve_count(value, 267)
+
+
+def test_top_k_mask_takes_fractions_and_rejects_k_beyond_n():
+  scores = {'a': jnp.arange(6.0), 'b': jnp.arange(4.0)}
+  assert _count(selectors.top_k_mask(scores, 0.5)) == 5
+  assert _count(selectors.top_k_mask(scores, 1.0)) == 10
+  assert _count(selectors.top_k_mask(scores, 0)) == 0
+  with pytest.raises(ValueError, match=r'k=11 is out of range.*\[1, 10\]'):
+    selectors.top_k_mask(scores, 11)
+  with pytest.raises(ValueError, match='k=1.5 is out of range'):
+    selectors.top_k_mask(scores, 1.5)
+
+
+@pytest.mark.parametrize('name', sorted(set(selectors.SELECTORS) - {
+    'random', 'magnitude'}))
+def test_selector_on_empty_statistics_refuses_alpha(name):
+  """No update_stats call: the scores would be zeros and the mask arbitrary."""
+  params = {'w': jnp.arange(1.0, 5.0)}
+  ctx = selectors.SelectionContext(params, stats_lib.init_stats(params),
+                                   optax.sgd(0.1).init(params),
+                                   jax.random.key(0))
+  with pytest.raises(ValueError, match=f"selector '{name}' cannot score"):
+    selectors.select(selectors.get_selector(name), 'alpha', ctx, 2)
+
+
+def test_fisher_without_second_moment_or_statistics_refuses():
+  params = {'w': jnp.arange(1.0, 5.0)}
+  fisher = selectors.get_selector('fisher')
+  empty = stats_lib.init_stats(params)
+  sgd = selectors.SelectionContext(params, empty, optax.sgd(0.1).init(params),
+                                   jax.random.key(0))
+  with pytest.raises(ValueError, match="fisher.*running mean of g²"):
+    selectors.select(fisher, 'beta', sgd, 2)
+  # Adam holds ν: fisher needs no statistics then.
+  tx = optax.adam(0.1)
+  _, state = tx.update({'w': jnp.array([1.0, 0.0, 3.0, 0.0])},
+                       tx.init(params), params)
+  adam = sgd._replace(opt_state=state)
+  beta = selectors.select(fisher, 'beta', adam, 2)
+  # w² ⊙ ν with ν = (1 - b2) g²: [1e-3, 0, 8.1e-2, 0] → coordinates 2 and 0.
+  assert np.asarray(beta['w']).tolist() == [True, False, True, False]
+  # With statistics, fisher under SGD reads E[g²] over the window.
+  stats = stats_lib.update_stats(empty, {'w': jnp.array([0.0, 0.0, 1.0, 2.0])},
+                                 params, params)
+  beta = selectors.select(fisher, 'beta', sgd._replace(stats=stats), 2)
+  assert np.asarray(beta['w']).tolist() == [False, False, True, True]
+
+
+def test_beta_of_magnitude_rules_needs_no_statistics():
+  params = {'w': jnp.array([0.5, -3.0, 1.0])}
+  ctx = selectors.SelectionContext(params, stats_lib.init_stats(params), (),
+                                   jax.random.key(0))
+  for name in ('topgrad', 'apf', 'magnitude'):
+    beta = selectors.select(selectors.get_selector(name), 'beta', ctx, 1)
+    assert np.asarray(beta['w']).tolist() == [False, True, False], name
 
 
 def test_unknown_selector_lists_names():
