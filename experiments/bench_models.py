@@ -21,8 +21,7 @@ two variants' rates in the same repeat.
 """
 
 from collections.abc import Callable, Sequence
-import statistics
-import time
+import textwrap
 from typing import Any, NamedTuple
 
 from absl import app
@@ -32,7 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramsel_jax import cli
 from paramsel_jax import models
+from paramsel_jax import report
+from paramsel_jax.benchmarks import timing
 
 _MODELS = flags.DEFINE_list(
     'models', ['lenet300', 'lenet5', 'cifar_cnn'], 'Registered model names.')
@@ -85,39 +87,41 @@ def make_train_fns(model, optimizer) -> tuple[Callable, Callable]:
           jax.jit(train_chunk, donate_argnums=0))
 
 
-class Variant:
-  """One (model, impl, mode) with its compiled function and live state."""
+def variant_case(name: str, impl: str, mode: str,
+                 batches: tuple[jax.Array, jax.Array], learning_rate: float,
+                 seed: int) -> tuple[timing.Case, int]:
+  """One (model, impl, mode) as a timed case on its own live state.
 
-  def __init__(self, name, impl, mode, batches, learning_rate, seed):
-    self.name, self.impl, self.mode = name, impl, mode
-    overrides = {'conv_impl': impl} if name in _CONV_MODELS else {}
-    model = models.create_model(name, **overrides)
-    optimizer = optax.adam(learning_rate)
-    params = models.init_params(model, jax.random.key(seed),
-                                batches[0].shape[2:])
-    self.state = TrainState(params, optimizer.init(params))
-    self.n_params = models.count_params(params)
-    step, chunk = make_train_fns(model, optimizer)
-    self.batches = batches
-    if mode == 'scan':
-      self._run = lambda s: chunk(s, self.batches)
-    else:
-      per_step = [(batches[0][i], batches[1][i])
-                  for i in range(batches[0].shape[0])]
+  Returns:
+    The case (named 'model/impl/mode', one group of its own, so the rounds
+    shuffle every variant) and the model's number of parameters.
+  """
+  overrides = {'conv_impl': impl} if name in _CONV_MODELS else {}
+  model = models.create_model(name, **overrides)
+  optimizer = optax.adam(learning_rate)
+  params = models.init_params(model, jax.random.key(seed),
+                              batches[0].shape[2:])
+  step, chunk = make_train_fns(model, optimizer)
+  if mode == 'scan':
+    advance = lambda s: chunk(s, batches)[0]
+  else:
+    per_step = [(batches[0][i], batches[1][i])
+                for i in range(batches[0].shape[0])]
 
-      def run(s):
-        for batch in per_step:
-          s, _ = step(s, batch)
-        return s, None
-      self._run = run
-    self.rates: list[float] = []
+    def advance(s):
+      for batch in per_step:
+        s, _ = step(s, batch)
+      return s
+  box = {'state': TrainState(params, optimizer.init(params))}
 
-  def run_once(self) -> float:
-    """Runs one chunk, returns its wall time in seconds."""
-    start = time.perf_counter()
-    self.state, _ = self._run(self.state)
-    jax.block_until_ready(self.state)
-    return time.perf_counter() - start
+  def run():
+    box['state'] = advance(box['state'])
+    jax.block_until_ready(box['state'])
+
+  key = f'{name}/{impl}/{mode}'
+  num_steps, batch_size = batches[0].shape[:2]
+  return (timing.Case(key, key, run, num_steps, num_steps * batch_size,
+                      group=key), models.count_params(params))
 
 
 def auto_impls(name: str, shape: Sequence[int]) -> list[str]:
@@ -139,12 +143,12 @@ def fake_batches(steps: int, batch_size: int, shape: Sequence[int],
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
-  steps = _STEPS.value
+  cli.check_no_arguments(argv)
+  steps, repeats = _STEPS.value, _REPEATS.value
   print(f'jax {jax.__version__}, backend {jax.default_backend()}; '
         f'Adam, batch {_BATCH_SIZE.value}, {steps} steps per chunk, '
-        f'{_REPEATS.value} interleaved repeats')
-  variants = []
+        f'{repeats} interleaved repeats')
+  cases = []
   for name in _MODELS.value:
     shape = _INPUT_SHAPES.get(name, (28, 28, 1))
     batches = fake_batches(steps, _BATCH_SIZE.value, shape, _SEED.value)
@@ -156,45 +160,44 @@ def main(argv: Sequence[str]) -> None:
         if f'{name}/{impl}/{mode}' in _SKIP.value:
           print(f'  skipped {name}/{impl}/{mode} (--skip)')
           continue
-        v = Variant(name, impl, mode, batches, _LEARNING_RATE.value,
-                    _SEED.value)
-        t = v.run_once()  # Compiles, and warms up.
-        print(f'  compiled {name}/{impl}/{mode} ({v.n_params:,} params): '
-              f'first chunk {t:.1f} s', flush=True)
-        variants.append(v)
+        case, n_params = variant_case(name, impl, mode, batches,
+                                      _LEARNING_RATE.value, _SEED.value)
+        case.warm_up()  # Compiles, and warms up.
+        print(f'  compiled {case.name} ({n_params:,} params): first chunk '
+              f'{case.first_s:.1f} s', flush=True)
+        cases.append(case)
 
-  rng = np.random.default_rng(_SEED.value)
-  for r in range(_REPEATS.value):
-    for i in rng.permutation(len(variants)):  # Interleaved, shuffled order.
-      v = variants[i]
-      v.rates.append(steps / v.run_once())
-    print(f'  repeat {r + 1}/{_REPEATS.value} done', flush=True)
-    if r + 1 < _REPEATS.value:
-      print_table(variants, final=False)  # Survives an interrupted run.
-  print_table(variants, final=True)
+  def after_round(r: int, seconds: float) -> None:
+    del seconds
+    print(f'  repeat {r + 1}/{repeats} done', flush=True)
+    if r + 1 < repeats:
+      print_table(cases, final=False)  # Survives an interrupted run.
+
+  timing.run_rounds(cases, repeats, _SEED.value, after_round)
+  print_table(cases, final=True)
 
 
-def print_table(variants: Sequence[Variant], final: bool) -> None:
+_REFS = (('xla', 'step'), ('xla', 'scan'), ('im2col', 'scan'))
+
+
+def print_table(cases: Sequence[timing.Case], final: bool) -> None:
   """Prints median steps/s per variant and paired ratios to references."""
-  by_key = {(v.name, v.impl, v.mode): v for v in variants}
-  refs = (('xla', 'step'), ('xla', 'scan'), ('im2col', 'scan'))
-  indent = '' if final else '    '
-  print()
-  print(indent + f'{"model":10} {"impl":8} {"mode":5} {"steps/s":>8} '
-        f'{"min":>7} {"max":>7}'
-        + ''.join(f'{"/" + i + "-" + m:>13}' for i, m in refs))
-  for v in variants:
+  by_name = {c.name: c for c in cases}
+  rows = []
+  for c in cases:
+    name = c.name.split('/')[0]
     cells = []
-    for impl, mode in refs:
-      ref = by_key.get((v.name, impl, mode))
-      if ref is None:
-        cells.append(f'{"-":>13}')
-      else:
-        paired = [a / b for a, b in zip(v.rates, ref.rates)]
-        cells.append(f'{statistics.median(paired):13.2f}')
-    print(indent + f'{v.name:10} {v.impl:8} {v.mode:5} '
-          f'{statistics.median(v.rates):8.1f} {min(v.rates):7.1f} '
-          f'{max(v.rates):7.1f}' + ''.join(cells), flush=True)
+    for impl, mode in _REFS:
+      ref = by_name.get(f'{name}/{impl}/{mode}')
+      cells.append('-' if ref is None else
+                   f'{timing.paired_ratio(c, ref):.2f}')
+    rows.append((*c.name.split('/'), f'{c.median_rate:.1f}',
+                 f'{min(c.rates):.1f}', f'{max(c.rates):.1f}', *cells))
+  table = report.format_table(
+      ('model', 'impl', 'mode', 'steps/s', 'min', 'max',
+       *(f'/{i}-{m}' for i, m in _REFS)), rows)
+  print()
+  print(table if final else textwrap.indent(table, '    '))
   print(flush=True)
 
 

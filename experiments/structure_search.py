@@ -10,21 +10,30 @@ for conv layers kernel size) by gradient descent on Gumbel-softmax relaxed
 choices, derives the argmax network, retrains it from scratch, and compares it
 with random search of the same space at the same budget, a fixed hand-made
 network of similar size, and (MLP spaces) LeNet-300-100, all trained the same
-way. Prints a table (mean ± std over seeds, accuracy under input and weight
-noise) and writes results.json, one architecture JSON per seed and
+way. Prints a table (mean ± sample std over seeds, accuracy under input and
+weight noise) and writes results.json, one architecture JSON per seed and
 accuracy_vs_params.png to --workdir (default
 results/structure_search/<dataset>/).
+
+Every flag is checked, the search space against the data's shape included,
+before any data is loaded; a bad one is answered with one line
+(``structure_search.py: error: ...``) and exit status 2.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+import functools
 import os
+from typing import Any
 
 from absl import app
 from absl import flags
 import jax
 
+from paramsel_jax import cli
 from paramsel_jax import data
+from paramsel_jax import checks
 from paramsel_jax.structure import pipeline
 from paramsel_jax.structure import regularizer
 from paramsel_jax.structure import relax
@@ -121,107 +130,107 @@ _NOISE_REPEATS = flags.DEFINE_integer('noise_repeats', 2,
                                       'Noise draws per level.')
 
 
-def _ints(values, name):
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise ValueError(f'--{name}={",".join(values)}; accepted: integers.'
-                     ) from None
+def _space_name(dataset: str) -> str:
+  if _SPACE.value != 'auto':
+    return _SPACE.value
+  return 'conv' if dataset == 'cifar10' else 'mlp'
 
 
-def _floats(values, name):
-  try:
-    return tuple(float(v) for v in values)
-  except ValueError:
-    raise ValueError(f'--{name}={",".join(values)}; accepted: numbers.'
-                     ) from None
+def _reference(space_name: str) -> str | None:
+  if _REFERENCE.value == 'auto':
+    return 'lenet300' if space_name == 'mlp' else None
+  return None if _REFERENCE.value == 'none' else _REFERENCE.value
 
 
-def config_from_flags() -> pipeline.ExperimentConfig:
-  """The experiment config the flags describe (validated later, in full)."""
-  space_name = _SPACE.value
-  if space_name == 'auto':
-    space_name = 'conv' if _DATASET.value == 'cifar10' else 'mlp'
-  reference = _REFERENCE.value
-  if reference == 'auto':
-    reference = 'lenet300' if space_name == 'mlp' else None
-  elif reference == 'none':
-    reference = None
-  vmap_seeds = _VMAP_SEEDS.value == 'on' or (
-      _VMAP_SEEDS.value == 'auto'
-      and not (space_name == 'conv' and jax.default_backend() == 'cpu'))
-  conv_widths = tuple(_ints(layer.split(','), 'conv_widths')
+def _vmap_seeds(space_name: str) -> bool:
+  if _VMAP_SEEDS.value != 'auto':
+    return _VMAP_SEEDS.value == 'on'
+  return not (space_name == 'conv' and jax.default_backend() == 'cpu')
+
+
+def search_config_from_flags() -> search.SearchConfig:
+  """The search settings the flags describe (checked when made)."""
+  return search.SearchConfig(
+      warmup_steps=_WARMUP_STEPS.value, search_steps=_SEARCH_STEPS.value,
+      batch_size=_BATCH_SIZE.value, weight_lr=_WEIGHT_LR.value,
+      arch_lr=_ARCH_LR.value, tau0=_TAU0.value, tau_min=_TAU_MIN.value,
+      schedule=_SCHEDULE.value, hard=_HARD.value,
+      regularizer=regularizer.RegularizerConfig(
+          size_weight=_SIZE_WEIGHT.value, target_params=_TARGET_PARAMS.value,
+          flops_weight=_FLOPS_WEIGHT.value,
+          entropy_weight=_ENTROPY_WEIGHT.value),
+      chunk_steps=_CHUNK_STEPS.value, conv_impl=_CONV_IMPL.value)
+
+
+def config_from_flags(dataset: str) -> pipeline.PipelineConfig:
+  """The pipeline config the flags describe; ValueError on a bad flag."""
+  space_name = _space_name(dataset)
+  conv_widths = tuple(cli.ints(layer.split(','), 'conv_widths')
                       for layer in _CONV_WIDTHS.value.split(';')
                       if layer.strip())
-  return pipeline.ExperimentConfig(
-      dataset=_DATASET.value, space=space_name,
-      mlp_widths=_ints(_WIDTHS.value, 'widths'), mlp_depth=_DEPTH.value,
+  return pipeline.PipelineConfig(
+      dataset=dataset, space=space_name,
+      mlp_widths=cli.ints(_WIDTHS.value, 'widths'), mlp_depth=_DEPTH.value,
       activations=tuple(_ACTIVATIONS.value), conv_widths=conv_widths,
-      conv_pools=tuple(bool(v) for v in _ints(_CONV_POOLS.value,
-                                               'conv_pools')),
-      conv_optional=tuple(bool(v) for v in _ints(_CONV_OPTIONAL.value,
-                                                  'conv_optional')),
-      kernel_sizes=_ints(_KERNEL_SIZES.value, 'kernel_sizes'),
-      dense_widths=_ints(_DENSE_WIDTHS.value, 'dense_widths'),
-      search=search.SearchConfig(
-          warmup_steps=_WARMUP_STEPS.value, search_steps=_SEARCH_STEPS.value,
-          batch_size=_BATCH_SIZE.value, weight_lr=_WEIGHT_LR.value,
-          arch_lr=_ARCH_LR.value, tau0=_TAU0.value, tau_min=_TAU_MIN.value,
-          schedule=_SCHEDULE.value, hard=_HARD.value,
-          regularizer=regularizer.RegularizerConfig(
-              size_weight=_SIZE_WEIGHT.value,
-              target_params=_TARGET_PARAMS.value,
-              flops_weight=_FLOPS_WEIGHT.value,
-              entropy_weight=_ENTROPY_WEIGHT.value),
-          chunk_steps=_CHUNK_STEPS.value, conv_impl=_CONV_IMPL.value),
+      conv_pools=cli.bools(_CONV_POOLS.value, 'conv_pools'),
+      conv_optional=cli.bools(_CONV_OPTIONAL.value, 'conv_optional'),
+      kernel_sizes=cli.ints(_KERNEL_SIZES.value, 'kernel_sizes'),
+      dense_widths=cli.ints(_DENSE_WIDTHS.value, 'dense_widths'),
+      search=search_config_from_flags(),
       retrain=training.TrainConfig(
           steps=_RETRAIN_STEPS.value, batch_size=_BATCH_SIZE.value,
           learning_rate=_RETRAIN_LR.value,
           chunk_steps=max(_CHUNK_STEPS.value, 1000)),
-      seeds=_ints(_SEEDS.value, 'seeds'), vmap_seeds=vmap_seeds,
+      seeds=cli.ints(_SEEDS.value, 'seeds'),
+      vmap_seeds=_vmap_seeds(space_name),
       random_samples=_RANDOM_SAMPLES.value, fixed=_FIXED.value,
-      reference_model=reference,
-      input_sigmas=_floats(_INPUT_SIGMAS.value, 'input_sigmas'),
-      weight_sigmas=_floats(_WEIGHT_SIGMAS.value, 'weight_sigmas'),
+      reference_model=_reference(space_name),
+      input_sigmas=cli.floats(_INPUT_SIGMAS.value, 'input_sigmas'),
+      weight_sigmas=cli.floats(_WEIGHT_SIGMAS.value, 'weight_sigmas'),
       noise_repeats=_NOISE_REPEATS.value)
 
 
-def run(config: pipeline.ExperimentConfig, workdir: str, *,
-        data_dir: str | None = None, valid_size: int | None = None,
-        synthetic: dict | None = None) -> dict:
-  """Validates the config, loads the data, runs the experiment.
+def data_from_flags(dataset: str
+                    ) -> tuple[tuple[int, ...], int, Callable[[], Any]]:
+  """``(image shape, classes, load)`` of the data the flags name, unloaded."""
+  checks.integer('--valid_size', _VALID_SIZE.value, at_least=1, optional=True)
+  if dataset != 'synthetic':
+    info = data.info(dataset)
+    load = functools.partial(data.load, dataset, data_dir=_DATA_DIR.value,
+                             valid_size=_VALID_SIZE.value)
+    return info.image_shape, info.num_classes, load
+  shape = cli.ints(_SYNTHETIC_SHAPE.value, 'synthetic_shape')
+  if len(shape) != 3 or min(shape) < 1:
+    raise ValueError(f'--synthetic_shape={",".join(_SYNTHETIC_SHAPE.value)}; '
+                     'accepted: H,W,C, three positive ints.')
+  checks.integer('--synthetic_train', _SYNTHETIC_TRAIN.value, at_least=1)
+  checks.integer('--synthetic_test', _SYNTHETIC_TEST.value, at_least=1)
+  load = functools.partial(data.synthetic, image_shape=shape,
+                           num_train=_SYNTHETIC_TRAIN.value,
+                           num_test=_SYNTHETIC_TEST.value,
+                           valid_size=_VALID_SIZE.value)
+  return shape, data.info('synthetic').num_classes, load
 
-  Args:
-    config: the experiment.
-    workdir: the output directory.
-    data_dir: the data cache (real data sets).
-    valid_size: validation examples carved from train.
-    synthetic: ``--dataset=synthetic``: keyword arguments of
-      :func:`paramsel_jax.data.synthetic`.
+
+def build() -> tuple[pipeline.PipelineConfig, Callable[[], Any]]:
+  """The checked config and the data's loader; ValueError on a bad flag.
+
+  Everything, the space against the data's shape included, is checked here,
+  before any data is loaded.
   """
-  if config.dataset not in data.DATASETS:
-    raise ValueError(f'Unknown dataset {config.dataset!r}; accepted: '
-                     f'{", ".join(data.DATASETS)}.')
-  config.validate()  # Fails fast on bad flags, before loading any data.
-  if config.dataset == 'synthetic':
-    dataset = data.synthetic(valid_size=valid_size, **(synthetic or {}))
-  else:
-    dataset = data.load(config.dataset, data_dir=data_dir,
-                        valid_size=valid_size)
-  return pipeline.run_experiment(config, dataset, workdir)
+  checks.one_of('--dataset', _DATASET.value, data.DATASETS)
+  config = config_from_flags(_DATASET.value)
+  shape, num_classes, load = data_from_flags(config.dataset)
+  config.validate(shape, num_classes)
+  return config, load
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = config_from_flags()
+def main(argv: Sequence[str]) -> None:
+  cli.check_no_arguments(argv)
+  config, load = cli.config_or_exit(build)
   workdir = _WORKDIR.value or os.path.join('results', 'structure_search',
                                            config.dataset)
-  synthetic = dict(image_shape=_ints(_SYNTHETIC_SHAPE.value, 'synthetic_shape'),
-                   num_train=_SYNTHETIC_TRAIN.value,
-                   num_test=_SYNTHETIC_TEST.value)
-  run(config, workdir, data_dir=_DATA_DIR.value, valid_size=_VALID_SIZE.value,
-      synthetic=synthetic)
+  pipeline.run_pipeline(config, load(), workdir)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ every script needs for that and would otherwise repeat:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -32,6 +33,16 @@ _INT = re.compile(r'^[+-]?\d+$')
 def prog() -> str:
   """The running script's name, for messages."""
   return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'paramsel_jax'
+
+
+def quiet_jax_logs() -> None:
+  """Silences jax's INFO lines at backend start-up.
+
+  On a machine without a TPU, jax logs "Unable to initialize backend 'tpu'"
+  at INFO level when it starts, which reads like an error; the scripts print
+  the backend they use themselves. Warnings and errors still show.
+  """
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:

@@ -1,49 +1,60 @@
 """One experiment: data + model + optimizer + protocol → a results table and JSON.
 
 `experiments/mnist.py` turns its flags into an `ExperimentConfig` and calls
-`run_experiment`; the sweep and tests call it directly.
+`run_experiment`; the sweep and tests call it directly. Every setting is
+checked before any data is loaded (`validate_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
+import hashlib
+import json
 import os
+import platform
+import subprocess
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from paramsel_jax import data as data_lib
-from paramsel_jax.io import write_json_atomic
+from paramsel_jax import io as io_lib
 from paramsel_jax import models as models_lib
 from paramsel_jax import optimizers
 from paramsel_jax import protocol
+from paramsel_jax import report
 from paramsel_jax import selectors as selectors_lib
 
 CONV_MODELS = ('lenet5', 'cifar_cnn')
-SEED_AXES = ('auto',) + protocol.SEED_AXES
+SEED_AXES = protocol.SEED_AXES
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  """Everything one run of the protocol needs; plain values only.
+  """Everything one run of the protocol needs; plain values, checked when made.
 
   Attributes:
     dataset: a name from `paramsel_jax.data.DATASETS`.
     model: a name from `paramsel_jax.models.MODELS`.
     selectors: registered selector names; all share the η0 phase.
-    seeds: one run per seed.
+    seeds: one run per seed (distinct integers in [0, 2**32)).
     optimizer: which `T`.
     protocol: η0, η1, k, l, window, batch size, ...; its `seed_axis` may be
       'auto': 'map' for conv nets on CPU (vmap of convs is ~2.6x slower there,
-      PERF_NOTES.md), 'vmap' otherwise.
-    data_dir: the data cache (None: `paramsel_jax.data.default_data_dir()`).
+      BUILD_NOTES.md), 'vmap' otherwise.
+    data_dir: the data cache (None: `paramsel_jax.data.default_data_dir()`,
+      i.e. `$PARAMSEL_DATA_DIR` or `~/.cache/paramsel_jax`).
     synthetic_size: for `dataset='synthetic'`: number of training examples.
     synthetic_shape: for `dataset='synthetic'`: the image shape (H, W, C).
+
+  Example:
+    >>> ExperimentConfig(seeds=(2.5,))
+    Traceback (most recent call last):
+    ...
+    ValueError: seeds=(2.5,); accepted: one or more distinct ints in [0, 2**32).
   """
 
   dataset: str = 'mnist'
@@ -51,52 +62,50 @@ class ExperimentConfig:
   selectors: tuple[str, ...] = ('topgrad',)
   seeds: tuple[int, ...] = (0, 1, 2)
   optimizer: optimizers.OptimizerConfig = optimizers.OptimizerConfig()
-  protocol: protocol.ProtocolConfig = protocol.ProtocolConfig(seed_axis='auto')
+  protocol: protocol.ProtocolConfig = protocol.ProtocolConfig()
   data_dir: str | None = None
   synthetic_size: int = 2048
   synthetic_shape: tuple[int, int, int] = (28, 28, 1)
 
+  def __post_init__(self):
+    if self.dataset not in data_lib.DATASETS:
+      raise ValueError(f'Unknown dataset {self.dataset!r}; accepted: '
+                       f'{", ".join(data_lib.DATASETS)}.')
+    if self.model not in models_lib.MODELS:
+      raise ValueError(f'Unknown model {self.model!r}; accepted: '
+                       f'{", ".join(models_lib.MODELS)}.')
+    protocol.check_selector_names(self.selectors)
+    protocol.check_seeds(self.seeds)
+    if not isinstance(self.optimizer, optimizers.OptimizerConfig):
+      raise ValueError(f'optimizer={self.optimizer!r}; accepted: an '
+                       'OptimizerConfig.')
+    if not isinstance(self.protocol, protocol.ProtocolConfig):
+      raise ValueError(f'protocol={self.protocol!r}; accepted: a '
+                       'ProtocolConfig.')
+    if self.dataset == 'synthetic' and (
+        isinstance(self.synthetic_size, bool) or
+        not isinstance(self.synthetic_size, int) or self.synthetic_size < 1):
+      raise ValueError(f'synthetic_size={self.synthetic_size!r}; accepted: an '
+                       'integer >= 1.')
 
-def validate_config(config: ExperimentConfig) -> tuple[int, int]:
-  """Checks every setting before any data is loaded; raises ValueError.
+
+def validate_config(config: ExperimentConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """The checks that need N and the data's shape, without loading the data.
 
   Returns:
-    The resolved `(k, l)` counts.
+    The resolved k's and l's (counts).
   """
-  if config.dataset not in data_lib.DATASETS:
-    raise ValueError(f'Unknown dataset {config.dataset!r}; accepted: '
-                     f'{", ".join(data_lib.DATASETS)}.')
-  if config.model not in models_lib.MODELS:
-    raise ValueError(f'Unknown model {config.model!r}; accepted: '
-                     f'{", ".join(models_lib.MODELS)}.')
-  if not config.selectors:
-    raise ValueError('No selector given; accepted: '
-                     f'{", ".join(sorted(selectors_lib.SELECTORS))} or all.')
-  for name in config.selectors:
-    selectors_lib.get_selector(name)
-  if not config.seeds or len(set(config.seeds)) != len(config.seeds):
-    raise ValueError(f'seeds={config.seeds!r}; accepted: distinct integers, '
-                     'at least one.')
-  if config.protocol.seed_axis not in SEED_AXES:
-    raise ValueError(f'seed_axis={config.protocol.seed_axis!r}; accepted: '
-                     f'{", ".join(SEED_AXES)}.')
-  optimizers.validate_optimizer_config(config.optimizer)
   image_shape, num_classes, num_train = _data_shape(config)
   model = models_lib.create_model(config.model, num_classes=num_classes)
   n = models_lib.count_params(jax.eval_shape(
       lambda key: models_lib.init_params(model, key, image_shape),
       jax.random.key(0)))
-  proto = dataclasses.replace(
-      config.protocol,
-      seed_axis=resolve_seed_axis(config.protocol.seed_axis, config.model))
-  return protocol.validate_protocol_config(proto, n, num_train)
+  return protocol.validate_protocol_config(config.protocol, n, num_train)
 
 
 def _data_shape(config: ExperimentConfig) -> tuple[tuple[int, ...], int, int]:
   """(image shape, classes, training-set size), without loading the data."""
   if config.dataset == 'synthetic':
-    if config.synthetic_size < 1:
-      raise ValueError(f'synthetic_size={config.synthetic_size}; accepted: >= 1.')
     return tuple(config.synthetic_shape), 10, config.synthetic_size
   info = data_lib.info(config.dataset)
   return info.image_shape, info.num_classes, info.num_train
@@ -110,13 +119,25 @@ def resolve_seed_axis(seed_axis: str, model: str) -> str:
   return 'map' if on_cpu and model in CONV_MODELS else 'vmap'
 
 
-def load_dataset(config: ExperimentConfig, log: Callable[[str], None]) -> data_lib.Dataset:
+def resolved(config: ExperimentConfig) -> ExperimentConfig:
+  """`config` with every default made explicit: the optimizer's learning
+  rate, the seed axis, the data directory."""
+  return dataclasses.replace(
+      config, optimizer=config.optimizer.resolved(),
+      protocol=dataclasses.replace(
+          config.protocol,
+          seed_axis=resolve_seed_axis(config.protocol.seed_axis, config.model)),
+      data_dir=(None if config.dataset == 'synthetic' else
+                config.data_dir or data_lib.default_data_dir()))
+
+
+def load_dataset(config: ExperimentConfig) -> data_lib.Dataset:
+  """The data set `config` names (synthetic data are generated)."""
   if config.dataset == 'synthetic':
     return data_lib.synthetic(num_train=config.synthetic_size,
                               num_test=max(config.synthetic_size // 4, 1),
                               image_shape=tuple(config.synthetic_shape))
-  return data_lib.load(config.dataset, data_dir=config.data_dir,
-                       verbose=True)
+  return data_lib.load(config.dataset, data_dir=config.data_dir, verbose=True)
 
 
 def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.Task:
@@ -133,34 +154,6 @@ def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.T
       test_labels=jnp.asarray(dataset.test.labels))
 
 
-def summarize(values: Sequence[float]) -> dict[str, float]:
-  """Mean, sample std and 95% t-interval half-width over seeds.
-
-  Example:
-    >>> summarize([1.0, 3.0])['mean']
-    2.0
-  """
-  x = np.asarray(values, np.float64)
-  std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-  return {'mean': float(x.mean()), 'std': std,
-          'ci95': _t975(len(x) - 1) * std / math.sqrt(len(x)) if len(x) > 1 else 0.0}
-
-
-def _t975(dof: int) -> float:
-  """Student-t 97.5% quantile (two-sided 95%)."""
-  table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
-           7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086,
-           30: 2.042}
-  if dof in table:
-    return table[dof]
-  return table[max(d for d in table if d <= dof)] if dof > 1 else 12.706
-
-
-def _pm(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
-  s = summarize(values)
-  return f'{s["mean"] * scale:.{digits}f} ± {s["std"] * scale:.{digits}f}'
-
-
 def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
   """`selector`, plus k and l (as % of N) when a run has several of them."""
   n, parts = results['num_params'], [cell['selector']]
@@ -172,35 +165,93 @@ def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-  """The results as a readable text table (mean ± std over seeds)."""
+  """The results as a text table: mean ± sample std over the finite seeds."""
   header = ('selector', 'test acc w %', 'test acc β⊙w %', 'test loss w',
             'test loss β⊙w', 'train acc β⊙w %', 'train loss β⊙w')
+  pm = lambda values, scale=1.0, digits=2: report.plus_minus(
+      report.summarize(values), scale, digits)
   rows = []
   eta0 = results['after_eta0']
   if eta0 is not None:
-    rows.append(('(after η0, dense)', _pm(eta0['test_accuracy'], 100), '-',
-                 _pm(eta0['test_loss'], digits=4), '-', '-', '-'))
+    rows.append(('(after η0, dense)', pm(eta0['test_accuracy'], 100), '-',
+                 pm(eta0['test_loss'], digits=4), '-', '-', '-'))
   for cell in results['cells']:
     w, b = cell['w'], cell['pruned']
     rows.append((cell_label(cell, results),
-                 _pm(w['test_accuracy'], 100), _pm(b['test_accuracy'], 100),
-                 _pm(w['test_loss'], digits=4), _pm(b['test_loss'], digits=4),
-                 _pm(b['train_accuracy'], 100), _pm(b['train_loss'], digits=4)))
-  widths = [max(len(str(row[i])) for row in rows + [header])
-            for i in range(len(header))]
-  line = lambda row: '  '.join(str(c).ljust(w) for c, w in zip(row, widths))
-  return '\n'.join([line(header), '  '.join('-' * w for w in widths)]
-                   + [line(row) for row in rows])
+                 pm(w['test_accuracy'], 100), pm(b['test_accuracy'], 100),
+                 pm(w['test_loss'], digits=4), pm(b['test_loss'], digits=4),
+                 pm(b['train_accuracy'], 100), pm(b['train_loss'], digits=4)))
+  return report.format_table(header, rows)
 
 
-def _percent_list(counts: Sequence[int], n: int) -> str:
-  return ', '.join(f'{c} ({c / n:.1%})' for c in counts)
+def divergence_notes(results: dict[str, Any]) -> list[str]:
+  """One line per diverged seed: where its loss stopped being finite."""
+  seeds, notes, seen = results['seeds'], [], set()
+  for cell in results['cells']:
+    for seed, d in zip(seeds, cell['diverged']):
+      if d is None:
+        continue
+      where = (d['phase'], d['step']) if d['phase'] == 'eta0' else (
+          cell_label(cell, results), d['phase'], d['step'])
+      if (seed, where) not in seen:
+        seen.add((seed, where))
+        what = 'eta0' if d['phase'] == 'eta0' else f'eta1 of {where[0]}'
+        notes.append(f'seed {seed} diverged in {what} at global step '
+                     f'{d["step"]}: its numbers are left out (n/N after a '
+                     'value: seeds it covers).')
+  return notes
 
 
 def results_path(config: ExperimentConfig, output_dir: str) -> str:
-  selectors = 'all' if len(config.selectors) > 1 else config.selectors[0]
-  name = f'{config.model}_{config.optimizer.name}_{selectors}.json'
+  """`<output_dir>/<dataset>/<model>_<opt>_<selectors>_<hash>.json`.
+
+  The selectors are joined by '+' ('all' when they are every registered
+  one); the hash covers the whole resolved config, so runs with other
+  settings or selectors never overwrite each other.
+  """
+  names = ('all' if sorted(config.selectors) == sorted(selectors_lib.SELECTORS)
+           else '+'.join(config.selectors))
+  digest = hashlib.sha256(json.dumps(
+      dataclasses.asdict(config), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:8]
+  name = f'{config.model}_{config.optimizer.name}_{names}_{digest}.json'
   return os.path.join(output_dir, config.dataset, name)
+
+
+def _git_commit() -> str | None:
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, timeout=10,
+                            capture_output=True, text=True, check=True)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=here, timeout=10, capture_output=True, text=True,
+                           check=True)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
+
+
+def environment() -> dict[str, Any]:
+  """Date, versions, git commit and devices, for the results JSON."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  import numpy  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'git_commit': _git_commit(), 'python': platform.python_version(),
+      'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
+      'flax': flax.__version__, 'optax': optax.__version__,
+      'numpy': numpy.__version__, 'backend': jax.default_backend(),
+      'devices': [str(d) for d in jax.devices()]}
+
+
+def _summaries(results: dict[str, Any]) -> None:
+  for cell in results['cells']:
+    cell['summary'] = {part: {m: report.summarize(v)
+                              for m, v in cell[part].items()}
+                       for part in ('w', 'pruned')}
 
 
 def _print(msg: str) -> None:
@@ -216,18 +267,19 @@ def run_experiment(
 
   Args:
     config: the experiment; validated before any data is loaded.
-    output_dir: results go to `output_dir/<dataset>/<model>_<opt>_<sel>.json`;
-      None writes nothing.
+    output_dir: results go to `results_path(config, output_dir)`; None writes
+      nothing.
     log: where progress and the table go.
 
   Returns:
-    The results dict that was written (config, per-seed metrics, summary).
+    The results dict that was written (config, per-seed metrics, summary,
+    `'all_diverged'`: whether every seed of every cell diverged).
   """
   validate_config(config)
-  seed_axis = resolve_seed_axis(config.protocol.seed_axis, config.model)
-  proto = dataclasses.replace(config.protocol, seed_axis=seed_axis)
+  config = resolved(config)
+  proto = config.protocol
   start = time.perf_counter()
-  dataset = load_dataset(config, log)
+  dataset = load_dataset(config)
   task = make_task(config, dataset)
   tx = optimizers.create_optimizer(config.optimizer,
                                    num_data=len(dataset.train.labels))
@@ -239,25 +291,27 @@ def run_experiment(
                                   config.seeds, log=log)
   results['wall_s'] = time.perf_counter() - start
   results['config'] = dataclasses.asdict(config)
-  results['config']['protocol']['seed_axis'] = seed_axis
-  results['environment'] = {
-      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'),
-      'jax': jax.__version__, 'backend': jax.default_backend(),
-      'devices': [str(d) for d in jax.devices()]}
-  for cell in results['cells']:
-    cell['summary'] = {part: {m: summarize(v) for m, v in cell[part].items()}
-                       for part in ('w', 'pruned')}
+  results['environment'] = environment()
+  results['all_diverged'] = protocol.all_diverged(results)
+  _summaries(results)
   n = results['num_params']
+  counts = lambda cs: ', '.join(f'{c} ({c / n:.1%})' for c in cs)
   log('')
   log(f'{config.dataset} / {config.model} / {config.optimizer.name} / '
-      f'{proto.mode}: N = {n}, k = {_percent_list(results["ks"], n)}, '
-      f'l = {_percent_list(results["ls"], n)}, eta0 = {proto.eta0}, '
+      f'{proto.mode}: N = {n}, k = {counts(results["ks"]) or "- (= l)"}, '
+      f'l = {counts(results["ls"])}, eta0 = {proto.eta0}, '
       f'eta1 = {proto.eta1}, {len(config.seeds)} seeds, '
       f'{results["wall_s"]:.1f} s')
   log(format_table(results))
+  for note in divergence_notes(results):
+    log(note)
+  if results['all_diverged']:
+    log(f'EVERY SEED DIVERGED: the training loss of all {len(config.seeds)} '
+        'seeds became non-finite (see the WARNING lines above); there are no '
+        'numbers to report. Try a smaller learning rate.')
   if output_dir is not None:
     path = results_path(config, output_dir)
-    write_json_atomic(results, path)
+    io_lib.write_json_atomic(results, path)
     log(f'results written to {path}')
   return results
+

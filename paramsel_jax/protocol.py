@@ -1,51 +1,92 @@
 """The paper's protocol: η0 steps of `T` → α → η1 steps of `T|α` → β → evaluate.
 
-Several seeds run as one program: the training state carries a leading seed
-axis and every jitted function is `vmap`ped over it (or, for conv nets on CPU,
-where vmap is slower, mapped over the seeds in turn with `lax.map`). The η0
-phase is shared by all selectors compared in one run: each selector starts its
-η1 phase from the same `T^η0(w0)`, so the comparison is paired.
+Notation (seed paper 000): a network `f_w` with parameters `w` (a pytree, N
+scalars) is trained with loss `L(w, D)`. `T(w)` is one optimizer step on a
+random minibatch `D'`; `T|α(w)` the same step restricted by a 0/1 mask `α`
+with `‖α‖₁ = k` (frozen coordinates get an update of exactly zero, and their
+optimizer state stays as it was); `β⊙w` zeroes every weight where the 0/1 mask
+`β` (`‖β‖₁ = l`) is 0. Given `η0, η1, k, l` and a window of `t` steps:
 
-Training runs in chunks: one jitted `lax.fori_loop` of up to `chunk_size` steps
-per call, the host printing progress between chunks. Two compiled chunks serve
-every phase (the step numbers are traced arguments and α lives in the
-optimizer state): one without statistics, and one for the last `window` steps
-of a phase that also collects the statistics the compared selectors read
-(`Selector.stats`), and no others.
+1. `w0` from a seeded initializer;
+2. `η0` steps of `T` on all parameters, collecting over the last `window`
+   steps the trajectory statistics the selectors read;
+3. a selector picks `α` (exactly `k` ones);
+4. `η1` steps of `T|α` (statistics again over the last `window`);
+5. the selector picks `β` (exactly `l` ones);
+6. the loss and accuracy of `β⊙w` and of the unpruned `w`, on train and test.
+
+The objective is `argmin_α min_β L(β ⊙ (T|α)^η1 (T^η0 (w0)), D)`. `k` and `l`
+are counts (ints) or fractions of N (floats in (0, 1]; see
+`selectors.resolve_count`).
+
+Several seeds run as one program (`runner.Runner`). The η0 phase is shared by
+every selector compared in one run: each selector's η1 phase starts from the
+same `T^η0(w0)`, so the comparison is paired. A seed whose loss becomes
+non-finite is reported where it happens; its metrics are `None` in the
+results and every summary is taken over the other seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import numbers
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paramsel_jax import langevin
-from paramsel_jax import masking
+from paramsel_jax import checks
+from paramsel_jax import mesh as mesh_lib
 from paramsel_jax import models
 from paramsel_jax import selectors as selectors_lib
-from paramsel_jax import stats as stats_lib
 from paramsel_jax import steps
+from paramsel_jax.runner import count_per_seed
+from paramsel_jax.runner import frozen_moved
+from paramsel_jax.runner import Runner
+from paramsel_jax.runner import TrainState
 
 PyTree = Any
+
+SEED_AXES = ('auto', 'vmap', 'map')
+MODES = ('prune_at_end', 'retrain')
+DEFAULT_K = 0.1  # k when none is given, in mode 'prune_at_end'.
+MAX_SEED = checks.SEED_LIMIT - 1  # seeds become uint32 PRNG keys.
+
+
+def _as_tuple(x) -> tuple:
+  return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+    raise ValueError(f'{name}={value!r}; accepted: an integer > 0.')
+
+
+def _check_counts(name: str, values: Any) -> None:
+  """Each value a count (int >= 1) or a fraction (float in (0, 1]), distinct."""
+  values = _as_tuple(values)
+  if not values:
+    raise ValueError(f'{name}=(): give at least one count or fraction.')
+  for v in values:
+    selectors_lib.check_count(v, name)
+  if len(set(values)) != len(values):
+    raise ValueError(f'{name}={values!r} repeats a value.')
 
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolConfig:
-  """The protocol's settings (SPEC.md, Part A).
+  """The protocol's settings, checked when the config is made.
 
   Attributes:
     eta0: steps of `T` on all parameters.
     eta1: steps of `T|α`.
-    k: how many coordinates keep training: a count, or a fraction 0 < k < 1;
-      or a tuple of such values (each gets its own η1 phase).
-    l: how many weights are kept at the end: a count, or a fraction; or a
+    k: how many coordinates keep training: a count (int) or a fraction of N
+      (float in (0, 1]); or a tuple of such values (each gets its own η1
+      phase). None: 0.1 in mode 'prune_at_end'; must be None in 'retrain'.
+    l: how many weights are kept at the end: a count or a fraction; or a
       tuple (all read off the same η1 phase).
     window: the selectors' statistics cover the last `window` steps of each
       phase.
@@ -57,97 +98,156 @@ class ProtocolConfig:
       metrics always use the whole test split.
     evaluate_after_eta0: also evaluate the dense `w` after η0 (a reference
       row; one evaluation beyond the paper's protocol).
-    seed_axis: 'vmap' (seeds in parallel) or 'map' (in turn, `lax.map`).
+    seed_axis: 'vmap' (seeds in parallel), 'map' (in turn, `lax.map`) or
+      'auto' ('vmap' here; `experiment` picks 'map' for conv nets on CPU).
       With several devices, vmapped seeds are sharded over them.
     shard_batch: with several devices, also shard each training minibatch
-      over the devices the seeds leave (data parallelism; `device_mesh`).
+      over the devices the seeds leave (data parallelism; `mesh`).
     mode: 'prune_at_end' (the paper: α after η0, β after η1) or 'retrain'
       (prune-then-retrain, as in Han et al. 2015: β is chosen after η0 from
       the selector's β scores, the other weights are zeroed, and only the
-      kept ones train for η1; α = β, and k is not used).
+      kept ones train for η1; α = β, so `k` is not used and must be None).
     prune_rounds: 'retrain' mode only: prune gradually, in this many rounds
       of η1 / prune_rounds steps each; round r keeps N·(l/N)^(r/R) weights,
       chosen among those kept so far (iterative pruning, as Han et al. 2015
       and Frankle & Carbin 2019 do). 1: one-shot.
+
+  Example:
+    >>> ProtocolConfig(mode='retrian')
+    Traceback (most recent call last):
+    ...
+    ValueError: mode='retrian'; accepted: prune_at_end, retrain.
   """
 
   eta0: int = 500
   eta1: int = 1500
-  k: float | tuple[float, ...] = 0.1
-  l: float | tuple[float, ...] = 0.2
+  k: float | int | tuple[float | int, ...] | None = None
+  l: float | int | tuple[float | int, ...] = 0.2
   window: int = 100
   batch_size: int = 128
   chunk_size: int = 500
   eval_batch_size: int = 1000
   train_eval_size: int | None = None
   evaluate_after_eta0: bool = True
-  seed_axis: str = 'vmap'
+  seed_axis: str = 'auto'
   shard_batch: bool = False
   mode: str = 'prune_at_end'
   prune_rounds: int = 1
 
+  def __post_init__(self):
+    for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
+                 'eval_batch_size', 'prune_rounds'):
+      _check_positive_int(name, getattr(self, name))
+    if self.window > self.eta0 or self.window > self.eta1:
+      raise ValueError(
+          f'window={self.window} is larger than eta0={self.eta0} or '
+          f'eta1={self.eta1}; accepted: 1 <= window <= min(eta0, eta1).')
+    if self.train_eval_size is not None:
+      _check_positive_int('train_eval_size', self.train_eval_size)
+    if self.seed_axis not in SEED_AXES:
+      raise ValueError(f'seed_axis={self.seed_axis!r}; accepted: '
+                       f'{", ".join(SEED_AXES)}.')
+    if self.mode not in MODES:
+      raise ValueError(f'mode={self.mode!r}; accepted: {", ".join(MODES)}.')
+    for name in ('evaluate_after_eta0', 'shard_batch'):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f'{name}={getattr(self, name)!r}; accepted: True or '
+                         'False.')
+    self._check_mode()
+    if self.k is not None:
+      _check_counts('k', self.k)
+    _check_counts('l', self.l)
 
-SEED_AXES = ('vmap', 'map')
-MODES = ('prune_at_end', 'retrain')
+  def _check_mode(self) -> None:
+    rounds = self.prune_rounds
+    if self.mode == 'retrain' and self.k is not None:
+      raise ValueError(
+          f"k={self.k!r} with mode='retrain': in prune-then-retrain α = β (the "
+          'l kept weights train), so k is not used; accepted: k=None (leave '
+          '--k unset).')
+    if rounds > 1 and self.mode != 'retrain':
+      raise ValueError(f'prune_rounds={rounds} needs mode=\'retrain\'; '
+                       f'accepted with mode={self.mode!r}: 1.')
+    if rounds > 1 and self.window > self.eta1 // rounds:
+      raise ValueError(
+          f'window={self.window} is longer than a pruning round (eta1 // '
+          f'prune_rounds = {self.eta1 // rounds}); accepted: window <= '
+          f'{self.eta1 // rounds}.')
 
+  @property
+  def ks(self) -> tuple[float | int, ...]:
+    """The k values as given (the default in 'prune_at_end'); () in 'retrain'."""
+    if self.mode == 'retrain':
+      return ()
+    return _as_tuple(DEFAULT_K if self.k is None else self.k)
 
-def _as_tuple(x) -> tuple:
-  return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+  @property
+  def ls(self) -> tuple[float | int, ...]:
+    return _as_tuple(self.l)
 
 
 def validate_protocol_config(
     config: ProtocolConfig, num_params: int, num_train: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  """Checks every setting before any work; returns the resolved k's and l's."""
-  for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
-               'eval_batch_size'):
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ValueError(f'{name}={value!r}; accepted: an integer > 0.')
-  if config.window > config.eta0 or config.window > config.eta1:
-    raise ValueError(
-        f'window={config.window} is larger than eta0={config.eta0} or '
-        f'eta1={config.eta1}; accepted: 1 <= window <= min(eta0, eta1).')
+  """The checks that need N and the data; returns the resolved k's and l's.
+
+  In 'retrain' mode the k's are ().
+  """
   size = config.train_eval_size
-  if size is not None and (isinstance(size, bool) or not isinstance(size, int)
-                           or not 0 < size <= num_train):
+  if size is not None and size > num_train:
     raise ValueError(f'train_eval_size={size!r}; accepted: an integer in '
                      f'[1, {num_train}], or None (0 on the command line) for '
                      'the whole training set.')
   if config.batch_size > num_train:
     raise ValueError(f'batch_size={config.batch_size} is larger than the '
                      f'training set ({num_train} examples).')
-  if config.seed_axis not in SEED_AXES:
-    raise ValueError(f'seed_axis={config.seed_axis!r}; accepted: '
-                     f'{", ".join(SEED_AXES)}.')
-  if config.mode not in MODES:
-    raise ValueError(f'mode={config.mode!r}; accepted: {", ".join(MODES)}.')
-  rounds = config.prune_rounds
-  if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-    raise ValueError(f'prune_rounds={rounds!r}; accepted: an integer >= 1.')
-  if rounds > 1 and config.mode != 'retrain':
-    raise ValueError(f'prune_rounds={rounds} needs mode=\'retrain\'; '
-                     f'accepted with mode={config.mode!r}: 1.')
-  if rounds > 1 and config.window > config.eta1 // rounds:
-    raise ValueError(
-        f'window={config.window} is longer than a pruning round (eta1 // '
-        f'prune_rounds = {config.eta1 // rounds}); accepted: window <= '
-        f'{config.eta1 // rounds}.')
-  ks, ls = _as_tuple(config.k), _as_tuple(config.l)
-  if not ks or not ls:
-    raise ValueError(f'k={config.k!r}, l={config.l!r}: give at least one value '
-                     'of each.')
-  return (tuple(selectors_lib.resolve_count(k, num_params, 'k') for k in ks),
-          tuple(selectors_lib.resolve_count(l, num_params, 'l') for l in ls))
+  resolve = lambda vs, name: tuple(
+      selectors_lib.resolve_count(v, num_params, name) for v in vs)
+  ks, ls = resolve(config.ks, 'k'), resolve(config.ls, 'l')
+  for name, given, counts in (('k', config.ks, ks), ('l', config.ls, ls)):
+    if len(set(counts)) != len(counts):
+      raise ValueError(f'{name}={given!r} gives the counts {list(counts)} of '
+                       f'N = {num_params}: each value must give a distinct '
+                       'count.')
+  return ks, ls
 
 
-class TrainState(NamedTuple):
-  """Everything one seed's run carries from step to step."""
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+  """`seeds` as a tuple of distinct ints in [0, 2**32); ValueError otherwise.
 
-  params: PyTree
-  opt_state: optax.OptState  # a `masked(...)` state: α lives here.
-  stats: stats_lib.TrajectoryStats  # over the current phase's window.
-  key: jax.Array  # this seed's key; step t's batch uses fold_in(key, t).
+  Example:
+    >>> check_seeds([0, 1])
+    (0, 1)
+    >>> check_seeds(2)
+    Traceback (most recent call last):
+    ...
+    ValueError: seeds=2; accepted: one or more distinct ints in [0, 2**32).
+  """
+  checks.seeds('seeds', seeds)
+  return tuple(int(s) for s in seeds)
+
+
+def check_selector_names(names: Any) -> tuple[str, ...]:
+  """Registered selector names as a tuple; ValueError naming a bad one.
+
+  Example:
+    >>> check_selector_names('topgrad')
+    Traceback (most recent call last):
+    ...
+    ValueError: selector_names='topgrad' is a string; accepted: a sequence of registered names, e.g. ('topgrad',).
+  """
+  if isinstance(names, str):
+    raise ValueError(f'selector_names={names!r} is a string; accepted: a '
+                     f'sequence of registered names, e.g. ({names!r},).')
+  names = tuple(names)
+  if not names:
+    raise ValueError('No selector given; accepted: '
+                     f'{", ".join(sorted(selectors_lib.SELECTORS))}.')
+  for name in names:
+    selectors_lib.get_selector(name)
+  if len(set(names)) != len(names):
+    raise ValueError(f'selectors {names!r} repeat a name.')
+  return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,213 +269,94 @@ class Task:
   test_labels: jax.Array
 
 
-def _seed_map(fn: Callable, seed_axis: str, in_axes=0,
-              spmd_axis_name: str | None = None) -> Callable:
-  """`fn` mapped over the leading seed axis of its (batched) arguments.
-
-  A single seed runs as the plain program (index, call, re-add the axis):
-  vmap or map over one element cost 6-18% on CPU (benchmark.py).
-  `spmd_axis_name`: the mesh axis the vmapped axis is sharded over (sharding
-  constraints inside `fn` then name only the other axes).
-  """
-  def mapped(*args):
-    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-    batched = [a for a, ax in zip(args, axes) if ax == 0]
-    def one(xs):
-      it = iter(xs)
-      return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, axes)])
-    if jax.tree.leaves(batched)[0].shape[0] == 1:
-      out = one(jax.tree.map(lambda x: x[0], batched))
-      return jax.tree.map(lambda x: x[None], out)
-    if seed_axis == 'vmap':
-      return jax.vmap(fn, in_axes=in_axes,
-                      spmd_axis_name=spmd_axis_name)(*args)
-    return jax.lax.map(one, batched)
-  return mapped
-
-
-class Runner:
-  """The protocol's compiled pieces for one task, optimizer and config.
-
-  `stat_groups`: the `stats.STAT_GROUPS` collected in the windows (the union
-  of what the compared selectors read). `mesh`: a `device_mesh`; its 'seed'
-  axis shards vmapped seeds, its 'batch' axis each training minibatch.
-  """
-
-  def __init__(self, task: Task, tx: optax.GradientTransformation,
-               config: ProtocolConfig,
-               stat_groups: frozenset[str] = stats_lib.ALL_GROUPS,
-               mesh: jax.sharding.Mesh | None = None):
-    self.task, self.config, self.mesh = task, config, mesh
-    self.stat_groups = stats_lib.check_groups(stat_groups)
-    self.tx = masking.masked(tx)
-    self._batch_sharding = None
-    if mesh is not None and mesh.shape['batch'] > 1:
-      self._batch_sharding = jax.sharding.NamedSharding(
-          mesh, jax.sharding.PartitionSpec('batch'))
-    spmd = 'seed' if mesh is not None and mesh.shape['seed'] > 1 else None
-    seed_map = functools.partial(_seed_map, seed_axis=config.seed_axis,
-                                 spmd_axis_name=spmd)
-    chunk = lambda collect: jax.jit(seed_map(
-        functools.partial(self._chunk_one, collect=collect),
-        in_axes=(0, None, None)))
-    self.init = jax.jit(seed_map(self._init_one))
-    self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
-    self.collect_chunk = chunk(True)  # the same, collecting the statistics.
-    self._select_fns = {}
-    self._compiled = set()  # the chunks that have run (and compiled).
-    self.start_phase1 = jax.jit(seed_map(self._start_phase1_one))
-    self.evaluate = jax.jit(seed_map(self._evaluate_one))
-
-  def _init_one(self, key: jax.Array) -> TrainState:
-    params = self.task.init_fn(jax.random.fold_in(key, 0))
-    # Each seed's Langevin noise (sgld, psgld) gets its own key.
-    opt_state = langevin.reseed(self.tx.init(params), jax.random.fold_in(key, 2))
-    return TrainState(params=params, opt_state=opt_state,
-                      stats=stats_lib.init_stats(params), key=key)
-
-  def _step(self, state: TrainState, step: jax.Array,
-            collect: bool) -> tuple[TrainState, jax.Array]:
-    task = self.task
-    batch_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), step)
-    images, labels = steps.sample_batch(
-        batch_key, task.train_images, task.train_labels, self.config.batch_size)
-    if self._batch_sharding is not None:
-      images, labels = jax.lax.with_sharding_constraint(
-          (images, labels), self._batch_sharding)
-    params, opt_state, loss, grads = steps.train_step(
-        task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
-    stats = state.stats
-    if collect:
-      stats = stats_lib.update_stats(stats, grads, state.params, params,
-                                     groups=self.stat_groups)
-    return state._replace(params=params, opt_state=opt_state, stats=stats), loss
-
-  def _chunk_one(self, state: TrainState, start: jax.Array, num_steps: jax.Array,
-                 collect: bool) -> tuple[TrainState, jax.Array]:
-    """Steps `start .. start + num_steps - 1` (global step numbers)."""
-    def body(i, carry):
-      state, loss_sum = carry
-      state, loss = self._step(state, start + i, collect)
-      return state, loss_sum + loss
-    state, loss_sum = jax.lax.fori_loop(
-        0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
-    return state, loss_sum / num_steps
-
-  def select(self, state: TrainState, selector: selectors_lib.Selector,
-             which: str, k: int, eta0_stats: stats_lib.TrajectoryStats,
-             within_alpha: bool = False) -> PyTree:
-    """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones.
-
-    `within_alpha`: choose only among the coordinates of the current α (the
-    optimizer's mask); `k` must not exceed its size.
-    """
-    cache_key = (selector, which, k, within_alpha)
-    if cache_key not in self._select_fns:
-      def select_one(state, eta0_stats):
-        ctx = selectors_lib.SelectionContext(
-            params=state.params, stats=state.stats, opt_state=state.opt_state,
-            key=jax.random.fold_in(state.key, 1 if which == 'alpha' else 2),
-            eta0_stats=eta0_stats, alpha=masking.get_mask(state.opt_state))
-        return selectors_lib.select(selector, which, ctx, k,
-                                    within=ctx.alpha if within_alpha else None)
-      self._select_fns[cache_key] = jax.jit(
-          _seed_map(select_one, self.config.seed_axis))
-    return self._select_fns[cache_key](state, eta0_stats)
-
-  def _start_phase1_one(self, state: TrainState, alpha: PyTree) -> TrainState:
-    return state._replace(
-        opt_state=masking.set_mask(state.opt_state, alpha),
-        stats=stats_lib.init_stats(state.params))
-
-  def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
-    task, bs = self.task, self.config.eval_batch_size
-    n = self.config.train_eval_size
-    train = steps.evaluate(task.apply_fn, params, task.train_images[:n],
-                           task.train_labels[:n], bs)
-    test = steps.evaluate(task.apply_fn, params, task.test_images,
-                          task.test_labels, bs)
-    return {'train_loss': train[0], 'train_accuracy': train[1],
-            'test_loss': test[0], 'test_accuracy': test[1]}
-
-  def train(self, state: TrainState, first_step: int, num_steps: int,
-            window: int, log: Callable[[str], None], label: str) -> TrainState:
-    """Steps `first_step ..` in chunks; statistics over the last `window`.
-
-    Step `t`'s minibatch depends only on the seed and `t`, so every selector's
-    η1 phase sees the same batches.
-    """
-    as_i32 = lambda x: jnp.asarray(x, jnp.int32)
-    collect_from = first_step + num_steps - window
-    step, end = first_step, first_step + num_steps
-    while step < end:
-      collect = step >= collect_from
-      n = min(self.config.chunk_size, (end if collect else collect_from) - step)
-      chunk = self.collect_chunk if collect else self.run_chunk
-      tic = time.perf_counter()
-      state, loss = chunk(state, as_i32(step), as_i32(n))
-      loss = np.asarray(loss)  # waits for the chunk.
-      seconds = time.perf_counter() - tic
-      step += n
-      note = '' if collect in self._compiled else ', incl. compilation'
-      self._compiled.add(collect)
-      log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
-          f'mean) {loss.mean():.4f} ± {loss.std():.4f} over seeds  '
-          f'[{n / seconds:.0f} steps/s{note}]')
-    return state
-
-
 def _print(msg: str) -> None:
   print(msg, flush=True)
 
 
-def device_mesh(num_seeds: int, batch_size: int | None = None
-                ) -> jax.sharding.Mesh | None:
-  """The devices as a ('seed', 'batch') mesh; None when it would be 1 x 1.
+def _metrics_lists(metrics: dict[str, jax.Array],
+                   diverged: list[Any]) -> dict[str, list[float | None]]:
+  """Per-seed metrics as lists; None for a seed that diverged."""
+  return {m: [None if d is not None else x
+              for x, d in zip(np.asarray(v).tolist(), diverged)]
+          for m, v in metrics.items()}
 
-  'seed' gets the largest device count that divides `num_seeds` (pass 1 when
-  the seeds are not vmapped); 'batch', when `batch_size` is given, the
-  largest count dividing both the devices left and `batch_size`. Data and
-  other unbatched arrays are replicated by jit.
+
+def divergence(state: TrainState, eta0: int) -> list[dict[str, Any] | None]:
+  """Per seed: None, or where its training loss first stopped being finite.
 
   Example:
-    >>> device_mesh(3) is None or device_mesh(3).shape['seed'] > 1
-    True
+    >>> import jax.numpy as jnp
+    >>> s = TrainState(None, None, None, None, jnp.array([-1, 3, 700]))
+    >>> divergence(s, eta0=500)
+    [None, {'phase': 'eta0', 'step': 3}, {'phase': 'eta1', 'step': 700}]
   """
-  devices = jax.devices()
-  seed = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-  rest = len(devices) // seed
-  batch = 1 if batch_size is None else max(
-      d for d in range(1, rest + 1) if rest % d == 0 and batch_size % d == 0)
-  if seed * batch == 1:
-    return None
-  return jax.sharding.Mesh(
-      np.array(devices[:seed * batch]).reshape(seed, batch), ('seed', 'batch'))
+  return [None if t < 0 else {'phase': 'eta0' if t < eta0 else 'eta1',
+                              'step': int(t)}
+          for t in np.asarray(state.diverged_at).tolist()]
 
 
-def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
-  """E.g. 'seeds over 4 devices, each minibatch over 2'."""
-  if mesh is None:
-    return 'one device'
-  parts = []
-  if mesh.shape['seed'] > 1:
-    parts.append(f'seeds over {mesh.shape["seed"]} devices')
-  if mesh.shape['batch'] > 1:
-    parts.append(f'each minibatch over {mesh.shape["batch"]} devices')
-  return ', '.join(parts)
+def all_diverged(results: dict[str, Any]) -> bool:
+  """True when every seed diverged in every cell of a `run_protocol` result."""
+  cells = results['cells']
+  return bool(cells) and all(d is not None for c in cells for d in c['diverged'])
 
 
-def _to_lists(metrics: dict[str, jax.Array]) -> dict[str, list[float]]:
-  return {m: np.asarray(v).tolist() for m, v in metrics.items()}
+def _make_runner(task: Task, tx: optax.GradientTransformation,
+                 config: ProtocolConfig, names: Sequence[str],
+                 seeds: tuple[int, ...]) -> tuple[Runner, jax.Array]:
+  """The Runner for these selectors and seeds, and the seeds' keys."""
+  needed = frozenset().union(*(selectors_lib.get_selector(name).stats
+                               for name in names))
+  mesh = mesh_lib.device_mesh(len(seeds) if config.seed_axis == 'vmap' else 1,
+                              config.batch_size if config.shard_batch else None)
+  runner = Runner(task, tx, config, stat_groups=needed, mesh=mesh, seeds=seeds)
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  if mesh is not None and mesh.shape['seed'] > 1:
+    keys = jax.device_put(keys, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec('seed')))
+  return runner, keys
 
 
-def _any_frozen_moved(alpha: PyTree, new: PyTree, old: PyTree) -> list[bool]:
-  """Per seed: did any coordinate outside α change (it must not)?"""
-  moved = jax.tree.map(
-      lambda a, p1, p0: jnp.any((p1 != p0) & ~a, axis=tuple(range(1, a.ndim))),
-      alpha, new, old)
-  return np.asarray(functools.reduce(jnp.logical_or,
-                                     jax.tree.leaves(moved))).tolist()
+def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
+          beta: PyTree, name: str, k: int, l: int,
+          w_metrics: dict[str, Any]) -> dict[str, Any]:
+  diverged = divergence(state, runner.config.eta0)
+  return {
+      'selector': name, 'k': k, 'l': l,
+      'alpha_count': np.asarray(count_per_seed(alpha)).tolist(),
+      'beta_count': np.asarray(count_per_seed(beta)).tolist(),
+      'frozen_moved': frozen_moved(alpha, state.params, start.params),
+      'diverged': diverged,
+      'w': _metrics_lists(w_metrics, diverged),
+      'pruned': _metrics_lists(
+          runner.evaluate(steps.prune(state.params, beta)), diverged),
+  }
+
+
+def _run_group(runner: Runner, state0: TrainState, name: str, count: int,
+               ls: tuple[int, ...], n: int, log) -> list[dict[str, Any]]:
+  """One η1 phase (one (selector, k), or (selector, l) in 'retrain') → cells."""
+  config = runner.config
+  selector = selectors_lib.get_selector(name)
+  if config.mode == 'retrain':
+    state, alpha, start = _prune_and_retrain(runner, state0, selector, name,
+                                             count, n, log)
+    cell_ls = [count]
+  else:
+    alpha = runner.select(state0, selector, 'alpha', count, state0.stats,
+                          name=name)
+    start = runner.start_phase1(state0, alpha)
+    cell_ls = ls
+    state = runner.train(start, config.eta0, config.eta1, config.window, log,
+                         f'eta1 [{name}, k={count}]')
+  w_metrics = runner.evaluate(state.params)
+  cells = []
+  for l in cell_ls:
+    beta = alpha if config.mode == 'retrain' else runner.select(
+        state, selector, 'beta', l, state0.stats, name=name)
+    cells.append(_cell(runner, state, start, alpha, beta, name, count, l,
+                       w_metrics))
+  return cells
 
 
 def run_protocol(
@@ -398,10 +379,10 @@ def run_protocol(
     task: the model and the data.
     tx: the optimizer `T` (unmasked; it is wrapped in `masked` here).
     config: the protocol settings.
-    selector_names: registered selectors to compare.
+    selector_names: registered selectors to compare (a sequence of names).
     seeds: one run per seed (init, batches, random selection). With several
       devices the seed axis is sharded over them, and with
-      `config.shard_batch` each minibatch too (`device_mesh`).
+      `config.shard_batch` each minibatch too (`mesh.device_mesh`).
     log: where progress lines go.
     groups: the (selector name, resolved k) pairs to run (in 'retrain' mode,
       (selector, l)); None: every selector × every k (l). A resumable sweep
@@ -409,72 +390,45 @@ def run_protocol(
     on_cells: called with each group's finished cells, e.g. to save them.
 
   Returns:
-    `{'num_params', 'ks', 'ls', 'seeds', 'after_eta0': {metric: [per seed]},
-    'cells': [{'selector', 'k', 'l', 'alpha_count', 'beta_count',
-    'frozen_moved', 'w': {metric: [...]}, 'pruned': {metric: [...]}}],
-    'timing': {...}}`; all values are Python numbers, ready for JSON.
+    `{'num_params', 'ks', 'ls', 'seeds', 'mode', 'after_eta0': {metric: [per
+    seed]}, 'after_eta0_diverged': [per seed], 'cells': [{'selector', 'k',
+    'l', 'alpha_count', 'beta_count', 'frozen_moved', 'diverged', 'w':
+    {metric: [...]}, 'pruned': {metric: [...]}}], 'timing': {...}}`; all
+    values are Python numbers (None for a diverged seed's metrics), ready
+    for JSON. A seed's `diverged` entry is None or `{'phase', 'step'}`.
   """
-  for name in selector_names:
-    selectors_lib.get_selector(name)
+  names = check_selector_names(selector_names)
+  seeds = check_seeds(seeds)
   n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
   ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
-  if not seeds:
-    raise ValueError('seeds is empty; give at least one seed.')
+  if config.seed_axis == 'auto':
+    config = dataclasses.replace(config, seed_axis='vmap')
   retrain = config.mode == 'retrain'
   if groups is None:
-    groups = [(name, c) for name in selector_names for c in (ls if retrain else ks)]
+    groups = [(name, c) for name in names for c in (ls if retrain else ks)]
 
-  needed = frozenset().union(*(selectors_lib.get_selector(name).stats
-                               for name in selector_names))
-  mesh = device_mesh(len(seeds) if config.seed_axis == 'vmap' else 1,
-                     config.batch_size if config.shard_batch else None)
-  runner = Runner(task, tx, config, stat_groups=needed, mesh=mesh)
-  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  if mesh is not None and mesh.shape['seed'] > 1:
-    keys = jax.device_put(keys, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec('seed')))
+  runner, keys = _make_runner(task, tx, config, names, seeds)
   timing = {}
   t0 = time.perf_counter()
   state0 = runner.init(keys)
   axis = (('one program' if len(seeds) == 1 else config.seed_axis) +
-          ('' if mesh is None else f'; {describe_mesh(mesh)}'))
+          ('' if runner.mesh is None else
+           f'; {mesh_lib.describe_mesh(runner.mesh)}'))
   counts = f'l = {list(ls)}' if retrain else f'k = {list(ks)}, l = {list(ls)}'
   log(f'N = {n} parameters, {counts}, {len(seeds)} seeds ({axis}), '
       f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')
   state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
   timing['eta0_s'] = time.perf_counter() - t0
-
+  eta0_diverged = divergence(state0, config.eta0)
   results = {'num_params': n, 'ks': list(ks), 'ls': list(ls),
              'seeds': list(seeds), 'mode': config.mode,
-             'after_eta0': (_to_lists(runner.evaluate(state0.params))
+             'after_eta0': (_metrics_lists(runner.evaluate(state0.params),
+                                           eta0_diverged)
                             if config.evaluate_after_eta0 else None),
-             'cells': []}
+             'after_eta0_diverged': eta0_diverged, 'cells': []}
   for name, count in groups:
-    selector = selectors_lib.get_selector(name)
     t1 = time.perf_counter()
-    if retrain:
-      state, alpha, start = _prune_and_retrain(runner, state0, selector, name,
-                                               count, n, log)
-      cell_ls = [count]
-    else:
-      alpha = runner.select(state0, selector, 'alpha', count, state0.stats)
-      start = runner.start_phase1(state0, alpha)
-      cell_ls = ls
-      state = runner.train(start, config.eta0, config.eta1, config.window, log,
-                           f'eta1 [{name}, k={count}]')
-    w_metrics = _to_lists(runner.evaluate(state.params))
-    cells = []
-    for l in cell_ls:
-      beta = alpha if retrain else runner.select(state, selector, 'beta', l,
-                                                 state0.stats)
-      cells.append({
-          'selector': name, 'k': count, 'l': l,
-          'alpha_count': np.asarray(_count(alpha)).tolist(),
-          'beta_count': np.asarray(_count(beta)).tolist(),
-          'frozen_moved': _any_frozen_moved(alpha, state.params, start.params),
-          'w': w_metrics,
-          'pruned': _to_lists(runner.evaluate(steps.prune(state.params, beta))),
-      })
+    cells = _run_group(runner, state0, name, count, ls, n, log)
     timing[f'{name}/{count}_s'] = time.perf_counter() - t1
     results['cells'].extend(cells)
     if on_cells is not None:
@@ -507,7 +461,7 @@ def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
   for r, count in enumerate(round_counts(n, l, rounds)):
     length = config.eta1 // rounds + (1 if r < config.eta1 % rounds else 0)
     alpha = runner.select(state, selector, 'beta', count, state0.stats,
-                          within_alpha=r > 0)
+                          within_alpha=r > 0, name=name)
     start = runner.start_phase1(
         state._replace(params=steps.prune(state.params, alpha)), alpha)
     label = (f'eta1 [{name}, l={l}]' if rounds == 1 else
@@ -515,8 +469,3 @@ def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
     state = runner.train(start, steps_done, length, config.window, log, label)
     steps_done += length
   return state, alpha, start
-
-
-def _count(mask: PyTree) -> jax.Array:
-  """Per-seed number of True entries of a seed-batched mask."""
-  return sum(jnp.sum(m, axis=tuple(range(1, m.ndim))) for m in jax.tree.leaves(mask))

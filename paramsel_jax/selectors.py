@@ -111,6 +111,35 @@ def get_selector(name: str) -> Selector:
   return SELECTORS[name]
 
 
+def _accepted(name: str, n: int | None) -> str:
+  count = (f'an integer count in [1, {n}] (N = {n} parameters)' if n else
+           'an integer count >= 1')
+  return f'accepted: {count} or a fraction 0 < {name} <= 1 of N (1.0 = all)'
+
+
+def check_count(value: float | int, name: str = 'k') -> None:
+  """The checks of `resolve_count` that do not need N (ValueError naming value).
+
+  Example:
+    >>> check_count(500.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: k=500.0 is out of range (for a count of 500, give the integer 500); accepted: an integer count >= 1 or a fraction 0 < k <= 1 of N (1.0 = all).
+  """
+  accepted = _accepted(name, None)
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise ValueError(f'{name}={value!r} is not a number; {accepted}.')
+  if isinstance(value, numbers.Integral):
+    if value < 1:
+      raise ValueError(f'{name}={value!r} is out of range; {accepted}.')
+    return
+  if not (math.isfinite(value) and 0 < value <= 1):
+    hint = (f' (for a count of {int(value)}, give the integer {int(value)})'
+            if math.isfinite(value) and value > 1 and value == int(value)
+            else '')
+    raise ValueError(f'{name}={value!r} is out of range{hint}; {accepted}.')
+
+
 def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
   """A count in [1, n] from a count (an int) or a fraction (a float) of `n`.
 
@@ -126,21 +155,16 @@ def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
     >>> resolve_count(1, 10), resolve_count(1.0, 10)
     (1, 10)
   """
-  accepted = (f'accepted: an integer count in [1, {n}] (N = {n} parameters) '
-              f'or a fraction 0 < {name} <= 1 of N (1.0 = all)')
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise ValueError(f'{name}={value!r} is not a number; {accepted}.')
+  accepted = _accepted(name, n)
+  try:
+    check_count(value, name)
+  except ValueError as e:  # the same message, with N in it.
+    raise ValueError(str(e).replace(_accepted(name, None), accepted)) from None
   if isinstance(value, numbers.Integral):
-    if not 1 <= value <= n:
+    if value > n:
       raise ValueError(f'{name}={value!r} is out of range; {accepted}.')
     return int(value)
-  value = float(value)
-  if not (math.isfinite(value) and 0 < value <= 1):
-    hint = (f' (for a count of {int(value)}, give the integer {int(value)})'
-            if math.isfinite(value) and value > 1 and value == int(value)
-            else '')
-    raise ValueError(f'{name}={value!r} is out of range{hint}; {accepted}.')
-  count = int(round(value * n))
+  count = int(round(float(value) * n))
   if count < 1:
     raise ValueError(f'{name}={value!r} of N = {n} rounds to 0 coordinates; '
                      f'{accepted}.')

@@ -30,8 +30,11 @@ def test_tiny_end_to_end_run_writes_results(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   out = done.stdout
   assert 'test acc β⊙w %' in out and 'topgrad' in out and 'random' in out
-  path = tmp_path / 'synthetic' / 'mlp_adam_all.json'
+  (path,) = (tmp_path / 'synthetic').glob('mlp_adam_all_*.json')
+  assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
   results = json.loads(path.read_text())
+  env = results['environment']
+  assert env['jax'] and env['flax'] and env['optax'] and 'git_commit' in env
   assert results['config']['seeds'] == [0, 1]
   assert not [p for p in os.listdir(path.parent) if p.startswith('.tmp')]
   from paramsel_jax import selectors
@@ -48,12 +51,65 @@ def test_tiny_end_to_end_run_writes_results(tmp_path):
         pytest.approx(np.mean(r['pruned']['test_accuracy'])))
 
 
-def test_bad_flag_fails_fast_with_one_clear_message(tmp_path):
-  done = _script(*TINY, '--selector=nope', tmp_path=tmp_path)
-  assert done.returncode != 0
-  assert "Unknown selector 'nope'; accepted:" in done.stderr
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--selector=nope', "Unknown selector 'nope'; accepted:"),
+    ('--k=0', 'k=0 is out of range'),
+    ('--l=0', 'l=0 is out of range'),
+    ('--k=0.0000001', 'k=1e-07 of N = 266610 rounds to 0 coordinates'),
+    ('--k=500.0', 'give the integer 500'),
+    ('--seed=-3', '--seed=-3 with --num_seeds=2; accepted: seeds in [0, '),
+    ('--mode=retrain --k=0.3', '--k=0.3 with --mode=retrain'),
+    ('--optimizer=adam,sgd', 'this script runs one optimizer'),
+    ('--learning_rate=inf', 'learning_rate=inf; accepted'),
+])
+def test_bad_flag_fails_fast_with_one_clear_line(tmp_path, flag, message):
+  done = _script(*TINY, *flag.split(), tmp_path=tmp_path)
+  assert done.returncode == 2
+  assert message in done.stderr
+  assert done.stderr.strip().count('\n') == 0, done.stderr  # one line.
   assert 'Traceback' not in done.stderr
   assert not (tmp_path / 'synthetic').exists()
+
+
+def test_diverging_run_says_so_and_exits_non_zero(tmp_path):
+  done = _script(*TINY, '--optimizer=sgd', '--learning_rate=1000',
+                 tmp_path=tmp_path)
+  assert done.returncode == 1, done.stderr[-2000:]
+  out = done.stdout
+  assert 'WARNING: seed 0 diverged' in out and 'WARNING: seed 1 diverged' in out
+  assert 'EVERY SEED DIVERGED' in out
+  assert 'diverged (0/2)' in out
+  (path,) = (tmp_path / 'synthetic').glob('*.json')
+  results = json.loads(path.read_text())
+  assert results['all_diverged'] is True
+  cell = results['cells'][0]
+  assert all(d['phase'] in ('eta0', 'eta1') for d in cell['diverged'])
+  assert cell['pruned']['test_accuracy'] == [None, None]
+  assert cell['summary']['pruned']['test_accuracy']['n'] == 0
+
+
+def test_results_files_are_named_by_selectors_and_config():
+  a = dataclasses.replace(BASE, selectors=('topgrad', 'psgld'))
+  b = dataclasses.replace(BASE, selectors=('topgrad', 'magnitude'))
+  c = dataclasses.replace(a, protocol=dataclasses.replace(a.protocol, l=0.3))
+  paths = {experiment.results_path(x, 'out') for x in (a, b, c)}
+  assert len(paths) == 3
+  assert 'mlp_adam_topgrad+psgld_' in experiment.results_path(a, 'out')
+
+
+def test_resolved_config_records_the_defaults_used(monkeypatch, tmp_path):
+  monkeypatch.setenv('PARAMSEL_DATA_DIR', str(tmp_path))
+  config = experiment.resolved(dataclasses.replace(
+      BASE, dataset='mnist', optimizer=optimizers.OptimizerConfig('sgd')))
+  assert config.data_dir == str(tmp_path)
+  assert config.optimizer.learning_rate == optimizers.DEFAULT_LEARNING_RATES['sgd']
+  assert config.protocol.seed_axis == 'vmap'
 
 
 BASE = experiment.ExperimentConfig(
@@ -63,28 +119,34 @@ BASE = experiment.ExperimentConfig(
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(dataset='imagenet'), "Unknown dataset 'imagenet'"),
-    (dict(model='resnet'), "Unknown model 'resnet'"),
-    (dict(selectors=('topgrad', 'best')), "Unknown selector 'best'"),
-    (dict(selectors=()), 'No selector given'),
-    (dict(seeds=()), 'seeds=()'),
-    (dict(optimizer=optimizers.OptimizerConfig(name='lbfgs')), "Unknown optimizer 'lbfgs'"),
-    (dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('nan'))), 'learning_rate=nan'),
-    (dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('inf'))), 'learning_rate=inf'),
-    (dict(optimizer=optimizers.OptimizerConfig(learning_rate=-1.0)), 'learning_rate=-1.0'),
-    (dict(optimizer=optimizers.OptimizerConfig(decay_steps=-2)), 'decay_steps=-2'),
-    (dict(optimizer=optimizers.OptimizerConfig(name='psgld', decay_steps=100)),
+    (lambda: dict(dataset='imagenet'), "Unknown dataset 'imagenet'"),
+    (lambda: dict(model='resnet'), "Unknown model 'resnet'"),
+    (lambda: dict(selectors=('topgrad', 'best')), "Unknown selector 'best'"),
+    (lambda: dict(selectors=()), 'No selector given'),
+    (lambda: dict(seeds=()), 'seeds=()'),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(name='lbfgs')), "Unknown optimizer 'lbfgs'"),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('nan'))), 'learning_rate=nan'),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(learning_rate=float('inf'))), 'learning_rate=inf'),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(learning_rate=-1.0)), 'learning_rate=-1.0'),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(decay_steps=-2)), 'decay_steps=-2'),
+    (lambda: dict(optimizer=optimizers.OptimizerConfig(name='psgld', decay_steps=100)),
      "decay_steps=100 with optimizer 'psgld'"),
-    (dict(protocol=protocol.ProtocolConfig(eta0=0)), 'eta0=0'),
-    (dict(protocol=protocol.ProtocolConfig(eta0=50, window=60)), 'window=60'),
-    (dict(protocol=protocol.ProtocolConfig(k=2e9)), 'k=2000000000.0 is out of range'),
-    (dict(protocol=protocol.ProtocolConfig(l=1.5)), 'l=1.5 is out of range'),
-    (dict(protocol=protocol.ProtocolConfig(batch_size=10_000)), 'batch_size=10000 is larger'),
+    (lambda: dict(protocol=protocol.ProtocolConfig(eta0=0)), 'eta0=0'),
+    (lambda: dict(protocol=protocol.ProtocolConfig(eta0=50, window=60)), 'window=60'),
+    (lambda: dict(protocol=protocol.ProtocolConfig(k=2e9)), 'k=2000000000.0 is out of range'),
+    (lambda: dict(seeds=(2.5,)), 'seeds=(2.5,); accepted'),
+    (lambda: dict(seeds=(-3,)), 'seeds=(-3,); accepted'),
+    (lambda: dict(selectors='topgrad'), "selector_names='topgrad' is a string"),
+    (lambda: dict(protocol=protocol.ProtocolConfig(mode='retrian')), "mode='retrian'"),
+    (lambda: dict(protocol=protocol.ProtocolConfig(mode='retrain', k=0.3)), "k=0.3 with mode='retrain'"),
+    (lambda: dict(protocol=protocol.ProtocolConfig(k=0)), 'k=0 is out of range'),
+    (lambda: dict(protocol=protocol.ProtocolConfig(l=1.5)), 'l=1.5 is out of range'),
+    (lambda: dict(protocol=protocol.ProtocolConfig(batch_size=10_000)), 'batch_size=10000 is larger'),
 ])
 def test_bad_input_is_rejected_before_any_work(change, message):
-  config = dataclasses.replace(BASE, **change)
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
-    experiment.run_experiment(config, output_dir=None)
+    experiment.run_experiment(dataclasses.replace(BASE, **change()),
+                              output_dir=None)
 
 
 def test_mnist_settings_are_checked_without_loading_mnist():

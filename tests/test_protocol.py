@@ -11,6 +11,7 @@ import pytest
 from paramsel_jax import data
 from paramsel_jax import models
 from paramsel_jax import protocol
+from paramsel_jax import runner as runner_lib
 from paramsel_jax import selectors
 
 CONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
@@ -117,7 +118,7 @@ def test_grid_of_k_and_l_and_resumable_groups(task):
 
 
 def test_retrain_mode_trains_only_the_kept_weights(task):
-  config = dataclasses.replace(CONFIG, mode='retrain', l=(0.1, 0.3))
+  config = dataclasses.replace(CONFIG, mode='retrain', k=None, l=(0.1, 0.3))
   r = protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'], [0, 1],
                             log=lambda _: None)
   assert [c['l'] for c in r['cells']] == r['ls']
@@ -132,8 +133,8 @@ def test_retrain_mode_trains_only_the_kept_weights(task):
 
 def test_gradual_pruning_keeps_nested_masks_and_exact_counts(task):
   """3 rounds: each round's kept set is inside the previous one's."""
-  config = dataclasses.replace(CONFIG, mode='retrain', l=0.1, eta1=30,
-                               prune_rounds=3)
+  config = dataclasses.replace(CONFIG, mode='retrain', k=None, l=0.1, eta1=30,
+                               prune_rounds=3, seed_axis='vmap')
   runner = protocol.Runner(task, optax.adam(1e-2), config)
   keys = jax.vmap(jax.random.key)(jnp.array([0, 1], jnp.uint32))
   state0 = runner.train(runner.init(keys), 0, config.eta0, config.window,
@@ -152,7 +153,7 @@ def test_gradual_pruning_keeps_nested_masks_and_exact_counts(task):
       counts[-1], n, log.append)
   assert len(masks) == 3 and len(log) == 3  # one chunk of 10 steps per round.
   for mask, count in zip(masks, counts):
-    assert np.asarray(protocol._count(mask)).tolist() == [count, count]
+    assert np.asarray(runner_lib.count_per_seed(mask)).tolist() == [count, count]
   for outer, inner in zip(masks, masks[1:]):
     for o, i in zip(jax.tree.leaves(outer), jax.tree.leaves(inner)):
       assert not np.any(np.asarray(i) & ~np.asarray(o))
@@ -221,8 +222,16 @@ def test_sharded_over_8_devices_equals_one_device(num_seeds, shard_batch, layout
     (dict(k=()), 'give at least one'),
     (dict(train_eval_size=0), 'train_eval_size=0'),
     (dict(prune_rounds=2), "prune_rounds=2 needs mode='retrain'"),
-    (dict(mode='retrain', prune_rounds=0), 'prune_rounds=0'),
-    (dict(mode='retrain', prune_rounds=5), 'longer than a pruning round'),
+    (dict(mode='retrain', k=None, prune_rounds=0), 'prune_rounds=0'),
+    (dict(mode='retrain', k=None, prune_rounds=5), 'longer than a pruning round'),
+    (dict(mode='retrain'), "k=0.3 with mode='retrain'"),
+    (dict(k=0), 'k=0 is out of range'),
+    (dict(k=1e-9), 'rounds to 0 coordinates'),
+    (dict(l=0), 'l=0 is out of range'),
+    (dict(k=(0.1, 0.1)), 'repeats a value'),
+    (dict(k=1.5), 'k=1.5 is out of range'),
+    (dict(eta0=2.5), 'eta0=2.5'),
+    (dict(shard_batch=1), 'shard_batch=1'),
     (dict(train_eval_size=201), 'train_eval_size=201'),
 ])
 def test_bad_settings_raise_before_work(task, change, message):
@@ -288,3 +297,63 @@ def test_train_eval_size_changes_only_the_train_metrics(task):
     # An accuracy over 50 examples is a multiple of 1/50 (over 200, not so).
     acc = b['pruned']['train_accuracy'][0]
     assert abs(acc * 50 - round(acc * 50)) < 1e-4, acc
+
+
+@pytest.mark.parametrize('seeds, message', [
+    (2, 'seeds=2; accepted: one or more distinct ints'),
+    ([-3], r'seeds=\[-3\]; accepted'),
+    ([2.5], r'seeds=\[2.5\]; accepted'),
+    ([2 ** 32], r'seeds=\[4294967296\]; accepted'),
+    ([1, 1], r'seeds=\[1, 1\]; accepted: one or more distinct'),
+    ([], r'seeds=\[\]; accepted'),
+])
+def test_bad_seeds_raise_before_work(task, seeds, message):
+  with pytest.raises(ValueError, match=message):
+    _run(task, seeds)
+
+
+def test_selector_names_as_a_string_is_refused(task):
+  with pytest.raises(ValueError, match="selector_names='topgrad' is a string"):
+    protocol.run_protocol(task, optax.adam(1e-2), CONFIG, 'topgrad', [0],
+                          log=lambda _: None)
+
+
+def _exploding_task(task, bad_seed_key_bit):
+  """The task, with an init that blows the weights up for some seeds."""
+  def init_fn(key):
+    params = task.init_fn(key)
+    bad = jax.random.bits(jax.random.fold_in(key, 7)) % 2 == bad_seed_key_bit
+    return jax.tree.map(lambda p: jnp.where(bad, p * 1e30, p), params)
+  return dataclasses.replace(task, init_fn=init_fn)
+
+
+def test_divergence_is_reported_and_other_seeds_are_unchanged(task):
+  """One seed diverges in η0: it is named in the log and the results, its
+  metrics are None, and the healthy seed's numbers equal a run without it."""
+  # Which seeds explode depends on a key bit: find one bad and two good seeds.
+  bits = [int(jax.random.bits(jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(s), runner_lib.INIT_STREAM), 7)) % 2) for s in range(20)]
+  good = [s for s, b in enumerate(bits) if b == 0]
+  bad = [s for s, b in enumerate(bits) if b == 1]
+  exploding = _exploding_task(task, 1)
+  log = []
+  mixed = protocol.run_protocol(exploding, optax.sgd(0.1), CONFIG, ['topgrad'],
+                                [good[0], bad[0]], log=log.append)
+  healthy = protocol.run_protocol(exploding, optax.sgd(0.1), CONFIG,
+                                  ['topgrad'], [good[0], good[1]],
+                                  log=lambda _: None)
+  warnings = [l for l in log if 'WARNING' in l]
+  assert len(warnings) == 1 and f'seed {bad[0]} diverged' in warnings[0]
+  assert 'eta0' in warnings[0]
+  assert mixed['after_eta0_diverged'][0] is None
+  assert mixed['after_eta0_diverged'][1]['phase'] == 'eta0'
+  cell = mixed['cells'][0]
+  assert cell['diverged'][0] is None and cell['diverged'][1]['phase'] == 'eta0'
+  for part in ('w', 'pruned'):
+    for m, values in cell[part].items():
+      assert values[1] is None, (part, m)
+      assert values[0] == healthy['cells'][0][part][m][0], (part, m)
+  assert not protocol.all_diverged(mixed)
+  assert protocol.all_diverged(protocol.run_protocol(
+      exploding, optax.sgd(0.1), CONFIG, ['topgrad'], [bad[0]],
+      log=lambda _: None))

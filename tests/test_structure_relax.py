@@ -83,6 +83,19 @@ def test_schedule_endpoints_and_monotone(kind):
   assert (np.diff(taus) <= 1e-6).all()
 
 
+@pytest.mark.parametrize('kind', ['linear', 'exponential'])
+def test_schedule_is_the_closed_form_clipped_to_its_steps(kind):
+  tau0, tau_min, steps = 5.0, 0.1, 40
+  schedule = jax.jit(relax.temperature_schedule(kind, tau0, tau_min, steps))
+  for step in (-3, 0, 7, 20, 39, 40, 41, 1000):
+    frac = min(max(step / steps, 0.0), 1.0)
+    want = (tau0 + (tau_min - tau0) * frac if kind == 'linear'
+            else tau0 * (tau_min / tau0) ** frac)
+    got = schedule(jnp.int32(step))
+    assert got.dtype == jnp.float32 and got.shape == ()
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
 def test_schedule_shapes():
   lin = relax.temperature_schedule('linear', 10.0, 0.1, 100)
   exp = relax.temperature_schedule('exponential', 10.0, 0.1, 100)
@@ -98,6 +111,10 @@ def test_schedule_shapes():
     (('linear', 0.0, 0.0, 100), r'tau0=0.0'),
     (('linear', 1.0, -1.0, 100), r'tau_min=-1.0'),
     (('linear', 1.0, 0.1, 0), r'steps=0'),
+    (('exponential', float('inf'), 0.1, 100),
+     r'tau0=inf; accepted: a finite float > 0'),
+    (('linear', 1.0, float('nan'), 100), r'tau_min=nan'),
+    (('linear', 1.0, 0.1, 10.0), r'steps=10.0; accepted: an int >= 1'),
 ])
 def test_schedule_bad_settings(args, match):
   with pytest.raises(ValueError, match=match):

@@ -4,6 +4,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -74,9 +75,29 @@ def test_warmup_moves_weights_only(tiny_data):
       state.weight_opt_state)
 
 
-def _tiny_experiment(**kwargs):
+def test_run_search_checks_seeds_before_work(tiny_data):
+  train, valid = tiny_data
+  for seeds, match in [((-1,), r'seeds=\(-1,\)'), ((2**32,), r'2\*\*32'),
+                       ((0.5,), r'seeds=\(0.5,\)'), ((), r'seeds=\(\)'),
+                       ((1, 1), r'distinct')]:
+    with pytest.raises(ValueError, match=match):
+      search.run_search(TINY_SPACE, TINY_SEARCH, train, valid, seeds=seeds)
+
+
+def test_seeds_are_uint32():
+  # The same program as the searches above (2 seeds, uint32): no recompile.
+  states, _ = search.init_states(TINY_SPACE, TINY_SEARCH,
+                                 jnp.asarray([5, 2**32 - 1], jnp.uint32))
+  small, _ = search.init_states(TINY_SPACE, TINY_SEARCH,
+                                jnp.asarray([5, 6], jnp.uint32))
+  kernel = lambda s, i: s.params['dense0']['kernel'][i]
+  np.testing.assert_array_equal(kernel(states, 0), kernel(small, 0))
+  assert not np.allclose(kernel(states, 1), kernel(small, 1))
+
+
+def _tiny_pipeline(**kwargs):
   kwargs = {'seeds': (0,), 'random_samples': 1, **kwargs}
-  return pipeline.ExperimentConfig(
+  return pipeline.PipelineConfig(
       dataset='synthetic',
       search=search.SearchConfig(warmup_steps=5, search_steps=10,
                                  chunk_steps=5, batch_size=16),
@@ -136,24 +157,50 @@ def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
   assert (tmp_path / 'accuracy_vs_params.png').stat().st_size > 1000
   assert 'search step 15/15' in proc.stdout
   assert 'searched (argmax, retrained)' in proc.stdout
+  assert '± is the sample standard deviation over seeds' in proc.stdout
+  summary = written['methods']['searched']['summary']
+  assert summary['accuracy']['n'] == summary['accuracy']['n_total'] == 1
+  assert summary['accuracy']['mean'] == searched['accuracy']
   assert not [p for p in os.listdir(tmp_path) if p.startswith('.tmp')]
 
 
 def test_bad_data_shape_is_caught_before_work(tmp_path):
   ds = data.synthetic(num_train=16, num_test=8, valid_size=8,
                       image_shape=(2, 2, 1))
-  config = _tiny_experiment(space='conv')
+  config = _tiny_pipeline(space='conv')
   with pytest.raises(ValueError, match='pool on a 1x1 map'):
-    pipeline.run_experiment(config, ds, str(tmp_path), progress=None)
-  assert not os.path.exists(tmp_path / 'results.json')
+    pipeline.run_pipeline(config, ds, str(tmp_path / 'out'), progress=None)
+  assert not os.listdir(tmp_path)
+
+
+# The run these flags would start is tiny, so that a flag that is wrongly
+# accepted fails the test quickly (exit 0) instead of training for minutes.
+_QUICK_FLAGS = [*_TINY_FLAGS, '--widths=8,16', '--depth=2',
+                '--random_samples=0', '--nofixed']
 
 
 @pytest.mark.parametrize('flags, match', [
-    (['--tau0=1', '--tau_min=2'], 'tau_min=2.0 > tau0=1.0'),
-    (['--activations=relu,swish'], "unknown activation 'swish'"),
-])
-def test_script_rejects_bad_flags(tmp_path, flags, match):
-  proc = _run_script(['--dataset=synthetic', f'--workdir={tmp_path}', *flags])
-  assert proc.returncode != 0
-  assert 'ValueError' in proc.stderr and match in proc.stderr, proc.stderr[-2000:]
-  assert not os.listdir(tmp_path)
+    (['--conv_pools=2'], r"--conv_pools contains '2'; accepted: 1 or 0"),
+    (['--tau0=inf'], r'SearchConfig\.tau0=inf; accepted: a finite float > 0'),
+    (['--seeds=-1'], r'PipelineConfig\.seeds=\(-1,\); accepted: one or more '
+     r'distinct ints in \[0, 2\*\*32\)'),
+    (['--dataset=nope'],
+     r"--dataset='nope'; accepted: mnist, fashion_mnist, cifar10, synthetic"),
+    (['--tau0=1', '--tau_min=2'], r'tau_min=2.0 > SearchConfig.tau0=1.0'),
+    (['--activations=relu,swish'], r"unknown activation 'swish'"),
+    # The space is checked against the data's shape before the data exist.
+    (['--synthetic_shape=2,2,1', '--space=conv', '--conv_widths=4;4',
+      '--conv_pools=1,1', '--conv_optional=0,0'], r'pool on a 1x1 map'),
+], ids=['conv_pools_2', 'tau0_inf', 'negative_seed', 'unknown_dataset',
+        'tau_order', 'unknown_activation', 'space_vs_shape'])
+def test_script_rejects_bad_flags_with_one_line(tmp_path, flags, match):
+  proc = _run_script([*_QUICK_FLAGS, f'--workdir={tmp_path / "out"}',
+                      f'--data_dir={tmp_path / "data"}', *flags])
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr[-2000:]
+  assert lines[0].startswith('structure_search.py: error: '), lines[0]
+  assert re.search(match, lines[0]), lines[0]
+  assert len(lines[0]) < 300 and 'Traceback' not in proc.stderr
+  assert not proc.stdout
+  assert not os.listdir(tmp_path)  # No workdir, no data cache.

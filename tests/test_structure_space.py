@@ -3,13 +3,16 @@
 """Tests for paramsel_jax.structure.space and config validation."""
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 
 from paramsel_jax.structure import pipeline
 from paramsel_jax.structure import regularizer
 from paramsel_jax.structure import search
 from paramsel_jax.structure import space as space_lib
+from paramsel_jax.structure import training
 from paramsel_jax.structure.space import LayerSpace
 from paramsel_jax.structure.space import SearchSpace
 
@@ -84,52 +87,142 @@ def test_bad_structure_indices():
     space.one_hot({'dense0/width': 2, 'dense0/activation': 0})
 
 
-# ------------------------------------------------------ experiment configs
+# ---------------------------------------------------------------- configs
+#
+# Every config checks its fields when it is made; each case below was
+# accepted at construction before (and the ones marked "hole" even by the
+# old `validate()`).
+
+_INF, _NAN = math.inf, math.nan
+_REG = regularizer.RegularizerConfig
 
 
-def _config(**kwargs):
-  return pipeline.ExperimentConfig(**kwargs)
-
-
-@pytest.mark.parametrize('config, match', [
-    (_config(search=search.SearchConfig(tau0=1.0, tau_min=2.0)),
-     r'tau_min=2.0 > tau0=1.0'),
-    (_config(search=search.SearchConfig(schedule='step')),
-     r"schedule 'step'; accepted: exponential, linear, constant"),
-    (_config(mlp_widths=()), r'widths is empty'),
-    (_config(activations=('relu', 'softplus')),
-     r"unknown activation 'softplus'"),
-    (_config(space='conv', kernel_sizes=()), r'kernel_sizes is empty'),
-    (_config(space='conv', conv_widths=((4,), ()), conv_pools=(True, True),
-             conv_optional=(False, False)), r'layer 1 \(conv\): widths is empty'),
-    (_config(space='conv', conv_widths=((4,),)),
-     r'conv_widths, pools, optional have lengths 1, 3, 3'),
-    (_config(space='rnn'), r"Unknown space 'rnn'; accepted: mlp, conv"),
-    (_config(seeds=()), r'seeds is empty'),
-    (_config(seeds=(0, 0)), r'seeds=\(0, 0\)'),
-    (_config(random_samples=-1), r'random_samples=-1'),
-    (_config(reference_model='vgg'), r"Unknown reference_model 'vgg'"),
-    (_config(input_sigmas=(-0.1,)), r'noise sigma -0.1'),
-    (_config(search=search.SearchConfig(warmup_steps=-1)),
-     r'warmup_steps=-1'),
-    (_config(search=search.SearchConfig(arch_lr=0.0)), r'arch_lr=0.0'),
-    (_config(search=search.SearchConfig(
-        regularizer=regularizer.RegularizerConfig(size_weight=-1.0))),
-     r'size_weight=-1.0'),
-    (_config(search=search.SearchConfig(
-        regularizer=regularizer.RegularizerConfig(target_params=0))),
-     r'target_params=0'),
-    (_config(search=search.SearchConfig(conv_impl='fft')),
-     r"Unknown conv impl 'fft'"),
+@pytest.mark.parametrize('cls, kwargs, match', [
+    # Floats must be finite (holes: inf learning rates, tau0=inf, ...).
+    (search.SearchConfig, dict(weight_lr=_INF),
+     r'SearchConfig.weight_lr=inf; accepted: a finite float > 0\.'),
+    (search.SearchConfig, dict(arch_lr=_INF), r'SearchConfig.arch_lr=inf'),
+    (search.SearchConfig, dict(tau0=_INF),
+     r'SearchConfig.tau0=inf; accepted: a finite float > 0\.'),
+    (search.SearchConfig, dict(tau_min=_NAN), r'SearchConfig.tau_min=nan'),
+    (search.SearchConfig, dict(arch_b1=_NAN),
+     r'SearchConfig.arch_b1=nan; accepted: a finite float >= 0 and < 1\.'),
+    (search.SearchConfig, dict(arch_b1=1.0), r'SearchConfig.arch_b1=1.0'),
+    (search.SearchConfig, dict(arch_lr=0.0), r'SearchConfig.arch_lr=0.0'),
+    (training.TrainConfig, dict(learning_rate=_INF),
+     r'TrainConfig.learning_rate=inf; accepted: a finite float > 0\.'),
+    (_REG, dict(size_weight=_INF), r'RegularizerConfig.size_weight=inf'),
+    (_REG, dict(flops_weight=_NAN), r'RegularizerConfig.flops_weight=nan'),
+    (_REG, dict(entropy_weight=-_INF),
+     r'RegularizerConfig.entropy_weight=-inf; accepted: a finite float\.'),
+    (_REG, dict(size_weight=-1.0),
+     r'RegularizerConfig.size_weight=-1.0; accepted: a finite float >= 0\.'),
+    (_REG, dict(size_weight=True), r'RegularizerConfig.size_weight=True'),
+    # Ints must be ints: not floats, not bools (holes).
+    (search.SearchConfig, dict(search_steps=10.0),
+     r'SearchConfig.search_steps=10.0; accepted: an int >= 1\.'),
+    (search.SearchConfig, dict(batch_size=True),
+     r'SearchConfig.batch_size=True; accepted: an int >= 1\.'),
+    (search.SearchConfig, dict(warmup_steps=-1),
+     r'SearchConfig.warmup_steps=-1; accepted: an int >= 0\.'),
+    (training.TrainConfig, dict(steps=10.0), r'TrainConfig.steps=10.0'),
+    (training.TrainConfig, dict(chunk_steps=False),
+     r'TrainConfig.chunk_steps=False'),
+    (_REG, dict(target_params=1000.0),
+     r'RegularizerConfig.target_params=1000.0; accepted: None or an int >= 1'),
+    (_REG, dict(target_params=0), r'RegularizerConfig.target_params=0'),
+    # Bools, names and nested configs.
+    (search.SearchConfig, dict(hard=1),
+     r'SearchConfig.hard=1; accepted: True or False\.'),
+    (search.SearchConfig, dict(schedule='step'),
+     r"SearchConfig.schedule='step'; accepted: exponential, linear, constant"),
+    (search.SearchConfig, dict(tau0=1.0, tau_min=2.0),
+     r'SearchConfig.tau_min=2.0 > SearchConfig.tau0=1.0'),
+    (search.SearchConfig, dict(conv_impl='fft'),
+     r"SearchConfig.conv_impl='fft'; accepted: auto, im2col, xla, xla_vjp"),
+    (search.SearchConfig, dict(regularizer=None),
+     r'SearchConfig.regularizer=None; accepted: a RegularizerConfig'),
+    # The pipeline's own fields.
+    (pipeline.PipelineConfig, dict(seeds=(-1,)),
+     r'PipelineConfig.seeds=\(-1,\); accepted: one or more distinct ints in '
+     r'\[0, 2\*\*32\)'),
+    (pipeline.PipelineConfig, dict(seeds=(1.0,)), r'seeds=\(1.0,\)'),
+    (pipeline.PipelineConfig, dict(seeds=(True,)), r'seeds=\(True,\)'),
+    (pipeline.PipelineConfig, dict(seeds=(2**32,)), r'seeds=\(4294967296,\)'),
+    (pipeline.PipelineConfig, dict(seeds=()), r'seeds=\(\)'),
+    (pipeline.PipelineConfig, dict(seeds=(0, 0)), r'seeds=\(0, 0\)'),
+    (pipeline.PipelineConfig, dict(conv_pools=(2, True, False)),
+     r'PipelineConfig.conv_pools=\(2, True, False\); accepted: a sequence of '
+     r'bools'),
+    (pipeline.PipelineConfig, dict(conv_optional=(0, 0, 1)),
+     r'PipelineConfig.conv_optional'),
+    (pipeline.PipelineConfig, dict(mlp_widths=(8.0, 16)),
+     r'PipelineConfig.mlp_widths=\(8.0, 16\); accepted: a sequence of ints'),
+    (pipeline.PipelineConfig, dict(conv_widths=((4, 8.5),)),
+     r'PipelineConfig.conv_widths'),
+    (pipeline.PipelineConfig, dict(mlp_depth=0), r'PipelineConfig.mlp_depth=0'),
+    (pipeline.PipelineConfig, dict(noise_repeats=2.0),
+     r'PipelineConfig.noise_repeats=2.0; accepted: an int >= 1\.'),
+    (pipeline.PipelineConfig, dict(eval_batch_size=0),
+     r'PipelineConfig.eval_batch_size=0'),
+    (pipeline.PipelineConfig, dict(random_samples=-1),
+     r'PipelineConfig.random_samples=-1; accepted: None or an int >= 0\.'),
+    (pipeline.PipelineConfig, dict(random_samples=1.0),
+     r'PipelineConfig.random_samples=1.0'),
+    (pipeline.PipelineConfig, dict(input_sigmas=(-0.1,)),
+     r'PipelineConfig.input_sigmas=\(-0.1,\); accepted: a sequence of finite '
+     r'floats >= 0\.'),
+    (pipeline.PipelineConfig, dict(weight_sigmas=(0.1, _INF)),
+     r'PipelineConfig.weight_sigmas=\(0.1, inf\)'),
+    (pipeline.PipelineConfig, dict(space='rnn'),
+     r"PipelineConfig.space='rnn'; accepted: mlp, conv\."),
+    (pipeline.PipelineConfig, dict(reference_model='vgg'),
+     r"PipelineConfig.reference_model='vgg'; accepted: None or one of .*"
+     r'lenet300'),
+    (pipeline.PipelineConfig, dict(fixed=1), r'PipelineConfig.fixed=1'),
+    (pipeline.PipelineConfig, dict(search=None),
+     r'PipelineConfig.search=None; accepted: a SearchConfig'),
 ])
-def test_bad_experiment_config(config, match):
+def test_bad_config_is_rejected_when_made(cls, kwargs, match):
   with pytest.raises(ValueError, match=match):
-    config.validate()
+    cls(**kwargs)
+
+
+@pytest.mark.parametrize('cls, kwargs', [
+    (search.SearchConfig, dict(warmup_steps=0, arch_b1=0, tau0=2, tau_min=2,
+                               schedule='constant', hard=np.bool_(False))),
+    (training.TrainConfig, dict(steps=np.int64(3), learning_rate=1)),
+    (_REG, dict(target_params=np.int32(5), entropy_weight=-0.5)),
+    (pipeline.PipelineConfig, dict(seeds=(0, 2**32 - 1, np.uint32(7)),
+                                   random_samples=0, input_sigmas=(0, 0.5),
+                                   reference_model='lenet300')),
+])
+def test_good_edge_values_are_accepted(cls, kwargs):
+  cls(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(mlp_widths=()), r'widths is empty'),
+    (dict(activations=('relu', 'softplus')), r"unknown activation 'softplus'"),
+    (dict(space='conv', kernel_sizes=()), r'kernel_sizes is empty'),
+    (dict(space='conv', conv_widths=((4,), ()), conv_pools=(True, True),
+          conv_optional=(False, False)), r'layer 1 \(conv\): widths is empty'),
+    (dict(space='conv', conv_widths=((4,),)),
+     r'conv_widths, pools, optional have lengths 1, 3, 3'),
+    (dict(space='conv', conv_widths=((4,), (4,)), conv_pools=(True, True),
+          conv_optional=(False, False)), r'pool on a 1x1 map'),
+])
+def test_space_is_checked_against_the_data_shape(kwargs, match):
+  config = pipeline.PipelineConfig(**kwargs)  # Shape-independent: accepted.
+  with pytest.raises(ValueError, match=match):
+    config.validate((2, 2, 1) if 'pool on' in match else MNIST, 10)
 
 
 def test_random_budget_rule():
-  config = _config()
+  config = pipeline.PipelineConfig()
   s, r = config.search, config.retrain
   expected = round((s.warmup_steps + 2 * s.search_steps + r.steps) / r.steps)
   assert config.num_random() == max(1, expected)
   assert dataclasses.replace(config, random_samples=0).num_random() == 0
+  with pytest.raises(ValueError, match='random_samples=-2'):
+    dataclasses.replace(config, random_samples=-2)

@@ -14,7 +14,9 @@ import pytest
 
 from paramsel_jax import experiment
 from paramsel_jax import optimizers
+from paramsel_jax import progress
 from paramsel_jax import protocol
+from paramsel_jax import report
 from paramsel_jax import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +83,7 @@ def test_grid_expands_in_table_order():
 def test_retrain_grid_has_one_cell_per_selector_and_l():
   retrain = dataclasses.replace(
       TINY, protocol=dataclasses.replace(TINY.protocol, mode='retrain'))
+  assert retrain.protocol.k is None
   cells = sweep.expand_grid(retrain)
   assert [(c.selector, c.k, c.l) for c in cells] == [
       ('random', None, 0.05), ('topgrad', None, 0.05),
@@ -108,35 +111,38 @@ def test_cell_key_depends_on_everything_that_changes_results(change):
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(selectors=('topgrad', 'best')), "Unknown selector 'best'"),
-    (dict(selectors=()), 'selectors is empty'),
-    (dict(models=('resnet',)), "Unknown model 'resnet'"),
-    (dict(models=()), 'models is empty'),
-    (dict(ks=()), 'ks is empty'),
-    (dict(ls=()), 'ls is empty'),
-    (dict(ks=(0.1, 1.0)), 'ks contains 1.0'),
-    (dict(ks=(0.0,)), 'ks contains 0.0'),
-    (dict(ls=(0.05, 1.5)), 'ls contains 1.5'),
-    (dict(ls=(-0.1,)), 'ls contains -0.1'),
-    (dict(ks=(0.1, 0.1)), 'repeats'),
-    (dict(seeds=(0, 0)), 'repeats'),
-    (dict(optimizers=(optimizers.OptimizerConfig('lbfgs'),)), "Unknown optimizer 'lbfgs'"),
-    (dict(protocol=dataclasses.replace(TINY.protocol, window=50)), 'window=50'),
-    (dict(ks=(1e-7,)), 'each must be >= 1'),
+    (lambda: dict(selectors=('topgrad', 'best')), "Unknown selector 'best'"),
+    (lambda: dict(selectors=()), 'selectors is empty'),
+    (lambda: dict(models=('resnet',)), "Unknown model 'resnet'"),
+    (lambda: dict(models=()), 'models is empty'),
+    (lambda: dict(ks=()), 'ks is empty'),
+    (lambda: dict(ls=()), 'ls is empty'),
+    (lambda: dict(ks=(0.1, 2.0)), 'ks contains 2.0'),
+    (lambda: dict(ks=(5,)), 'ks contains 5'),
+    (lambda: dict(ks=(0.0,)), 'ks contains 0.0'),
+    (lambda: dict(ls=(0.05, 1.5)), 'ls contains 1.5'),
+    (lambda: dict(ls=(-0.1,)), 'ls contains -0.1'),
+    (lambda: dict(ks=(0.1, 0.1)), 'repeats'),
+    (lambda: dict(seeds=(0, 0)), 'repeats'),
+    (lambda: dict(optimizers=(optimizers.OptimizerConfig('lbfgs'),)), "Unknown optimizer 'lbfgs'"),
+    (lambda: dict(protocol=dataclasses.replace(TINY.protocol, window=50)), 'window=50'),
+    (lambda: dict(ks=(1e-7,)), 'rounds to 0 coordinates'),
 ])
 def test_bad_config_raises_one_clear_error(change, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
-    sweep.validate_sweep(dataclasses.replace(TINY, **change))
+    # Most are caught where the config is made, the rest by validate_sweep.
+    sweep.validate_sweep(dataclasses.replace(TINY, **change()))
 
 
 def test_bad_flag_fails_before_any_work(tmp_path):
   done = subprocess.run(
-      [sys.executable, SCRIPT, '--dataset=synthetic', '--models=mlp',
-       '--selectors=topgrad,nope', f'--output_dir={tmp_path / "out"}'],
+      [sys.executable, SCRIPT, '--dataset=synthetic', '--model=mlp',
+       '--selector=topgrad,nope', f'--output_dir={tmp_path / "out"}'],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert done.returncode != 0
   assert "Unknown selector 'nope'; accepted:" in done.stderr
   assert 'Traceback' not in done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1, done.stderr
   assert not (tmp_path / 'out').exists()
 
 
@@ -156,7 +162,7 @@ def test_outputs_are_written_and_summaries_match(uninterrupted):
       for metric in sweep.METRICS:
         values = cell[part][metric]
         assert len(values) == 2 and np.all(np.isfinite(values))
-        want = experiment.summarize(values)
+        want = report.summarize(values)
         assert cell['summary'][part][metric] == want
         assert float(row[f'{part}_{metric}_ci95']) == want['ci95']
     assert cell['frozen_moved'] == [False, False]
@@ -184,11 +190,11 @@ def test_resume_after_kill_gives_identical_results(uninterrupted, tmp_path,
   class Killed(Exception):
     pass
 
-  def kill(self, count, what):
-    raise Killed(what)
+  def kill(self, count, note=''):
+    raise Killed(note)
 
   with monkeypatch.context() as patch:
-    patch.setattr(sweep.Progress, 'add', kill)  # right after the first group is saved.
+    patch.setattr(progress.Progress, 'update', kill)  # right after the first group is saved.
     with pytest.raises(Killed):
       sweep.run_sweep(TINY, str(tmp_path), log=_quiet)
   assert len(os.listdir(tmp_path / 'cells')) == 2  # one group: 2 l's.

@@ -10,19 +10,26 @@ Modules: :mod:`space` (what may be chosen), :mod:`relax` (Gumbel-softmax,
 temperature schedules), :mod:`supernet` (the relaxed network),
 :mod:`regularizer` (expected size and entropy), :mod:`search` (the bilevel
 loop), :mod:`derive` (argmax -> plain model, JSON), :mod:`training` (plain
-training), :mod:`stability` (noise and seed robustness), :mod:`pipeline`
-(search, baselines, report).
+training), :mod:`stability` (noise and seed robustness), :mod:`baselines`
+(random search, fixed net, reference model), :mod:`results` (summaries over
+seeds, the table, the plot), :mod:`pipeline` (:class:`PipelineConfig` and the
+driver :func:`run_pipeline`), :mod:`checks` (the configs' field checks).
 """
 
+from paramsel_jax.structure.baselines import fixed_architecture
+from paramsel_jax.structure.baselines import fixed_baseline
+from paramsel_jax.structure.baselines import random_indices
+from paramsel_jax.structure.baselines import random_search
+from paramsel_jax.structure.baselines import reference_baseline
 from paramsel_jax.structure.derive import Architecture
 from paramsel_jax.structure.derive import derive_architecture
 from paramsel_jax.structure.derive import DiscreteNet
 from paramsel_jax.structure.derive import from_indices
 from paramsel_jax.structure.derive import inherit_params
 from paramsel_jax.structure.derive import LayerChoice
-from paramsel_jax.structure.pipeline import ExperimentConfig
-from paramsel_jax.structure.pipeline import fixed_architecture
-from paramsel_jax.structure.pipeline import run_experiment
+from paramsel_jax.structure.pipeline import PipelineConfig
+from paramsel_jax.structure.pipeline import run_pipeline
+from paramsel_jax.structure.pipeline import search_and_retrain
 from paramsel_jax.structure.regularizer import expected_flops
 from paramsel_jax.structure.regularizer import expected_params
 from paramsel_jax.structure.regularizer import max_structure
@@ -36,6 +43,9 @@ from paramsel_jax.structure.relax import probabilities
 from paramsel_jax.structure.relax import sample_structure
 from paramsel_jax.structure.relax import SCHEDULES
 from paramsel_jax.structure.relax import temperature_schedule
+from paramsel_jax.structure.results import plot_accuracy_vs_params
+from paramsel_jax.structure.results import results_table
+from paramsel_jax.structure.results import summarize_runs
 from paramsel_jax.structure.search import compiled_chunk_fn
 from paramsel_jax.structure.search import init_state
 from paramsel_jax.structure.search import init_states

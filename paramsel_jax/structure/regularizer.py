@@ -42,11 +42,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 
+from paramsel_jax import checks
 from paramsel_jax.structure import relax
 from paramsel_jax.structure.space import SearchSpace
 
@@ -133,13 +133,21 @@ def max_structure(space: SearchSpace) -> dict[str, jax.Array]:
 class RegularizerConfig:
   """Weights of the structure regularizer (see the module docstring).
 
+  Every field is checked when the config is made (a ``ValueError`` names the
+  field, the value and what is accepted):
+
+    >>> RegularizerConfig(entropy_weight=float('inf'))
+    Traceback (most recent call last):
+    ...
+    ValueError: RegularizerConfig.entropy_weight=inf; accepted: a finite float.
+
   Attributes:
-    size_weight: weight of the size term.
-    target_params: if set, the size term is the target-mode hinge
-      ``max(0, log(E[params] / target_params))``; else ``E[params] /
-      params_max``.
-    flops_weight: weight of ``E[FLOPs] / FLOPs_max``.
-    entropy_weight: weight of the mean choice entropy (positive pushes
+    size_weight: weight of the size term, a finite float ``>= 0``.
+    target_params: if set (an int ``>= 1``), the size term is the
+      target-mode hinge ``max(0, log(E[params] / target_params))``; else
+      ``E[params] / params_max``.
+    flops_weight: weight of ``E[FLOPs] / FLOPs_max``, finite, ``>= 0``.
+    entropy_weight: weight of the mean choice entropy, finite (positive pushes
       towards discrete structures, negative keeps them spread).
   """
 
@@ -148,24 +156,17 @@ class RegularizerConfig:
   flops_weight: float = 0.0
   entropy_weight: float = 0.0
 
-  def validate(self) -> RegularizerConfig:
-    for field in ('size_weight', 'flops_weight'):
-      v = getattr(self, field)
-      if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-        raise ValueError(f'{field}={v!r}; accepted: a finite float >= 0.')
-    if not math.isfinite(self.entropy_weight):
-      raise ValueError(f'entropy_weight={self.entropy_weight!r}; accepted: '
-                       'a finite float.')
-    if self.target_params is not None and not (
-        int(self.target_params) == self.target_params
-        and self.target_params >= 1):
-      raise ValueError(f'target_params={self.target_params!r}; accepted: '
-                       'None or an int >= 1.')
-    return self
+  def __post_init__(self):
+    checks.fields(self, ('size_weight', 'flops_weight'), checks.real,
+                  at_least=0)
+    checks.fields(self, ('entropy_weight',), checks.real)
+    checks.fields(self, ('target_params',), checks.integer, at_least=1,
+                  optional=True)
 
 
 def structure_regularizer(space: SearchSpace, logits: Mapping[str, jax.Array],
-                config: RegularizerConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+                          config: RegularizerConfig
+                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The structure regularizer ``R(theta)`` and its parts.
 
   Args:

@@ -27,7 +27,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+import optax
 
+from paramsel_jax import checks
 from paramsel_jax.structure.space import SearchSpace
 
 SCHEDULES = ('exponential', 'linear', 'constant')
@@ -74,19 +76,22 @@ def temperature_schedule(kind: str, tau0: float, tau_min: float,
                          steps: int) -> Callable[[ArrayLike], jax.Array]:
   """A temperature schedule ``step -> tau`` from ``tau0`` to ``tau_min``.
 
-  ``'exponential'``: ``tau0 * (tau_min / tau0) ** (step / steps)``;
-  ``'linear'``: ``tau0 + (tau_min - tau0) * step / steps`` (GDAS anneals
-  10 -> 0.1 linearly); ``'constant'``: ``tau0``. The step is clipped to
-  ``[0, steps]``.
+  Built from optax's schedules: ``'exponential'`` is
+  ``optax.exponential_decay`` (``tau0 * (tau_min / tau0) ** (step / steps)``,
+  held at ``tau_min`` after ``steps``); ``'linear'`` is
+  ``optax.linear_schedule`` (``tau0 + (tau_min - tau0) * step / steps``; GDAS
+  anneals 10 -> 0.1 linearly); ``'constant'`` is
+  ``optax.constant_schedule(tau0)``. A step before 0 gives ``tau0``, one
+  after ``steps`` gives ``tau_min``.
 
   Args:
     kind: one of :data:`SCHEDULES`.
-    tau0: the initial temperature, ``> 0``.
+    tau0: the initial temperature, a finite float ``> 0``.
     tau_min: the final temperature, ``0 < tau_min <= tau0``.
-    steps: the number of steps from ``tau0`` to ``tau_min``, ``>= 1``.
+    steps: the number of steps from ``tau0`` to ``tau_min``, an int ``>= 1``.
 
   Returns:
-    A jittable function of the (integer) step.
+    A jittable function of the (integer) step, returning a float32 scalar.
 
   Raises:
     ValueError: on an unknown ``kind`` or inconsistent temperatures.
@@ -98,34 +103,45 @@ def temperature_schedule(kind: str, tau0: float, tau_min: float,
     0.1
   """
   check_temperatures(kind, tau0, tau_min, steps)
-
-  def schedule(step: ArrayLike) -> jax.Array:
-    frac = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
-    if kind == 'linear':
-      return tau0 + (tau_min - tau0) * frac
-    if kind == 'exponential':
-      return tau0 * (tau_min / tau0) ** frac
-    return jnp.full_like(frac, tau0)
-
-  return schedule
+  if kind == 'linear':
+    schedule = optax.linear_schedule(tau0, tau_min, steps)
+  elif kind == 'exponential':
+    schedule = optax.exponential_decay(tau0, steps, tau_min / tau0,
+                                       end_value=tau_min)
+  else:
+    schedule = optax.constant_schedule(tau0)
+  return lambda step: jnp.asarray(schedule(step), jnp.float32)
 
 
-def check_temperatures(kind: str, tau0: float, tau_min: float,
-                       steps: int) -> None:
-  """Raises ValueError unless the schedule settings are consistent."""
-  if kind not in SCHEDULES:
-    raise ValueError(f'Unknown temperature schedule {kind!r}; accepted: '
-                     f'{", ".join(SCHEDULES)}.')
-  if not tau0 > 0:
-    raise ValueError(f'tau0={tau0!r}; accepted: a temperature > 0.')
-  if not tau_min > 0:
-    raise ValueError(f'tau_min={tau_min!r}; accepted: a temperature > 0.')
+def check_temperatures(kind: str, tau0: float, tau_min: float, steps: int,
+                       *, prefix: str = '', steps_name: str = 'steps'
+                       ) -> None:
+  """Raises ValueError unless the schedule settings are consistent.
+
+  Args:
+    kind: the schedule's name.
+    tau0: the initial temperature.
+    tau_min: the final temperature.
+    steps: the steps from ``tau0`` to ``tau_min``.
+    prefix: prepended to the names in messages (``'SearchConfig.'``).
+    steps_name: the name of ``steps`` in messages.
+
+  Example:
+
+    >>> check_temperatures('linear', 1.0, 2.0, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau_min=2.0 > tau0=1.0; accepted: 0 < tau_min <= tau0 (the \
+temperature is annealed down).
+  """
+  checks.one_of(f'{prefix}schedule', kind, SCHEDULES)
+  checks.real(f'{prefix}tau0', tau0, above=0)
+  checks.real(f'{prefix}tau_min', tau_min, above=0)
   if tau_min > tau0:
-    raise ValueError(f'tau_min={tau_min!r} > tau0={tau0!r}; accepted: '
-                     '0 < tau_min <= tau0 (the temperature is annealed '
-                     'down).')
-  if int(steps) != steps or steps < 1:
-    raise ValueError(f'schedule steps={steps!r}; accepted: an int >= 1.')
+    raise ValueError(f'{prefix}tau_min={tau_min!r} > {prefix}tau0={tau0!r}; '
+                     'accepted: 0 < tau_min <= tau0 (the temperature is '
+                     'annealed down).')
+  checks.integer(f'{prefix}{steps_name}', steps, at_least=1)
 
 
 def init_logits(space: SearchSpace, key: jax.Array | None = None,

@@ -54,6 +54,7 @@ import optax
 
 from paramsel_jax import models
 from paramsel_jax import steps as steps_lib
+from paramsel_jax import checks
 from paramsel_jax.structure import regularizer as reg_lib
 from paramsel_jax.structure import relax
 from paramsel_jax.structure import supernet as supernet_lib
@@ -68,20 +69,33 @@ Split = tuple[jax.Array, jax.Array]  # uint8 images, int labels.
 class SearchConfig:
   """Settings of the bilevel search.
 
+  Every field is checked when the config is made; a bad one raises a
+  ``ValueError`` that names it, its value and what is accepted:
+
+    >>> SearchConfig(tau0=float('inf'))
+    Traceback (most recent call last):
+    ...
+    ValueError: SearchConfig.tau0=inf; accepted: a finite float > 0.
+
   Attributes:
-    warmup_steps: weight-only steps before structure steps start.
-    search_steps: alternating (structure, weight) step pairs.
-    batch_size: examples per batch (train and validation).
-    weight_lr: Adam learning rate of the supernet weights.
-    arch_lr: Adam learning rate of the structure logits.
-    arch_b1: Adam ``b1`` of the structure logits (DARTS uses 0.5).
-    tau0: initial Gumbel-softmax temperature.
-    tau_min: final temperature.
-    schedule: ``'exponential'``, ``'linear'`` or ``'constant'``.
+    warmup_steps: weight-only steps before structure steps start (an int
+      ``>= 0``).
+    search_steps: alternating (structure, weight) step pairs (an int
+      ``>= 1``).
+    batch_size: examples per batch (train and validation), an int ``>= 1``.
+    weight_lr: Adam learning rate of the supernet weights, finite, ``> 0``.
+    arch_lr: Adam learning rate of the structure logits, finite, ``> 0``.
+    arch_b1: Adam ``b1`` of the structure logits, in ``[0, 1)`` (DARTS uses
+      0.5).
+    tau0: initial Gumbel-softmax temperature, finite, ``> 0``.
+    tau_min: final temperature, ``0 < tau_min <= tau0``.
+    schedule: one of :data:`relax.SCHEDULES` (``'exponential'``,
+      ``'linear'``, ``'constant'``).
     hard: straight-through one-hot samples (GDAS) instead of soft ones.
     regularizer: weights of the structure regularizer.
-    chunk_steps: steps per jitted scan chunk.
-    conv_impl: convolution implementation of the supernet.
+    chunk_steps: steps per jitted scan chunk, an int ``>= 1``.
+    conv_impl: convolution implementation of the supernet, one of
+      :data:`paramsel_jax.models.CONV_IMPLS`.
   """
 
   warmup_steps: int = 500
@@ -99,25 +113,20 @@ class SearchConfig:
   chunk_steps: int = 500
   conv_impl: str = 'auto'
 
-  def validate(self) -> SearchConfig:
-    if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
-      raise ValueError(f'warmup_steps={self.warmup_steps!r}; accepted: an '
-                       'int >= 0.')
-    for field in ('search_steps', 'batch_size', 'chunk_steps'):
-      v = getattr(self, field)
-      if int(v) != v or v < 1:
-        raise ValueError(f'{field}={v!r}; accepted: an int >= 1.')
-    for field in ('weight_lr', 'arch_lr'):
-      v = getattr(self, field)
-      if not v > 0:
-        raise ValueError(f'{field}={v!r}; accepted: a float > 0.')
-    if not 0 <= self.arch_b1 < 1:
-      raise ValueError(f'arch_b1={self.arch_b1!r}; accepted: 0 <= b1 < 1.')
+  def __post_init__(self):
+    checks.fields(self, ('warmup_steps',), checks.integer, at_least=0)
+    checks.fields(self, ('search_steps', 'batch_size', 'chunk_steps'),
+                  checks.integer, at_least=1)
+    checks.fields(self, ('weight_lr', 'arch_lr'), checks.real, above=0)
+    checks.fields(self, ('arch_b1',), checks.real, at_least=0, below=1)
     relax.check_temperatures(self.schedule, self.tau0, self.tau_min,
-                             self.search_steps)
-    self.regularizer.validate()
-    models.resolve_conv_impl(self.conv_impl)
-    return self
+                             self.search_steps, prefix='SearchConfig.',
+                             steps_name='search_steps')
+    checks.fields(self, ('hard',), checks.boolean)
+    checks.fields(self, ('regularizer',), checks.instance,
+                  cls=reg_lib.RegularizerConfig)
+    checks.fields(self, ('conv_impl',), checks.one_of,
+                  accepted=models.CONV_IMPLS)
 
 
 class SearchState(NamedTuple):
@@ -181,9 +190,9 @@ def init_states(space: SearchSpace, config: SearchConfig,
                 seeds: jax.Array) -> tuple[SearchState, jax.Array]:
   """Initial states and run keys of several seeds (leading seed axis).
 
-  Seed ``s`` initialises the weights from ``jax.random.key(s)``; its run key
-  (batches, Gumbel noise) is ``fold_in(key(s), 1)``. Compiled once per
-  space, config and number of seeds.
+  Seed ``s`` (a uint32) initialises the weights from ``jax.random.key(s)``;
+  its run key (batches, Gumbel noise) is ``fold_in(key(s), 1)``. Compiled
+  once per space, config and number of seeds.
   """
   keys = jax.vmap(jax.random.key)(seeds)
   states = jax.vmap(lambda k: init_state(space, config, k))(keys)
@@ -276,9 +285,9 @@ def compiled_chunk_fn(space: SearchSpace, config: SearchConfig,
 
 
 def run_search(space: SearchSpace, config: SearchConfig, train: Split,
-           valid: Split, *, seeds: Sequence[int] = (0,),
-           vmap_seeds: bool = True, progress: Progress = None
-           ) -> SearchResult:
+               valid: Split, *, seeds: Sequence[int] = (0,),
+               vmap_seeds: bool = True, progress: Progress = None
+               ) -> SearchResult:
   """Runs the structure search for every seed.
 
   Args:
@@ -286,21 +295,22 @@ def run_search(space: SearchSpace, config: SearchConfig, train: Split,
     config: the search settings.
     train: ``(uint8 images, labels)`` for the weight steps.
     valid: ``(uint8 images, labels)`` for the structure steps.
-    seeds: one search per seed; seed ``s`` uses ``jax.random.key(s)`` for
-      the weights' init and ``fold_in(key(s), 1)`` for the batches and
-      Gumbel noise.
+    seeds: one search per seed, distinct ints in ``[0, 2**32)``; seed ``s``
+      uses ``jax.random.key(s)`` for the weights' init and
+      ``fold_in(key(s), 1)`` for the batches and Gumbel noise.
     vmap_seeds: run the seeds together under ``vmap`` (one compiled loop);
       else in turn. Both give the same numbers up to float rounding.
     progress: called with a line after every chunk, if given.
 
   Returns:
     A :class:`SearchResult`.
+
+  Raises:
+    ValueError: on a bad space or bad seeds, before any work.
   """
-  config.validate()
   space.validate()
+  checks.seeds('seeds', tuple(seeds))
   seeds = tuple(int(s) for s in seeds)
-  if not seeds:
-    raise ValueError('seeds is empty; accepted: one or more ints.')
   train = tuple(jnp.asarray(a) for a in train)
   valid = tuple(jnp.asarray(a) for a in valid)
   start = time.perf_counter()
@@ -311,7 +321,8 @@ def run_search(space: SearchSpace, config: SearchConfig, train: Split,
   history: list[dict[str, Any]] = []
   total = config.warmup_steps + config.search_steps
   for group in groups:
-    state, key = init_states(space, config, jnp.asarray(group, jnp.int32))
+    state, key = init_states(space, config,
+                             jnp.asarray(group, jnp.uint32))
     if not vmap_seeds:
       state, key = jax.tree.map(lambda a: a[0], (state, key))
     done = 0

@@ -42,6 +42,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from paramsel_jax import checks
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': jax.nn.relu,
     'tanh': jnp.tanh,
@@ -83,6 +85,41 @@ class LayerSpace:
   @property
   def max_kernel(self) -> int:
     return max(self.kernel_sizes) if self.kernel_sizes else 1
+
+  def check(self, where: str) -> None:
+    """Raises ValueError (prefixed ``where``) on a bad candidate list."""
+    if self.kind not in LAYER_KINDS:
+      raise ValueError(f'{where}: unknown kind {self.kind!r}; accepted: '
+                       f'{", ".join(LAYER_KINDS)}.')
+    if not self.widths:
+      raise ValueError(f'{where}: widths is empty; accepted: one or more '
+                       'positive ints, increasing.')
+    if (any(not checks.is_int(c) or c < 1 for c in self.widths)
+        or list(self.widths) != sorted(set(self.widths))):
+      raise ValueError(f'{where}: widths {self.widths!r} are invalid; '
+                       'accepted: positive ints, strictly increasing.')
+    if not self.activations:
+      raise ValueError(f'{where}: activations is empty; accepted: one or '
+                       f'more of {", ".join(ACTIVATIONS)}.')
+    for a in self.activations:
+      if a not in ACTIVATIONS:
+        raise ValueError(f'{where}: unknown activation {a!r}; accepted: '
+                         f'{", ".join(ACTIVATIONS)}.')
+    if len(set(self.activations)) != len(self.activations):
+      raise ValueError(f'{where}: activations {self.activations!r} '
+                       'repeat; accepted: distinct names.')
+    if self.kind == 'dense' and (self.kernel_sizes or self.pool):
+      raise ValueError(f'{where}: kernel_sizes/pool are for conv layers; '
+                       'accepted for dense: kernel_sizes=(), pool=False.')
+    if self.kind == 'conv' and not self.kernel_sizes:
+      raise ValueError(f'{where}: kernel_sizes is empty; accepted: one '
+                       'or more odd positive ints, increasing.')
+    if (any(not checks.is_int(k) or k < 1 or k % 2 == 0
+            for k in self.kernel_sizes)
+        or list(self.kernel_sizes) != sorted(set(self.kernel_sizes))):
+      raise ValueError(f'{where}: kernel_sizes {self.kernel_sizes!r} '
+                       'are invalid; accepted: odd positive ints, strictly '
+                       'increasing.')
 
   def to_dict(self) -> dict[str, Any]:
     return {
@@ -208,60 +245,28 @@ class SearchSpace:
       raise ValueError('layers is empty; accepted: at least one LayerSpace.')
     seen_dense = False
     h, w = self.input_shape[:2]
-    prev_max = None
-    prev_kind = None
+    prev = None
     for i, layer in enumerate(self.layers):
       where = f'layer {i} ({layer.kind})'
-      if layer.kind not in LAYER_KINDS:
-        raise ValueError(f'{where}: unknown kind {layer.kind!r}; accepted: '
-                         f'{", ".join(LAYER_KINDS)}.')
+      layer.check(where)
       if layer.kind == 'conv' and seen_dense:
         raise ValueError(f'{where}: conv layers must come before dense '
                          'layers.')
       seen_dense |= layer.kind == 'dense'
-      if not layer.widths:
-        raise ValueError(f'{where}: widths is empty; accepted: one or more '
-                         'positive ints, increasing.')
-      if (any(int(c) != c or c < 1 for c in layer.widths)
-          or list(layer.widths) != sorted(set(layer.widths))):
-        raise ValueError(f'{where}: widths {layer.widths!r} are invalid; '
-                         'accepted: positive ints, strictly increasing.')
-      if not layer.activations:
-        raise ValueError(f'{where}: activations is empty; accepted: one or '
-                         f'more of {", ".join(ACTIVATIONS)}.')
-      for a in layer.activations:
-        if a not in ACTIVATIONS:
-          raise ValueError(f'{where}: unknown activation {a!r}; accepted: '
-                           f'{", ".join(ACTIVATIONS)}.')
-      if len(set(layer.activations)) != len(layer.activations):
-        raise ValueError(f'{where}: activations {layer.activations!r} '
-                         'repeat; accepted: distinct names.')
-      if layer.kind == 'conv':
-        if not layer.kernel_sizes:
-          raise ValueError(f'{where}: kernel_sizes is empty; accepted: one '
-                           'or more odd positive ints, increasing.')
-        if (any(int(k) != k or k < 1 or k % 2 == 0
-                for k in layer.kernel_sizes)
-            or list(layer.kernel_sizes) != sorted(set(layer.kernel_sizes))):
-          raise ValueError(f'{where}: kernel_sizes {layer.kernel_sizes!r} '
-                           'are invalid; accepted: odd positive ints, '
-                           'strictly increasing.')
-        if layer.pool and (h < 2 or w < 2):
-          raise ValueError(f'{where}: pool on a {h}x{w} map; accepted: '
-                           'maps of at least 2x2.')
-        if layer.pool:
-          h, w = h // 2, w // 2
-      elif layer.kernel_sizes or layer.pool:
-        raise ValueError(f'{where}: kernel_sizes/pool are for conv layers; '
-                         'accepted for dense: kernel_sizes=(), pool=False.')
-      if layer.optional and (prev_kind != layer.kind
-                             or prev_max != layer.max_width):
+      if layer.pool and (h < 2 or w < 2):
+        raise ValueError(f'{where}: pool on a {h}x{w} map; accepted: '
+                         'maps of at least 2x2.')
+      if layer.pool:
+        h, w = h // 2, w // 2
+      if layer.optional and (prev is None or prev.kind != layer.kind
+                             or prev.max_width != layer.max_width):
         raise ValueError(
             f'{where}: optional=True needs a previous {layer.kind} layer '
             f'whose widest candidate equals this one ({layer.max_width}), '
             'so that skipping is the identity; got previous '
-            f'{prev_kind or "input"} of width {prev_max}.')
-      prev_max, prev_kind = layer.max_width, layer.kind
+            f'{prev.kind if prev else "input"} of width '
+            f'{prev.max_width if prev else None}.')
+      prev = layer
     return self
 
   def to_dict(self) -> dict[str, Any]:

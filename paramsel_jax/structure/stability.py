@@ -7,8 +7,10 @@ three things for every trained network:
   scaled to ``[0, 1]`` (no clipping);
 * accuracy under Gaussian weight noise: every params leaf ``w`` becomes
   ``w + sigma * rms(w) * N(0, 1)``, averaged over ``repeats`` draws;
-* over search seeds: mean and standard deviation of each figure, and the
-  fraction of structure choices on which the seeds agree.
+* over search seeds: the fraction of structure choices on which the seeds
+  agree (:func:`seed_agreement`); the mean and sample std of each figure is
+  :func:`paramsel_jax.report.summarize`'s (see
+  :func:`paramsel_jax.structure.results.summarize_runs`).
 
 Example:
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import itertools
-import math
 from typing import Any
 
 from jax.typing import ArrayLike
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax import steps as steps_lib
+from paramsel_jax import checks
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -118,11 +120,9 @@ def robustness(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
     >>> r['accuracy'], r['input_noise']['0.0'], r['weight_noise']['0.0']
     (1.0, 1.0, 1.0)
   """
-  if int(repeats) != repeats or repeats < 1:
-    raise ValueError(f'repeats={repeats!r}; accepted: an int >= 1.')
-  for s in (*input_sigmas, *weight_sigmas):
-    if not (s >= 0 and math.isfinite(s)):
-      raise ValueError(f'noise sigma {s!r}; accepted: finite floats >= 0.')
+  checks.integer('repeats', repeats, at_least=1)
+  checks.reals('input_sigmas', tuple(input_sigmas), at_least=0)
+  checks.reals('weight_sigmas', tuple(weight_sigmas), at_least=0)
   # One evaluation per (input sigma, weight sigma, draw), the clean one first,
   # all under one lax.map: a single copy of the network in the program.
   n_in, n_w = len(input_sigmas) * repeats, len(weight_sigmas) * repeats
@@ -183,26 +183,3 @@ def seed_agreement(indices: Sequence[Mapping[str, int]]) -> dict[str, float]:
   pairwise = (np.mean([indices[a][n] == indices[b][n]
                        for n in names for a, b in pairs]) if pairs else 1.0)
   return {'all_agree': float(all_agree), 'pairwise': float(pairwise)}
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and (population) standard deviation as floats.
-
-  Example:
-
-    >>> mean_std([1.0, 3.0])
-    (2.0, 1.0)
-  """
-  a = np.asarray(values, np.float64)
-  return float(a.mean()), float(a.std())
-
-
-def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """Mean ± std over seeds of every figure of :func:`robustness` outputs."""
-  out: dict[str, Any] = {}
-  for key in ('accuracy', 'loss'):
-    out[key] = mean_std([r[key] for r in runs])
-  for group in ('input_noise', 'weight_noise'):
-    out[group] = {s: mean_std([r[group][s] for r in runs])
-                  for s in runs[0][group]}
-  return out

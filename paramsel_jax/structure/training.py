@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from paramsel_jax import steps as steps_lib
+from paramsel_jax import checks
 
 PyTree = Any
 Progress = Callable[[str], None] | None
@@ -43,12 +44,20 @@ Progress = Callable[[str], None] | None
 class TrainConfig:
   """How a discrete network is trained.
 
+  Every field is checked when the config is made:
+
+    >>> TrainConfig(steps=10.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: TrainConfig.steps=10.0; accepted: an int >= 1.
+
   Attributes:
-    steps: number of Adam steps.
-    batch_size: examples per step.
-    learning_rate: the peak learning rate, cosine-decayed to 0.
+    steps: number of Adam steps, an int ``>= 1``.
+    batch_size: examples per step, an int ``>= 1``.
+    learning_rate: the peak learning rate, finite, ``> 0``, cosine-decayed
+      to 0.
     chunk_steps: steps per jitted ``lax.scan`` chunk (progress is printed
-      between chunks).
+      between chunks), an int ``>= 1``.
   """
 
   steps: int = 6000
@@ -56,15 +65,10 @@ class TrainConfig:
   learning_rate: float = 2e-3
   chunk_steps: int = 1000
 
-  def validate(self, prefix: str = '') -> TrainConfig:
-    for field in ('steps', 'batch_size', 'chunk_steps'):
-      v = getattr(self, field)
-      if int(v) != v or v < 1:
-        raise ValueError(f'{prefix}{field}={v!r}; accepted: an int >= 1.')
-    if not self.learning_rate > 0:
-      raise ValueError(f'{prefix}learning_rate={self.learning_rate!r}; '
-                       'accepted: a float > 0.')
-    return self
+  def __post_init__(self):
+    checks.fields(self, ('steps', 'batch_size', 'chunk_steps'), checks.integer,
+                  at_least=1)
+    checks.fields(self, ('learning_rate',), checks.real, above=0)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -92,7 +96,6 @@ def train(apply: Callable[..., jax.Array], params: PyTree,
   Returns:
     The trained params.
   """
-  config.validate()
   tx = make_optimizer(config)
   apply_fn = lambda p, x: apply({'params': p}, x)
 

@@ -1,0 +1,232 @@
+"""The flags the protocol's scripts share, declared once.
+
+`experiments/mnist.py` (one run) and `experiments/sweep.py` (a grid) take the
+same data, model, optimizer and protocol flags, under the same names; each
+script calls `define(**defaults)` at import with its own defaults and reads the
+flags only in `main`, through the functions below, which turn them into the
+library's config objects. List flags (`--model`, `--optimizer`, `--selector`,
+`--k`, `--l`) take comma-separated values; `mnist.py` runs exactly one model
+and one optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from absl import flags
+
+from paramsel_jax import cli
+from paramsel_jax import data
+from paramsel_jax import experiment
+from paramsel_jax import models
+from paramsel_jax import optimizers
+from paramsel_jax import protocol
+from paramsel_jax import selectors
+
+AUTO = None  # a default of None reads "auto": the script chooses.
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """The flag holders `define` made, by name (`holders['eta0'].value`)."""
+
+  holders: dict[str, Any]
+
+  def value(self, name: str) -> Any:
+    return self.holders[name].value
+
+  def given(self, name: str) -> bool:
+    """Whether `--name` was on the command line."""
+    return self.holders[name].present > 0
+
+
+def _define_data_and_model(d: dict[str, Any]) -> dict[str, Any]:
+  return {
+      'dataset': flags.DEFINE_string('dataset', d.get('dataset', 'mnist'),
+                                     f'One of {", ".join(data.DATASETS)}.'),
+      'data_dir': flags.DEFINE_string(
+          'data_dir', None, 'The data cache (default $PARAMSEL_DATA_DIR or '
+          '~/.cache/paramsel_jax).'),
+      'model': flags.DEFINE_list('model', d.get('model', ['lenet300']),
+                                 f'Comma-separated, of {", ".join(models.MODELS)}.'),
+      'output_dir': flags.DEFINE_string('output_dir', d['output_dir'],
+                                        'Where the results go.'),
+  }
+
+
+def _define_optimizer() -> dict[str, Any]:
+  lrs = ', '.join(f'{k} {v:g}' for k, v in
+                  optimizers.DEFAULT_LEARNING_RATES.items())
+  return {
+      'optimizer': flags.DEFINE_list(
+          'optimizer', ['adam'], 'Comma-separated name[:learning_rate], names '
+          f'of {", ".join(optimizers.OPTIMIZERS)}.'),
+      'learning_rate': flags.DEFINE_float(
+          'learning_rate', None, 'γ of every optimizer without its own '
+          f'(default per optimizer: {lrs}).'),
+      'momentum': flags.DEFINE_float('momentum', 0.9, 'For --optimizer=momentum.'),
+      'b1': flags.DEFINE_float('b1', 0.9, "Adam's b1."),
+      'b2': flags.DEFINE_float('b2', 0.999, "Adam's b2."),
+      'decay': flags.DEFINE_float('decay', 0.99,
+                                  'RMSprop/pSGLD squared-gradient decay.'),
+      'eps': flags.DEFINE_float(
+          'eps', None, "The preconditioner's λ (default: 1e-8 for Adam and "
+          'RMSprop, 1e-5 for pSGLD).'),
+      'temperature': flags.DEFINE_float('temperature', 1.0,
+                                        'Langevin temperature (sgld, psgld).'),
+      'weight_decay': flags.DEFINE_float(
+          'weight_decay', 0.0, 'L2 term wd·w added to the gradient (for '
+          'sgld/psgld: a Gaussian prior of variance 1/(n·wd)).'),
+      'decay_steps': flags.DEFINE_integer(
+          'decay_steps', 0, 'Cosine learning-rate decay to 0 over this many '
+          'steps (0: constant; not for sgld/psgld).'),
+  }
+
+
+def _auto(value: Any) -> str:
+  return 'auto' if value is None else str(value)
+
+
+def _define_protocol(d: dict[str, Any]) -> dict[str, Any]:
+  return {
+      'selector': flags.DEFINE_list(
+          'selector', d['selector'],
+          f'Comma-separated, of {", ".join(sorted(selectors.SELECTORS))}; '
+          '"all" for every registered selector (they share the eta0 phase).'),
+      'k': flags.DEFINE_list(
+          'k', d['k'], 'Coordinates that keep training: counts (integers) or '
+          'fractions of N (0.1, 1.0 = all, 10%), comma-separated.'),
+      'l': flags.DEFINE_list('l', d['l'], 'Weights kept at the end: counts or '
+                             'fractions, comma-separated.'),
+      'eta0': flags.DEFINE_integer('eta0', d['eta0'], 'Steps on all parameters '
+                                   f'(default: {_auto(d["eta0"])}).'),
+      'eta1': flags.DEFINE_integer('eta1', d['eta1'], 'Steps on the k selected '
+                                   f'ones (default: {_auto(d["eta1"])}).'),
+      'window': flags.DEFINE_integer('window', d['window'], "Steps the "
+                                     "selectors' statistics cover (default: "
+                                     f'{_auto(d["window"])}).'),
+      'batch_size': flags.DEFINE_integer('batch_size', 128, 'Minibatch size.'),
+      'mode': flags.DEFINE_enum(
+          'mode', 'prune_at_end', list(protocol.MODES),
+          'prune_at_end: the paper (α after eta0, β after eta1); retrain: β '
+          'after eta0, the rest zeroed, only the kept weights train for eta1 '
+          '(no --k then).'),
+      'prune_rounds': flags.DEFINE_integer(
+          'prune_rounds', 1, '--mode=retrain: prune gradually in this many rounds.'),
+      'chunk_size': flags.DEFINE_integer(
+          'chunk_size', 500, 'Steps per jitted call between progress lines '
+          '(does not change results).'),
+      'train_eval_size': flags.DEFINE_integer(
+          'train_eval_size', d['train_eval_size'], 'Train metrics on the first '
+          'this many training examples (0: all; default: '
+          f'{_auto(d["train_eval_size"])}).'),
+      'num_seeds': flags.DEFINE_integer('num_seeds', d['num_seeds'], 'Seeds, '
+                                        'run as one program (default: '
+                                        f'{_auto(d["num_seeds"])}).'),
+      'seed': flags.DEFINE_integer('seed', 0, 'First seed; seeds are seed .. '
+                                   'seed+num_seeds-1.'),
+      'shard_batch': flags.DEFINE_bool(
+          'shard_batch', False, 'With several devices, also shard each '
+          'minibatch over the devices the seeds leave.'),
+      'seed_axis': flags.DEFINE_enum(
+          'seed_axis', 'auto', list(protocol.SEED_AXES),
+          'vmap: seeds in parallel; map: in turn; auto: map for conv nets on CPU.'),
+  }
+
+
+def define(**defaults: Any) -> Flags:
+  """Declares the shared flags with a script's defaults (None: auto).
+
+  Keys: selector, k, l (lists of strings), eta0, eta1, window, num_seeds,
+  train_eval_size, output_dir, and optionally dataset and model.
+  """
+  holders = {**_define_data_and_model(defaults), **_define_optimizer(),
+             **_define_protocol(defaults)}
+  return Flags(holders)
+
+
+def optimizer_configs(f: Flags) -> tuple[optimizers.OptimizerConfig, ...]:
+  """One `OptimizerConfig` per `--optimizer` entry (name[:learning_rate])."""
+  out = []
+  for spec in f.value('optimizer'):
+    name, _, rate = spec.partition(':')
+    lr = f.value('learning_rate')
+    if rate:
+      lr = cli.floats([rate], 'optimizer')[0]
+    out.append(optimizers.OptimizerConfig(
+        name=name, learning_rate=lr, momentum=f.value('momentum'),
+        b1=f.value('b1'), b2=f.value('b2'), decay=f.value('decay'),
+        eps=f.value('eps'), temperature=f.value('temperature'),
+        weight_decay=f.value('weight_decay'),
+        decay_steps=f.value('decay_steps')))
+  if not out:
+    raise ValueError('--optimizer is empty; accepted: one or more of '
+                     f'{", ".join(optimizers.OPTIMIZERS)}.')
+  return tuple(out)
+
+
+def selector_names(f: Flags, auto: tuple[str, ...] = ()) -> tuple[str, ...]:
+  """`--selector`: names, 'all', or 'auto' (then `auto`)."""
+  names = tuple(s.strip() for s in f.value('selector') if s.strip())
+  if names == ('all',):
+    return tuple(sorted(selectors.SELECTORS))
+  if names == ('auto',) and auto:
+    return auto
+  return names
+
+
+def seeds(f: Flags, num_seeds: int) -> tuple[int, ...]:
+  """`--seed .. --seed + num_seeds - 1`, checked."""
+  if num_seeds < 1:
+    raise ValueError(f'--num_seeds={num_seeds}; accepted: an integer >= 1.')
+  first = f.value('seed')
+  if first < 0 or first + num_seeds - 1 > protocol.MAX_SEED:
+    raise ValueError(f'--seed={first} with --num_seeds={num_seeds}; accepted: '
+                     f'seeds in [0, {protocol.MAX_SEED}].')
+  return tuple(range(first, first + num_seeds))
+
+
+def protocol_config(f: Flags, **auto: Any) -> protocol.ProtocolConfig:
+  """The `ProtocolConfig` of the flags; `auto` fills flags left at None.
+
+  `--k` given together with `--mode=retrain` is refused (k is not used
+  there); the k and l values are whatever `--k` / `--l` hold (a sweep sets
+  its own grid).
+  """
+  value = lambda name: auto[name] if f.value(name) is None else f.value(name)
+  retrain = f.value('mode') == 'retrain'
+  if retrain and f.given('k'):
+    raise ValueError(f'--k={",".join(f.value("k"))} with --mode=retrain: in '
+                     'prune-then-retrain α = β (the l kept weights train), so '
+                     '--k is not used; leave it out.')
+  return protocol.ProtocolConfig(
+      eta0=value('eta0'), eta1=value('eta1'), window=value('window'),
+      k=None if retrain else cli.counts(f.value('k'), 'k'),
+      l=cli.counts(auto['l'] if 'l' in auto else f.value('l'), 'l'),
+      batch_size=f.value('batch_size'), chunk_size=f.value('chunk_size'),
+      train_eval_size=value('train_eval_size') or None,
+      seed_axis=f.value('seed_axis'), shard_batch=f.value('shard_batch'),
+      mode=f.value('mode'), prune_rounds=f.value('prune_rounds'))
+
+
+def experiment_config(f: Flags) -> experiment.ExperimentConfig:
+  """The one-run `ExperimentConfig` of `experiments/mnist.py`'s flags."""
+  (model,) = _single(f, 'model', 'sweep.py runs several models')
+  opts = optimizer_configs(f)
+  if len(opts) != 1:
+    raise ValueError(f'--optimizer={",".join(f.value("optimizer"))}: this '
+                     'script runs one optimizer; experiments/sweep.py runs '
+                     'several.')
+  return experiment.ExperimentConfig(
+      dataset=f.value('dataset'), model=model, selectors=selector_names(f),
+      seeds=seeds(f, f.value('num_seeds')), optimizer=opts[0],
+      protocol=protocol_config(f), data_dir=f.value('data_dir'))
+
+
+def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
+  values = tuple(v.strip() for v in f.value(name) if v.strip())
+  if len(values) != 1:
+    raise ValueError(f'--{name}={",".join(f.value(name))}: this script runs '
+                     f'exactly one; experiments/{elsewhere}.')
+  return values  # type: ignore[return-value]

@@ -1,0 +1,53 @@
+"""How the seeds and the minibatches of a run are laid out over the devices.
+
+A ('seed', 'batch') `jax.sharding.Mesh`: vmapped seeds are sharded over
+'seed'; with `shard_batch`, each training minibatch over 'batch' (data
+parallelism; the gradient is then all-reduced, which may sum in another order
+than one device does: results agree to float rounding, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def device_mesh(num_seeds: int, batch_size: int | None = None
+                ) -> jax.sharding.Mesh | None:
+  """The devices as a ('seed', 'batch') mesh; None when it would be 1 x 1.
+
+  'seed' gets the largest device count that divides `num_seeds` (pass 1 when
+  the seeds are not vmapped); 'batch', when `batch_size` is given, the
+  largest count dividing both the devices left and `batch_size`. Data and
+  other unbatched arrays are replicated by jit.
+
+  Example:
+    >>> device_mesh(3) is None or device_mesh(3).shape['seed'] > 1
+    True
+  """
+  devices = jax.devices()
+  seed = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  rest = len(devices) // seed
+  batch = 1 if batch_size is None else max(
+      d for d in range(1, rest + 1) if rest % d == 0 and batch_size % d == 0)
+  if seed * batch == 1:
+    return None
+  return jax.sharding.Mesh(
+      np.array(devices[:seed * batch]).reshape(seed, batch), ('seed', 'batch'))
+
+
+def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
+  """E.g. 'seeds over 4 devices, each minibatch over 2'.
+
+  Example:
+    >>> describe_mesh(None)
+    'one device'
+  """
+  if mesh is None:
+    return 'one device'
+  parts = []
+  if mesh.shape['seed'] > 1:
+    parts.append(f'seeds over {mesh.shape["seed"]} devices')
+  if mesh.shape['batch'] > 1:
+    parts.append(f'each minibatch over {mesh.shape["batch"]} devices')
+  return ', '.join(parts)
