@@ -58,6 +58,7 @@ _CONV_MODELS = ('lenet5', 'cifar_cnn')
 
 
 class TrainState(NamedTuple):
+  """The state of one benchmark run: params and optimizer state."""
   params: Any
   opt_state: Any
 
@@ -96,7 +97,7 @@ def variant_case(name: str, impl: str, mode: str,
     The case (named 'model/impl/mode', one group of its own, so the rounds
     shuffle every variant) and the model's number of parameters.
   """
-  overrides = {'conv_impl': impl} if name in _CONV_MODELS else {}
+  overrides: dict[str, Any] = {'conv_impl': impl} if name in _CONV_MODELS else {}
   model = models.create_model(name, **overrides)
   optimizer = optax.adam(learning_rate)
   params = models.init_params(model, jax.random.key(seed),
@@ -136,6 +137,7 @@ def auto_impls(name: str, shape: Sequence[int]) -> list[str]:
 
 def fake_batches(steps: int, batch_size: int, shape: Sequence[int],
                  seed: int) -> tuple[jax.Array, jax.Array]:
+  """``steps`` random uint8-valued batches as float images in [0, 1] and labels."""
   rng = np.random.default_rng(seed)
   x = rng.integers(0, 256, (steps, batch_size, *shape), np.uint8)
   y = rng.integers(0, 10, (steps, batch_size), np.int32)
@@ -143,6 +145,7 @@ def fake_batches(steps: int, batch_size: int, shape: Sequence[int],
 
 
 def main(argv: Sequence[str]) -> None:
+  """Times every model / implementation / mode variant and prints the table."""
   cli.check_no_arguments(argv)
   steps, repeats = _STEPS.value, _REPEATS.value
   print(f'jax {jax.__version__}, backend {jax.default_backend()}; '

@@ -27,6 +27,7 @@ FLAGS = experiment_flags.define(
 
 
 def main(argv):
+  """Runs the experiment of the flags; exits 1 when every seed diverged."""
   cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
 

@@ -226,6 +226,7 @@ def build() -> tuple[pipeline.PipelineConfig, Callable[[], Any]]:
 
 
 def main(argv: Sequence[str]) -> None:
+  """Runs the structure-search pipeline of the flags into its workdir."""
   cli.check_no_arguments(argv)
   config, load = cli.config_or_exit(build)
   workdir = _WORKDIR.value or os.path.join('results', 'structure_search',

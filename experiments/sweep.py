@@ -59,6 +59,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
 
 
 def main(argv):
+  """Runs (or resumes) the sweep of the flags into --output_dir."""
   cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
 

@@ -15,7 +15,6 @@ The rules are strict on purpose:
   uint32 seed.
 
 Example:
-
   >>> integer('TrainConfig.steps', 2.0, at_least=1)
   Traceback (most recent call last):
   ...
@@ -59,7 +58,6 @@ def is_int(value: Any) -> bool:
   """Whether ``value`` is an int (numpy ints too), not a bool or a float.
 
   Example:
-
     >>> is_int(3), is_int(3.0), is_int(True)
     (True, False, False)
   """
@@ -70,7 +68,6 @@ def is_real(value: Any) -> bool:
   """Whether ``value`` is a finite real number, not a bool.
 
   Example:
-
     >>> is_real(1), is_real(0.5), is_real(float('nan')), is_real(False)
     (True, True, False, False)
   """
@@ -82,7 +79,6 @@ def is_bool(value: Any) -> bool:
   """Whether ``value`` is a bool (numpy's too), not an int.
 
   Example:
-
     >>> is_bool(True), is_bool(1)
     (True, False)
   """
@@ -94,7 +90,6 @@ def integer(name: str, value: Any, *, at_least: int | None = None,
   """Raises unless ``value`` is an int in bounds (or None, if ``optional``).
 
   Example:
-
     >>> integer('random_samples', None, at_least=0, optional=True)
     >>> integer('steps', 0, at_least=1)
     Traceback (most recent call last):
@@ -114,7 +109,6 @@ def real(name: str, value: Any, *, at_least: float | None = None,
   """Raises unless ``value`` is a finite real number in bounds.
 
   Example:
-
     >>> real('arch_b1', 1.0, at_least=0, below=1)
     Traceback (most recent call last):
     ...
@@ -129,7 +123,6 @@ def boolean(name: str, value: Any) -> None:
   """Raises unless ``value`` is a bool.
 
   Example:
-
     >>> boolean('hard', 2)
     Traceback (most recent call last):
     ...
@@ -144,7 +137,6 @@ def one_of(name: str, value: Any, accepted: Collection[str], *,
   """Raises unless ``value`` is one of ``accepted`` (or None, if ``optional``).
 
   Example:
-
     >>> one_of('space', 'rnn', ('mlp', 'conv'))
     Traceback (most recent call last):
     ...
@@ -171,11 +163,11 @@ def _sequence(name: str, values: Any, ok: Callable[[Any], bool],
 
 
 def integers(name: str, values: Any) -> None:
-  """Raises unless ``values`` is a sequence of ints (their range is the
-  search space's to check).
+  """Raises unless ``values`` is a sequence of ints.
+
+  Their range is the search space's to check.
 
   Example:
-
     >>> integers('mlp_widths', (8, 16.0))
     Traceback (most recent call last):
     ...
@@ -196,7 +188,6 @@ def booleans(name: str, values: Any) -> None:
   """Raises unless ``values`` is a sequence of bools.
 
   Example:
-
     >>> booleans('conv_pools', (True, 2))
     Traceback (most recent call last):
     ...
@@ -214,7 +205,6 @@ def reals(name: str, values: Any, *, at_least: float | None = None) -> None:
   """Raises unless ``values`` is a sequence of finite floats in bounds.
 
   Example:
-
     >>> reals('input_sigmas', (0.1, -0.1), at_least=0)
     Traceback (most recent call last):
     ...
@@ -230,7 +220,6 @@ def seeds(name: str, values: Any) -> None:
   """Raises unless ``values`` are distinct ints in ``[0, 2**32)``, at least one.
 
   Example:
-
     >>> seeds('seeds', (0, 1, 2**32 - 1))
     >>> seeds('seeds', (-1,))
     Traceback (most recent call last):
@@ -250,7 +239,6 @@ def fields(config: Any, names: Sequence[str], check: Callable[..., None],
   """``check('<Class>.<field>', value, **kwargs)`` for each named field.
 
   Example:
-
     >>> import dataclasses
     >>> @dataclasses.dataclass(frozen=True)
     ... class Config:

@@ -65,7 +65,7 @@ class ExperimentConfig:
   protocol: protocol.ProtocolConfig = protocol.ProtocolConfig()
   data_dir: str | None = None
   synthetic_size: int = 2048
-  synthetic_shape: tuple[int, int, int] = (28, 28, 1)
+  synthetic_shape: tuple[int, ...] = (28, 28, 1)
 
   def __post_init__(self):
     if self.dataset not in data_lib.DATASETS:
@@ -120,8 +120,11 @@ def resolve_seed_axis(seed_axis: str, model: str) -> str:
 
 
 def resolved(config: ExperimentConfig) -> ExperimentConfig:
-  """`config` with every default made explicit: the optimizer's learning
-  rate, the seed axis, the data directory."""
+  """`config` with every default made explicit.
+
+  Those are the optimizer's learning rate, the seed axis and the data
+  directory.
+  """
   return dataclasses.replace(
       config, optimizer=config.optimizer.resolved(),
       protocol=dataclasses.replace(
@@ -147,7 +150,9 @@ def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.T
   image_shape = tuple(dataset.train.images.shape[1:])
   return protocol.Task(
       init_fn=lambda key: models_lib.init_params(model, key, image_shape),
-      apply_fn=lambda params, x: model.apply({'params': params}, x),
+      # flax types `apply` as returning (output, state) too, for `mutable`.
+      apply_fn=lambda params, x: model.apply(  # type: ignore[arg-type, return-value]
+          {'params': params}, x),
       train_images=jnp.asarray(dataset.train.images),
       train_labels=jnp.asarray(dataset.train.labels),
       test_images=jnp.asarray(dataset.test.images),

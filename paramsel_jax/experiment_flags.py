@@ -34,6 +34,7 @@ class Flags:
   holders: dict[str, Any]
 
   def value(self, name: str) -> Any:
+    """The value of `--name` (its default when not given)."""
     return self.holders[name].value
 
   def given(self, name: str) -> bool:
@@ -229,4 +230,4 @@ def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
   if len(values) != 1:
     raise ValueError(f'--{name}={",".join(f.value(name))}: this script runs '
                      f'exactly one; experiments/{elsewhere}.')
-  return values  # type: ignore[return-value]
+  return values

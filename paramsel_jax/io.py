@@ -19,7 +19,7 @@ import numpy as np
 
 
 def _json_default(o: Any) -> Any:
-  """numpy scalars and arrays, jax arrays and dataclasses as plain JSON."""
+  """Numpy scalars and arrays, jax arrays and dataclasses as plain JSON."""
   if isinstance(o, (np.floating, np.integer, np.bool_)):
     return o.item()
   if hasattr(o, '__array__'):
@@ -66,14 +66,14 @@ def atomic_path(path: str, suffix: str = '') -> Iterator[str]:
 
 
 def write_text_atomic(text: str, path: str, suffix: str = '') -> None:
-  """Writes `text` to `path` atomically.
+  r"""Writes `text` to `path` atomically.
 
   Example:
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), 't.txt')
-    >>> write_text_atomic('done\\n', path)
+    >>> write_text_atomic('done\n', path)
     >>> open(path).read()
-    'done\\n'
+    'done\n'
   """
   with atomic_path(path, suffix) as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:
@@ -95,7 +95,7 @@ def write_json_atomic(obj: Any, path: str) -> None:
 
 
 def save_figure_atomic(fig: Any, path: str, **savefig_kwargs: Any) -> None:
-  """`fig.savefig(path)` for a matplotlib figure, atomically.
+  r"""`fig.savefig(path)` for a matplotlib figure, atomically.
 
   The format is taken from `path`'s extension unless given.
 
@@ -105,7 +105,7 @@ def save_figure_atomic(fig: Any, path: str, **savefig_kwargs: Any) -> None:
     >>> path = os.path.join(tempfile.mkdtemp(), 'f.png')
     >>> save_figure_atomic(Figure(figsize=(1, 1)), path)
     >>> open(path, 'rb').read(4)
-    b'\\x89PNG'
+    b'\x89PNG'
   """
   suffix = os.path.splitext(path)[1]
   savefig_kwargs.setdefault('format', suffix.lstrip('.') or 'png')

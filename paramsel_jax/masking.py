@@ -41,13 +41,16 @@ def check_tree(tree: PyTree, params: PyTree, what: str) -> None:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> check_tree({'v': jnp.zeros(2)}, {'w': jnp.zeros(2)}, 'grads')
+    >>> check_tree({'v': jnp.zeros(2)}, {'w': jnp.zeros(2)},
+    ...            'grads')  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: grads tree structure PyTreeDef({'v': *}) does not match the params tree structure PyTreeDef({'w': *}); grads must be a pytree of the params' shapes.
+    ValueError: grads tree structure PyTreeDef({'v': *}) does not match the params tree structure
+    PyTreeDef({'w': *}); grads must be a pytree of the params' shapes.
   """
   tree_def, params_def = jax.tree.structure(tree), jax.tree.structure(params)
-  if tree_def != params_def:
+  # jax annotates tree structures with an alias mypy cannot resolve as a type.
+  if tree_def != params_def:  # type: ignore[operator]
     raise ValueError(
         f'{what} tree structure {tree_def} does not match the params tree '
         f'structure {params_def}; {what} must be a pytree of the params\' '
@@ -73,10 +76,12 @@ def check_mask(mask: PyTree, params: PyTree, what: str = 'mask') -> None:
   Example:
     >>> import jax.numpy as jnp
     >>> check_mask({'w': jnp.ones(3, bool)}, {'w': jnp.zeros(3)})
-    >>> check_mask({'w': jnp.array([1.0, 0.5, 0.0])}, {'w': jnp.zeros(3)})
+    >>> check_mask({'w': jnp.array([1.0, 0.5, 0.0])},
+    ...            {'w': jnp.zeros(3)})  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: mask leaf ['w'] holds 0.5, which is neither 0 nor 1; accepted: a bool mask, or 0/1 values.
+    ValueError: mask leaf ['w'] holds 0.5, which is neither 0 nor 1; accepted: a bool mask, or 0/1
+    values.
   """
   check_tree(mask, params, what)
   for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:

@@ -17,10 +17,10 @@ from paramsel_jax import langevin
 # learning rates"): SGD at Adam's 1e-3 reached 24% in 200 steps.
 DEFAULT_LEARNING_RATES: dict[str, float] = {
     'sgd': 0.3,
-    'momentum': 0.1,
+    'momentum': 0.03,
     'adam': 1e-3,
     'rmsprop': 1e-3,
-    'sgld': 0.3,
+    'sgld': 0.1,
     'psgld': 1e-3,
 }
 
@@ -52,10 +52,11 @@ class OptimizerConfig:
   Example:
     >>> OptimizerConfig('sgd').resolved().learning_rate
     0.3
-    >>> OptimizerConfig('adam', learning_rate=float('inf'))
+    >>> OptimizerConfig('adam', learning_rate=float('inf'))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: learning_rate=inf; accepted: a finite number > 0, or None for the optimizer's default.
+    ValueError: learning_rate=inf; accepted: a finite number > 0, or None for the optimizer's
+    default.
   """
 
   name: str = 'adam'

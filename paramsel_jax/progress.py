@@ -39,6 +39,7 @@ class Progress:
 
   @property
   def done(self) -> int:
+    """Units of work done so far, ``initial`` included."""
     return int(self._bar.n)
 
   def update(self, n: int, note: str = '') -> None:
@@ -47,6 +48,7 @@ class Progress:
     self.log(f'{self.prefix}{self._bar}' + (f'  {note}' if note else ''))
 
   def close(self) -> None:
+    """Closes the tqdm bar and the null file it renders to."""
     self._bar.close()
     self._devnull.close()
 

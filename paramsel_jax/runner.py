@@ -122,8 +122,8 @@ class Runner:
     self.init = jax.jit(self._seed_map(self._init_one))
     self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
     self.collect_chunk = chunk(True)  # the same, collecting the statistics.
-    self._select_fns = {}
-    self._compiled = set()  # the chunks that have run (and compiled).
+    self._select_fns: dict[tuple[Any, ...], Callable[..., PyTree]] = {}
+    self._compiled: set[bool] = set()  # the chunks that have run (and compiled).
     self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
     self.evaluate = jax.jit(self._seed_map(self._evaluate_one))
 
@@ -173,15 +173,17 @@ class Runner:
 
     `within_alpha`: choose only among the coordinates of the current α (the
     optimizer's mask); `k` must not exceed its size. The selector's inputs
-    are checked first (`selectors.check_inputs`), on the host.
+    are checked first (`selectors.check_inputs`), on the host, unless every
+    seed has diverged (their phases were skipped; their numbers are dropped).
     """
     cache_key = (selector, which, k, within_alpha)
     if cache_key not in self._select_fns:
       self._select_fns[cache_key] = jax.jit(self._seed_map(functools.partial(
           self._select_one, selector=selector, which=which, k=k,
           within_alpha=within_alpha)))
-    selectors_lib.check_inputs(
-        selector, which, self._context(state, eta0_stats, which), name)
+    if not np.all(np.asarray(state.diverged_at) >= 0):  # else nothing counts.
+      selectors_lib.check_inputs(
+          selector, which, self._context(state, eta0_stats, which), name)
     return self._select_fns[cache_key](state, eta0_stats)
 
   def _context(self, state: TrainState, eta0_stats: stats_lib.TrajectoryStats,
@@ -220,12 +222,17 @@ class Runner:
 
     Step `t`'s minibatch depends only on the seed and `t`, so every selector's
     η1 phase sees the same batches. A seed whose loss becomes non-finite is
-    reported once, in the chunk where it happens.
+    reported once, in the chunk where it happens; once every seed has
+    diverged, the rest of the phase is skipped (there is nothing to learn).
     """
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
     collect_from = first_step + num_steps - window
     step, end = first_step, first_step + num_steps
     while step < end:
+      if np.all(np.asarray(state.diverged_at) >= 0):
+        log(f'{label}: every seed has diverged; the remaining '
+            f'{end - step} steps of this phase are skipped.')
+        break
       collect = step >= collect_from
       n = min(self.config.chunk_size, (end if collect else collect_from) - step)
       chunk = self.collect_chunk if collect else self.run_chunk
@@ -262,7 +269,8 @@ def count_per_seed(mask: PyTree) -> jax.Array:
     >>> count_per_seed({'w': jnp.array([[True, False], [True, True]])}).tolist()
     [1, 2]
   """
-  return sum(jnp.sum(m, axis=tuple(range(1, m.ndim)))
+  # A mask has leaves, so the sum is an array (mypy reads `sum` as maybe 0).
+  return sum(jnp.sum(m, axis=tuple(range(1, m.ndim)))  # type: ignore[return-value]
              for m in jax.tree.leaves(mask))
 
 

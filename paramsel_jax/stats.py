@@ -22,7 +22,8 @@ PyTree = Any
 class TrajectoryStats(NamedTuple):
   """Running statistics over the steps seen so far (all leaves: params' shapes)."""
 
-  count: jax.Array  # int32 scalar: number of steps accumulated.
+  # The field `count` (optax's name) shadows tuple.count, which mypy reports.
+  count: jax.Array  # type: ignore[assignment]  # int32 scalar: number of steps accumulated.
   grad_abs_sum: PyTree  # Σ|g|: topgrad's score.
   grad_mean: PyTree  # Welford mean of g.
   grad_m2: PyTree  # Welford Σ(g - mean)².

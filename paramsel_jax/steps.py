@@ -44,6 +44,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+  """The indices of a random minibatch: uniform, with replacement.
+
+  Example:
+    >>> import jax
+    >>> batch_indices(jax.random.key(0), 10, 4).shape
+    (4,)
+  """
+  return jax.random.randint(key, (batch_size,), 0, num_examples)
+
+
 def sample_batch(
     key: jax.Array, images: jax.Array, labels: jax.Array, batch_size: int
 ) -> tuple[jax.Array, jax.Array]:
@@ -55,7 +66,7 @@ def sample_batch(
     >>> x.shape, y.shape
     ((4, 2), (4,))
   """
-  idx = jax.random.randint(key, (batch_size,), 0, images.shape[0])
+  idx = batch_indices(key, images.shape[0], batch_size)
   return images[idx], labels[idx]
 
 
@@ -95,7 +106,8 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
     >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
     >>> step = make_train_step(apply_fn, optax.sgd(0.1))
     >>> p = jnp.zeros((4, 3))
-    >>> p, _, loss, _ = step(p, optax.sgd(0.1).init(p), jnp.ones((2, 2, 2, 1), jnp.uint8), jnp.array([0, 1]))
+    >>> p, _, loss, _ = step(p, optax.sgd(0.1).init(p),
+    ...                      jnp.ones((2, 2, 2, 1), jnp.uint8), jnp.array([0, 1]))
     >>> round(float(loss), 4)
     1.0986
   """
@@ -178,7 +190,9 @@ def make_evaluate(apply_fn: ApplyFn, batch_size: int = 1000):
   Example:
     >>> import jax.numpy as jnp
     >>> ev = make_evaluate(lambda p, x: x.reshape(len(x), -1) @ p, batch_size=3)
-    >>> loss, acc = ev(jnp.eye(4)[:, :2], jnp.eye(4, dtype=jnp.uint8).reshape(4, 2, 2, 1) * 255, jnp.array([0, 1, 0, 0]))
+    >>> loss, acc = ev(jnp.eye(4)[:, :2],
+    ...                jnp.eye(4, dtype=jnp.uint8).reshape(4, 2, 2, 1) * 255,
+    ...                jnp.array([0, 1, 0, 0]))
     >>> float(acc)
     1.0
   """

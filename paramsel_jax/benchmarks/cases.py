@@ -219,5 +219,5 @@ def random_mask(key: jax.Array, params: PyTree, fraction: float) -> PyTree:
   """
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  return treedef.unflatten([jax.random.uniform(k, p.shape) < fraction
+  return jax.tree.unflatten(treedef, [jax.random.uniform(k, p.shape) < fraction
                             for p, k in zip(leaves, keys)])

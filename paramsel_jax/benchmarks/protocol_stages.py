@@ -20,7 +20,7 @@ here from public functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -130,8 +130,10 @@ def run_protocol_once(task: protocol.Task, tx: optax.GradientTransformation,
 
 
 def mask_counts(mask: PyTree) -> list[int]:
-  """Per seed: the number of True entries of a seed-batched mask (as the
-  protocol counts them, `runner.count_per_seed`)."""
+  """Per seed: the number of True entries of a seed-batched mask.
+
+  Counted as the protocol counts them (`runner.count_per_seed`).
+  """
   return np.asarray(runner_lib.count_per_seed(mask)).tolist()
 
 

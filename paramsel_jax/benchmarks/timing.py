@@ -109,8 +109,8 @@ class Case:
             'median_rate': self.median_rate}
 
 
-def paired_median(a: Sequence[float], b: Sequence[float],
-                  op: Callable[[float, float], float] = operator.truediv
+def paired_median(a: Sequence[Any], b: Sequence[Any],
+                  op: Callable[[Any, Any], float] = operator.truediv
                   ) -> float:
   """Median over rounds of `op(a[r], b[r])`: two per-round series, paired.
 
@@ -218,6 +218,7 @@ class PartTimer:
     self.seconds = dict.fromkeys(parts, 0.0)
 
   def __call__(self, part: str, fn: Callable, *args):
+    """Returns ``fn(*args)``, its time (until ready) added to ``part``."""
     tic = time.perf_counter()
     out = fn(*args)
     jax.block_until_ready(out)

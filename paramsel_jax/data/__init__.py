@@ -42,7 +42,6 @@ file), ``sources`` (each data set's sources, tried in order) and ``loading``
 (:func:`load`, :func:`info`). Every public name is re-exported here.
 
 Example:
-
   >>> from paramsel_jax import data
   >>> ds = data.synthetic(num_train=64, num_test=32, valid_size=16)
   >>> ds.train.images.shape, ds.valid.images.shape, ds.test.labels.dtype

@@ -39,7 +39,6 @@ def arrays_sha256(
     The hex digest.
 
   Example:
-
     >>> import numpy as np
     >>> arrays_sha256({'a': np.zeros(2, np.uint8)})[:12]
     '11664beb237a'
@@ -50,7 +49,8 @@ def arrays_sha256(
   for key in sorted(arrays):
     a = np.ascontiguousarray(arrays[key])
     h.update(f'{key}:{a.dtype.str}:{list(a.shape)};'.encode())
-    h.update(a.reshape(-1).view(np.uint8))
+    # numpy's stubs give arrays the buffer protocol only for Python >= 3.12.
+    h.update(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
   return h.hexdigest()
 
 
@@ -58,7 +58,6 @@ def default_data_dir() -> str:
   """The cache directory: ``$PARAMSEL_DATA_DIR``, or ``~/.cache/paramsel_jax``.
 
   Example:
-
     >>> import os
     >>> os.environ['PARAMSEL_DATA_DIR'] = '/tmp/d'; default_data_dir()
     '/tmp/d'
@@ -72,7 +71,6 @@ def cache_path(name: str, data_dir: str | None = None) -> str:
   """The cache file of a data set: ``<data_dir>/<name>.npz``.
 
   Example:
-
     >>> cache_path('mnist', '/tmp/d')
     '/tmp/d/mnist.npz'
   """
@@ -106,7 +104,6 @@ def write_cache(path: str, raw: containers.RawData, *, name: str,
     The :func:`arrays_sha256` of ``raw``.
 
   Example:
-
     >>> import os, tempfile
     >>> import numpy as np
     >>> raw = containers.RawData(*(np.zeros(s, d) for s, d in (

@@ -71,7 +71,6 @@ def archive_md5(path: str) -> str:
   Compare it with ``CIFAR10_ARCHIVE_MD5`` to tell the official archive.
 
   Example:
-
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile() as f:
     ...   archive_md5(f.name)

@@ -8,11 +8,10 @@ import subprocess
 
 
 def last_line(stderr: str) -> str:
-  """The last line a command wrote to stderr, or ``'(no output)'``.
+  r"""The last line a command wrote to stderr, or ``'(no output)'``.
 
   Example:
-
-    >>> last_line('Collecting x\\nERROR: boom\\n'), last_line('')
+    >>> last_line('Collecting x\nERROR: boom\n'), last_line('')
     ('ERROR: boom', '(no output)')
   """
   return (stderr.strip().splitlines() or ['(no output)'])[-1]
@@ -20,7 +19,7 @@ def last_line(stderr: str) -> str:
 
 def run(command: list[str], *, what: str, timeout: float,
         timeout_message: str) -> subprocess.CompletedProcess[str]:
-  """Runs ``command``, capturing its output, and fails unless it exits 0.
+  r"""Runs ``command``, capturing its output, and fails unless it exits 0.
 
   Args:
     command: the program and its arguments.
@@ -36,11 +35,10 @@ def run(command: list[str], *, what: str, timeout: float,
       (the message holds the last line of its stderr).
 
   Example:
-
     >>> import sys
     >>> run([sys.executable, '-c', 'print(1)'], what='python', timeout=60,
     ...     timeout_message='in 60 s').stdout
-    '1\\n'
+    '1\n'
     >>> run([sys.executable, '-c', 'exit(3)'], what='python', timeout=60,
     ...     timeout_message='in 60 s')
     Traceback (most recent call last):

@@ -24,7 +24,6 @@ def array_summary(a: np.ndarray) -> str:
   """``dtype[shape]`` of an array, for error messages.
 
   Example:
-
     >>> import numpy as np
     >>> array_summary(np.zeros((2, 3), np.uint8))
     'uint8[2, 3]'
@@ -47,7 +46,6 @@ def as_labels(y: Any, num_classes: int, what: str) -> np.ndarray:
     ValueError: ``y`` is not 1-d integers, or a label is out of range.
 
   Example:
-
     >>> as_labels([2, 0, 1], 3, 'toy')
     array([2, 0, 1], dtype=int32)
   """
@@ -73,7 +71,6 @@ class Split:
     labels: int32, ``(n,)``, in ``[0, num_classes)``.
 
   Example:
-
     >>> import numpy as np
     >>> s = Split(np.zeros((3, 2, 2, 1), np.uint8),
     ...           np.arange(3, dtype=np.int32))
@@ -120,7 +117,6 @@ class Dataset:
     num_classes: labels are in ``[0, num_classes)``.
 
   Example:
-
     >>> from paramsel_jax.data import synthetic
     >>> ds = synthetic(num_train=8, num_test=4, valid_size=2,
     ...                image_shape=(4, 4, 3))
@@ -159,7 +155,6 @@ class RawData(NamedTuple):
   """A data set as fetched and cached: the full original train and test sets.
 
   Example:
-
     >>> import numpy as np
     >>> raw = RawData(np.zeros((5, 2, 2, 1), np.uint8), np.zeros(5, np.int32),
     ...               np.zeros((3, 2, 2, 1), np.uint8), np.zeros(3, np.int32))
@@ -178,7 +173,6 @@ class DatasetInfo:
   """What a data set looks like, known without loading it.
 
   Example:
-
     >>> DatasetInfo((28, 28, 1), 10, 50000, 10000).num_classes
     10
   """
@@ -202,7 +196,6 @@ def check_valid_size(valid_size: Any, num_train: int, name: str) -> None:
     ValueError: ``valid_size`` is out of range.
 
   Example:
-
     >>> check_valid_size(10, 60, 'toy')
     >>> check_valid_size(60, 60, 'toy')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -234,7 +227,6 @@ def make_dataset(name: str, raw: RawData, num_classes: int,
     The :class:`Dataset`.
 
   Example:
-
     >>> import numpy as np
     >>> raw = RawData(np.zeros((5, 2, 2, 1), np.uint8),
     ...               np.arange(5, dtype=np.int32),

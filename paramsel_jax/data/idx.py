@@ -15,15 +15,16 @@ import math
 import os
 
 import numpy as np
+import numpy.typing as npt
 
 from paramsel_jax.data import containers
 
 ENV_FASHION_MNIST_DIR = 'PARAMSEL_FASHION_MNIST_DIR'
 DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'),
-               0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'),
-               0x0E: np.dtype('>f8')}
+_IDX_DTYPES: dict[int, npt.DTypeLike] = {
+    0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'),
+    0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
 
 _IDX_FILES = {
     'train_images': 'train-images-idx3-ubyte',
@@ -43,7 +44,6 @@ def read_idx(blob: bytes) -> np.ndarray:
     The array, with the shape of the file's header.
 
   Example:
-
     >>> import numpy as np
     >>> read_idx(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
     array([7, 8, 9], dtype=uint8)
@@ -113,7 +113,6 @@ def has_idx_files(directory: str) -> bool:
   """Whether ``directory`` holds (at least) the IDX train images, maybe gzipped.
 
   Example:
-
     >>> has_idx_files('/nonexistent')
     False
   """
@@ -128,7 +127,6 @@ def fashion_mnist_dirs() -> list[str]:
   directory.
 
   Example:
-
     >>> fashion_mnist_dirs()[-1]
     '/usr/share/datasets/fashion-mnist'
   """

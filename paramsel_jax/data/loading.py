@@ -105,7 +105,6 @@ def load(
     DataUnavailableError: no source could provide the data.
 
   Example:
-
     >>> ds = load('synthetic', valid_size=32)
     >>> len(ds.train), len(ds.valid), ds.image_shape
     (512, 32, (28, 28, 1))
@@ -134,7 +133,6 @@ def info(name: str) -> containers.DatasetInfo:
   any data is loaded or fetched.
 
   Example:
-
     >>> info('mnist')
     DatasetInfo(image_shape=(28, 28, 1), num_classes=10, num_train=50000, num_test=10000)
   """

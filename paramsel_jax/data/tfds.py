@@ -33,7 +33,6 @@ def tfds_data_dir() -> str:
   """Where TFDS keeps data: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``.
 
   Example:
-
     >>> import os
     >>> os.environ['TFDS_DATA_DIR'] = '/tmp/t'; tfds_data_dir()
     '/tmp/t'
@@ -58,7 +57,6 @@ def find_tfds_prepared(tfds_name: str,
     The version directory, or None when nothing is prepared.
 
   Example:
-
     >>> import tempfile
     >>> find_tfds_prepared('mnist', tempfile.mkdtemp()) is None
     True

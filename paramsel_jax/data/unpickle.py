@@ -9,8 +9,9 @@ or hostile file from running code.
 
 from __future__ import annotations
 
+import io
 import pickle
-from typing import Any, BinaryIO
+from typing import Any, IO
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -39,7 +40,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                                 name)
 
 
-def unpickle(stream: BinaryIO, encoding: str) -> Any:
+def unpickle(stream: IO[bytes] | io.BufferedIOBase, encoding: str) -> Any:
   """The object pickled in ``stream``, if it holds only numpy and builtins.
 
   Args:
@@ -53,7 +54,6 @@ def unpickle(stream: BinaryIO, encoding: str) -> Any:
     pickle.UnpicklingError: the pickle names any other class or function.
 
   Example:
-
     >>> import io, pickle
     >>> import numpy as np
     >>> unpickle(io.BytesIO(pickle.dumps({'x': np.arange(2)})), 'bytes')

@@ -16,7 +16,6 @@ method uses ``fold_in(jax.random.key(s), stream)`` with the method's stream
 (:data:`STREAMS`).
 
 Example:
-
   >>> fit = lambda model, key, name: {'name': name}  # A stand-in.
   >>> fit_seeds(fit, None, (0, 1), 'fixed', 'fixed')
   [{'name': 'fixed seed 0', 'seed': 0}, {'name': 'fixed seed 1', 'seed': 1}]
@@ -56,14 +55,14 @@ def fixed_architecture(space: space_lib.SearchSpace,
   count is closest to the target.
 
   Example:
-
     >>> space = space_lib.mlp_space((28, 28, 1), 10)
     >>> fixed_architecture(space, 266_610).describe()
     'dense254-relu > dense254-relu > fc10'
   """
   def make(c: int) -> derive_lib.Architecture:
     if all(l.kind == 'dense' for l in space.layers):
-      layers = (derive_lib.LayerChoice('dense', c, 'relu'),) * 2
+      layers: tuple[derive_lib.LayerChoice, ...] = (
+          (derive_lib.LayerChoice('dense', c, 'relu'),) * 2)
     else:
       pools = [l.pool for l in space.layers if l.kind == 'conv'][:2]
       pools += [True] * (2 - len(pools))
@@ -83,7 +82,6 @@ def random_indices(space: space_lib.SearchSpace, key: jax.Array
   """A structure drawn uniformly: each choice's candidate independently.
 
   Example:
-
     >>> space = space_lib.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
     ...                             activations=('relu',))
     >>> list(random_indices(space, jax.random.key(0)))

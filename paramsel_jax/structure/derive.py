@@ -7,7 +7,6 @@ layers, :class:`paramsel_jax.models.Conv2D`, max-pools) that is retrained from
 scratch.
 
 Example:
-
   >>> import jax
   >>> from paramsel_jax import models
   >>> from paramsel_jax.structure import relax, space as space_lib
@@ -72,11 +71,12 @@ class Architecture:
       included, with ``present=False``).
   """
 
-  input_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]  # (height, width, channels).
   num_classes: int
   layers: tuple[LayerChoice, ...]
 
   def kept(self) -> list[LayerChoice]:
+    """The layers that are present (not skipped), in order."""
     return [l for l in self.layers if l.present]
 
   def num_params(self) -> int:
@@ -114,6 +114,7 @@ class Architecture:
     return ' > '.join(parts + [f'fc{self.num_classes}'])
 
   def to_dict(self) -> dict[str, Any]:
+    """A JSON-ready dict, with the parameter count and the summary line."""
     return {
         'input_shape': list(self.input_shape),
         'num_classes': self.num_classes,
@@ -124,14 +125,17 @@ class Architecture:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> Architecture:
+    """The architecture of a :meth:`to_dict` dict (extra keys ignored)."""
     return cls(tuple(d['input_shape']), int(d['num_classes']),
                tuple(LayerChoice(**l) for l in d['layers']))
 
   def to_json(self, **kwargs: Any) -> str:
+    """The :meth:`to_dict` dict as JSON; ``kwargs`` go to ``json.dumps``."""
     return json.dumps(self.to_dict(), **kwargs)
 
   @classmethod
   def from_json(cls, text: str) -> Architecture:
+    """The architecture of a :meth:`to_json` string."""
     return cls.from_dict(json.loads(text))
 
 
@@ -189,6 +193,7 @@ class DiscreteNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits of shape ``(batch, num_classes)`` of the architecture on ``x``."""
     counts = {'conv': 0, 'dense': 0}
     flat = False
     for layer in self.arch.layers:

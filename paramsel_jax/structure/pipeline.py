@@ -191,7 +191,6 @@ ints in [0, 2**32).
     :func:`paramsel_jax.data.info`).
 
     Example:
-
       >>> PipelineConfig(space='conv').validate((2, 2, 1), 10)
       Traceback (most recent call last):
       ...

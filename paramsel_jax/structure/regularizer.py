@@ -28,7 +28,6 @@ are flattened into a dense layer's input, else 1), and likewise for FLOPs
 one-hot distribution these are the discrete network's exact counts.
 
 Example:
-
   >>> from paramsel_jax.structure.space import mlp_space
   >>> space = mlp_space((28, 28, 1), 10, widths=(100, 300), depth=2,
   ...                   activations=('relu',))
@@ -110,7 +109,6 @@ def expected_flops(space: SearchSpace, probs: Mapping[str, jax.Array]
   """Expected forward FLOPs per example (2 per multiply-add) under ``probs``.
 
   Example:
-
     >>> from paramsel_jax.structure.space import mlp_space
     >>> space = mlp_space((2, 2, 1), 2, widths=(3,), depth=1,
     ...                   activations=('relu',))
@@ -179,7 +177,6 @@ def structure_regularizer(space: SearchSpace, logits: Mapping[str, jax.Array],
     ``entropy`` (float32 scalars).
 
   Example:
-
     >>> from paramsel_jax.structure.space import mlp_space
     >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
     ...                   activations=('relu',))

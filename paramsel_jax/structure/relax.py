@@ -9,7 +9,6 @@ is close to uniform; as ``tau -> 0`` it approaches a one-hot vector. With
 soft sample's (straight-through, as in GDAS, Dong and Yang 2019).
 
 Example:
-
   >>> import jax, jax.numpy as jnp
   >>> y = gumbel_softmax(jax.random.key(0), jnp.zeros(4), 1.0, hard=True)
   >>> float(y.sum()), float(y.max())
@@ -53,7 +52,6 @@ def gumbel_softmax(key: jax.Array, logits: ArrayLike, temperature: ArrayLike,
     to 1 (exactly one-hot when ``hard``).
 
   Example:
-
     >>> import jax, jax.numpy as jnp
     >>> y = gumbel_softmax(jax.random.key(1), jnp.array([0., 5.]), 0.01)
     >>> [round(float(v), 3) for v in y]
@@ -97,7 +95,6 @@ def temperature_schedule(kind: str, tau0: float, tau_min: float,
     ValueError: on an unknown ``kind`` or inconsistent temperatures.
 
   Example:
-
     >>> s = temperature_schedule('exponential', 1.0, 0.01, 10)
     >>> round(float(s(5)), 4)
     0.1
@@ -127,7 +124,6 @@ def check_temperatures(kind: str, tau0: float, tau_min: float, steps: int,
     steps_name: the name of ``steps`` in messages.
 
   Example:
-
     >>> check_temperatures('linear', 1.0, 2.0, 10)
     Traceback (most recent call last):
     ...
@@ -149,7 +145,6 @@ def init_logits(space: SearchSpace, key: jax.Array | None = None,
   """Structure logits of ``space``: zeros (uniform), or ``scale * N(0, 1)``.
 
   Example:
-
     >>> from paramsel_jax.structure.space import mlp_space
     >>> logits = init_logits(mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1))
     >>> {k: v.shape for k, v in logits.items()}
@@ -171,7 +166,6 @@ def sample_structure(key: jax.Array, logits: Mapping[str, jax.Array],
   """A Gumbel-softmax sample of every choice, keys folded in by position.
 
   Example:
-
     >>> import jax, jax.numpy as jnp
     >>> s = sample_structure(jax.random.key(0), {'a': jnp.zeros(3)}, 1.0,
     ...                      hard=True)
@@ -194,7 +188,6 @@ def entropy(probs: Mapping[str, jax.Array]) -> jax.Array:
   """Mean over choices of the entropy (nats) of each choice distribution.
 
   Example:
-
     >>> import jax.numpy as jnp
     >>> round(float(entropy({'a': jnp.ones(4) / 4, 'b': jnp.eye(2)[0]})), 4)
     0.6931

@@ -12,7 +12,6 @@
 writes the accuracy-vs-size plot atomically.
 
 Example:
-
   >>> run = {'accuracy': 0.9, 'loss': 0.3, 'valid_accuracy': 0.91,
   ...        'num_params': 100, 'input_noise': {'0.1': 0.8},
   ...        'weight_noise': {'0.1': 0.85}, 'seconds': 2.0}

@@ -25,7 +25,6 @@ between chunks. :func:`run_search` can run several seeds at once with ``vmap``
 (all seeds share the space, so their states stack).
 
 Example:
-
   >>> import jax, jax.numpy as jnp
   >>> from paramsel_jax.structure import space as space_lib
   >>> space = space_lib.mlp_space((4, 4, 1), 3, widths=(4, 8), depth=2)
@@ -199,6 +198,50 @@ def init_states(space: SearchSpace, config: SearchConfig,
   return states, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
 
 
+def _loss(net: supernet_lib.Supernet, params: PyTree, structure: PyTree,
+          images: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy of the supernet under ``structure`` on a batch."""
+  logits = net.apply({'params': params}, steps_lib.to_float(images),
+                     structure)
+  # flax types `apply` as returning (output, state) too, for `mutable`.
+  return steps_lib.cross_entropy(logits, labels)  # type: ignore[arg-type]
+
+
+def _arch_step(space: SearchSpace, config: SearchConfig,
+               net: supernet_lib.Supernet,
+               arch_tx: optax.GradientTransformation, state: SearchState,
+               key: jax.Array, valid: Split, tau: jax.Array):
+  """A structure step on a validation batch: new logits, opt state, metrics."""
+  xv, yv = steps_lib.sample_batch(jax.random.fold_in(key, 0), *valid,
+                                  config.batch_size)
+
+  def arch_loss(logits):
+    s = relax.sample_structure(jax.random.fold_in(key, 1), logits, tau,
+                               hard=config.hard)
+    ce = _loss(net, state.params, s, xv, yv)
+    r, parts = reg_lib.structure_regularizer(space, logits,
+                                             config.regularizer)
+    return ce + r, (ce, parts)
+
+  (_, (ce_v, parts)), g = jax.value_and_grad(arch_loss, has_aux=True)(
+      state.logits)
+  updates, arch_opt_state = arch_tx.update(g, state.arch_opt_state,
+                                           state.logits)
+  logits = optax.apply_updates(state.logits, updates)
+  return logits, arch_opt_state, {'valid_loss': ce_v, **parts}
+
+
+def _no_arch_step(space: SearchSpace, config: SearchConfig,
+                  state: SearchState, key: jax.Array, valid: Split,
+                  tau: jax.Array):
+  """The warm-up's :func:`_arch_step`: the logits stay, no validation loss."""
+  del key, valid, tau
+  _, parts = reg_lib.structure_regularizer(space, state.logits,
+                                           config.regularizer)
+  return (state.logits, state.arch_opt_state,
+          {'valid_loss': jnp.full((), jnp.nan), **parts})
+
+
 def make_chunk_fn(space: SearchSpace, config: SearchConfig
                   ) -> Callable[..., tuple[SearchState, dict[str, jax.Array]]]:
   """``chunk(state, key, train, valid, warmup, length) -> (state, metrics)``.
@@ -212,39 +255,12 @@ def make_chunk_fn(space: SearchSpace, config: SearchConfig
   weight_tx, arch_tx = _optimizers(config)
   schedule = relax.temperature_schedule(config.schedule, config.tau0,
                                         config.tau_min, config.search_steps)
+  arch_step = functools.partial(_arch_step, space, config, net, arch_tx)
+  no_arch_step = functools.partial(_no_arch_step, space, config)
+  loss = functools.partial(_loss, net)
 
-  def loss(params, structure, images, labels):
-    logits = net.apply({'params': params}, steps_lib.to_float(images),
-                       structure)
-    return steps_lib.cross_entropy(logits, labels)
-
-  def arch_step(state: SearchState, key, valid, tau):
-    xv, yv = steps_lib.sample_batch(jax.random.fold_in(key, 0), *valid,
-                                    config.batch_size)
-
-    def arch_loss(logits):
-      s = relax.sample_structure(jax.random.fold_in(key, 1), logits, tau,
-                                 hard=config.hard)
-      ce = loss(state.params, s, xv, yv)
-      r, parts = reg_lib.structure_regularizer(space, logits,
-                                               config.regularizer)
-      return ce + r, (ce, parts)
-
-    (_, (ce_v, parts)), g = jax.value_and_grad(arch_loss, has_aux=True)(
-        state.logits)
-    updates, arch_opt_state = arch_tx.update(g, state.arch_opt_state,
-                                             state.logits)
-    logits = optax.apply_updates(state.logits, updates)
-    return logits, arch_opt_state, {'valid_loss': ce_v, **parts}
-
-  def no_arch_step(state: SearchState, key, valid, tau):
-    del key, valid, tau
-    _, parts = reg_lib.structure_regularizer(space, state.logits,
-                                             config.regularizer)
-    return (state.logits, state.arch_opt_state,
-            {'valid_loss': jnp.full((), jnp.nan), **parts})
-
-  def step_fn(state: SearchState, key, train, valid, warmup):
+  def step_fn(state: SearchState, key: jax.Array, train: Split, valid: Split,
+              warmup: jax.Array):
     key = jax.random.fold_in(key, state.step)
     tau = jnp.where(warmup, jnp.asarray(config.tau0, jnp.float32),
                     schedule(state.step - config.warmup_steps))
@@ -311,8 +327,9 @@ def run_search(space: SearchSpace, config: SearchConfig, train: Split,
   space.validate()
   checks.seeds('seeds', tuple(seeds))
   seeds = tuple(int(s) for s in seeds)
-  train = tuple(jnp.asarray(a) for a in train)
-  valid = tuple(jnp.asarray(a) for a in valid)
+  # Pairs stay pairs (mypy reads a tuple of a generator as of any length).
+  train = tuple(jnp.asarray(a) for a in train)  # type: ignore[assignment]
+  valid = tuple(jnp.asarray(a) for a in valid)  # type: ignore[assignment]
   start = time.perf_counter()
 
   chunk = compiled_chunk_fn(space, config, vmap_seeds)

@@ -23,7 +23,6 @@ lists them in a fixed order, which is the order of every structure pytree
 (``dict`` name -> vector over the candidates).
 
 Example:
-
   >>> space = mlp_space((28, 28, 1), 10, widths=(64, 128), depth=2)
   >>> [name for name, _ in space.choices()]
   ['dense0/activation', 'dense0/width', 'dense1/activation', 'dense1/width', \
@@ -80,10 +79,12 @@ class LayerSpace:
 
   @property
   def max_width(self) -> int:
+    """The widest candidate."""
     return max(self.widths)
 
   @property
   def max_kernel(self) -> int:
+    """The largest candidate kernel size (1 for a dense layer)."""
     return max(self.kernel_sizes) if self.kernel_sizes else 1
 
   def check(self, where: str) -> None:
@@ -122,6 +123,7 @@ class LayerSpace:
                        'increasing.')
 
   def to_dict(self) -> dict[str, Any]:
+    """A JSON-ready dict of the layer's choices."""
     return {
         'kind': self.kind,
         'widths': list(self.widths),
@@ -133,6 +135,7 @@ class LayerSpace:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> LayerSpace:
+    """The layer space of a :meth:`to_dict` dict."""
     return cls(kind=d['kind'], widths=tuple(d['widths']),
                activations=tuple(d['activations']),
                kernel_sizes=tuple(d.get('kernel_sizes', ())),
@@ -153,7 +156,7 @@ class SearchSpace:
     layers: the searchable layers, conv layers before dense layers.
   """
 
-  input_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]  # checked by `validate`: 3 positive ints.
   num_classes: int
   layers: tuple[LayerSpace, ...]
 
@@ -173,7 +176,7 @@ class SearchSpace:
   def layer_choices(self, index: int) -> list[tuple[str, tuple[Any, ...]]]:
     """The ``(kind, candidates)`` pairs that layer ``index`` offers."""
     layer = self.layers[index]
-    out = []
+    out: list[tuple[str, tuple[Any, ...]]] = []
     if len(layer.activations) > 1:
       out.append(('activation', tuple(layer.activations)))
     if len(layer.widths) > 1:
@@ -188,7 +191,6 @@ class SearchSpace:
     """All choices as ``(name, candidates)``, in the canonical order.
 
     Example:
-
       >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
       ...                   activations=('relu', 'tanh'))
       >>> space.choices()
@@ -270,6 +272,7 @@ class SearchSpace:
     return self
 
   def to_dict(self) -> dict[str, Any]:
+    """A JSON-ready dict of the space."""
     return {
         'input_shape': list(self.input_shape),
         'num_classes': self.num_classes,
@@ -278,6 +281,7 @@ class SearchSpace:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> SearchSpace:
+    """The search space of a :meth:`to_dict` dict."""
     return cls(input_shape=tuple(d['input_shape']),
                num_classes=int(d['num_classes']),
                layers=tuple(LayerSpace.from_dict(l) for l in d['layers']))
@@ -294,7 +298,6 @@ class SearchSpace:
     """A structure as one-hot vectors, from ``name -> candidate index``.
 
     Example:
-
       >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
       ...                   activations=('relu',))
       >>> space.one_hot({'dense0/width': 1})['dense0/width'].tolist()
@@ -339,7 +342,6 @@ def mlp_space(
     A validated :class:`SearchSpace`.
 
   Example:
-
     >>> mlp_space((28, 28, 1), 10).num_structures()  # (6 * 5)^3 * 2^2
     108000
   """
@@ -383,7 +385,6 @@ def conv_space(
     A validated :class:`SearchSpace`.
 
   Example:
-
     >>> len(conv_space((32, 32, 3), 10).choices())
     12
   """

@@ -13,7 +13,6 @@ three things for every trained network:
   :func:`paramsel_jax.structure.results.summarize_runs`).
 
 Example:
-
   >>> seed_agreement([{'a': 0, 'b': 1}, {'a': 0, 'b': 2}, {'a': 0, 'b': 1}])
   {'all_agree': 0.5, 'pairwise': 0.6666666666666666}
 """
@@ -41,7 +40,6 @@ def add_weight_noise(key: jax.Array, params: PyTree, sigma: float) -> PyTree:
   """``w + sigma * rms(w) * N(0, 1)`` for every leaf, keys folded by leaf.
 
   Example:
-
     >>> p = {'w': jnp.ones(3)}
     >>> add_weight_noise(jax.random.key(0), p, 0.0)['w'].tolist()
     [1.0, 1.0, 1.0]
@@ -66,7 +64,6 @@ def noisy_accuracy(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
   ``with_loss``, returns ``(mean cross-entropy, accuracy)``.
 
   Example:
-
     >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
     >>> x = (jnp.eye(4, dtype=jnp.uint8) * 255).reshape(4, 2, 2, 1)
     >>> float(noisy_accuracy(apply_fn, jnp.eye(4), x, jnp.arange(4),
@@ -111,7 +108,6 @@ def robustness(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
     'weight_noise': {sigma: acc}}`` with string keys ``'0.1'`` etc.
 
   Example:
-
     >>> apply_fn = lambda p, x: x.reshape(len(x), -1) @ p
     >>> x = (jnp.eye(4, dtype=jnp.uint8) * 255).reshape(4, 2, 2, 1)
     >>> r = robustness(apply_fn, jnp.eye(4), x, jnp.arange(4),

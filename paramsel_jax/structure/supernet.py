@@ -18,7 +18,6 @@ Convolutions use :func:`paramsel_jax.models.conv2d`, whose ``'auto'`` impl is
 im2col on CPU (fast inside ``lax.scan``) and native elsewhere.
 
 Example:
-
   >>> import jax, jax.numpy as jnp
   >>> from paramsel_jax.structure import relax, space as space_lib
   >>> space = space_lib.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=2)
@@ -111,6 +110,7 @@ class Supernet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array,
                structure: Mapping[str, jax.Array]) -> jax.Array:
+    """Logits ``(batch, num_classes)`` of ``x`` under the candidate weights ``structure``."""
     names = self.space.layer_names()
     flat = False
     for name, layer in zip(names, self.space.layers):
@@ -126,8 +126,8 @@ class Supernet(nn.Module):
       h = mix_activations(layer, z, get('activation'))
       h = h * width_mask(layer, get('width'))
       if layer.optional:
-        keep = get('present')
-        h = keep[0] * h + keep[1] * x
+        keep = get('present')  # an optional layer's structure holds its weights.
+        h = keep[0] * h + keep[1] * x  # type: ignore[index]
       x = h
       if layer.kind == 'conv' and layer.pool:
         x = models.max_pool2d(x)
@@ -141,7 +141,6 @@ def init_supernet(space: SearchSpace, key: jax.Array,
   """The supernet module and its initial params (structure-independent).
 
   Example:
-
     >>> from paramsel_jax.structure.space import mlp_space
     >>> net, params = init_supernet(mlp_space((4, 4, 1), 2, widths=(3, 5)),
     ...                             jax.random.key(0))

@@ -7,7 +7,6 @@ uint8 training split (:func:`paramsel_jax.steps.sample_batch`), the key of
 step ``t`` being ``fold_in(key, t)``.
 
 Example:
-
   >>> import jax, jax.numpy as jnp
   >>> from paramsel_jax import models
   >>> model = models.create_model('mlp', widths=(8,), num_classes=2)

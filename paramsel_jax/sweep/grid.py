@@ -105,6 +105,7 @@ class SweepConfig:
 
   @property
   def retrain(self) -> bool:
+    """Whether the sweep runs the 'retrain' mode (prune, then retrain)."""
     return self.protocol.mode == 'retrain'
 
 
@@ -171,10 +172,11 @@ def validate_sweep(config: SweepConfig) -> None:
   """The checks that need each model's N; one ValueError naming the problem.
 
   Example:
-    >>> validate_sweep(SweepConfig(ks=(0.1, 1.5)))
+    >>> validate_sweep(SweepConfig(ks=(0.1, 1.5)))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: ks contains 1.5; accepted: fractions of N with 0 < k/N <= 1 (floats: the grid spans models of different N).
+    ValueError: ks contains 1.5; accepted: fractions of N with 0 < k/N <= 1 (floats: the grid spans
+    models of different N).
   """
   for model in config.models:
     for opt in config.optimizers:
@@ -189,7 +191,8 @@ def expand_grid(config: SweepConfig) -> list[Cell]:
           for k in ks for l in config.ls for sel in config.selectors]
 
 
-def expand_groups(config: SweepConfig) -> list[tuple[str, optimizers_lib.OptimizerConfig, str, float]]:
+def expand_groups(config: SweepConfig
+                  ) -> list[tuple[str, optimizers_lib.OptimizerConfig, str, float]]:
   """Every η1 phase: (model, optimizer, selector, k) — (…, l) in 'retrain'."""
   counts = config.ls if config.retrain else config.ks
   return [(model, opt, sel, c) for model in config.models
@@ -239,6 +242,7 @@ def _hash(obj: Any) -> str:
 
 
 def cell_identity(config: SweepConfig, cell: Cell) -> dict[str, Any]:
+  """Everything that determines a cell's numbers: its run's identity, selector, k, l."""
   return dict(run_identity(config, cell.model, cell.optimizer),
               selector=cell.selector, k=cell.k, l=cell.l)
 
@@ -258,4 +262,5 @@ def cell_key(config: SweepConfig, cell: Cell) -> str:
 
 def run_key(config: SweepConfig, model: str,
             optimizer: optimizers_lib.OptimizerConfig) -> str:
+  """A readable, stable file name of a run: model, optimizer and a hash."""
   return f'{model}-{optimizer.name}-{_hash(run_identity(config, model, optimizer))}'

@@ -115,7 +115,8 @@ def _model_header(cfg: dict[str, Any], results: dict[str, Any], model: str,
 
 
 def _model_rows(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-  rows, previous = [], None
+  rows: list[tuple[str, ...]] = []
+  previous = None
   for c in cells:
     point = (c['optimizer'], c['k'], c['l'])
     show = point != previous
@@ -155,9 +156,11 @@ def format_tables(results: dict[str, Any]) -> str:
 
 
 def format_markdown(results: dict[str, Any]) -> str:
-  """Markdown tables, one per (model, optimizer): a row per (k/N, l/N), a
-  column per selector, test accuracy (%) of β⊙w as mean ± 95% CI; the cell's
-  best selector (lowest mean test loss of β⊙w, as in `format_tables`) in bold.
+  """Markdown tables of β⊙w's test accuracy, one per (model, optimizer).
+
+  A row per (k/N, l/N), a column per selector, test accuracy (%) of β⊙w as
+  mean ± 95% CI; the cell's best selector (lowest mean test loss of β⊙w, as
+  in `format_tables`) in bold.
   """
   cfg = results['config']
   selectors = list(cfg['selectors'])

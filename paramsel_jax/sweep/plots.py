@@ -21,7 +21,7 @@ def _file_label(opt_label: str) -> str:
 
 def _series(cells: Sequence[dict[str, Any]], x_name: str, metric: str
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """x (%), mean and CI half-width of one selector's cells, sorted by x."""
+  """X (%), mean and CI half-width of one selector's cells, sorted by x."""
   pts = sorted((c[x_name], c['summary']['pruned']) for c in cells)
   x = np.array([100 * p[0] for p in pts])
   if metric == 'test_error':
@@ -88,6 +88,7 @@ def plot_sweep(results: dict[str, Any], output_dir: str,
   for model, opt in combos:
     cells = [c for c in results['cells']
              if c['model'] == model and c['optimizer'] == opt]
+    specs: list[tuple[str, str | None, list[tuple[str, Any]]]]
     if retrain:
       specs = [('l', None, [('test_loss', None), ('test_error', None)])]
     else:

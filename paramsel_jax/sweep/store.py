@@ -28,14 +28,18 @@ class CellStore:
     self.directory = directory
 
   def path(self, kind: str, key: str) -> str:
+    """The file of record ``key`` of ``kind`` (``'cells'`` or ``'runs'``)."""
     return os.path.join(self.directory, kind, f'{key}.json')
 
   def has(self, kind: str, key: str) -> bool:
+    """Whether record ``key`` of ``kind`` has been saved."""
     return os.path.exists(self.path(kind, key))
 
   def load(self, kind: str, key: str) -> dict[str, Any]:
+    """The saved record ``key`` of ``kind``."""
     with open(self.path(kind, key), encoding='utf-8') as f:
       return json.load(f)
 
   def save(self, kind: str, key: str, record: dict[str, Any]) -> None:
+    """Writes ``record`` as ``key`` of ``kind``, atomically."""
     io_lib.write_json_atomic(record, self.path(kind, key))

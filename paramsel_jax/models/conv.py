@@ -1,15 +1,12 @@
 # Copyright 2026 The paramsel_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Flax linen models for the paramsel experiments: MLPs, LeNet-5, a CIFAR CNN.
-
-Parameters are plain pytrees (``variables['params']``). Inputs are float32 NHWC
-images in ``[0, 1]``; outputs are logits of shape ``(batch, num_classes)``.
+"""Stride-1 2-D convolution and max pooling for the models, and :class:`Conv2D`.
 
 The convolution is our own small module, :class:`Conv2D`, because of a
 measured XLA:CPU problem: inside ``lax.scan`` (how this library runs its
 training loops) the backward pass of ``lax.conv`` falls back to a naive loop,
 and training runs 3-15x slower for LeNet-5 and ~80x slower for
-``cifar_cnn`` than in a standalone jitted step (``PERF_NOTES.md``,
+``cifar_cnn`` than in a standalone jitted step (BUILD_NOTES.md, "Conv implementations";
 ``experiments/bench_models.py``). :class:`Conv2D` has the
 same parameter shapes as ``flax.linen.Conv`` (``kernel`` of shape
 ``(kh, kw, cin, cout)``, ``bias`` of shape ``(cout,)``) whatever the
@@ -37,25 +34,12 @@ Measured on the 2-core CPU (Adam, batch 128, a 50-step ``lax.scan``;
 ~1.25x 'im2col', 'xla' 0.03 steps/s. Never use 'xla' in a scanned CPU
 training loop. In a Python loop of jitted steps, by contrast, 'xla' is
 the fastest for LeNet-5 and 'im2col' the slowest (~0.6x).
-
-Example:
-
-  >>> import jax, jax.numpy as jnp
-  >>> from paramsel_jax import models
-  >>> model = models.create_model('lenet5')
-  >>> params = models.init_params(model, jax.random.key(0), (28, 28, 1))
-  >>> models.count_params(params)
-  431080
-  >>> model.apply({'params': params}, jnp.zeros((2, 28, 28, 1))).shape
-  (2, 10)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import functools
-import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -63,7 +47,6 @@ from jax import lax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-PyTree = Any
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 CONV_IMPLS = ('auto', 'im2col', 'xla', 'xla_vjp')
@@ -111,7 +94,6 @@ def resolve_conv_impl(impl: str,
     One of ``'im2col'``, ``'xla'``, ``'xla_vjp'``.
 
   Example:
-
     >>> resolve_conv_impl('xla')
     'xla'
     >>> resolve_conv_impl('auto', (5, 5, 1, 20)) in ('im2col', 'xla')
@@ -127,13 +109,15 @@ def resolve_conv_impl(impl: str,
   return impl
 
 
-def _explicit_padding(padding: str, kernel_hw: tuple[int, int]) -> Padding:
+def _explicit_padding(padding: str, kernel_hw: Sequence[int]) -> Padding:
   """Stride-1 ``'SAME'``/``'VALID'`` as explicit (low, high) pads, like lax."""
   if padding == 'VALID':
     return ((0, 0), (0, 0))
   if padding == 'SAME':
     # lax's rule for stride 1: total k - 1, the extra pixel on the high side.
-    return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_hw)
+    low_high = lambda k: ((k - 1) // 2, k - 1 - (k - 1) // 2)
+    kh, kw = kernel_hw
+    return (low_high(kh), low_high(kw))
   raise ValueError(f'Unknown padding {padding!r}; accepted: SAME, VALID.')
 
 
@@ -214,7 +198,6 @@ def conv2d(x: ArrayLike, kernel: ArrayLike, *, padding: str = 'SAME',
     The output of shape ``(batch, height', width', cout)``.
 
   Example:
-
     >>> x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
     >>> conv2d(x, k, padding='VALID', impl='im2col').shape
     (2, 6, 6, 4)
@@ -253,7 +236,6 @@ def max_pool2d(x: ArrayLike, window: int = 2) -> jax.Array:
     channels)``.
 
   Example:
-
     >>> max_pool2d(jnp.arange(16.).reshape(1, 4, 4, 1))[..., 0]
     Array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
@@ -267,7 +249,7 @@ def max_pool2d(x: ArrayLike, window: int = 2) -> jax.Array:
 
 
 # --------------------------------------------------------------------------
-# Modules.
+# The module.
 # --------------------------------------------------------------------------
 
 
@@ -289,7 +271,6 @@ class Conv2D(nn.Module):
     bias_init: initializer of the ``(features,)`` bias.
 
   Example:
-
     >>> layer = Conv2D(8, (3, 3), impl='im2col')
     >>> v = layer.init(jax.random.key(0), jnp.ones((1, 5, 5, 2)))
     >>> v['params']['kernel'].shape
@@ -306,6 +287,7 @@ class Conv2D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """Convolves NHWC ``x`` with the kernel (and adds the bias)."""
     kh, kw = self.kernel_size
     kernel = self.param('kernel', self.kernel_init,
                         (kh, kw, x.shape[-1], self.features))
@@ -313,188 +295,3 @@ class Conv2D(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,))
     return y
-
-
-class MLP(nn.Module):
-  """A fully connected ReLU network on flattened inputs.
-
-  Presets: ``lenet300`` (784-300-100-10, 266,610 params on MNIST) and
-  ``fc400`` (784-400-400-10, the 2x400 net of the pSGLD paper, 478,410
-  params on MNIST).
-
-  Attributes:
-    widths: hidden layer widths, input side first.
-    num_classes: number of logits.
-
-  Example:
-
-    >>> model = MLP(widths=(300, 100))
-    >>> params = init_params(model, jax.random.key(0), (28, 28, 1))
-    >>> count_params(params)
-    266610
-  """
-
-  widths: tuple[int, ...] = (300, 100)
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.reshape(x.shape[0], -1)
-    for width in self.widths:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_classes)(x)
-
-
-class LeNet5(nn.Module):
-  """The Caffe LeNet-5 of Han et al. (2015) and the lottery-ticket papers.
-
-  conv 5x5x20 (VALID) -> maxpool 2 -> conv 5x5x50 (VALID) -> maxpool 2 ->
-  fc 500 + ReLU -> fc ``num_classes``. As in Caffe's
-  ``examples/mnist/lenet_train_test.prototxt`` there is no nonlinearity
-  after the convolutions. 431,080 params on 28x28x1 inputs.
-
-  Attributes:
-    num_classes: number of logits.
-    conv_impl: the :class:`Conv2D` implementation.
-
-  Example:
-
-    >>> model = LeNet5()
-    >>> params = init_params(model, jax.random.key(0), (28, 28, 1))
-    >>> params['Conv2D_1']['kernel'].shape
-    (5, 5, 20, 50)
-  """
-
-  num_classes: int = 10
-  conv_impl: str = 'auto'
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = Conv2D(20, (5, 5), padding='VALID', impl=self.conv_impl)(x)
-    x = max_pool2d(x)
-    x = Conv2D(50, (5, 5), padding='VALID', impl=self.conv_impl)(x)
-    x = max_pool2d(x)
-    x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(500)(x))
-    return nn.Dense(self.num_classes)(x)
-
-
-class CifarCNN(nn.Module):
-  """A small VGG-style CIFAR-10 conv net.
-
-  For each stage width ``c``: ``convs_per_stage`` x (conv 3x3 ``c`` SAME +
-  ReLU), then maxpool 2; then fc ``hidden`` + ReLU -> fc ``num_classes``.
-  The default, (32, 32, pool, 64, 64, pool, fc 256, fc 10), has 1,116,970
-  params on 32x32x3 inputs (1,048,832 of them in the first fc layer).
-
-  Attributes:
-    widths: channels of each stage.
-    convs_per_stage: convolutions per stage.
-    hidden: width of the hidden fc layer.
-    num_classes: number of logits.
-    conv_impl: the :class:`Conv2D` implementation.
-
-  Example:
-
-    >>> model = CifarCNN()
-    >>> params = init_params(model, jax.random.key(0), (32, 32, 3))
-    >>> count_params(params)
-    1116970
-  """
-
-  widths: tuple[int, ...] = (32, 64)
-  convs_per_stage: int = 2
-  hidden: int = 256
-  num_classes: int = 10
-  conv_impl: str = 'auto'
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.widths:
-      for _ in range(self.convs_per_stage):
-        x = nn.relu(Conv2D(width, (3, 3), impl=self.conv_impl)(x))
-      x = max_pool2d(x)
-    x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.hidden)(x))
-    return nn.Dense(self.num_classes)(x)
-
-
-# --------------------------------------------------------------------------
-# Registry.
-# --------------------------------------------------------------------------
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    'mlp': MLP,
-    'lenet300': functools.partial(MLP, widths=(300, 100)),
-    'fc400': functools.partial(MLP, widths=(400, 400)),
-    'lenet5': LeNet5,
-    'cifar_cnn': CifarCNN,
-}
-
-
-def create_model(name: str, *, num_classes: int = 10,
-                 **overrides: Any) -> nn.Module:
-  """Builds the model registered under ``name`` in :data:`MODELS`.
-
-  Args:
-    name: a key of :data:`MODELS`.
-    num_classes: number of logits.
-    **overrides: other fields of the model's dataclass, e.g. ``widths`` or
-      ``conv_impl``.
-
-  Returns:
-    An unbound flax module.
-
-  Raises:
-    ValueError: when ``name`` is not registered.
-
-  Example:
-
-    >>> create_model('fc400').widths
-    (400, 400)
-    >>> create_model('lenet5', conv_impl='xla').conv_impl
-    'xla'
-  """
-  if name not in MODELS:
-    raise ValueError(
-        f'Unknown model {name!r}; accepted: {", ".join(sorted(MODELS))}.')
-  return MODELS[name](num_classes=num_classes, **overrides)
-
-
-def init_params(model: nn.Module, key: jax.Array,
-                input_shape: Sequence[int]) -> PyTree:
-  """Initializes ``model``'s params for inputs of shape ``input_shape``.
-
-  Args:
-    model: a flax module taking ``(batch, *input_shape)`` arrays.
-    key: a PRNG key.
-    input_shape: one example's shape without the batch axis, e.g.
-      ``(28, 28, 1)``.
-
-  Returns:
-    The params pytree, ``variables['params']``.
-
-  Example:
-
-    >>> params = init_params(create_model('lenet300'), jax.random.key(0),
-    ...                      (28, 28, 1))
-    >>> params['Dense_0']['kernel'].shape
-    (784, 300)
-  """
-  x = jnp.zeros((1, *input_shape), jnp.float32)
-  return jax.jit(model.init)(key, x)['params']
-
-
-def count_params(params: PyTree) -> int:
-  """Returns the number of scalars in a params pytree.
-
-  Works on arrays and on abstract shapes (``jax.ShapeDtypeStruct``, e.g. from
-  ``jax.eval_shape(model.init, ...)``).
-
-  Example:
-
-    >>> count_params({'w': jnp.zeros((3, 4)), 'b': jnp.zeros(4)})
-    16
-  """
-  return sum(math.prod(leaf.shape) if hasattr(leaf, 'shape') else 1
-             for leaf in jax.tree.leaves(params))
