@@ -89,11 +89,12 @@ class ExperimentConfig:
                        'integer >= 1.')
 
 
-def validate_config(config: ExperimentConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def validate_config(config: ExperimentConfig
+                    ) -> tuple[tuple[int | float, ...], tuple[int, ...]]:
   """The checks that need N and the data's shape, without loading the data.
 
   Returns:
-    The resolved k's and l's (counts).
+    The resolved k's and l's (counts; k's stay fractions with a FLOPs budget).
   """
   image_shape, num_classes, num_train = _data_shape(config)
   model = models_lib.create_model(config.model, num_classes=num_classes)
@@ -163,10 +164,32 @@ def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
   """`selector`, plus k and l (as % of N) when a run has several of them."""
   n, parts = results['num_params'], [cell['selector']]
   if len(results['ks']) > 1 and results.get('mode') != 'retrain':
-    parts.append(f'k={cell["k"] / n:.1%}')
+    parts.append(_k_text(cell['k'], n))
   if len(results['ls']) > 1:
     parts.append(f'l={cell["l"] / n:.1%}')
   return ' '.join(parts)
+
+
+def _k_text(k: int | float, n: int) -> str:
+  """'k=10.0%' of N, or 'k=10% of FLOPs' for a FLOPs budget (a float)."""
+  return f'k={k:.0%} of FLOPs' if isinstance(k, float) else f'k={k / n:.1%}'
+
+
+def format_costs(results: dict[str, Any]) -> str:
+  """The cost of every phase, as a text table.
+
+  Steps/s after compilation, compile seconds, MFLOP per step and seed (XLA's
+  cost analysis), optimizer state per seed.
+  """
+  header = ('phase', 'steps/s', 'compile s', 'MFLOP/step', 'opt. state MB',
+            'step')
+  rows = []
+  for label, c in results['timing']['phases'].items():
+    rate = '-' if c['steps_per_s'] is None else f'{c["steps_per_s"]:.0f}'
+    flops = '-' if c['flops_per_step'] is None else f'{c["flops_per_step"] / 1e6:.1f}'
+    mem = '-' if c['opt_state_bytes'] is None else f'{c["opt_state_bytes"] / 2 ** 20:.2f}'
+    rows.append((label, rate, f'{c["compile_s"]:.1f}', flops, mem, c['step']))
+  return report.format_table(header, rows)
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -300,14 +323,18 @@ def run_experiment(
   results['all_diverged'] = protocol.all_diverged(results)
   _summaries(results)
   n = results['num_params']
-  counts = lambda cs: ', '.join(f'{c} ({c / n:.1%})' for c in cs)
+  counts = lambda cs: ', '.join(
+      f'{c:.0%} of the weight-gradient FLOPs' if isinstance(c, float) else
+      f'{c} ({c / n:.1%})' for c in cs)
   log('')
   log(f'{config.dataset} / {config.model} / {config.optimizer.name} / '
       f'{proto.mode}: N = {n}, k = {counts(results["ks"]) or "- (= l)"}, '
       f'l = {counts(results["ls"])}, eta0 = {proto.eta0}, '
-      f'eta1 = {proto.eta1}, {len(config.seeds)} seeds, '
-      f'{results["wall_s"]:.1f} s')
+      f'eta1 = {proto.eta1}, granularity {proto.granularity}, '
+      f'{len(config.seeds)} seeds, {results["wall_s"]:.1f} s')
   log(format_table(results))
+  log('')
+  log(format_costs(results))
   for note in divergence_notes(results):
     log(note)
   if results['all_diverged']:

@@ -19,6 +19,7 @@ from absl import flags
 from paramsel_jax import cli
 from paramsel_jax import data
 from paramsel_jax import experiment
+from paramsel_jax import granularity
 from paramsel_jax import models
 from paramsel_jax import optimizers
 from paramsel_jax import protocol
@@ -133,6 +134,35 @@ def _define_protocol(d: dict[str, Any]) -> dict[str, Any]:
       'seed_axis': flags.DEFINE_enum(
           'seed_axis', 'auto', list(protocol.SEED_AXES),
           'vmap: seeds in parallel; map: in turn; auto: map for conv nets on CPU.'),
+      **_define_freezing(),
+  }
+
+
+def _define_freezing() -> dict[str, Any]:
+  return {
+      'granularity': flags.DEFINE_enum(
+          'granularity', 'element', list(granularity.GRANULARITIES),
+          'Of α: element (scalars), unit (a neuron or channel with its fan-in '
+          'and bias), layer (a module).'),
+      'aggregate': flags.DEFINE_enum(
+          'aggregate', 'mean', list(granularity.AGGREGATIONS),
+          "A group's score from its elements' (unit/layer granularity)."),
+      'budget': flags.DEFINE_enum(
+          'budget', 'params', list(protocol.BUDGETS),
+          'What k counts at unit/layer granularity: parameters, or the '
+          'fraction of the weight-gradient FLOPs.'),
+      'step': flags.DEFINE_enum(
+          'step', 'auto', list(protocol.STEPS),
+          'T|α: masked (dense, frozen updates zeroed), active (cost follows '
+          'α; packed optimizer state at element granularity), auto (active at '
+          'unit/layer granularity, masked at element).'),
+      'cache_prefix': flags.DEFINE_bool(
+          'cache_prefix', False, 'With the active step: compute the inputs of '
+          'the first module that trains once over the training set when '
+          'everything before it is frozen.'),
+      'cache_budget_mb': flags.DEFINE_float(
+          'cache_budget_mb', 2048.0, 'The most memory the prefix cache may '
+          'take (all seeds); a bigger cache is refused.'),
   }
 
 
@@ -208,7 +238,11 @@ def protocol_config(f: Flags, **auto: Any) -> protocol.ProtocolConfig:
       batch_size=f.value('batch_size'), chunk_size=f.value('chunk_size'),
       train_eval_size=value('train_eval_size') or None,
       seed_axis=f.value('seed_axis'), shard_batch=f.value('shard_batch'),
-      mode=f.value('mode'), prune_rounds=f.value('prune_rounds'))
+      mode=f.value('mode'), prune_rounds=f.value('prune_rounds'),
+      granularity=f.value('granularity'), aggregate=f.value('aggregate'),
+      budget=f.value('budget'), step=f.value('step'),
+      cache_prefix=f.value('cache_prefix'),
+      cache_budget_mb=f.value('cache_budget_mb'))
 
 
 def experiment_config(f: Flags) -> experiment.ExperimentConfig:

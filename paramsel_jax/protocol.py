@@ -37,10 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramsel_jax import active_phase
 from paramsel_jax import mesh as mesh_lib
 from paramsel_jax import models
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import steps
+from paramsel_jax.protocol_config import BUDGETS
 from paramsel_jax.protocol_config import check_seeds
 from paramsel_jax.protocol_config import check_selector_names
 from paramsel_jax.protocol_config import DEFAULT_K
@@ -48,6 +50,7 @@ from paramsel_jax.protocol_config import MAX_SEED
 from paramsel_jax.protocol_config import MODES
 from paramsel_jax.protocol_config import ProtocolConfig
 from paramsel_jax.protocol_config import SEED_AXES
+from paramsel_jax.protocol_config import STEPS
 from paramsel_jax.protocol_config import validate_protocol_config
 from paramsel_jax.runner import count_per_seed
 from paramsel_jax.runner import frozen_moved
@@ -57,11 +60,13 @@ from paramsel_jax.runner import TrainState
 PyTree = Any
 
 __all__ = [
+    'BUDGETS',
     'DEFAULT_K',
     'MAX_SEED',
     'MODES',
     'ProtocolConfig',
     'SEED_AXES',
+    'STEPS',
     'Task',
     'all_diverged',
     'check_seeds',
@@ -141,7 +146,7 @@ def _make_runner(task: Task, tx: optax.GradientTransformation,
 
 
 def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
-          beta: PyTree, name: str, k: int, l: int,
+          beta: PyTree, name: str, k: int | float, l: int,
           w_metrics: dict[str, Any]) -> dict[str, Any]:
   diverged = divergence(state, runner.config.eta0)
   return {
@@ -156,22 +161,27 @@ def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
   }
 
 
-def _run_group(runner: Runner, state0: TrainState, name: str, count: int,
+def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float,
                ls: tuple[int, ...], n: int, log) -> list[dict[str, Any]]:
   """One η1 phase (one (selector, k), or (selector, l) in 'retrain') → cells."""
   config = runner.config
   selector = selectors_lib.get_selector(name)
   if config.mode == 'retrain':
     state, alpha, start = _prune_and_retrain(runner, state0, selector, name,
-                                             count, n, log)
-    cell_ls: Sequence[int] = [count]
+                                             int(count), n, log)
+    cell_ls: Sequence[int] = [int(count)]
   else:
     alpha = runner.select(state0, selector, 'alpha', count, state0.stats,
                           name=name)
     start = runner.start_phase1(state0, alpha)
     cell_ls = ls
-    state = runner.train(start, config.eta0, config.eta1, config.window, log,
-                         f'eta1 [{name}, k={count}]')
+    label = f'eta1 [{name}, k={count}]'
+    if config.active_step() == 'active':
+      state = active_phase.train_active(runner, start, alpha, state0.stats,
+                                        label, log)
+    else:
+      state = runner.train(start, config.eta0, config.eta1, config.window, log,
+                           label, step_name='T|α masked')
   w_metrics = runner.evaluate(state.params)
   cells = []
   for l in cell_ls:
@@ -189,7 +199,7 @@ def run_protocol(
     selector_names: Sequence[str],
     seeds: Sequence[int],
     log: Callable[[str], None] = _print,
-    groups: Sequence[tuple[str, int]] | None = None,
+    groups: Sequence[tuple[str, int | float]] | None = None,
     on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
   """Runs the protocol for several selectors, k's, l's and seeds.
@@ -231,7 +241,7 @@ def run_protocol(
     groups = [(name, c) for name in names for c in (ls if retrain else ks)]
 
   runner, keys = _make_runner(task, tx, config, names, seeds)
-  timing = {}
+  timing: dict[str, Any] = {}
   t0 = time.perf_counter()
   state0 = runner.init(keys)
   axis = (('one program' if len(seeds) == 1 else config.seed_axis) +
@@ -257,6 +267,7 @@ def run_protocol(
     if on_cells is not None:
       on_cells(cells)
   timing['total_s'] = time.perf_counter() - t0
+  timing['phases'] = {label: cost.record() for label, cost in runner.costs.items()}
   results['timing'] = timing
   return results
 
@@ -289,6 +300,7 @@ def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
         state._replace(params=steps.prune(state.params, alpha)), alpha)
     label = (f'eta1 [{name}, l={l}]' if rounds == 1 else
              f'eta1 [{name}, l={l}, round {r + 1}/{rounds}: {count} kept]')
-    state = runner.train(start, steps_done, length, config.window, log, label)
+    state = runner.train(start, steps_done, length, config.window, log, label,
+                         step_name='T|α masked')
     steps_done += length
   return state, alpha, start

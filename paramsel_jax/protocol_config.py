@@ -13,10 +13,13 @@ import numbers
 from typing import Any
 
 from paramsel_jax import checks
+from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import selectors as selectors_lib
 
 SEED_AXES = ('auto', 'vmap', 'map')
 MODES = ('prune_at_end', 'retrain')
+STEPS = ('auto', 'masked', 'active')
+BUDGETS = ('params', 'flops')
 DEFAULT_K = 0.1  # k when none is given, in mode 'prune_at_end'.
 MAX_SEED = checks.SEED_LIMIT - 1  # seeds become uint32 PRNG keys.
 
@@ -76,6 +79,24 @@ class ProtocolConfig:
       of η1 / prune_rounds steps each; round r keeps N·(l/N)^(r/R) weights,
       chosen among those kept so far (iterative pruning, as Han et al. 2015
       and Frankle & Carbin 2019 do). 1: one-shot.
+    granularity: of α: 'element' (scalars, the paper), 'unit' (an output
+      neuron or channel: its fan-in weights and bias) or 'layer' (a module);
+      see `granularity`. β is always chosen per element.
+    aggregate: how a group's score is made of its elements' (`granularity.
+      AGGREGATIONS`; 'mean': score per parameter).
+    budget: what k counts at unit/layer granularity: 'params' (k parameters'
+      worth of groups, to the nearest group boundary) or 'flops' (groups
+      until their weight-gradient FLOPs are the fraction k of all).
+    step: `T|α`'s implementation: 'masked' (the dense step, frozen updates
+      zeroed), 'active' (`active`: the cost follows α; packed optimizer state
+      at element granularity), 'auto' ('active' at unit/layer granularity,
+      'masked' at element).
+    cache_prefix: with step 'active', when every module called before the
+      first one that trains is frozen, compute that module's inputs once over
+      the training set and train on them (the model must be deterministic).
+    cache_budget_mb: the most memory the cache may take (all seeds); a cache
+      that would not fit is refused with a message and the phase runs
+      uncached.
 
   Example:
     >>> ProtocolConfig(mode='retrian')
@@ -98,6 +119,12 @@ class ProtocolConfig:
   shard_batch: bool = False
   mode: str = 'prune_at_end'
   prune_rounds: int = 1
+  granularity: str = 'element'
+  aggregate: str = 'mean'
+  budget: str = 'params'
+  step: str = 'auto'
+  cache_prefix: bool = False
+  cache_budget_mb: float = 2048.0
 
   def __post_init__(self):
     for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
@@ -122,6 +149,41 @@ class ProtocolConfig:
     if self.k is not None:
       _check_counts('k', self.k)
     _check_counts('l', self.l)
+    self._check_freezing()
+
+  def _check_freezing(self) -> None:
+    checks.one_of('granularity', self.granularity,
+                  granularity_lib.GRANULARITIES)
+    checks.one_of('aggregate', self.aggregate, granularity_lib.AGGREGATIONS)
+    checks.one_of('budget', self.budget, BUDGETS)
+    checks.one_of('step', self.step, STEPS)
+    checks.boolean('cache_prefix', self.cache_prefix)
+    checks.real('cache_budget_mb', self.cache_budget_mb, above=0)
+    if self.budget == 'flops':
+      if self.granularity == 'element':
+        raise ValueError("budget='flops' with granularity='element'; accepted: "
+                         "granularity 'unit' or 'layer' (FLOPs are counted per "
+                         'unit).')
+      for k in self.ks:
+        if isinstance(k, numbers.Integral):
+          raise ValueError(f"k={k!r} with budget='flops': accepted: fractions "
+                           '0 < k <= 1 of the weight-gradient FLOPs.')
+    if self.mode == 'retrain' and (self.granularity != 'element'
+                                   or self.step == 'active'):
+      raise ValueError(
+          "mode='retrain' trains the l kept weights (α = β, chosen per "
+          "element); accepted there: granularity='element' and step 'auto' or "
+          "'masked'.")
+    if self.cache_prefix and self.active_step() != 'active':
+      raise ValueError("cache_prefix=True needs the active step; accepted: "
+                       "step='active', or granularity 'unit'/'layer' with "
+                       "step='auto'.")
+
+  def active_step(self) -> str:
+    """'masked' or 'active': the step η1 runs ('auto' resolved)."""
+    if self.step != 'auto':
+      return self.step
+    return 'masked' if self.granularity == 'element' else 'active'
 
   def _check_mode(self) -> None:
     rounds = self.prune_rounds
@@ -154,10 +216,11 @@ class ProtocolConfig:
 
 def validate_protocol_config(
     config: ProtocolConfig, num_params: int, num_train: int
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
+) -> tuple[tuple[int | float, ...], tuple[int, ...]]:
   """The checks that need N and the data; returns the resolved k's and l's.
 
-  In 'retrain' mode the k's are ().
+  In 'retrain' mode the k's are (); with `budget='flops'` they stay the
+  fractions of the FLOPs they are.
   """
   size = config.train_eval_size
   if size is not None and size > num_train:
@@ -169,7 +232,10 @@ def validate_protocol_config(
                      f'training set ({num_train} examples).')
   resolve = lambda vs, name: tuple(
       selectors_lib.resolve_count(v, num_params, name) for v in vs)
-  ks, ls = resolve(config.ks, 'k'), resolve(config.ls, 'l')
+  ls = resolve(config.ls, 'l')
+  ks: tuple[int | float, ...] = resolve(config.ks, 'k')
+  if config.budget == 'flops':  # k is a share of the FLOPs, not a count.
+    ks = tuple(float(k) for k in config.ks)
   for name, given, counts in (('k', config.ks, ks), ('l', config.ls, ls)):
     if len(set(counts)) != len(counts):
       raise ValueError(f'{name}={given!r} gives the counts {list(counts)} of '

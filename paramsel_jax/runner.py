@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramsel_jax import costs as costs_lib
+from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import langevin
 from paramsel_jax import masking
 from paramsel_jax import selectors as selectors_lib
@@ -123,7 +125,11 @@ class Runner:
     self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
     self.collect_chunk = chunk(True)  # the same, collecting the statistics.
     self._select_fns: dict[tuple[Any, ...], Callable[..., PyTree]] = {}
-    self._compiled: set[bool] = set()  # the chunks that have run (and compiled).
+    self._flops: dict[tuple[Any, ...], float] = {}  # compiled chunks' FLOPs.
+    self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
+    self._groups: granularity_lib.Groups | None = None
+    self._phases: dict[tuple[Any, ...], Any] = {}
+    self._group_flops: np.ndarray | None = None
     self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
     self.evaluate = jax.jit(self._seed_map(self._evaluate_one))
 
@@ -167,11 +173,14 @@ class Runner:
     return state, loss_sum / num_steps
 
   def select(self, state: TrainState, selector: selectors_lib.Selector,
-             which: str, k: int, eta0_stats: stats_lib.TrajectoryStats,
+             which: str, k: int | float,
+             eta0_stats: stats_lib.TrajectoryStats,
              within_alpha: bool = False, name: str = '') -> PyTree:
     """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones.
 
-    `within_alpha`: choose only among the coordinates of the current α (the
+    `k`: a count; with a FLOPs budget at unit/layer granularity, α's share of
+    the weight-gradient FLOPs. `within_alpha`: choose only among the
+    coordinates of the current α (the
     optimizer's mask); `k` must not exceed its size. The selector's inputs
     are checked first (`selectors.check_inputs`), on the host, unless every
     seed has diverged (their phases were skipped; their numbers are dropped).
@@ -195,11 +204,48 @@ class Runner:
         key=key, eta0_stats=eta0_stats,
         alpha=masking.get_mask(state.opt_state))
 
+  def active_phase(self, plan: Any, cache_path: str | None) -> Any:
+    """The compiled η1 pieces on an active set (`active_phase.ActivePhase`).
+
+    Made once per plan and cache.
+    """
+    from paramsel_jax import active_phase  # pylint: disable=g-import-not-at-top
+    key = (plan, cache_path)
+    if key not in self._phases:
+      self._phases[key] = active_phase.ActivePhase(self, plan, cache_path)
+    return self._phases[key]
+
+  def groups(self) -> granularity_lib.Groups:
+    """The groups of α at the config's granularity (computed once)."""
+    if self._groups is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      self._groups = granularity_lib.groups(shapes, self.config.granularity)
+    return self._groups
+
+  def group_flops(self) -> np.ndarray:
+    """Per group, its weight gradient's FLOPs per example (computed once)."""
+    if self._group_flops is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      example = steps.to_float(self.task.train_images[:1])
+      uses = granularity_lib.module_uses(self.task.apply_fn, shapes, example)
+      self._group_flops = granularity_lib.weight_grad_flops(self.groups(), uses)
+    return self._group_flops
+
   def _select_one(self, state: TrainState, eta0_stats, *, selector, which, k,
                   within_alpha) -> PyTree:
     ctx = self._context(state, eta0_stats, which)
-    return selectors_lib.select(selector, which, ctx, k,
-                                within=ctx.alpha if within_alpha else None)
+    within = ctx.alpha if within_alpha else None
+    config = self.config
+    if which == 'beta' or config.granularity == 'element':
+      return selectors_lib.select(selector, which, ctx, k, within=within)
+    scores = selectors_lib.scores(selector, which, ctx, within)
+    if config.budget == 'flops':
+      cost = self.group_flops()
+      return granularity_lib.top_k_groups(scores, 0, self.groups(),
+                                          config.aggregate, costs=cost,
+                                          budget=k * float(cost.sum()))
+    return granularity_lib.top_k_groups(scores, k, self.groups(),
+                                        config.aggregate)
 
   def _start_phase1_one(self, state: TrainState, alpha: PyTree) -> TrainState:
     return state._replace(
@@ -216,15 +262,24 @@ class Runner:
     return {'train_loss': train[0], 'train_accuracy': train[1],
             'test_loss': test[0], 'test_accuracy': test[1]}
 
-  def train(self, state: TrainState, first_step: int, num_steps: int,
-            window: int, log: Callable[[str], None], label: str) -> TrainState:
+  def train(self, state: Any, first_step: int, num_steps: int, window: int,
+            log: Callable[[str], None], label: str,
+            chunks: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+            step_name: str = 'T') -> Any:
     """Steps `first_step ..` in chunks; statistics over the last `window`.
 
     Step `t`'s minibatch depends only on the seed and `t`, so every selector's
     η1 phase sees the same batches. A seed whose loss becomes non-finite is
     reported once, in the chunk where it happens; once every seed has
     diverged, the rest of the phase is skipped (there is nothing to learn).
+    `chunks`: the (run, collect) chunk functions (default: this Runner's
+    dense ones; `active_phase.ActivePhase` passes its own, with its state).
+    The phase's cost goes to `self.costs[label]` (`costs.PhaseCost`).
     """
+    run_chunk, collect_chunk = chunks or (self.run_chunk, self.collect_chunk)
+    cost = self.costs.setdefault(label, costs_lib.PhaseCost(step_name))
+    num_seeds = int(np.shape(state.diverged_at)[0])
+    cost.opt_state_bytes = costs_lib.optimizer_bytes(state.opt_state, num_seeds)
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
     collect_from = first_step + num_steps - window
     step, end = first_step, first_step + num_steps
@@ -235,21 +290,34 @@ class Runner:
         break
       collect = step >= collect_from
       n = min(self.config.chunk_size, (end if collect else collect_from) - step)
-      chunk = self.collect_chunk if collect else self.run_chunk
+      chunk = collect_chunk if collect else run_chunk
+      args = (state, as_i32(step), as_i32(n))
+      self._compile(chunk, args, cost, collect, num_seeds)
       before = np.asarray(state.diverged_at)
       tic = time.perf_counter()
-      state, loss = chunk(state, as_i32(step), as_i32(n))
+      state, loss = chunk(*args)
       loss = np.asarray(loss)  # waits for the chunk.
       seconds = time.perf_counter() - tic
+      cost.add(n, seconds)
       step += n
-      note = '' if collect in self._compiled else ', incl. compilation'
-      self._compiled.add(collect)
       log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
           f'mean) {_finite_mean_std(loss)} over seeds  '
-          f'[{n / seconds:.0f} steps/s{note}]')
+          f'[{n / seconds:.0f} steps/s]')
       self._report_divergence(before, np.asarray(state.diverged_at),
                               first_step, label, log)
     return state
+
+  def _compile(self, chunk: Callable[..., Any], args: tuple, cost: Any,
+               collect: bool, num_seeds: int) -> None:
+    """Compiles `chunk` for `args` ahead of time (once), timing it apart."""
+    key = (chunk, costs_lib.signature(args))
+    if key not in self._flops:
+      seconds, flops = costs_lib.flops(chunk, *args)
+      cost.compile_s += seconds
+      vmapped = self._seed_map.keywords['seed_axis'] == 'vmap' and num_seeds > 1
+      self._flops[key] = flops / (num_seeds if vmapped else 1)
+    if not collect or cost.flops_per_step is None:
+      cost.flops_per_step = self._flops[key]
 
   def _report_divergence(self, before: np.ndarray, after: np.ndarray,
                          first_step: int, label: str,

@@ -39,9 +39,11 @@ class _Counter:
     self.labels = []
     original = protocol.Runner.train
 
-    def train(runner, state, first_step, num_steps, window, log, label):
+    def train(runner, state, first_step, num_steps, window, log, label,
+              **kwargs):
       self.labels.append(label)
-      return original(runner, state, first_step, num_steps, window, log, label)
+      return original(runner, state, first_step, num_steps, window, log, label,
+                      **kwargs)
 
     monkeypatch.setattr(protocol.Runner, 'train', train)
 

@@ -71,7 +71,7 @@ def resolve_counts(config: protocol.ProtocolConfig, num_params: int,
     (100, 20)
   """
   (k,), (l,) = protocol.validate_protocol_config(config, num_params, num_train)
-  return k, l
+  return int(k), l  # the benchmark budgets k in parameters.
 
 
 def make_runner(task: protocol.Task, tx: optax.GradientTransformation,

@@ -34,6 +34,7 @@ from paramsel_jax.selectors.base import get_selector
 from paramsel_jax.selectors.base import register_selector
 from paramsel_jax.selectors.base import resolve_count
 from paramsel_jax.selectors.base import ScoreFn
+from paramsel_jax.selectors.base import scores
 from paramsel_jax.selectors.base import select
 from paramsel_jax.selectors.base import SelectionContext
 from paramsel_jax.selectors.base import Selector

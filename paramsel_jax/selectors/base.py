@@ -250,6 +250,32 @@ def _is_concrete(tree: PyTree) -> bool:
 _TINY = 1e-12  # keeps 0/0 out of ratios; a never-moving coordinate scores 0.
 
 
+def scores(selector: Selector, which: str, ctx: SelectionContext,
+           within: PyTree | None = None) -> PyTree:
+  """The α (`which='alpha'`) or β (`which='beta'`) scores; larger: chosen.
+
+  `within`: a mask; coordinates outside it score -inf. The inputs are
+  checked first (`check_inputs`) when they are concrete.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from paramsel_jax.stats import init_stats
+    >>> p = {'w': jnp.array([0.5, -3.0])}
+    >>> ctx = SelectionContext(p, init_stats(p), (), jax.random.key(0))
+    >>> scores(get_selector('magnitude'), 'beta', ctx)['w'].tolist()
+    [0.5, 3.0]
+  """
+  if which not in ('alpha', 'beta'):
+    raise ValueError(f"which={which!r}; accepted: 'alpha', 'beta'.")
+  if _is_concrete((ctx.stats.count, ctx.opt_state)):
+    check_inputs(selector, which, ctx)
+  out = (selector.alpha_scores if which == 'alpha' else
+         selector.beta_scores)(ctx)
+  if within is not None:  # only coordinates inside `within` may be chosen.
+    out = jax.tree.map(lambda s, m: jnp.where(m, s, -jnp.inf), out, within)
+  return out
+
+
 def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
            within: PyTree | None = None) -> PyTree:
   """The α (`which='alpha'`) or β (`which='beta'`) mask with exactly k ones.
@@ -265,12 +291,4 @@ def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
     >>> select(get_selector('topgrad'), 'beta', ctx, 1, within)['w'].tolist()
     [False, False, True]
   """
-  if which not in ('alpha', 'beta'):
-    raise ValueError(f"which={which!r}; accepted: 'alpha', 'beta'.")
-  if _is_concrete((ctx.stats.count, ctx.opt_state)):
-    check_inputs(selector, which, ctx)
-  scores = (selector.alpha_scores if which == 'alpha' else
-            selector.beta_scores)(ctx)
-  if within is not None:  # only coordinates inside `within` may be chosen.
-    scores = jax.tree.map(lambda s, m: jnp.where(m, s, -jnp.inf), scores, within)
-  return top_k_mask(scores, k)
+  return top_k_mask(scores(selector, which, ctx, within), k)

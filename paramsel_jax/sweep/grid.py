@@ -231,6 +231,12 @@ def run_identity(config: SweepConfig, model: str,
     ident['prune_rounds'] = p.prune_rounds
   if p.shard_batch:  # changes the order of the gradient's sums.
     ident['shard_batch'] = True
+  for name, default in (('granularity', 'element'), ('aggregate', 'mean'),
+                        ('budget', 'params'), ('cache_prefix', False)):
+    if getattr(p, name) != default:
+      ident[name] = getattr(p, name)
+  if p.active_step() != 'masked':  # the same numbers to float rounding only.
+    ident['step'] = p.active_step()
   if config.dataset == 'synthetic':
     ident['synthetic'] = [config.synthetic_size, list(config.synthetic_shape)]
   return ident

@@ -95,7 +95,7 @@ def run_sweep(config: grid.SweepConfig, output_dir: str,
 
 def _missing_groups(config: grid.SweepConfig, model: str,
                     opt: optimizers_lib.OptimizerConfig, store: CellStore,
-                    counts: tuple[int, ...]) -> list[tuple[str, int]]:
+                    counts: tuple[int | float, ...]) -> list[tuple[str, int | float]]:
   """The (selector, resolved count) groups of this run that miss a cell."""
   cells = [c for c in grid.expand_grid(config)
            if c.model == model and c.optimizer == opt]

@@ -1,0 +1,272 @@
+"""Granularity of α: which scalars are chosen (or frozen) together.
+
+* `'element'`: every scalar on its own (the paper's α).
+* `'unit'`: one output unit of a layer: an output neuron of a dense layer or
+  an output channel of a conv, i.e. its fan-in weights and its bias. A
+  *module* is the parent dict of param leaves (a flax module's `{'kernel',
+  'bias'}`); the unit axis is every leaf's last axis (flax's `Dense` kernels
+  are `(in, out)`, `Conv` kernels `(kh, kw, in, out)`, biases `(out,)`).
+* `'layer'`: a whole module.
+
+A selector scores elements; its scores are aggregated per group (`aggregate`:
+the mean by default, so a group's score is its score per parameter) and whole
+groups are taken, best first, until their parameters reach the budget
+`k`: the prefix whose size is *nearest* to k (ties to the larger), so k is met
+to within half a group, never exactly unless the group sizes allow it. With a
+FLOPs budget (`costs=`), groups are taken by score per FLOP until their cost
+reaches the given share of the total.
+
+  >>> import jax.numpy as jnp
+  >>> params = {'Dense_0': {'kernel': jnp.zeros((3, 2)), 'bias': jnp.zeros(2)},
+  ...           'Dense_1': {'kernel': jnp.zeros((2, 1)), 'bias': jnp.zeros(1)}}
+  >>> g = groups(params, 'unit')
+  >>> g.num_groups, g.sizes.tolist()
+  (3, [4, 4, 3])
+  >>> scores = {'Dense_0': {'kernel': jnp.array([[1., 9.]] * 3),
+  ...                       'bias': jnp.array([1., 9.])},
+  ...           'Dense_1': {'kernel': jnp.ones((2, 1)), 'bias': jnp.ones(1)}}
+  >>> mask = top_k_groups(scores, 4, g)
+  >>> mask['Dense_0']['kernel'][:, 1].tolist(), bool(mask['Dense_1']['bias'][0])
+  ([True, True, True], False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+GRANULARITIES = ('element', 'unit', 'layer')
+AGGREGATIONS = ('mean', 'sum', 'max', 'rms')
+
+
+def check_granularity(granularity: str) -> str:
+  """`granularity` if known; ValueError naming the accepted ones otherwise."""
+  if granularity not in GRANULARITIES:
+    raise ValueError(f'granularity={granularity!r}; accepted: '
+                     f'{", ".join(GRANULARITIES)}.')
+  return granularity
+
+
+def module_path(path: tuple) -> tuple:
+  """The module a leaf belongs to: its path without the last key."""
+  return tuple(path[:-1])
+
+
+def module_name(path: tuple) -> str:
+  """A readable module name, e.g. 'Dense_0' or 'block/Conv2D_1'."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path) or '(root)'
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Groups:
+  """A partition of the params' scalars into groups (static, numpy).
+
+  Attributes:
+    granularity: 'element', 'unit' or 'layer'.
+    ids: a pytree of the params' shapes; each entry the group of its scalar.
+    sizes: `(num_groups,)` scalars per group.
+    modules: per group, the index of its module in `module_names`.
+    units: per group, its unit index within the module (-1 for 'layer',
+      the flat index for 'element').
+    module_names: the modules, in `jax.tree.leaves` order.
+    module_units: the number of units of each module.
+  """
+
+  granularity: str
+  ids: PyTree
+  sizes: np.ndarray
+  modules: np.ndarray
+  units: np.ndarray
+  module_names: tuple[str, ...]
+  module_units: tuple[int, ...]
+
+  @property
+  def num_groups(self) -> int:
+    """The number of groups."""
+    return int(self.sizes.shape[0])
+
+
+def _modules(params: PyTree) -> tuple[list[tuple], dict[tuple, list[int]]]:
+  """Leaf paths, and for each module path the indices of its leaves."""
+  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  members: dict[tuple, list[int]] = {}
+  for i, path in enumerate(paths):
+    members.setdefault(module_path(path), []).append(i)
+  return paths, members
+
+
+def _unit_count(name: str, shapes: Sequence[tuple[int, ...]]) -> int:
+  counts = {shape[-1] if shape else 1 for shape in shapes}
+  if len(counts) != 1:
+    raise ValueError(
+        f"granularity='unit': module {name!r} has leaves of shapes "
+        f'{list(shapes)} whose last axes differ; accepted: leaves that share '
+        'their last axis as the unit axis (a kernel (..., n) and a bias (n,)), '
+        "or granularity='layer'.")
+  return counts.pop()
+
+
+def groups(params: PyTree, granularity: str) -> Groups:
+  """The groups of `params` at `granularity`.
+
+  Reads shapes only: works on `jax.eval_shape` output too.
+  """
+  check_granularity(granularity)
+  leaves, treedef = jax.tree.flatten(params)
+  shapes = [tuple(np.shape(x)) for x in leaves]
+  paths, members = _modules(params)
+  ids: list[np.ndarray | None] = [None] * len(leaves)
+  sizes, modules, units, names, counts = [], [], [], [], []
+  offset = 0
+  for m, (mpath, idxs) in enumerate(members.items()):
+    name = module_name(mpath)
+    names.append(name)
+    if granularity == 'element':
+      counts.append(sum(math.prod(shapes[i]) for i in idxs))
+      for i in idxs:
+        n = math.prod(shapes[i])
+        ids[i] = offset + np.arange(n).reshape(shapes[i])
+        sizes += [1] * n
+        modules += [m] * n
+        units += list(range(n))
+        offset += n
+    elif granularity == 'layer':
+      counts.append(1)
+      for i in idxs:
+        ids[i] = np.full(shapes[i], offset)
+      sizes.append(sum(math.prod(shapes[i]) for i in idxs))
+      modules.append(m)
+      units.append(-1)
+      offset += 1
+    else:
+      n_units = _unit_count(name, [shapes[i] for i in idxs])
+      counts.append(n_units)
+      for i in idxs:
+        ids[i] = np.broadcast_to(offset + np.arange(n_units), shapes[i]).copy()
+      per_unit = sum(math.prod(shapes[i]) for i in idxs) // n_units
+      sizes += [per_unit] * n_units
+      modules += [m] * n_units
+      units += list(range(n_units))
+      offset += n_units
+  return Groups(granularity, jax.tree.unflatten(treedef, ids),
+                np.asarray(sizes, np.int64), np.asarray(modules, np.int32),
+                np.asarray(units, np.int32), tuple(names), tuple(counts))
+
+
+def _flat(tree: PyTree) -> jax.Array:
+  return jnp.concatenate([jnp.ravel(x).astype(jnp.float32)
+                          for x in jax.tree.leaves(tree)])
+
+
+def aggregate(scores: PyTree, g: Groups, how: str = 'mean') -> jax.Array:
+  """Per-group scores `(num_groups,)` from per-element `scores`.
+
+  'mean' (the default): the group's score per parameter, which makes
+  greedy selection under a parameter budget pick the most score per
+  parameter spent; 'sum' favours big groups; 'max' a group's best scalar;
+  'rms' the root mean square. NaN scores count as -inf (they rank last).
+  """
+  if how not in AGGREGATIONS:
+    raise ValueError(f'how={how!r}; accepted: {", ".join(AGGREGATIONS)}.')
+  flat = _flat(scores)
+  ids = jnp.asarray(np.concatenate([np.ravel(x) for x in jax.tree.leaves(g.ids)]))
+  n = g.num_groups
+  if how == 'max':
+    flat = jnp.where(jnp.isnan(flat), -jnp.inf, flat)
+    return jax.ops.segment_max(flat, ids, num_segments=n)
+  sizes = jnp.asarray(g.sizes, jnp.float32)
+  if how == 'rms':
+    total = jax.ops.segment_sum(flat ** 2, ids, num_segments=n)
+    out = jnp.sqrt(total / sizes)
+  else:
+    total = jax.ops.segment_sum(flat, ids, num_segments=n)
+    out = total / sizes if how == 'mean' else total
+  return jnp.where(jnp.isnan(out), -jnp.inf, out)
+
+
+def choose_groups(group_scores: jax.Array, costs: jax.Array,
+                  budget: jax.typing.ArrayLike) -> jax.Array:
+  """Bool per group: the best groups by score per cost, until `budget`.
+
+  Groups are ranked by `group_scores / costs` (ties to the lower index) and
+  the prefix whose total cost is nearest to `budget` is taken (ties to the
+  larger prefix; at least one group). Jittable; `budget` may be traced.
+
+  Example:
+    >>> choose_groups(jnp.array([1., 3., 2.]), jnp.ones(3), 2).tolist()
+    [False, True, True]
+  """
+  density = group_scores / costs
+  order = jnp.argsort(-density, stable=True)
+  cum = jnp.cumsum(costs[order])
+  distance = jnp.abs(cum - budget)
+  # The first prefix at the smallest distance, preferring the larger on ties.
+  best = jnp.max(jnp.where(distance == jnp.min(distance), jnp.arange(cum.shape[0]), -1))
+  chosen_sorted = jnp.arange(cum.shape[0]) <= best
+  return jnp.zeros(group_scores.shape, bool).at[order].set(chosen_sorted)
+
+
+def expand(group_mask: jax.Array, g: Groups) -> PyTree:
+  """The element mask (a pytree of the params' shapes) of a group mask."""
+  return jax.tree.map(lambda ids: group_mask[jnp.asarray(ids)], g.ids)
+
+
+def top_k_groups(scores: PyTree, k: int, g: Groups, how: str = 'mean',
+                 costs: jax.Array | np.ndarray | None = None,
+                 budget: float = 0.0) -> PyTree:
+  """The element mask of the best groups, `k` parameters' worth (nearest).
+
+  With `costs` (per group, e.g. `weight_grad_flops`) and `budget` (in the
+  same units), the budget is on the cost instead of on the parameters.
+  """
+  group_scores = aggregate(scores, g, how)
+  if costs is None:
+    chosen = choose_groups(group_scores, jnp.asarray(g.sizes, jnp.float32), k)
+  else:
+    chosen = choose_groups(group_scores, jnp.asarray(costs, jnp.float32), budget)
+  return expand(chosen, g)
+
+
+def weight_grad_flops(g: Groups, uses_per_module: Sequence[int]) -> np.ndarray:
+  """Per group, the FLOPs per example of its weight gradient.
+
+  `2 · uses · size`, `uses` being how many times per example its module
+  applies each weight (1 for a dense layer, the output positions of a conv).
+  """
+  uses = np.asarray(uses_per_module, np.float64)[g.modules]
+  return 2.0 * uses * g.sizes
+
+
+def module_uses(apply_fn: Callable[..., Any], params: PyTree,
+                example: jax.Array) -> list[int]:
+  """How many times per example each module applies its weights.
+
+  Traced once (shapes only) with a flax interceptor that records each
+  module's output shape: a dense layer's output `(B, n)` applies each weight
+  once, a conv's `(B, H, W, n)` H·W times. Modules in the order of
+  `groups(...).module_names`; a module the trace never calls counts 1.
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  seen: dict[str, int] = {}
+
+  def record(next_fun, args, kwargs, ctx):
+    out = next_fun(*args, **kwargs)
+    if ctx.method_name == '__call__' and hasattr(out, 'shape'):
+      path = '/'.join(ctx.module.path) if ctx.module.path else ''
+      seen.setdefault(path, int(math.prod(out.shape[1:-1])))
+    return out
+
+  def run(p, x):
+    with nn.intercept_methods(record):
+      return apply_fn(p, x)
+
+  jax.eval_shape(run, params, example)
+  names = groups(params, 'layer').module_names
+  return [seen.get(name, 1) for name in names]

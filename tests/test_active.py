@@ -1,0 +1,284 @@
+"""The active-set step: the same parameters as `masked`, cheaper.
+
+`T|α` built on `active` (frozen params as constants, the active units as the
+only thing differentiated and optimized) must give the parameters of today's
+`masked` step with the equivalent element mask, to float rounding, over many
+steps; frozen values stay bit-identical; the optimizer's state has the active
+shapes; and XLA's cost analysis of the compiled step shows the weight-gradient
+FLOPs of the frozen layer gone.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import paramsel_jax
+from paramsel_jax import active
+from paramsel_jax import granularity
+from paramsel_jax import models
+from paramsel_jax import steps
+
+B = 32
+MODEL = models.create_model('mlp', widths=(24, 16), num_classes=5)
+APPLY = lambda p, x: MODEL.apply({'params': p}, x)
+
+
+def _data():
+  k1, k2 = jax.random.split(jax.random.key(3))
+  x = jax.random.randint(k1, (256, 6, 6, 1), 0, 256).astype(jnp.uint8)
+  y = jax.random.randint(k2, (256,), 0, 5)
+  return x, y
+
+
+def _params():
+  return models.init_params(MODEL, jax.random.key(0), (6, 6, 1))
+
+
+def _unit_alpha(params, spec):
+  """spec: module -> list of active units, 'all', or absent (frozen)."""
+  def leaf(path, x):
+    name = granularity.module_name(granularity.module_path(path))
+    units = spec.get(name, [])
+    n = x.shape[-1]
+    on = np.zeros(n, bool)
+    on[np.arange(n) if units == 'all' else units] = True
+    return jnp.asarray(np.broadcast_to(on, x.shape))
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def _masked_run(tx, params, alpha, x, y, num_steps, warm=5):
+  mtx = paramsel_jax.masked(tx)
+  state = mtx.init(params)
+  def step(params, state, t):
+    idx = steps.batch_indices(jax.random.key(t), x.shape[0], B)
+    loss = lambda p: steps.cross_entropy(APPLY(p, steps.to_float(x[idx])), y[idx])
+    g = jax.grad(loss)(params)
+    u, state = mtx.update(g, state, params)
+    return optax.apply_updates(params, u), state
+  step = jax.jit(step)
+  for t in range(warm):
+    params, state = step(params, state, t)
+  warm_params, warm_state = params, state
+  state = paramsel_jax.set_mask(state, alpha)
+  for t in range(warm, warm + num_steps):
+    params, state = step(params, state, t)
+  return warm_params, warm_state, params
+
+
+def _active_run(tx, warm_params, warm_state, alpha, x, y, num_steps, warm=5,
+                gran='unit'):
+  mtx = paramsel_jax.masked(tx)
+  batched = jax.tree.map(lambda a: a[None], alpha)
+  plan, arrays = active.plan(batched, gran)
+  idx = jax.tree.map(lambda a: jnp.asarray(a[0]), arrays['idx'])
+  act = active.split(warm_params, plan, idx)
+  state = active.state_to_active(
+      paramsel_jax.set_mask(warm_state, alpha), warm_params, plan, idx)
+  def step(act, state, t):
+    bidx = steps.batch_indices(jax.random.key(t), x.shape[0], B)
+    loss = lambda a: steps.cross_entropy(
+        active.forward(APPLY, plan, warm_params, a, idx, steps.to_float(x[bidx])),
+        y[bidx])
+    g = jax.grad(loss)(act)
+    u, state = mtx.update(g, state, act)
+    return optax.apply_updates(act, u), state
+  step = jax.jit(step)
+  for t in range(warm, warm + num_steps):
+    act, state = step(act, state, t)
+  return plan, idx, active.merge(warm_params, act, plan, idx), state
+
+
+@pytest.mark.parametrize('name, tx', [
+    ('sgd', optax.sgd(0.1)), ('momentum', optax.sgd(0.05, momentum=0.9)),
+    ('adam', optax.adam(3e-3))])
+@pytest.mark.parametrize('spec', [
+    {'Dense_0': [1, 5, 7], 'Dense_2': 'all'},  # partial first layer, full last
+    {'Dense_1': [0, 3, 15]},                    # only a middle layer, partly
+    {'Dense_0': 'all', 'Dense_1': [2]},
+])
+def test_active_step_equals_masked_step(name, tx, spec):
+  x, y = _data()
+  params = _params()
+  alpha = _unit_alpha(params, spec)
+  warm_params, warm_state, want = _masked_run(tx, params, alpha, x, y, 60)
+  _, _, got, _ = _active_run(tx, warm_params, warm_state, alpha, x, y, 60)
+  for w, g, a, p0 in zip(*map(jax.tree.leaves, (want, got, alpha, warm_params))):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5,
+                               atol=2e-6, err_msg=name)
+    frozen = ~np.asarray(a)
+    np.testing.assert_array_equal(np.asarray(g)[frozen], np.asarray(p0)[frozen])
+
+
+def test_packed_element_step_equals_masked_and_state_is_o_k():
+  x, y = _data()
+  params = _params()
+  scores = jax.tree.map(lambda p: jax.random.uniform(jax.random.key(9), p.shape), params)
+  alpha = paramsel_jax.top_k_mask(scores, 0.1)
+  tx = optax.adam(3e-3)
+  warm_params, warm_state, want = _masked_run(tx, params, alpha, x, y, 40)
+  plan, _, got, state = _active_run(tx, warm_params, warm_state, alpha, x, y, 40,
+                                    gran='element')
+  n = models.count_params(params)
+  assert plan.mode == 'packed' and plan.packed == round(0.1 * n)
+  for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-5, atol=2e-6)
+  adam = state.inner_state[0]
+  assert adam.mu[active.PACKED].shape == (plan.packed,)
+  dense = sum(2 * p.nbytes for p in jax.tree.leaves(params))
+  assert adam.mu[active.PACKED].nbytes + adam.nu[active.PACKED].nbytes <= 0.1 * dense + 8
+
+
+def test_unit_state_has_the_active_shapes():
+  x, y = _data()
+  params = _params()
+  alpha = _unit_alpha(params, {'Dense_0': [1, 2], 'Dense_2': 'all'})
+  warm_params, warm_state, _ = _masked_run(optax.adam(1e-3), params, alpha, x, y, 1)
+  _, _, _, state = _active_run(optax.adam(1e-3), warm_params, warm_state, alpha,
+                               x, y, 1)
+  mu = state.inner_state[0].mu
+  assert mu['Dense_0']['kernel'].shape == (36, 2)
+  assert mu['Dense_1']['kernel'].shape == (24, 0)
+  assert mu['Dense_2']['kernel'].shape == (16, 5)
+
+
+def _step_flops(fn, *args):
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)['flops']
+
+
+def test_frozen_first_layer_removes_its_weight_gradient_flops():
+  """XLA's cost analysis (deterministic): freezing the first layer removes
+  at least its weight gradient, 2·B·n_in·n_out FLOPs, from the step."""
+  model = models.create_model('lenet300')
+  apply = lambda p, x: model.apply({'params': p}, x)
+  params = models.init_params(model, jax.random.key(0), (28, 28, 1))
+  x = jnp.zeros((128, 28, 28, 1), jnp.uint8)
+  y = jnp.zeros((128,), jnp.int32)
+  tx = optax.adam(1e-3)
+  def dense(p, s):
+    g = jax.grad(lambda q: steps.cross_entropy(apply(q, steps.to_float(x)), y))(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+  alpha = jax.tree.map(lambda a: a[None], _unit_alpha(
+      params, {'Dense_1': 'all', 'Dense_2': 'all'}))
+  plan, arrays = active.plan(alpha, 'layer')
+  idx = {}
+  act = active.split(params, plan, idx)
+  def cheap(a, s):
+    g = jax.grad(lambda q: steps.cross_entropy(
+        active.forward(apply, plan, params, q, idx, steps.to_float(x)), y))(a)
+    u, s = tx.update(g, s, a)
+    return optax.apply_updates(a, u), s
+  full = _step_flops(dense, params, tx.init(params))
+  frozen = _step_flops(cheap, act, tx.init(act))
+  assert plan.kinds == ('frozen', 'full', 'full')
+  assert full - frozen >= 2 * 128 * 784 * 300
+
+
+# --- The protocol on the active set. ---
+
+from paramsel_jax import data as data_lib  # noqa: E402
+from paramsel_jax import protocol  # noqa: E402
+
+PCONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
+                                  batch_size=16, chunk_size=25,
+                                  eval_batch_size=64, granularity='unit')
+
+
+@pytest.fixture(scope='module')
+def task():
+  ds = data_lib.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1),
+                          num_classes=4)
+  model = models.create_model('mlp', widths=(16, 12), num_classes=4)
+  return protocol.Task(
+      init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
+      apply_fn=lambda p, x: model.apply({'params': p}, x),
+      train_images=jnp.asarray(ds.train.images),
+      train_labels=jnp.asarray(ds.train.labels),
+      test_images=jnp.asarray(ds.test.images),
+      test_labels=jnp.asarray(ds.test.labels))
+
+
+def _protocol(task, seeds=(0, 1), **change):
+  import dataclasses
+  config = dataclasses.replace(PCONFIG, **change)
+  return protocol.run_protocol(task, optax.adam(1e-2), config,
+                               ['topgrad', 'random'], list(seeds),
+                               log=lambda _: None)
+
+
+@pytest.mark.parametrize('gran', ['unit', 'layer'])
+def test_protocol_active_step_equals_masked_step(task, gran):
+  """Same α (whole units or layers), same numbers to float rounding; frozen
+  coordinates bit-identical; the active phase is cheaper in FLOPs."""
+  masked_run = _protocol(task, granularity=gran, step='masked')
+  active_run = _protocol(task, granularity=gran, step='active')
+  for a, m in zip(active_run['cells'], masked_run['cells']):
+    assert a['alpha_count'] == m['alpha_count'] and a['frozen_moved'] == [False] * 2
+    for part in ('w', 'pruned'):
+      for metric in a[part]:
+        np.testing.assert_allclose(a[part][metric], m[part][metric],
+                                   rtol=1e-4, atol=1e-5, err_msg=metric)
+  phases = active_run['timing']['phases']
+  dense = phases['eta0']['flops_per_step']
+  for label, cost in phases.items():
+    assert cost['steps_per_s'] > 0 and cost['opt_state_bytes'] > 0, label
+    if label != 'eta0':
+      assert cost['step'].startswith('T|α active')
+      assert cost['flops_per_step'] < dense, label
+
+
+def test_unit_granularity_takes_whole_units_near_k(task):
+  run = _protocol(task, seeds=(0,))
+  n = run['num_params']
+  g = granularity.groups(jax.eval_shape(task.init_fn, jax.random.key(0)), 'unit')
+  half_unit = g.sizes.max() / 2
+  for cell in run['cells']:
+    assert abs(cell['alpha_count'][0] - round(0.3 * n)) <= half_unit
+
+
+def test_frozen_prefix_cache_gives_the_same_numbers(task):
+  """Layer granularity with the first layer frozen (k small enough): the
+  cached run equals the uncached one."""
+  import dataclasses
+  config = dataclasses.replace(PCONFIG, granularity='layer', k=0.05,
+                               cache_prefix=True)
+  logs = []
+  cached = protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'],
+                                 [0, 1], log=logs.append)
+  plain = protocol.run_protocol(
+      task, optax.adam(1e-2), dataclasses.replace(config, cache_prefix=False),
+      ['topgrad'], [0, 1], log=lambda _: None)
+  assert any('caching the inputs of' in line for line in logs), logs
+  for part in ('w', 'pruned'):
+    for metric in cached['cells'][0][part]:
+      np.testing.assert_allclose(cached['cells'][0][part][metric],
+                                 plain['cells'][0][part][metric], rtol=1e-5,
+                                 atol=1e-6)
+
+
+def test_cache_over_budget_is_refused_and_runs_uncached(task):
+  import dataclasses
+  config = dataclasses.replace(PCONFIG, granularity='layer', k=0.05,
+                               cache_prefix=True, cache_budget_mb=1e-6)
+  logs = []
+  protocol.run_protocol(task, optax.adam(1e-2), config, ['topgrad'], [0],
+                        log=logs.append)
+  assert any('cache REFUSED' in line and 'budget' in line for line in logs)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(granularity='neuron'), "granularity='neuron'"),
+    (dict(budget='flops', granularity='element'), "budget='flops' with granularity='element'"),
+    (dict(budget='flops', k=5), "k=5 with budget='flops'"),
+    (dict(cache_prefix=True, granularity='element'), 'cache_prefix=True needs the active step'),
+    (dict(mode='retrain', k=None), "mode='retrain' trains the l kept weights"),
+])
+def test_bad_freezing_settings_are_refused(change, message):
+  import dataclasses
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(PCONFIG, **change)
