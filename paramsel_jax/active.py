@@ -28,10 +28,9 @@ same sizes changes only the index arrays: no recompilation.
   >>> params = {'Dense_0': {'kernel': jnp.ones((3, 4)), 'bias': jnp.zeros(4)}}
   >>> alpha = {'Dense_0': {'kernel': jnp.array([[0, 1, 0, 1]] * 3, bool),
   ...                      'bias': jnp.array([0, 1, 0, 1], bool)}}
-  >>> batched = jax.tree.map(lambda a: a[None], alpha)  # one seed
-  >>> p, arrays = plan(batched, 'unit')
+  >>> p, arrays = plan(alpha, 'unit', batched=False)  # one model, no seed axis
   >>> p.kinds, p.slots, arrays['idx']['Dense_0'].tolist()
-  (('partial',), (2,), [[1, 3]])
+  (('partial',), (2,), [1, 3])
   >>> active = split(params, p, {'Dense_0': jnp.array([1, 3])})
   >>> jax.tree.map(jnp.shape, active)
   {'Dense_0': {'bias': (2,), 'kernel': (3, 2)}}
@@ -111,8 +110,12 @@ def _unit_flags(alpha: PyTree, g: granularity_lib.Groups) -> list[np.ndarray]:
   return flags
 
 
-def plan(alpha: PyTree, granularity: str) -> tuple[Plan, dict[str, Any]]:
-  """The active set of a seed-batched element mask α (host side, concrete).
+def plan(alpha: PyTree, granularity: str, batched: bool = True
+         ) -> tuple[Plan, dict[str, Any]]:
+  """The active set of an element mask α (host side, concrete).
+
+  `batched`: α has a leading seed axis (as in the protocol); False: one
+  model's α, and the arrays come back without the seed axis.
 
   Returns:
     The static `Plan` and its seed-batched arrays: for 'units', `{'idx':
@@ -121,6 +124,10 @@ def plan(alpha: PyTree, granularity: str) -> tuple[Plan, dict[str, Any]]:
     (seeds, k)}` flat indices into the concatenated leaves.
   """
   granularity_lib.check_granularity(granularity)
+  if not batched:
+    p, arrays = plan(jax.tree.map(lambda a: np.asarray(a)[None], alpha),
+                     granularity)
+    return p, jax.tree.map(lambda a: a[0], arrays)
   if granularity == 'element':
     flat = np.concatenate([np.asarray(a).reshape(np.shape(a)[0], -1)
                            for a in jax.tree.leaves(alpha)], axis=1)
@@ -340,15 +347,17 @@ def module_call_order(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
 def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:
   """The module whose input can be cached, or None.
 
-  The first module in call order that trains, when every module called
-  before it is frozen (None: none can, e.g. the first module trains, or α is
-  packed).
+  The first module with params, in call order, that trains, when every
+  module with params called before it is frozen (None: none can, e.g. the
+  first one trains, or α is packed). Modules without params (the model's
+  root, activations) do not count.
   """
   if p.mode == PACKED:
     return None
   kind = dict(zip(p.modules, p.kinds))
-  for i, path in enumerate(call_order):
-    if kind.get(path, 'frozen') != 'frozen':
+  with_params = [path for path in call_order if path in kind]
+  for i, path in enumerate(with_params):
+    if kind[path] != 'frozen':
       return path if i > 0 else None
   return None
 

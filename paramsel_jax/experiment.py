@@ -29,6 +29,7 @@ from paramsel_jax import report
 from paramsel_jax import selectors as selectors_lib
 
 CONV_MODELS = ('lenet5', 'cifar_cnn')
+EVAL_SPLITS = ('test', 'valid')
 SEED_AXES = protocol.SEED_AXES
 
 
@@ -49,6 +50,10 @@ class ExperimentConfig:
       i.e. `$PARAMSEL_DATA_DIR` or `~/.cache/paramsel_jax`).
     synthetic_size: for `dataset='synthetic'`: number of training examples.
     synthetic_shape: for `dataset='synthetic'`: the image shape (H, W, C).
+    eval_split: the held-out split the metrics called 'test' are computed
+      on: 'test', or 'valid' (the validation split, carved from the training
+      set; training then uses the rest) to choose settings without reading
+      the test split. The table says which.
 
   Example:
     >>> ExperimentConfig(seeds=(2.5,))
@@ -66,6 +71,7 @@ class ExperimentConfig:
   data_dir: str | None = None
   synthetic_size: int = 2048
   synthetic_shape: tuple[int, ...] = (28, 28, 1)
+  eval_split: str = 'test'
 
   def __post_init__(self):
     if self.dataset not in data_lib.DATASETS:
@@ -76,6 +82,9 @@ class ExperimentConfig:
                        f'{", ".join(models_lib.MODELS)}.')
     protocol.check_selector_names(self.selectors)
     protocol.check_seeds(self.seeds)
+    if self.eval_split not in EVAL_SPLITS:
+      raise ValueError(f'eval_split={self.eval_split!r}; accepted: '
+                       f'{", ".join(EVAL_SPLITS)}.')
     if not isinstance(self.optimizer, optimizers.OptimizerConfig):
       raise ValueError(f'optimizer={self.optimizer!r}; accepted: an '
                        'OptimizerConfig.')
@@ -145,7 +154,10 @@ def load_dataset(config: ExperimentConfig) -> data_lib.Dataset:
 
 
 def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.Task:
-  """The protocol's `Task`: the model's init/apply and the data on device."""
+  """The protocol's `Task`: the model's init/apply and the data on device.
+
+  The held-out split is `config.eval_split`'s (the test split by default).
+  """
   model = models_lib.create_model(config.model,
                                   num_classes=dataset.num_classes)
   image_shape = tuple(dataset.train.images.shape[1:])
@@ -156,8 +168,8 @@ def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.T
           {'params': params}, x),
       train_images=jnp.asarray(dataset.train.images),
       train_labels=jnp.asarray(dataset.train.labels),
-      test_images=jnp.asarray(dataset.test.images),
-      test_labels=jnp.asarray(dataset.test.labels))
+      test_images=jnp.asarray(getattr(dataset, config.eval_split).images),
+      test_labels=jnp.asarray(getattr(dataset, config.eval_split).labels))
 
 
 def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
@@ -194,8 +206,10 @@ def format_costs(results: dict[str, Any]) -> str:
 
 def format_table(results: dict[str, Any]) -> str:
   """The results as a text table: mean ± sample std over the finite seeds."""
-  header = ('selector', 'test acc w %', 'test acc β⊙w %', 'test loss w',
-            'test loss β⊙w', 'train acc β⊙w %', 'train loss β⊙w')
+  split = results.get('config', {}).get('eval_split', 'test')
+  header = ('selector', f'{split} acc w %', f'{split} acc β⊙w %',
+            f'{split} loss w', f'{split} loss β⊙w', 'train acc β⊙w %',
+            'train loss β⊙w')
   pm = lambda values, scale=1.0, digits=2: report.plus_minus(
       report.summarize(values), scale, digits)
   rows = []
@@ -312,7 +326,8 @@ def run_experiment(
   tx = optimizers.create_optimizer(config.optimizer,
                                    num_data=len(dataset.train.labels))
   log(f'{config.dataset} ({len(dataset.train.labels)} train / '
-      f'{len(dataset.test.labels)} test), model {config.model}, optimizer '
+      f'{len(getattr(dataset, config.eval_split).labels)} '
+      f'{config.eval_split}), model {config.model}, optimizer '
       f'{config.optimizer.name} (lr {config.optimizer.learning_rate:g}), '
       f'selectors {", ".join(config.selectors)}, backend {jax.default_backend()}')
   results = protocol.run_protocol(task, tx, proto, config.selectors,

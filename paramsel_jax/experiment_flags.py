@@ -54,6 +54,10 @@ def _define_data_and_model(d: dict[str, Any]) -> dict[str, Any]:
                                  f'Comma-separated, of {", ".join(models.MODELS)}.'),
       'output_dir': flags.DEFINE_string('output_dir', d['output_dir'],
                                         'Where the results go.'),
+      'eval_split': flags.DEFINE_enum(
+          'eval_split', 'test', list(experiment.EVAL_SPLITS),
+          "The held-out split of the 'test' metrics: test, or valid to choose "
+          'settings without reading the test split.'),
   }
 
 
@@ -256,7 +260,8 @@ def experiment_config(f: Flags) -> experiment.ExperimentConfig:
   return experiment.ExperimentConfig(
       dataset=f.value('dataset'), model=model, selectors=selector_names(f),
       seeds=seeds(f, f.value('num_seeds')), optimizer=opts[0],
-      protocol=protocol_config(f), data_dir=f.value('data_dir'))
+      protocol=protocol_config(f), data_dir=f.value('data_dir'),
+      eval_split=f.value('eval_split'))
 
 
 def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:

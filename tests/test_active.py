@@ -92,13 +92,17 @@ def _active_run(tx, warm_params, warm_state, alpha, x, y, num_steps, warm=5,
   return plan, idx, active.merge(warm_params, act, plan, idx), state
 
 
-@pytest.mark.parametrize('name, tx', [
-    ('sgd', optax.sgd(0.1)), ('momentum', optax.sgd(0.05, momentum=0.9)),
-    ('adam', optax.adam(3e-3))])
-@pytest.mark.parametrize('spec', [
-    {'Dense_0': [1, 5, 7], 'Dense_2': 'all'},  # partial first layer, full last
-    {'Dense_1': [0, 3, 15]},                    # only a middle layer, partly
-    {'Dense_0': 'all', 'Dense_1': [2]},
+FIRST_PARTIAL = {'Dense_0': [1, 5, 7], 'Dense_2': 'all'}  # partial first, full last
+MIDDLE_ONLY = {'Dense_1': [0, 3, 15]}  # only a middle layer, partly
+FULL_THEN_ONE = {'Dense_0': 'all', 'Dense_1': [2]}
+
+
+@pytest.mark.parametrize('name, tx, spec', [
+    ('sgd', optax.sgd(0.1), FIRST_PARTIAL),
+    ('momentum', optax.sgd(0.05, momentum=0.9), FIRST_PARTIAL),
+    ('adam', optax.adam(3e-3), FIRST_PARTIAL),
+    ('adam', optax.adam(3e-3), MIDDLE_ONLY),
+    ('momentum', optax.sgd(0.05, momentum=0.9), FULL_THEN_ONE),
 ])
 def test_active_step_equals_masked_step(name, tx, spec):
   x, y = _data()

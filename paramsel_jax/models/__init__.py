@@ -49,6 +49,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'mlp': MLP,
     'lenet300': functools.partial(MLP, widths=(300, 100)),
     'fc400': functools.partial(MLP, widths=(400, 400)),
+    'mlp1024': functools.partial(MLP, widths=(1024, 1024)),
     'lenet5': LeNet5,
     'cifar_cnn': CifarCNN,
 }

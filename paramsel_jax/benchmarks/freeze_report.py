@@ -1,0 +1,110 @@
+"""Tables and plots of the time-to-accuracy benchmark (`benchmarks.freeze`).
+
+  >>> print(pct([0.5, 0.7]))
+  60.00 ± 14.14
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from paramsel_jax import io as io_lib
+from paramsel_jax import report
+
+
+def pct(values: Sequence[float | None], scale: float = 100.0,
+        digits: int = 2) -> str:
+  """Mean ± sample std over seeds, scaled (None values are left out)."""
+  clean = [np.nan if v is None else v for v in values]
+  return report.plus_minus(report.summarize(clean), scale, digits)
+
+
+def _speedup(row: dict[str, Any], cached: bool) -> str:
+  key = 'speedup_to_dense_final' + ('_cached' if cached else '')
+  if key not in row:
+    return '-'
+  values = row[key]
+  reached = sum(v is not None for v in values)
+  if not reached:
+    return f'never (0/{len(values)})'
+  return pct(values, 1.0, 2) + ('' if reached == len(values) else f' ({reached}/{len(values)})')
+
+
+def _ratio(value: float | None) -> str:
+  return '-' if value is None else f'{value:.2f}×'
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """One markdown table: a row per run (dense first)."""
+  cfg = result['config']
+  header = ('variant', 'α / N', 'steps/s vs T', 'cached vs T', 'FLOPs vs T',
+            'opt. state vs T', f'test acc at S={cfg["steps"]} %',
+            'Δ vs dense (pt)', 'time to dense final: speedup',
+            'cached speedup')
+  rows = []
+  for row in result['runs']:
+    n = sum(row['alpha_count']) / max(len(row['alpha_count']), 1)
+    total = result.get('num_params') or 1
+    rows.append((row['name'], '-' if row['step'] == 'T' else f'{n / total:.1%}',
+                 _ratio(row['ratio_vs_T']), _ratio(row.get('cached_ratio_vs_T')),
+                 _ratio(row['flops_vs_T']), _ratio(row['opt_state_vs_T']),
+                 pct(row['final_accuracy']),
+                 pct(row['final_delta_pt'], 1.0, 2),
+                 _speedup(row, False), _speedup(row, True)))
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '| ' + ' | '.join('---' for _ in header) + ' |']
+  lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def plot(result: dict[str, Any], path: str, top: int = 6) -> None:
+  """Test accuracy vs training wall-clock: dense and the `top` fastest runs
+  that reach within 0.1 pt of the dense final accuracy, mean over seeds."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  runs = result['runs']
+  dense = runs[0]
+  good = [r for r in runs[1:] if np.mean(r['final_delta_pt']) >= -0.1]
+  good.sort(key=lambda r: -max(r['ratio_vs_T'], r.get('cached_ratio_vs_T') or 0))
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.add_subplot()
+  for row in [dense] + good[:top]:
+    cached = 'wall_s_cached' in row
+    t = _times(row, dense, cached, result['config']['eta0'])
+    label = row['name'] + (' (cached)' if cached else '')
+    ax.plot(t, 100 * np.mean(row['test_accuracy'], axis=1), marker='.',
+            label=label, linewidth=2 if row is dense else 1)
+  ax.axhline(100 * np.mean(result['dense_final_accuracy']), color='k',
+             linestyle=':', linewidth=0.8)
+  ax.set_xlabel('training wall-clock (s, from measured steps/s)')
+  ax.set_ylabel('test accuracy (%)')
+  cfg = result['config']
+  ax.set_title(f'{cfg["dataset"]} / {cfg["model"]}: dense T vs T|α after '
+               f'η0 = {cfg["eta0"]}', fontsize=9)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=6)
+  low = 100 * np.mean(np.asarray(dense['test_accuracy'])[len(dense['eval_steps']) // 4:])
+  ax.set_ylim(bottom=low - 2)
+  fig.tight_layout()
+  io_lib.save_figure_atomic(fig, path, dpi=110)
+
+
+def _times(row: dict[str, Any], dense: dict[str, Any], cached: bool,
+           eta0: int) -> np.ndarray:
+  steps = np.asarray(row['eval_steps'], float)
+  if row is dense:
+    return steps / dense['steps_per_s']
+  rate = row['cached_steps_per_s'] if cached else row['steps_per_s']
+  return eta0 / dense['steps_per_s'] + row['select_s'] + (steps - eta0) / rate
+
+
+def write(result: dict[str, Any], output_dir: str, name: str) -> list[str]:
+  """`<name>.json`, `<name>.md` and `<name>.png` in `output_dir`."""
+  os.makedirs(output_dir, exist_ok=True)
+  base = os.path.join(output_dir, name)
+  io_lib.write_json_atomic(result, base + '.json')
+  io_lib.write_text_atomic(format_table(result) + '\n', base + '.md')
+  plot(result, base + '.png')
+  return [base + ext for ext in ('.json', '.md', '.png')]

@@ -1,0 +1,40 @@
+"""Smoke test of the time-to-accuracy benchmark: it runs, tiny, and its
+numbers are consistent (never how fast anything is)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'experiments', 'freeze_benchmark.py')
+
+
+def test_tiny_benchmark_writes_consistent_results(tmp_path):
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',
+       '--steps=200', '--eta0=100', '--eval_every=50', '--time_steps=10',
+       '--repeats=1', '--ks=0.1', '--granularities=element,layer',
+       '--selectors=topgrad', '--seeds=0,1', f'--output_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=900, cwd=ROOT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert '| dense T |' in done.stdout
+  result = json.loads((tmp_path / 'synthetic_lenet300.json').read_text())
+  assert (tmp_path / 'synthetic_lenet300.png').read_bytes()[:4] == b'\x89PNG'
+  runs = {r['name']: r for r in result['runs']}
+  assert set(runs) == {'dense T', 'element masked topgrad k=10%',
+                       'element active topgrad k=10%',
+                       'layer active topgrad k=10%'}
+  dense = runs['dense T']
+  assert dense['ratio_vs_T'] == 1.0 and dense['flops_vs_T'] == 1.0
+  packed = runs['element active topgrad k=10%']
+  assert packed['alpha_count'] == [26661, 26661]
+  assert abs(packed['opt_state_vs_T'] - 0.1) < 0.01  # O(k) Adam state.
+  layer = runs['layer active topgrad k=10%']
+  assert layer['flops_vs_T'] < 0.75  # the first layer is frozen.
+  assert 'cached_ratio_vs_T' in layer and layer['cached_flops_vs_T'] < layer['flops_vs_T']
+  for run in result['runs']:
+    assert np.all(np.isfinite(run['final_accuracy']))
+    assert len(run['eval_steps']) == len(run['test_accuracy'])
