@@ -19,6 +19,8 @@ Models and their defaults (--steps/--eta0/--time_steps override all):
   mlp1024 (784-1024-1024-10, MNIST): S = 4000, η0 = 1000, topgrad
 """
 
+from typing import Any
+
 from absl import app
 from absl import flags
 
@@ -26,7 +28,7 @@ from paramsel_jax import cli
 from paramsel_jax.benchmarks import freeze
 from paramsel_jax.benchmarks import freeze_report
 
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     'lenet300': dict(steps=4000, eta0=1000, time_steps=200,
                      selectors=('topgrad', 'magnitude')),
     'lenet5': dict(steps=2000, eta0=500, time_steps=50, selectors=('topgrad',)),

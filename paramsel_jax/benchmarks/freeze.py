@@ -128,6 +128,9 @@ class Run:
   name: str
   steps: list[int]
   accuracy: list[list[float]]  # per evaluation, per seed.
+  case: timing.Case  # the timed step.
+  flops_per_step: float
+  opt_state_bytes: int
   granularity: str = 'dense'
   selector: str = ''
   k: float | None = None
@@ -135,11 +138,8 @@ class Run:
   plan: str = ''
   alpha_count: list[int] = dataclasses.field(default_factory=list)
   select_s: float = 0.0
-  flops_per_step: float | None = None
-  opt_state_bytes: int | None = None
-  case: timing.Case | None = None
   cached_case: timing.Case | None = None
-  cached_flops: float | None = None
+  cached_flops: float = float('nan')
 
 
 def _accuracy(runner: runner_lib.Runner, params: PyTree) -> list[float]:
@@ -179,10 +179,10 @@ def dense_run(config: FreezeConfig, runner: runner_lib.Runner, keys: jax.Array,
   seconds, flops = costs_lib.flops(runner.run_chunk, state, as_i32(0),
                                    as_i32(config.time_steps))
   del seconds
-  run = Run('dense T', steps, acc, flops_per_step=_per_seed(runner, flops, keys),
-            opt_state_bytes=costs_lib.optimizer_bytes(state.opt_state, len(keys)))
-  run.case = _chunk_case('dense T', runner.run_chunk, state, config.eta0,
-                         config.time_steps)
+  case = _chunk_case('dense T', runner.run_chunk, state, config.eta0,
+                      config.time_steps)
+  run = Run('dense T', steps, acc, case, _per_seed(runner, flops, keys),
+            costs_lib.optimizer_bytes(state.opt_state, len(keys)))
   return run, state_eta0, state
 
 
@@ -222,11 +222,12 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
     steps.append(t)
     acc.append(_accuracy(runner, to_params(state)))
   _, flops = costs_lib.flops(chunk, state, as_i32(0), as_i32(config.time_steps))
-  run = Run(name, steps, acc, granularity, selector, k, step, plan_text,
-            np.asarray(runner_lib.count_per_seed(alpha)).tolist(), select_s,
+  run = Run(name, steps, acc,
+            _chunk_case(name, chunk, state, config.eta0, config.time_steps),
             _per_seed(runner, flops, keys),
-            costs_lib.optimizer_bytes(state.opt_state, len(keys)))
-  run.case = _chunk_case(name, chunk, state, config.eta0, config.time_steps)
+            costs_lib.optimizer_bytes(state.opt_state, len(keys)),
+            granularity, selector, k, step, plan_text,
+            np.asarray(runner_lib.count_per_seed(alpha)).tolist(), select_s)
   if step == 'active' and config.cache_prefix:
     _add_cached_case(config, runner, run, p, start, state, keys)
   log(f'  {name}: {plan_text}; final test accuracy '
@@ -263,7 +264,8 @@ def _add_cached_case(config: FreezeConfig, runner: runner_lib.Runner, run: Run,
 def measure_rates(runs: Sequence[Run], repeats: int,
                   log: Callable[[str], None]) -> None:
   """Interleaved timed rounds of every run's step (and cached step)."""
-  cases = [c for r in runs for c in (r.case, r.cached_case) if c is not None]
+  cases = [r.case for r in runs] + [r.cached_case for r in runs
+                                   if r.cached_case is not None]
   timing.warm_up(cases)
   timing.run_rounds(cases, repeats, after_round=lambda i, s: log(
       f'  timed round {i + 1}/{repeats} ({s:.1f} s)'))
@@ -341,8 +343,7 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
            'steps_per_s': run.case.median_rate,
            'ratio_vs_T': timing.paired_ratio(run.case, dense.case),
            'flops_per_step': run.flops_per_step,
-           'flops_vs_T': (run.flops_per_step / dense.flops_per_step
-                          if run.flops_per_step and dense.flops_per_step else None),
+           'flops_vs_T': run.flops_per_step / dense.flops_per_step,
            'opt_state_bytes': run.opt_state_bytes,
            'opt_state_vs_T': run.opt_state_bytes / dense.opt_state_bytes,
            'select_s': run.select_s, 'eval_steps': run.steps,

@@ -1,7 +1,7 @@
 """Tables and plots of the time-to-accuracy benchmark (`benchmarks.freeze`).
 
-  >>> print(pct([0.5, 0.7]))
-  60.00 ± 14.14
+>>> print(pct([0.5, 0.7]))
+60.00 ± 14.14
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str, top: int = 6) -> None:
-  """Test accuracy vs training wall-clock: dense and the `top` fastest runs
-  that reach within 0.1 pt of the dense final accuracy, mean over seeds."""
+  """Test accuracy vs training wall-clock, mean over seeds.
+
+  The dense run and the `top` fastest runs that end within 0.1 pt of the
+  dense final accuracy.
+  """
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   runs = result['runs']
   dense = runs[0]
