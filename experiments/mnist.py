@@ -3,6 +3,8 @@ r"""Which parameters to keep optimizing, and which to keep: the paper's protocol
   python experiments/mnist.py --selector=topgrad --eta0=500
   python experiments/mnist.py --selector=all --num_seeds=5 --model=lenet5
   python experiments/mnist.py --optimizer=psgld --selector=psgld,topgrad
+  python experiments/mnist.py --granularity=unit --k=0.1 --cache_prefix
+  python experiments/mnist.py --freeze=psgld   # online freezing vs dense
 
 η0 steps of the optimizer on all parameters, the selector picks the k
 coordinates that keep training (α), η1 steps on those, the selector keeps l
@@ -10,7 +12,9 @@ weights (β), and the test/train loss and accuracy of w and of β⊙w are printe
 (mean ± std over seeds) and written as JSON to --output_dir. `--k` and `--l`
 are counts (integers: 500) or fractions of N (0.1, 1.0 = all, 10%). A seed
 whose loss becomes non-finite is reported and left out of the summaries; the
-script exits with status 1 when every seed diverged.
+script exits with status 1 when every seed diverged. With --freeze, α is
+decided online every --check_every steps instead (over eta0 + eta1 steps),
+and the run is compared with dense training in time-to-accuracy.
 """
 
 import sys
@@ -20,6 +24,7 @@ from absl import app
 from paramsel_jax import cli
 from paramsel_jax import experiment
 from paramsel_jax import experiment_flags
+from paramsel_jax import online_experiment
 
 FLAGS = experiment_flags.define(
     selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500, eta1=1500,
@@ -37,6 +42,11 @@ def main(argv):
     return config
 
   config = cli.config_or_exit(build)
+  settings = cli.config_or_exit(lambda: experiment_flags.online_config(FLAGS))
+  if settings is not None:
+    online_experiment.run_online_experiment(config, settings,
+                                            FLAGS.value('output_dir'))
+    return
   results = experiment.run_experiment(config, FLAGS.value('output_dir'))
   if results['all_diverged']:
     sys.exit(1)

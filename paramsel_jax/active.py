@@ -110,12 +110,16 @@ def _unit_flags(alpha: PyTree, g: granularity_lib.Groups) -> list[np.ndarray]:
   return flags
 
 
-def plan(alpha: PyTree, granularity: str, batched: bool = True
-         ) -> tuple[Plan, dict[str, Any]]:
+def plan(alpha: PyTree, granularity: str, batched: bool = True,
+         buckets: int = 0) -> tuple[Plan, dict[str, Any]]:
   """The active set of an element mask α (host side, concrete).
 
   `batched`: α has a leading seed axis (as in the protocol); False: one
-  model's α, and the arrays come back without the seed axis.
+  model's α, and the arrays come back without the seed axis. `buckets` > 0:
+  slot counts are rounded up to a multiple of 1/buckets of the module's units
+  (of N when packed), so that a run whose α keeps changing compiles only a
+  few different steps; a module rounded up to all its units trains as a
+  whole, its frozen units held by the mask.
 
   Returns:
     The static `Plan` and its seed-batched arrays: for 'units', `{'idx':
@@ -126,13 +130,13 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True
   granularity_lib.check_granularity(granularity)
   if not batched:
     p, arrays = plan(jax.tree.map(lambda a: np.asarray(a)[None], alpha),
-                     granularity)
+                     granularity, buckets=buckets)
     return p, jax.tree.map(lambda a: a[0], arrays)
   if granularity == 'element':
     flat = np.concatenate([np.asarray(a).reshape(np.shape(a)[0], -1)
                            for a in jax.tree.leaves(alpha)], axis=1)
     counts = flat.sum(1)
-    k = int(counts.max())
+    k = _bucket(int(counts.max()), flat.shape[1], buckets)
     idx = np.stack([_padded(np.flatnonzero(row), k, flat.shape[1]) for row in flat])
     live = np.arange(k)[None, :] < counts[:, None]
     return Plan(PACKED, packed=k), {'idx': idx.astype(np.int32), 'live': live}
@@ -144,14 +148,14 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True
   for name, n_units, flags in zip(g.module_names, g.module_units,
                                   _unit_flags(alpha, g)):
     counts = flags.sum(1)
+    k = _bucket(int(counts.max()), n_units, buckets)
     if counts.max() == 0:
       kinds.append('frozen')
       slots.append(0)
-    elif counts.min() == n_units:
+    elif counts.min() == n_units or k >= n_units:
       kinds.append('full')
       slots.append(n_units)
     else:
-      k = int(counts.max())
       kinds.append('partial')
       slots.append(k)
       unit_idx[name] = np.stack([_padded(np.flatnonzero(f), k, n_units)
@@ -159,6 +163,14 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True
       unit_live[name] = np.arange(k)[None, :] < counts[:, None]
   return (Plan('units', g.module_names, tuple(kinds), tuple(slots)),
           {'idx': unit_idx, 'live': unit_live})
+
+
+def _bucket(count: int, n: int, buckets: int) -> int:
+  """`count` rounded up to a multiple of ceil(n / buckets) (capped at n)."""
+  if buckets <= 0 or count == 0:
+    return count
+  step = -(-n // buckets)
+  return min(n, -(-count // step) * step)
 
 
 def _padded(active: np.ndarray, k: int, n: int) -> np.ndarray:

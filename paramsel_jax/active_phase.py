@@ -82,11 +82,22 @@ class ActivePhase:
     self.build_cache = jax.jit(seed_map(self._cache_one))
 
   def _enter_one(self, state: TrainState, idx: Any,
-                 cache: jax.Array | None) -> ActiveState:
+                 cache: jax.Array | None,
+                 stats: stats_lib.TrajectoryStats | None = None) -> ActiveState:
+    """The active state of a dense one.
+
+    `stats`: full-shaped statistics to continue (None: fresh ones).
+    """
     p = self.plan
     act = active_lib.split(state.params, p, idx)
     opt_state = active_lib.state_to_active(state.opt_state, state.params, p, idx)
-    return ActiveState(state.params, act, opt_state, stats_lib.init_stats(act),
+    if stats is None:
+      active_stats = stats_lib.init_stats(act)
+    else:
+      fields = {f: active_lib.split(getattr(stats, f), p, idx)
+                for f in stats_lib.TrajectoryStats._fields if f != 'count'}
+      active_stats = stats_lib.TrajectoryStats(count=stats.count, **fields)
+    return ActiveState(state.params, act, opt_state, active_stats,
                        state.key, state.diverged_at, idx, cache)
 
   def _leave_one(self, s: ActiveState, start: TrainState,
@@ -151,6 +162,7 @@ class ActivePhase:
     stats = s.stats
     if collect:
       stats = stats_lib.update_stats(stats, grads, s.active, act,
+                                     ema_decay=runner.ema_decay,
                                      groups=runner.stat_groups)
     diverged_at = jnp.where((s.diverged_at < 0) & ~jnp.isfinite(loss), step,
                             s.diverged_at)

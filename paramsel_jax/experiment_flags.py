@@ -19,6 +19,7 @@ from absl import flags
 from paramsel_jax import cli
 from paramsel_jax import data
 from paramsel_jax import experiment
+from paramsel_jax import freezing
 from paramsel_jax import granularity
 from paramsel_jax import models
 from paramsel_jax import optimizers
@@ -167,6 +168,35 @@ def _define_freezing() -> dict[str, Any]:
       'cache_budget_mb': flags.DEFINE_float(
           'cache_budget_mb', 2048.0, 'The most memory the prefix cache may '
           'take (all seeds); a bigger cache is refused.'),
+      **_define_online(),
+  }
+
+
+def _define_online() -> dict[str, Any]:
+  return {
+      'freeze': flags.DEFINE_enum(
+          'freeze', 'none', ['none', *sorted(freezing.CRITERIA)],
+          'Online freezing instead of the fixed eta0: α is decided every '
+          '--check_every steps over eta0 + eta1 steps (mnist.py), next to a '
+          'dense reference run.'),
+      'check_every': flags.DEFINE_integer('check_every', 200,
+                                          'Steps between freezing checks.'),
+      'freeze_threshold': flags.DEFINE_float(
+          'freeze_threshold', None, "The criterion's threshold (default: "
+          'psgld 1.0 (drift z-score), apf 0.05).'),
+      'max_frozen': flags.DEFINE_float(
+          'max_frozen', None, 'Freeze at most this share of the parameters '
+          '(of the FLOPs with --budget=flops); default: no cap.'),
+      'buckets': flags.DEFINE_integer(
+          'buckets', 4, 'Active-set sizes per module rounded up to this many '
+          'steps (bounds the compilations).'),
+      'max_compiles': flags.DEFINE_integer('max_compiles', 8,
+                                           'The most step programs a run compiles.'),
+      'freezeout_schedule': flags.DEFINE_enum(
+          'freezeout_schedule', 'linear', list(freezing.SCHEDULES),
+          "FreezeOut's schedule of stop times."),
+      'freezeout_t0': flags.DEFINE_float('freezeout_t0', 0.5,
+                                         "FreezeOut's first layer stop fraction."),
   }
 
 
@@ -270,3 +300,28 @@ def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
     raise ValueError(f'--{name}={",".join(f.value(name))}: this script runs '
                      f'exactly one; experiments/{elsewhere}.')
   return values
+
+
+def online_config(f: Flags) -> Any:
+  """The `online.OnlineConfig` of `--freeze` and its flags (None: 'none').
+
+  The run is eta0 + eta1 steps long; without --granularity, psgld and apf
+  freeze whole units and autofreeze and freezeout whole layers.
+  """
+  from paramsel_jax import online  # pylint: disable=g-import-not-at-top
+  name = f.value('freeze')
+  if name == 'none':
+    return None
+  gran = f.value('granularity')
+  if not f.given('granularity'):
+    gran = 'layer' if freezing.get_criterion(name).layers_only else 'unit'
+  return online.OnlineConfig(
+      criterion=name, steps=f.value('eta0') + f.value('eta1'),
+      check_every=f.value('check_every'), threshold=f.value('freeze_threshold'),
+      max_frozen=f.value('max_frozen'), budget=f.value('budget'),
+      granularity=gran, buckets=f.value('buckets'),
+      max_compiles=f.value('max_compiles'),
+      cache_prefix=f.value('cache_prefix'),
+      cache_budget_mb=f.value('cache_budget_mb'),
+      batch_size=f.value('batch_size'), seed_axis=f.value('seed_axis'),
+      t0=f.value('freezeout_t0'), schedule=f.value('freezeout_schedule'))

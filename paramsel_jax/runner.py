@@ -99,15 +99,17 @@ class Runner:
   collected in the windows (the union of what the compared selectors read).
   `mesh`: a `mesh.device_mesh`; its 'seed' axis shards vmapped seeds, its
   'batch' axis each training minibatch. `seeds`: the seed numbers, for
-  progress lines.
+  progress lines. `ema_decay`: of the statistics' EMAs (APF's).
   """
 
   def __init__(self, task: Any, tx: optax.GradientTransformation,
                config: Any,
                stat_groups: frozenset[str] = stats_lib.ALL_GROUPS,
                mesh: jax.sharding.Mesh | None = None,
-               seeds: tuple[int, ...] | None = None):
+               seeds: tuple[int, ...] | None = None,
+               ema_decay: float = 0.99):
     self.task, self.config, self.mesh, self.seeds = task, config, mesh, seeds
+    self.ema_decay = ema_decay
     self.stat_groups = stats_lib.check_groups(stat_groups)
     self.tx = masking.masked(tx)
     self._batch_sharding = None
@@ -131,7 +133,9 @@ class Runner:
     self._phases: dict[tuple[Any, ...], Any] = {}
     self._group_flops: np.ndarray | None = None
     self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
+    self.set_alpha = jax.jit(self._seed_map(self._set_alpha_one))
     self.evaluate = jax.jit(self._seed_map(self._evaluate_one))
+    self.test_accuracy = jax.jit(self._seed_map(self._test_accuracy_one))
 
   def _init_one(self, key: jax.Array) -> TrainState:
     params = self.task.init_fn(jax.random.fold_in(key, INIT_STREAM))
@@ -156,6 +160,7 @@ class Runner:
     stats = state.stats
     if collect:
       stats = stats_lib.update_stats(stats, grads, state.params, params,
+                                     ema_decay=self.ema_decay,
                                      groups=self.stat_groups)
     diverged_at = jnp.where((state.diverged_at < 0) & ~jnp.isfinite(loss),
                             step, state.diverged_at)
@@ -251,6 +256,14 @@ class Runner:
     return state._replace(
         opt_state=masking.set_mask(state.opt_state, alpha),
         stats=stats_lib.init_stats(state.params))
+
+  def _set_alpha_one(self, state: TrainState, alpha: PyTree) -> TrainState:
+    return state._replace(opt_state=masking.set_mask(state.opt_state, alpha))
+
+  def _test_accuracy_one(self, params: PyTree) -> jax.Array:
+    task = self.task
+    return steps.evaluate(task.apply_fn, params, task.test_images,
+                          task.test_labels, self.config.eval_batch_size)[1]
 
   def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
     task, bs = self.task, self.config.eval_batch_size

@@ -1,0 +1,178 @@
+"""Freezing criteria on hand-made trajectories, the budget, FreezeOut."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from paramsel_jax import freezing
+
+
+def _feed(policy, state, params, deltas, grads=None):
+  """Steps whose increments are `deltas` (a list of arrays for leaf 'w')."""
+  for i, d in enumerate(deltas):
+    new = {'w': params['w'] + d}
+    g = {'w': jnp.zeros_like(d)} if grads is None else {'w': grads[i]}
+    state = policy.update(state, g, params, new)
+    params = new
+  return state, params
+
+
+def test_psgld_freezes_noise_not_drift_or_oscillation():
+  params = {'w': jnp.zeros(3)}
+  policy = freezing.FreezingPolicy('psgld', params, granularity='element',
+                                   check_every=100, threshold=2.0)
+  state = policy.init(params)
+  t = jnp.arange(100)
+  noise = 0.01 * jax.random.normal(jax.random.key(1), (100,))
+  # 0: zero-mean noise (converged); 1: drift; 2: a slow oscillation
+  # (w = sin(2πt/150): the increments have mean ≠ 0 over the window).
+  osc = jnp.diff(jnp.sin(2 * jnp.pi * jnp.arange(101) / 150))
+  deltas = [jnp.array([noise[i], 0.01 + noise[i] / 10, osc[i]]) for i in range(100)]
+  state, _ = _feed(policy, state, params, deltas)
+  alpha, state = policy.check(state, 100)
+  assert alpha['w'].tolist() == [False, True, True]
+  assert int(state.stats.count) == 0  # reset for the next interval.
+  del t
+
+
+def test_apf_period_grows_while_stable_and_halves_when_not():
+  params = {'w': jnp.zeros(1)}
+  policy = freezing.FreezingPolicy('apf', params, granularity='element',
+                                   check_every=10, threshold=0.2)
+  state = policy.init(params)
+  stable = [jnp.array([0.01 * (-1) ** i]) for i in range(10)]  # P ≈ 0.
+  drift = [jnp.array([0.01])] * 40  # P -> 1.
+  periods, frozen = [], []
+  w = params
+  for phase in ('stable', 'stable', 'stable', 'drift', 'drift'):
+    if not bool(state.frozen[0]):
+      state, w = _feed(policy, state, w, stable if phase == 'stable' else drift)
+    alpha, state = policy.check(state, 0)
+    periods.append(int(state.period[0]))
+    frozen.append(not bool(alpha['w'][0]))
+  # Check 1: stable -> period 1, frozen until check 2. Check 2 thaws it and
+  # tests it again: its EMAs did not move while it was frozen, so it is still
+  # stable -> period 2, frozen again.
+  assert periods[:2] == [1, 2] and frozen[:2] == [True, True]
+  state = state._replace(frozen=jnp.zeros(1, bool))
+  state, w = _feed(policy, state, w, drift)
+  before = int(state.period[0])
+  _, state = policy.check(state, 0)
+  assert int(state.period[0]) == before // 2  # unstable: halves.
+
+
+def test_apf_threshold_halves_when_most_are_stable():
+  params = {'w': jnp.zeros(10)}
+  policy = freezing.FreezingPolicy('apf', params, granularity='element',
+                                   check_every=10, threshold=0.2)
+  state = policy.init(params)
+  state, _ = _feed(policy, state, params,
+                   [0.01 * (-1) ** i * jnp.ones(10) for i in range(10)])
+  _, state = policy.check(state, 0)
+  assert float(state.threshold) == pytest.approx(0.1)
+
+
+def _layers(n=4):
+  return {f'Dense_{i}': {'kernel': jnp.zeros((2, 2)), 'bias': jnp.zeros(2)}
+          for i in range(n)}
+
+
+def test_autofreeze_freezes_only_a_prefix():
+  params = _layers()
+  policy = freezing.FreezingPolicy('autofreeze', params, granularity='layer',
+                                   check_every=1)
+  state = policy.init(params)
+  grads = lambda scales: {f'Dense_{i}': jax.tree.map(
+      lambda p, s=s: jnp.full(p.shape, s), params[f'Dense_{i}'])
+      for i, s in enumerate(scales)}
+  feed = lambda state, g: policy.update(state, g, params, params)
+  state = feed(state, grads([1.0, 1.0, 1.0, 1.0]))
+  alpha, state = policy.check(state, 1)  # no previous norms: nothing.
+  assert all(np.asarray(a).all() for a in jax.tree.leaves(alpha))
+  # Change ratios r = [0.0, 0.5, 0.0, 0.5]: median 0.25; the first layer at
+  # or above it is layer 1, so only layer 0 freezes, although layer 2 has
+  # settled too (prefix only).
+  state = feed(state, grads([1.0, 0.5, 1.0, 0.5]))
+  alpha, state = policy.check(state, 2)
+  frozen = [not bool(alpha[f'Dense_{i}']['bias'][0]) for i in range(4)]
+  assert frozen == [True, False, False, False]
+
+
+def test_freezeout_schedule_and_annealing():
+  params = _layers(3)
+  policy = freezing.FreezingPolicy('freezeout', params, granularity='layer',
+                                   total_steps=100, t0=0.5)
+  state = policy.init(params)
+  trains = lambda alpha: [bool(alpha[f'Dense_{i}']['bias'][0]) for i in range(3)]
+  assert trains(policy.check(state, 49)[0]) == [True, True, True]
+  assert trains(policy.check(state, 50)[0]) == [False, True, True]
+  assert trains(policy.check(state, 99)[0]) == [False, False, True]
+  tx = freezing.freezeout_annealing(params, (0, 1, 2), 100, t0=0.5)
+  s = tx.init(params)
+  ones = jax.tree.map(jnp.ones_like, params)
+  factors = []
+  for _ in range(60):
+    u, s = tx.update(ones, s)
+    factors.append(float(u['Dense_0']['bias'][0]))
+  assert factors[0] == 1.0 and factors[25] == pytest.approx(0.5, abs=1e-6)
+  assert factors[50] == 0.0 and float(u['Dense_2']['bias'][0]) == 1.0
+
+
+def test_budget_caps_the_frozen_share():
+  params = {'w': jnp.zeros(10)}
+  policy = freezing.FreezingPolicy('psgld', params, granularity='element',
+                                   check_every=10, threshold=100.0,
+                                   max_frozen=0.3)
+  state = policy.init(params)
+  noise = 0.01 * jax.random.normal(jax.random.key(0), (10, 10))
+  state, _ = _feed(policy, state, params, list(noise))
+  alpha, state = policy.check(state, 10)
+  assert int(np.sum(~np.asarray(alpha['w']))) == 3
+  assert float(policy.frozen_share(state)) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize('criterion, granularity, message', [
+    ('autofreeze', 'unit', "freezes whole layers"),
+    ('nope', 'unit', "Unknown freezing criterion 'nope'"),
+])
+def test_bad_policies_are_refused(criterion, granularity, message):
+  with pytest.raises(ValueError, match=message):
+    freezing.FreezingPolicy(criterion, _layers(), granularity=granularity)
+
+
+def test_policy_in_a_users_own_loop_with_masked():
+  """The README's loop: update every step, check every check_every steps,
+  set the mask; frozen coordinates stay bit-identical after their check."""
+  import paramsel_jax
+  params = {'w': jnp.array([0.0, 5.0])}
+  loss = lambda p: (p['w'][1] - 1.0) ** 2  # w[0] has no gradient: converged.
+  tx = paramsel_jax.masked(optax.sgd(0.05))
+  opt_state = tx.init(params)
+  policy = freezing.FreezingPolicy('psgld', params, granularity='element',
+                                   check_every=20)
+  fstate = policy.init(params)
+
+  @jax.jit
+  def step(params, opt_state, fstate, key):
+    grads = jax.grad(loss)(params)
+    grads = {'w': grads['w'] + 0.1 * jax.random.normal(key, (2,))}
+    updates, opt_state = tx.update(grads, opt_state, params)
+    new = optax.apply_updates(params, updates)
+    return new, opt_state, policy.update(fstate, grads, params, new)
+
+  for t in range(1, 101):
+    params, opt_state, fstate = step(params, opt_state, fstate,
+                                     jax.random.key(t))
+    if t % policy.check_every == 0:
+      alpha, fstate = policy.check(fstate, t)
+      opt_state = paramsel_jax.set_mask(opt_state, alpha)
+  # w[0] has a zero-mean (pure noise) gradient: it freezes at a check and
+  # stays bit-identical from then on; w[1] descends from 5 towards 1.
+  assert not bool(alpha['w'][0])
+  frozen_value = float(params['w'][0])
+  for t in range(101, 121):
+    params, opt_state, fstate = step(params, opt_state, fstate,
+                                     jax.random.key(t))
+  assert float(params['w'][0]) == frozen_value

@@ -1,0 +1,119 @@
+"""The online-freezing driver: it switches to the cheap step, equals the same
+sequence of α replayed by hand with dense masked steps, keeps frozen values
+bit-identical, and bounds its compilations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from paramsel_jax import data as data_lib
+from paramsel_jax import models
+from paramsel_jax import online
+from paramsel_jax import protocol
+from paramsel_jax import runner as runner_lib
+
+
+@pytest.fixture(scope='module')
+def task():
+  ds = data_lib.synthetic(num_train=256, num_test=128, image_shape=(8, 8, 1),
+                          num_classes=4)
+  model = models.create_model('mlp', widths=(16, 12), num_classes=4)
+  return protocol.Task(
+      init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
+      apply_fn=lambda p, x: model.apply({'params': p}, x),
+      train_images=jnp.asarray(ds.train.images),
+      train_labels=jnp.asarray(ds.train.labels),
+      test_images=jnp.asarray(ds.test.images),
+      test_labels=jnp.asarray(ds.test.labels))
+
+
+def _replay(task, tx, config, seeds, alphas):
+  """Dense masked steps with the driver's α sequence set by hand."""
+  runner = runner_lib.Runner(task, tx, config.protocol_config(),
+                             stat_groups=frozenset(), seeds=tuple(seeds))
+  state = runner.init(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)))
+  t = 0
+  for i in range(config.steps // config.check_every):
+    if i > 0:
+      state = runner.set_alpha(state, alphas[i - 1])
+    state = runner.train(state, t, config.check_every, 0, lambda _: None, 'x')
+    t += config.check_every
+  return state.params
+
+
+@pytest.mark.parametrize('criterion, granularity, threshold', [
+    ('psgld', 'unit', 3.0), ('apf', 'unit', 0.5), ('autofreeze', 'layer', None),
+    ('freezeout', 'layer', None)])
+def test_driver_equals_the_same_alphas_by_hand(task, criterion, granularity,
+                                               threshold):
+  config = online.OnlineConfig(criterion=criterion, steps=160, check_every=20,
+                               granularity=granularity, threshold=threshold,
+                               batch_size=16, eval_batch_size=64)
+  seeds = [0, 1]
+  tx = optax.adam(1e-2)
+  run = online.run_online(task, tx, config, seeds, log=lambda _: None,
+                          record_alphas=True)
+  if criterion == 'freezeout':  # the driver chains FreezeOut's annealing.
+    policy = online.make_policy(config, runner_lib.Runner(
+        task, tx, config.protocol_config()))
+    from paramsel_jax import freezing
+    tx = optax.chain(tx, freezing.freezeout_annealing(
+        policy.params, policy.layer_order, config.steps))
+  by_hand = _replay(task, tx, config, seeds, run['alphas'])
+  for got, want in zip(jax.tree.leaves(run['final_params']),
+                       jax.tree.leaves(by_hand)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4,
+                               atol=1e-5)
+  shares = [np.mean(c['frozen_share']) for c in run['checks']]
+  assert max(shares) > 0, shares  # something froze and the cheap step ran.
+  assert any(c['plan'] != 'dense' for c in run['checks'])
+  assert run['compilations'] <= config.max_compiles
+
+
+def test_frozen_coordinates_stay_bit_identical_while_frozen(task):
+  config = online.OnlineConfig(criterion='psgld', steps=120, check_every=20,
+                               threshold=3.0, batch_size=16, eval_batch_size=64)
+  run = online.run_online(task, optax.adam(1e-2), config, [0],
+                          log=lambda _: None, record_alphas=True)
+  first_frozen = None
+  for i, alpha in enumerate(run['alphas']):
+    if not all(np.asarray(a).all() for a in jax.tree.leaves(alpha)):
+      first_frozen = i
+      break
+  assert first_frozen is not None
+  # Replay up to that check: the frozen values then equal the final ones.
+  head = online.OnlineConfig(criterion='psgld', steps=20 * (first_frozen + 1),
+                             check_every=20, threshold=3.0, batch_size=16,
+                             eval_batch_size=64)
+  early = online.run_online(task, optax.adam(1e-2), head, [0],
+                            log=lambda _: None)
+  alpha = run['alphas'][first_frozen]
+  for a, p_early, p_final in zip(jax.tree.leaves(alpha),
+                                 jax.tree.leaves(early['final_params']),
+                                 jax.tree.leaves(run['final_params'])):
+    frozen = ~np.asarray(a)
+    np.testing.assert_array_equal(np.asarray(p_final)[frozen],
+                                  np.asarray(p_early)[frozen])
+
+
+def test_buckets_bound_the_compilations(task):
+  """A criterion that freezes a little at every check: without buckets every
+  check is a new size; with 4 buckets and a cap of 4 programs the driver
+  compiles at most 4 and still finishes."""
+  config = online.OnlineConfig(criterion='psgld', steps=200, check_every=10,
+                               threshold=50.0, max_frozen=0.9, buckets=4,
+                               max_compiles=4, batch_size=16,
+                               eval_batch_size=64)
+  run = online.run_online(task, optax.adam(1e-2), config, [0, 1],
+                          log=lambda _: None)
+  assert run['compilations'] <= 4 + 1  # the cap, and the dense program.
+  assert run['checks'][-1]['step'] == 200
+
+
+def test_bad_online_settings_are_refused():
+  with pytest.raises(ValueError, match='freezes whole layers'):
+    online.OnlineConfig(criterion='autofreeze', granularity='unit')
+  with pytest.raises(ValueError, match='eval_every=30'):
+    online.OnlineConfig(check_every=20, eval_every=30)
