@@ -186,10 +186,7 @@ def _cache_path(runner: Any, p: active_lib.Plan, start: TrainState,
   config = runner.config
   if not config.cache_prefix:
     return None
-  shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
-  example = steps.to_float(runner.task.train_images[:1])
-  order = active_lib.module_call_order(runner.task.apply_fn, shapes, example)
-  path = active_lib.cacheable_prefix(p, order)
+  path = active_lib.cacheable_prefix(p, runner.call_order())
   if path is None:
     log(f'{label}: no frozen prefix to cache (the first module called trains, '
         'or α is packed); training uncached.')

@@ -31,6 +31,9 @@ adds one):
   the training fraction `t_i = s(t0 + (1 − t0) · i / (L − 1))`, `s` linear,
   squared or cubic (the last layer never stops); `freezeout_annealing`
   anneals each layer's updates as `0.5 · (1 + cos(π t / t_i))`.
+* `fixed`: the paper's protocol as a criterion, for comparison: once, at
+  step `freeze_at` (η0), all but the best `1 − max_frozen` of the groups by
+  mean Σ|g| over the last interval freeze (topgrad's α at that granularity).
 
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
 `budget='flops'`, of the weight-gradient FLOPs): the most converged groups
@@ -207,6 +210,17 @@ def _freezeout(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
   return (step >= stop) & (stop < policy.total_steps), stop
 
 
+def _fixed(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
+  """The paper's fixed protocol as a criterion.
+
+  Once, at `freeze_at`, the groups with the smallest mean Σ|g| over the last
+  interval freeze (topgrad's α), `max_frozen` of them.
+  """
+  score = _mean_per_group(policy, state.stats.grad_abs_sum)
+  now = step == policy.freeze_at
+  return jnp.full(score.shape, now), score
+
+
 register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
                                       default_threshold=1.0))
 register_criterion('apf', Criterion(frozenset({'delta_ema'}), True, _apf,
@@ -215,6 +229,8 @@ register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
                                            _autofreeze, layers_only=True))
 register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
                                           layers_only=True))
+register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
+                                      _fixed))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -234,6 +250,7 @@ class FreezingPolicy:
     layer_order: groups in forward order (layer granularity; default: leaf
       order, which is flax's creation order for sequential models).
     total_steps, t0, schedule: FreezeOut's run length and schedule.
+    freeze_at: `fixed`'s η0 (a check step).
     ema_decay: the EMA factor of APF's statistics.
   """
 
@@ -248,6 +265,7 @@ class FreezingPolicy:
   total_steps: int = 0
   t0: float = 0.5
   schedule: str = 'linear'
+  freeze_at: int = 0
   ema_decay: float = 0.95
   groups: granularity_lib.Groups = dataclasses.field(init=False, repr=False)
 
@@ -266,6 +284,10 @@ class FreezingPolicy:
       if self.max_frozen > 1:
         raise ValueError(f'max_frozen={self.max_frozen}; accepted: a fraction '
                          'in (0, 1], or None.')
+    if self.criterion == 'fixed' and (self.max_frozen is None
+                                      or self.freeze_at < 1):
+      raise ValueError("criterion 'fixed' needs max_frozen (1 - k/N) and "
+                       'freeze_at (η0) >= 1.')
     if self.criterion == 'freezeout':
       checks.integer('total_steps', self.total_steps, at_least=1)
       checks.real('t0', self.t0, above=0)

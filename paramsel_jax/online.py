@@ -21,6 +21,7 @@ with the same sequence of α, to float rounding (tested).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -31,6 +32,7 @@ import optax
 from paramsel_jax import active as active_lib
 from paramsel_jax import active_phase
 from paramsel_jax import checks
+from paramsel_jax import costs as costs_lib
 from paramsel_jax import freezing
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import protocol
@@ -61,6 +63,7 @@ class OnlineConfig:
       check_every; 0: at every check).
     seed_axis: 'auto', 'vmap' or 'map'.
     t0, schedule: FreezeOut's schedule.
+    freeze_at: criterion 'fixed': the step of its one decision (η0).
   """
 
   criterion: str = 'psgld'
@@ -80,6 +83,7 @@ class OnlineConfig:
   seed_axis: str = 'auto'
   t0: float = 0.5
   schedule: str = 'linear'
+  freeze_at: int = 0
 
   def __post_init__(self):
     if self.criterion != 'none':
@@ -121,14 +125,14 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
       check_every=config.check_every, threshold=config.threshold,
       max_frozen=config.max_frozen, costs=costs,
       layer_order=_layer_order(runner) if config.granularity == 'layer' else None,
-      total_steps=config.steps, t0=config.t0, schedule=config.schedule)
+      total_steps=config.steps, t0=config.t0, schedule=config.schedule,
+      freeze_at=config.freeze_at)
 
 
 def _layer_order(runner: runner_lib.Runner) -> tuple[int, ...]:
   """The layer groups in the order a forward pass calls their modules."""
   shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
-  example = runner.task.train_images[:1].astype(jnp.float32) / 255.0
-  order = active_lib.module_call_order(runner.task.apply_fn, shapes, example)
+  order = runner.call_order()
   names = granularity_lib.groups(shapes, 'layer').module_names
   ranked = [names.index(p) for p in order if p in names]
   return tuple(ranked + [i for i in range(len(names)) if i not in ranked])
@@ -184,7 +188,10 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
   if new in {p for p, _ in switch.compiled} or budget_left:
     path = active_phase._cache_path(runner, new, state, 'online', log)  # pylint: disable=protected-access
     phase = runner.active_phase(new, path)
-    cache = phase.build_cache(state) if path else None
+    cache = None
+    if path:
+      _precompile(runner, phase.build_cache, (state,))
+      cache = phase.build_cache(state)
     switch.compiled.add((new, path))
     return _Switch(new, jax.tree.map(jnp.asarray, arrays['idx']), phase, cache,
                    switch.compiled)
@@ -198,11 +205,16 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
 def run_online(task: protocol.Task, tx: optax.GradientTransformation,
                config: OnlineConfig, seeds: Sequence[int],
                log: Callable[[str], None] = print,
-               record_alphas: bool = False) -> dict[str, Any]:
+               record_alphas: bool = False,
+               keep_cases: bool = False) -> dict[str, Any]:
   """Trains with online freezing; returns the curve, the costs, the α's.
 
   `record_alphas`: also return, per check, the α it chose (host arrays,
-  seed-batched), e.g. to replay the run by hand.
+  seed-batched), e.g. to replay the run by hand. `keep_cases`: also return,
+  per step that ran (by label), a `benchmarks.timing.Case` of one interval
+  of it from the final state, for side-by-side timing. Each check's record
+  says which step ran (`label`) and the host time around it (`overhead_s`:
+  check, switch, enter/leave, compilation).
 
   Returns:
     `{'checks': [{'step', 'frozen_share': [per seed], 'plan',
@@ -232,26 +244,44 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
   switch = _Switch(None, compiled={(None, None)})
   history, alphas, t = [], [], 0
+  used: dict[str, _Switch] = {}  # the steps that ran, by label.
   while t < config.steps:
     n = min(config.check_every, config.steps - t)
+    label = _label(switch)
+    used.setdefault(label, switch)
+    tic, compiled_before = time.perf_counter(), _compile_seconds(runner)
     state, seconds = _interval(runner, state, switch, t, n, criterion, log)
     t += n
     if policy is not None and check is not None and fstate is not None:
-      alpha, fstate = check(fstate._replace(stats=state.stats), t)
-      state = runner.set_alpha(state._replace(stats=fstate.stats), alpha)
+      check_args = (fstate._replace(stats=state.stats), t)
+      _precompile(runner, check, check_args)
+      alpha, fstate = check(*check_args)
+      set_args = (state._replace(stats=fstate.stats), alpha)
+      _precompile(runner, runner.set_alpha, set_args)
+      state = runner.set_alpha(*set_args)
       if record_alphas:
         alphas.append(jax.device_get(alpha))
       switch = _choose(runner, config, alpha, state, switch, log)
       share = np.asarray(jax.vmap(policy.frozen_share)(fstate)).tolist()
     else:
       share = [0.0] * len(seeds)
+    # Host time around the interval (check, switch, enter/leave, cache),
+    # compilation left out.
+    overhead = (time.perf_counter() - tic - seconds
+                - (_compile_seconds(runner) - compiled_before))
     history.append(_record(runner, config, state, switch, t, share,
-                           n / seconds, log))
+                           n / seconds, log) | {'label': label,
+                                                'steps_run': n,
+                                                'overhead_s': overhead})
   costs = {label: c.record() for label, c in runner.costs.items()}
-  return {'checks': history, 'compilations': len(runner._flops),  # pylint: disable=protected-access
+  cases = (_cases(runner, config, state, used, criterion) if keep_cases
+           else {})
+  steps_programs = sum(1 for key in runner._flops  # pylint: disable=protected-access
+                       if key[0] in _chunk_functions(runner, used))
+  return {'checks': history, 'compilations': steps_programs,
           'compile_s': sum(c['compile_s'] for c in costs.values()),
           'timing': {'phases': costs}, 'final_params': state.params,
-          'alphas': alphas, 'seeds': list(seeds),
+          'alphas': alphas, 'seeds': list(seeds), 'cases': cases,
           'config': dataclasses.asdict(config)}
 
 
@@ -274,15 +304,69 @@ def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
     state = runner.train(state, t, n, window, log, label, step_name='T')
     return state, _seconds(runner, label) - before
   keep = criterion is not None and criterion.keep_stats
-  astate = switch.phase.enter(state, switch.idx, switch.cache,
-                              state.stats if keep else None)
+  enter_args = (state, switch.idx, switch.cache, state.stats if keep else None)
+  _precompile(runner, switch.phase.enter, enter_args)
+  astate = switch.phase.enter(*enter_args)
   label = f'T|α {switch.plan.describe()}'
   before = _seconds(runner, label)
   astate = runner.train(astate, t, n, window, log, label,
                         chunks=(switch.phase.run_chunk, switch.phase.collect_chunk),
                         step_name=f'T|α active: {switch.plan.describe()}')
-  return (switch.phase.leave(astate, state, state.stats),
-          _seconds(runner, label) - before)
+  leave_args = (astate, state, state.stats)
+  _precompile(runner, switch.phase.leave, leave_args)
+  return (switch.phase.leave(*leave_args), _seconds(runner, label) - before)
+
+
+def _precompile(runner: runner_lib.Runner, fn: Any, args: tuple) -> None:
+  """Compiles `fn` for `args` ahead of time once.
+
+  The time counts as compilation, so the run's host overhead leaves it out.
+  """
+  key = (fn, costs_lib.signature(args))
+  if key not in runner._flops:  # pylint: disable=protected-access
+    seconds, flops = costs_lib.flops(fn, *args)
+    runner._flops[key] = flops  # pylint: disable=protected-access
+    runner.costs.setdefault('switches', costs_lib.PhaseCost('enter/leave'))
+    runner.costs['switches'].compile_s += seconds
+
+
+def _chunk_functions(runner: runner_lib.Runner, used: dict[str, _Switch]
+                     ) -> set[Any]:
+  """The step programs (training chunks) of the run's steps."""
+  fns = {runner.run_chunk, runner.collect_chunk}
+  for sw in used.values():
+    if sw.phase is not None:
+      fns |= {sw.phase.run_chunk, sw.phase.collect_chunk}
+  return fns
+
+
+def _compile_seconds(runner: runner_lib.Runner) -> float:
+  return sum(c.compile_s for c in runner.costs.values())
+
+
+def _label(switch: _Switch) -> str:
+  return 'T (dense)' if switch.plan is None else f'T|α {switch.plan.describe()}'
+
+
+def _cases(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+           used: dict[str, _Switch], criterion: freezing.Criterion | None
+           ) -> dict[str, Any]:
+  """A timed case per step that ran: one interval from the final state."""
+  from paramsel_jax.benchmarks import timing  # pylint: disable=g-import-not-at-top
+  n = jnp.asarray(config.check_every, jnp.int32)
+  start = jnp.asarray(0, jnp.int32)
+  collect = criterion is not None and bool(criterion.stats)
+  out = {}
+  for label, sw in used.items():
+    if sw.plan is None:
+      chunk, args = (runner.collect_chunk if collect else runner.run_chunk), state
+    else:
+      chunk = sw.phase.collect_chunk if collect else sw.phase.run_chunk
+      args = sw.phase.enter(state, sw.idx, sw.cache, None)
+    run = (lambda chunk=chunk, args=args:
+           jax.block_until_ready(chunk(args, start, n)) and None)
+    out[label] = timing.Case(label, label, run, steps=config.check_every)
+  return out
 
 
 def _seconds(runner: runner_lib.Runner, label: str) -> float:

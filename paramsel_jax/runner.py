@@ -131,6 +131,7 @@ class Runner:
     self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
     self._groups: granularity_lib.Groups | None = None
     self._phases: dict[tuple[Any, ...], Any] = {}
+    self._call_order: list[str] | None = None
     self._group_flops: np.ndarray | None = None
     self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
     self.set_alpha = jax.jit(self._seed_map(self._set_alpha_one))
@@ -219,6 +220,16 @@ class Runner:
     if key not in self._phases:
       self._phases[key] = active_phase.ActivePhase(self, plan, cache_path)
     return self._phases[key]
+
+  def call_order(self) -> list[str]:
+    """The flax modules in the order a forward pass calls them (once)."""
+    if self._call_order is None:
+      from paramsel_jax import active  # pylint: disable=g-import-not-at-top
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      example = steps.to_float(self.task.train_images[:1])
+      self._call_order = active.module_call_order(self.task.apply_fn, shapes,
+                                                  example)
+    return self._call_order
 
   def groups(self) -> granularity_lib.Groups:
     """The groups of α at the config's granularity (computed once)."""

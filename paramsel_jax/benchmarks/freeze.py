@@ -255,10 +255,7 @@ def _add_cached_case(config: FreezeConfig, runner: runner_lib.Runner, run: Run,
                      p: active_lib.Plan, start: Any, state: Any,
                      keys: jax.Array) -> None:
   """The same variant's step with its frozen prefix cached, if it has one."""
-  shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
-  example = runner.task.train_images[:1].astype(jnp.float32) / 255.0
-  order = active_lib.module_call_order(runner.task.apply_fn, shapes, example)
-  path = active_lib.cacheable_prefix(p, order)
+  path = active_lib.cacheable_prefix(p, runner.call_order())
   if path is None:
     return
   phase = runner.active_phase(p, path)
