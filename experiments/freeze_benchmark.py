@@ -49,8 +49,11 @@ _KS = flags.DEFINE_list('ks', ['0.5', '0.25', '0.1', '0.05'], 'Fractions k/N.')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
 _ETA0 = flags.DEFINE_integer('eta0', None, 'η0 (default per model).')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 250, 'Steps between test evaluations.')
+_WINDOW = flags.DEFINE_integer('window', 100, "The selectors' statistics window before η0.")
 _TIME_STEPS = flags.DEFINE_integer('time_steps', None, 'Steps per timed call.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved timed rounds.')
+_MASKED_ELEMENT = flags.DEFINE_bool(
+    'masked_element', True, "Also run today's masked step at element granularity.")
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one program.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The data cache.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/freeze_benchmark',
@@ -69,13 +72,14 @@ def configs() -> list[freeze.FreezeConfig]:
       out.append(freeze.FreezeConfig(
           model=model, dataset=dataset,
           steps=_STEPS.value or d['steps'], eta0=_ETA0.value or d['eta0'],
-          eval_every=_EVAL_EVERY.value,
+          eval_every=_EVAL_EVERY.value, window=_WINDOW.value,
           granularities=tuple(_GRANULARITIES.value),
           selectors=tuple(_SELECTORS.value or d['selectors']),
           ks=cli.floats(_KS.value, 'ks'),
           seeds=cli.ints(_SEEDS.value, 'seeds'),
           time_steps=_TIME_STEPS.value or d['time_steps'],
-          repeats=_REPEATS.value, data_dir=_DATA_DIR.value))
+          repeats=_REPEATS.value, masked_element=_MASKED_ELEMENT.value,
+          data_dir=_DATA_DIR.value))
   return out
 
 

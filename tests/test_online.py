@@ -19,7 +19,7 @@ from paramsel_jax import runner as runner_lib
 def task():
   ds = data_lib.synthetic(num_train=256, num_test=128, image_shape=(8, 8, 1),
                           num_classes=4)
-  model = models.create_model('mlp', widths=(16, 12), num_classes=4)
+  model = models.create_model('mlp', widths=(12, 8), num_classes=4)
   return protocol.Task(
       init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
       apply_fn=lambda p, x: model.apply({'params': p}, x),
@@ -44,13 +44,12 @@ def _replay(task, tx, config, seeds, alphas):
 
 
 @pytest.mark.parametrize('criterion, granularity, threshold', [
-    ('psgld', 'unit', 3.0), ('apf', 'unit', 0.5), ('autofreeze', 'layer', None),
-    ('freezeout', 'layer', None)])
+    ('psgld', 'unit', 3.0), ('apf', 'unit', 0.5), ('freezeout', 'layer', None)])
 def test_driver_equals_the_same_alphas_by_hand(task, criterion, granularity,
                                                threshold):
-  config = online.OnlineConfig(criterion=criterion, steps=160, check_every=20,
+  config = online.OnlineConfig(criterion=criterion, steps=100, check_every=20,
                                granularity=granularity, threshold=threshold,
-                               batch_size=16, eval_batch_size=64)
+                               buckets=0, batch_size=16, eval_batch_size=64)
   seeds = [0, 1]
   tx = optax.adam(1e-2)
   run = online.run_online(task, tx, config, seeds, log=lambda _: None,
@@ -98,18 +97,45 @@ def test_frozen_coordinates_stay_bit_identical_while_frozen(task):
                                   np.asarray(p_early)[frozen])
 
 
+def _one_more(policy, state, step):
+  """A test criterion: one more unit of the first layer freezes per check."""
+  del step
+  n = policy.groups.module_units[0]
+  first = jnp.argmin(state.frozen[:n])  # the first unfrozen unit.
+  candidates = jnp.zeros_like(state.frozen).at[first].set(~state.frozen[first])
+  return candidates, jnp.arange(state.frozen.shape[0], dtype=jnp.float32)
+
+
 def test_buckets_bound_the_compilations(task):
-  """A criterion that freezes a little at every check: without buckets every
-  check is a new size; with 4 buckets and a cap of 4 programs the driver
-  compiles at most 4 and still finishes."""
-  config = online.OnlineConfig(criterion='psgld', steps=200, check_every=10,
-                               threshold=50.0, max_frozen=0.9, buckets=4,
-                               max_compiles=4, batch_size=16,
-                               eval_batch_size=64)
-  run = online.run_online(task, optax.adam(1e-2), config, [0, 1],
-                          log=lambda _: None)
-  assert run['compilations'] <= 4 + 1  # the cap, and the dense program.
-  assert run['checks'][-1]['step'] == 200
+  """α changes at every check (one more frozen unit): exact sizes would be a
+  new program each time; 4 buckets and a cap of 3 programs keep it at 3."""
+  from paramsel_jax import freezing
+  freezing.register_criterion('one_more', freezing.Criterion(
+      frozenset(), False, _one_more))
+  try:
+    config = online.OnlineConfig(criterion='one_more', steps=110,
+                                 check_every=10, buckets=4, max_compiles=3,
+                                 batch_size=16, eval_batch_size=64)
+    run = online.run_online(task, optax.adam(1e-2), config, [0],
+                            log=lambda _: None)
+  finally:
+    del freezing.CRITERIA['one_more']
+  shares = [c['frozen_share'][0] for c in run['checks']]
+  assert shares == sorted(shares) and shares[-1] > shares[0]  # it kept freezing.
+  assert len({c['plan'] for c in run['checks']}) >= 2  # and switched,
+  assert run['compilations'] <= 3  # within the cap.
+
+
+def test_bucket_rounding_gives_a_few_sizes():
+  from paramsel_jax import active
+  params = {'Dense_0': {'kernel': jnp.zeros((3, 12)), 'bias': jnp.zeros(12)}}
+  sizes = set()
+  for count in range(1, 13):
+    on = np.arange(12) < count
+    alpha = jax.tree.map(lambda p: jnp.asarray(np.broadcast_to(on, p.shape)), params)
+    plan, _ = active.plan(alpha, 'unit', batched=False, buckets=4)
+    sizes.add(plan.slots[0])
+  assert sizes == {3, 6, 9, 12}
 
 
 def test_bad_online_settings_are_refused():
