@@ -47,6 +47,10 @@ _GRANULARITIES = flags.DEFINE_list('granularities', ['element', 'unit', 'layer']
                                    'Granularities of α.')
 _KS = flags.DEFINE_list('ks', ['0.5', '0.25', '0.1', '0.05'], 'Fractions k/N.')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
+_VARIANT_STEPS = flags.DEFINE_integer(
+    'variant_steps', None, 'How long the frozen runs train (default: 2 S - '
+    'η0, i.e. twice the dense η1, so a cheaper run can reach the dense final '
+    'accuracy; S: equal steps).')
 _ETA0 = flags.DEFINE_integer('eta0', None, 'η0 (default per model).')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 250, 'Steps between test evaluations.')
 _WINDOW = flags.DEFINE_integer('window', 100, "The selectors' statistics window before η0.")
@@ -72,6 +76,8 @@ def configs() -> list[freeze.FreezeConfig]:
       out.append(freeze.FreezeConfig(
           model=model, dataset=dataset,
           steps=_STEPS.value or d['steps'], eta0=_ETA0.value or d['eta0'],
+          variant_steps=_VARIANT_STEPS.value or (
+              2 * (_STEPS.value or d['steps']) - (_ETA0.value or d['eta0'])),
           eval_every=_EVAL_EVERY.value, window=_WINDOW.value,
           granularities=tuple(_GRANULARITIES.value),
           selectors=tuple(_SELECTORS.value or d['selectors']),

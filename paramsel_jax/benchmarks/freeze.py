@@ -56,6 +56,8 @@ class FreezeConfig:
   Attributes:
     model, dataset: what is trained (`models.MODELS`, `data.DATASETS`).
     steps: S, the dense run's length; eta0: the steps before α.
+    variant_steps: how long the frozen runs train (default S): longer lets a
+      cheaper run reach the dense final accuracy, which is the question.
     eval_every: steps between test evaluations (both must divide S - eta0
       and eta0).
     granularities, selectors, ks: the variants (k as fractions of N).
@@ -71,6 +73,7 @@ class FreezeConfig:
   model: str = 'lenet300'
   dataset: str = 'mnist'
   steps: int = 4000
+  variant_steps: int | None = None
   eta0: int = 1000
   eval_every: int = 250
   granularities: tuple[str, ...] = ('element', 'unit', 'layer')
@@ -95,6 +98,10 @@ class FreezeConfig:
       raise ValueError(f'eta0={self.eta0}, steps={self.steps}, eval_every='
                        f'{self.eval_every}; accepted: eta0 < steps, both '
                        'multiples of eval_every.')
+    if self.variant_steps is not None and (
+        self.variant_steps < self.steps or self.variant_steps % self.eval_every):
+      raise ValueError(f'variant_steps={self.variant_steps}; accepted: None, '
+                       f'or a multiple of eval_every >= steps={self.steps}.')
     if self.window > self.eta0:
       raise ValueError(f'window={self.window} > eta0={self.eta0}.')
     for g in self.granularities:
@@ -117,7 +124,8 @@ class FreezeConfig:
     """The protocol settings of one variant."""
     axis = experiment.resolve_seed_axis('auto', self.model)
     return protocol.ProtocolConfig(
-        eta0=self.eta0, eta1=self.steps - self.eta0, window=self.window,
+        eta0=self.eta0, eta1=(self.variant_steps or self.steps) - self.eta0,
+        window=self.window,
         batch_size=self.batch_size, chunk_size=self.eval_every,
         seed_axis=axis, granularity=granularity, step=step,
         cache_prefix=False)
@@ -227,8 +235,8 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
     chunk = phase.run_chunk
     to_params = lambda s: phase.leave(s, start, state_eta0.stats).params
     plan_text = p.describe()
-  t = config.eta0
-  while t < config.steps:
+  t, end = config.eta0, config.variant_steps or config.steps
+  while t < end:
     state, _ = chunk(state, as_i32(t), as_i32(config.eval_every))
     t += config.eval_every
     steps.append(t)
@@ -359,6 +367,9 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
            'test_accuracy': acc.tolist(),
            'final_accuracy': acc[-1].tolist(),
            'final_delta_pt': (100 * (acc[-1] - target)).tolist()}
+    at_s = acc[run.steps.index(config.steps)]  # equal steps: S.
+    row['accuracy_at_S'] = at_s.tolist()
+    row['delta_at_S_pt'] = (100 * (at_s - target)).tolist()
     for cached in (False, True):
       if cached and run.cached_case is None:
         continue
@@ -371,10 +382,14 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
           None if i is None else float(t[i]) for i in reach]
       row[f'speedup_to_dense_final{suffix}'] = speed
       row[f'wall_s{suffix}'] = float(t[-1])
-      # The dense run's accuracy at this run's total wall-clock.
-      row[f'dense_acc_at_equal_wall{suffix}'] = [
-          float(np.interp(t[-1], dense_t, np.asarray(dense.accuracy)[:, s]))
+      # Equal wall-clock: this run's accuracy when the dense run ends (its
+      # last value if it ended sooner).
+      row[f'accuracy_at_dense_wall{suffix}'] = [
+          float(np.interp(dense_t[-1], t, acc[:, s]))
           for s in range(acc.shape[1])]
+      row[f'delta_at_dense_wall_pt{suffix}'] = [
+          100 * (a - b) for a, b in zip(row[f'accuracy_at_dense_wall{suffix}'],
+                                        target)]
     if run.cached_case is not None:
       row['cached_steps_per_s'] = run.cached_case.median_rate
       row['cached_ratio_vs_T'] = timing.paired_ratio(run.cached_case, dense.case)
