@@ -58,10 +58,31 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
   return config, notes
 
 
+def online_config_from_flags() -> sweep.OnlineSweepConfig:
+  """`--freeze=a,b`: dense training and each criterion, per model and optimizer.
+
+  Each run is --eta0 + --eta1 steps (default 500 + 1500).
+  """
+  f = FLAGS
+  names = [n for n in f.value('freeze').split(',') if n]
+  template = experiment_flags.online_config(
+      f, name=names[0], steps=(f.value('eta0') or 500) + (f.value('eta1') or 1500))
+  return sweep.OnlineSweepConfig(
+      dataset=f.value('dataset'), models=tuple(f.value('model')),
+      optimizers=experiment_flags.optimizer_configs(f),
+      criteria=tuple(['none'] + [n for n in names if n != 'none']),
+      seeds=experiment_flags.seeds(f, f.value('num_seeds') or 3),
+      online=template, data_dir=f.value('data_dir'))
+
+
 def main(argv):
   """Runs (or resumes) the sweep of the flags into --output_dir."""
   cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
+  if FLAGS.value('freeze') != 'none':
+    settings = cli.config_or_exit(online_config_from_flags)
+    sweep.run_online_sweep(settings, FLAGS.value('output_dir'))
+    return
 
   def build():
     config, notes = config_from_flags()

@@ -174,11 +174,11 @@ def _define_freezing() -> dict[str, Any]:
 
 def _define_online() -> dict[str, Any]:
   return {
-      'freeze': flags.DEFINE_enum(
-          'freeze', 'none', ['none', *sorted(freezing.CRITERIA)],
-          'Online freezing instead of the fixed eta0: α is decided every '
-          '--check_every steps over eta0 + eta1 steps (mnist.py), next to a '
-          'dense reference run.'),
+      'freeze': flags.DEFINE_string(
+          'freeze', 'none', 'Online freezing instead of the fixed eta0, one of '
+          f'{", ".join(sorted(freezing.CRITERIA))} (sweep.py: a comma-separated '
+          'list): α is decided every --check_every steps over eta0 + eta1 '
+          'steps, next to a dense reference run.'),
       'check_every': flags.DEFINE_integer('check_every', 200,
                                           'Steps between freezing checks.'),
       'freeze_threshold': flags.DEFINE_float(
@@ -302,21 +302,23 @@ def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
   return values
 
 
-def online_config(f: Flags) -> Any:
+def online_config(f: Flags, name: str | None = None,
+                  steps: int | None = None) -> Any:
   """The `online.OnlineConfig` of `--freeze` and its flags (None: 'none').
 
   The run is eta0 + eta1 steps long; without --granularity, psgld and apf
   freeze whole units and autofreeze and freezeout whole layers.
   """
   from paramsel_jax import online  # pylint: disable=g-import-not-at-top
-  name = f.value('freeze')
+  name = f.value('freeze') if name is None else name
   if name == 'none':
     return None
+  freezing.get_criterion(name)  # one clear error for an unknown name.
   gran = f.value('granularity')
   if not f.given('granularity'):
     gran = 'layer' if freezing.get_criterion(name).layers_only else 'unit'
   return online.OnlineConfig(
-      criterion=name, steps=f.value('eta0') + f.value('eta1'),
+      criterion=name, steps=steps or f.value('eta0') + f.value('eta1'),
       check_every=f.value('check_every'), threshold=f.value('freeze_threshold'),
       max_frozen=f.value('max_frozen'), budget=f.value('budget'),
       granularity=gran, buckets=f.value('buckets'),

@@ -253,3 +253,18 @@ def test_retrain_mode_reports_anchors(tmp_path, monkeypatch):
 def test_devices_are_described():
   text = sweep.describe_devices(TINY, 'mlp')
   assert 'device' in text and 'seeds by vmap' in text
+
+
+def test_online_sweep_runs_and_resumes(tmp_path, monkeypatch):
+  from paramsel_jax import online
+  config = sweep.OnlineSweepConfig(
+      dataset='synthetic', models=('mlp',), criteria=('none', 'autofreeze'),
+      seeds=(0,), online=online.OnlineConfig(steps=40, check_every=20,
+                                             batch_size=16, eval_batch_size=64))
+  first = sweep.run_online_sweep(config, str(tmp_path), log=_quiet)
+  assert [r['criterion'] for r in first['runs']] == ['none', 'autofreeze']
+  assert (tmp_path / 'online_tables.md').read_text().count('| autofreeze |') == 1
+  calls = []
+  monkeypatch.setattr(online, 'run_online', lambda *a, **k: calls.append(1))
+  again = sweep.run_online_sweep(config, str(tmp_path), log=_quiet)
+  assert calls == [] and again == first  # every run was stored: none reran.
