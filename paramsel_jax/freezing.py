@@ -100,6 +100,7 @@ class Criterion:
       first). It may also return a new state as a third element.
     layers_only: only granularity 'layer' makes sense (a prefix of layers).
     default_threshold: used when none is given.
+    can_thaw: a frozen group may train again (APF).
   """
 
   stats: frozenset[str]
@@ -107,6 +108,7 @@ class Criterion:
   decide: Callable[..., tuple]
   layers_only: bool = False
   default_threshold: float = 1.0
+  can_thaw: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -224,7 +226,7 @@ def _fixed(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
 register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
                                       default_threshold=1.0))
 register_criterion('apf', Criterion(frozenset({'delta_ema'}), True, _apf,
-                                    default_threshold=0.05))
+                                    default_threshold=0.05, can_thaw=True))
 register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
                                            _autofreeze, layers_only=True))
 register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,

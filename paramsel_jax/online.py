@@ -14,8 +14,10 @@ dense masked step (compiled at the start) when it does not (an APF group
 that thawed). The number of compilations and their time are reported.
 
 Frozen coordinates stay bit-identical; their optimizer state stays as it was
-(`masked`'s semantics). The run gives the parameters of dense `masked` steps
-with the same sequence of α, to float rounding (tested).
+(`masked`'s semantics). When every parameter of every seed is frozen and the
+criterion cannot thaw one, training is over and the run stops early. The run
+gives the parameters of dense `masked` steps with the same sequence of α, to
+float rounding (tested).
 """
 
 from __future__ import annotations
@@ -269,10 +271,15 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     # compilation left out.
     overhead = (time.perf_counter() - tic - seconds
                 - (_compile_seconds(runner) - compiled_before))
+    over = (criterion is not None and not criterion.can_thaw
+            and min(share) >= 1.0 - 1e-9 and t < config.steps)
     history.append(_record(runner, config, state, switch, t, share,
-                           n / seconds, log) | {'label': label,
-                                                'steps_run': n,
-                                                'overhead_s': overhead})
+                           n / seconds, log, force_eval=over)
+                   | {'label': label, 'steps_run': n, 'overhead_s': overhead})
+    if over:
+      log(f'online [{config.criterion}] step {t}: every parameter of every '
+          f'seed is frozen; training is over ({config.steps - t} steps not run).')
+      break
   costs = {label: c.record() for label, c in runner.costs.items()}
   cases = (_cases(runner, config, state, used, criterion) if keep_cases
            else {})
@@ -376,9 +383,10 @@ def _seconds(runner: runner_lib.Runner, label: str) -> float:
 
 def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
             switch: _Switch, t: int, share: list[float], rate: float,
-            log: Callable[[str], None]) -> dict[str, Any]:
+            log: Callable[[str], None], force_eval: bool = False
+            ) -> dict[str, Any]:
   evaluate = (config.eval_every == 0 or t % config.eval_every == 0
-              or t == config.steps)
+              or t == config.steps or force_eval)
   acc = (np.asarray(runner.test_accuracy(state.params)).tolist()
          if evaluate else None)
   plan = 'dense' if switch.plan is None else switch.plan.describe()
