@@ -6,8 +6,10 @@ r"""Time-to-accuracy of freezing: how much faster training gets, and at what cos
 Dense `T` for S steps against the paper's protocol with the cheap `T|α`
 (`paramsel_jax.active`: η0 < S dense steps, α, η1 = S − η0 steps), per
 granularity (element: today's masked step and the packed one; unit; layer),
-selector and k/N ∈ {50, 25, 10, 5}%, 3 seeds. For every run: steps/s against
-`T` (interleaved timed rounds, one process), with the frozen prefix cached
+selector and k/N ∈ {50, 25, 10, 5}% (with --budgets=params,flops also k as
+a share of the weight-gradient FLOPs at unit/layer granularity), 3 seeds.
+For every run: steps/s against `T` (interleaved timed rounds, one process),
+with the frozen prefix cached
 where one exists, FLOPs per step (XLA's cost analysis), the optimizer's state
 in bytes, the test accuracy at S, and the training wall-clock to the dense
 run's final test accuracy. Writes `<output_dir>/<dataset>_<model>.{json,md,
@@ -46,6 +48,10 @@ _SELECTORS = flags.DEFINE_list('selectors', None, 'Selectors (default per model)
 _GRANULARITIES = flags.DEFINE_list('granularities', ['element', 'unit', 'layer'],
                                    'Granularities of α.')
 _KS = flags.DEFINE_list('ks', ['0.5', '0.25', '0.1', '0.05'], 'Fractions k/N.')
+_BUDGETS = flags.DEFINE_list(
+    'budgets', ['params'], "What k counts at unit/layer granularity: 'params' "
+    "(a share of the parameters), 'flops' (a share of the weight-gradient "
+    'FLOPs), or both.')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
 _VARIANT_STEPS = flags.DEFINE_integer(
     'variant_steps', None, 'How long the frozen runs train (default: 2 S - '
@@ -81,7 +87,7 @@ def configs() -> list[freeze.FreezeConfig]:
           eval_every=_EVAL_EVERY.value, window=_WINDOW.value,
           granularities=tuple(_GRANULARITIES.value),
           selectors=tuple(_SELECTORS.value or d['selectors']),
-          ks=cli.floats(_KS.value, 'ks'),
+          ks=cli.floats(_KS.value, 'ks'), budgets=tuple(_BUDGETS.value),
           seeds=cli.ints(_SEEDS.value, 'seeds'),
           time_steps=_TIME_STEPS.value or d['time_steps'],
           repeats=_REPEATS.value, masked_element=_MASKED_ELEMENT.value,

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from paramsel_jax import cli
+from paramsel_jax import freezing
 from paramsel_jax import io as io_lib
 from paramsel_jax.benchmarks import online_bench
 
@@ -34,9 +35,18 @@ DATASETS = {'lenet300': ('mnist', 'fashion_mnist'), 'lenet5': ('mnist',)}
 _MODELS = flags.DEFINE_list('models', list(DEFAULTS), 'Models to run.')
 _DATASETS = flags.DEFINE_list('datasets', None, 'Data sets (default per model).')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
+_METHOD_STEPS = flags.DEFINE_integer(
+    'method_steps', None, 'How long the methods other than dense may train '
+    '(default 2 S: a run that freezes may train longer and still reach the '
+    'dense final accuracy sooner; S: equal steps). Runs stop when all is '
+    'frozen.')
 _CHECK_EVERY = flags.DEFINE_integer('check_every', None, 'Steps between checks.')
 _ETA0 = flags.DEFINE_integer('eta0', None, "The fixed protocol's η0.")
 _K = flags.DEFINE_float('k', 0.1, "The fixed protocol's k/N.")
+_THRESHOLDS = flags.DEFINE_list(
+    'thresholds', [], 'Criterion thresholds as NAME=NUMBER (e.g. psgld=3,'
+    'apf=0.4); the others keep their defaults. Choose them on the validation '
+    'split (experiments/mnist.py --freeze=... --eval_split=valid).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved timed rounds.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one program.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The data cache.')
@@ -55,9 +65,11 @@ def configs() -> list[online_bench.OnlineBenchConfig]:
     for dataset in _DATASETS.value or DATASETS[model]:
       out.append(online_bench.OnlineBenchConfig(
           model=model, dataset=dataset, steps=_STEPS.value or d['steps'],
+          method_steps=_METHOD_STEPS.value or 2 * (_STEPS.value or d['steps']),
           check_every=_CHECK_EVERY.value or d['check_every'],
           eta0=_ETA0.value or d['eta0'],
-          methods=online_bench.default_methods(_K.value),
+          methods=online_bench.default_methods(_K.value, cli.named_floats(
+              _THRESHOLDS.value, 'thresholds', sorted(freezing.CRITERIA))),
           seeds=cli.ints(_SEEDS.value, 'seeds'), repeats=_REPEATS.value,
           data_dir=_DATA_DIR.value))
   return out

@@ -116,6 +116,27 @@ def floats(values: Sequence[str], name: str) -> tuple[float, ...]:
                      ) from None
 
 
+def named_floats(values: Sequence[str], name: str,
+                 accepted: Sequence[str]) -> dict[str, float]:
+  """`name=number` pairs from a comma-separated flag, names from `accepted`.
+
+  >>> named_floats(['psgld=3', 'apf=0.4'], 'thresholds', ('apf', 'psgld'))
+  {'psgld': 3.0, 'apf': 0.4}
+  """
+  out = {}
+  for v in values:
+    key, sep, number = v.partition('=')
+    try:
+      if not sep or key not in accepted:
+        raise ValueError
+      out[key] = float(number)
+    except ValueError:
+      raise ValueError(f'--{name} contains {v!r}; accepted: NAME=NUMBER '
+                       f'entries, NAME one of {", ".join(accepted)}.'
+                       ) from None
+  return out
+
+
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 

@@ -394,6 +394,6 @@ def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
       f'{100 * np.mean(share):.1f}% of the parameters (seeds '
       f'{[round(100 * s, 1) for s in share]}), next: {plan}; '
       f'{rate:.0f} steps/s'
-      + ('' if acc is None else f'; test acc {100 * np.mean(acc):.2f}%'))
+      + ('' if acc is None else f'; held-out acc {100 * np.mean(acc):.2f}%'))
   return {'step': t, 'frozen_share': share, 'plan': plan, 'steps_per_s': rate,
           'test_accuracy': acc}

@@ -6,8 +6,8 @@ the held-out split at every check, and reports the frozen share over time,
 the final accuracies, the training wall-clock (each interval's steps timed
 after compilation; evaluation left out) and the time each run takes to reach
 the dense run's final accuracy. The two runs are timed one after the other,
-not interleaved: `experiments/freeze_benchmark.py --online` compares them
-side by side.
+not interleaved: `experiments/online_benchmark.py` compares them side by
+side.
 """
 
 from __future__ import annotations
@@ -57,24 +57,30 @@ def compare(dense: dict[str, Any], frozen: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_summary(name: str, dense: dict[str, Any], frozen: dict[str, Any],
-                   comparison: dict[str, Any]) -> str:
-  """A table: one row per run."""
-  pm = lambda v, scale=100.0: report.plus_minus(
-      report.summarize([np.nan if x is None else x for x in v]), scale, 2)
+                   comparison: dict[str, Any], split: str = 'test') -> str:
+  """A table: one row per run; `split` names the evaluated split."""
+  pm = lambda v, scale=100.0, none='diverged': report.plus_minus(
+      report.summarize([np.nan if x is None else x for x in v]), scale, 2,
+      none=none)
   rows = []
   for label, run, t in (('dense T', dense, comparison['dense_s']),
                         (f'online {name}', frozen, comparison['frozen_s'])):
     steps, seconds, acc = curve(run)
     share = run['checks'][-1]['frozen_share']
     rows.append((label, pm(acc[-1]), pm(share), f'{seconds[-1]:.1f}',
-                 f'{steps[-1] / seconds[-1]:.0f}', pm(t, 1.0),
+                 f'{steps[-1] / seconds[-1]:.0f}', pm(t, 1.0, 'never'),
                  run['compilations']))
-  header = ('run', 'test acc %', 'frozen at the end %', 'train s',
+  header = ('run', f'{split} acc %', 'frozen at the end %', 'train s',
             'mean steps/s', 's to dense final acc', 'compiled steps')
-  speed = pm(comparison['speedup'], 1.0)
+  speedup = comparison['speedup']
+  if all(v is None for v in speedup):
+    verdict = (f'{name} never reached it within the steps (0/{len(speedup)} '
+               'seeds).')
+  else:
+    verdict = (f'{pm(speedup, 1.0)}× sooner with {name} (per seed; the runs '
+               'were timed one after the other).')
   return (report.format_table(header, rows) + '\n' +
-          f'time to the dense final accuracy: {speed}× sooner with {name} '
-          '(per seed; the runs were timed one after the other).')
+          'time to the dense final accuracy: ' + verdict)
 
 
 def run_online_experiment(config: experiment.ExperimentConfig,
@@ -99,7 +105,8 @@ def run_online_experiment(config: experiment.ExperimentConfig,
   frozen = online.run_online(task, tx, settings, config.seeds, log=log)
   comparison = compare(dense, frozen)
   log('')
-  log(format_summary(settings.criterion, dense, frozen, comparison))
+  log(format_summary(settings.criterion, dense, frozen, comparison,
+                     config.eval_split))
   results = {'config': dataclasses.asdict(config),
              'online': dataclasses.asdict(settings),
              'dense': _plain(dense), 'frozen': _plain(frozen),

@@ -60,11 +60,12 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
 
 
 def plus_minus(summary: dict[str, Any], scale: float = 1.0, digits: int = 2,
-               spread: str = 'std') -> str:
+               spread: str = 'std', none: str = 'diverged') -> str:
   """`'mean ± spread'` of a `summarize` result, scaled; notes missing seeds.
 
   `spread` is 'std' or 'ci95'. When some values were not finite the text
-  ends with `(n/n_total)`; when none was, it reads `diverged`.
+  ends with `(n/n_total)`; when none was, it reads `none` (by default
+  'diverged'; e.g. 'never' for a time to an accuracy no seed reached).
 
   Example:
     >>> plus_minus(summarize([0.5, 0.7]), 100)
@@ -73,7 +74,7 @@ def plus_minus(summary: dict[str, Any], scale: float = 1.0, digits: int = 2,
     '50.00 ± 0.00 (1/2)'
   """
   if summary['n'] == 0:
-    return f'diverged ({summary["n"]}/{summary["n_total"]})'
+    return f'{none} ({summary["n"]}/{summary["n_total"]})'
   text = (f'{summary["mean"] * scale:.{digits}f} ± '
           f'{summary[spread] * scale:.{digits}f}')
   if summary['n'] < summary['n_total']:

@@ -17,7 +17,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
       [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',
        '--steps=100', '--eta0=50', '--eval_every=25', '--time_steps=10',
        '--repeats=1', '--ks=0.1', '--granularities=element,layer',
-       '--nomasked_element', '--window=20',
+       '--nomasked_element', '--window=20', '--budgets=params,flops',
        '--selectors=topgrad', '--seeds=0,1', f'--output_dir={tmp_path}'],
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -26,7 +26,12 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
   assert (tmp_path / 'synthetic_lenet300.png').read_bytes()[:4] == b'\x89PNG'
   runs = {r['name']: r for r in result['runs']}
   assert set(runs) == {'dense T', 'element active topgrad k=10%',
-                       'layer active topgrad k=10%'}
+                       'layer active topgrad k=10%',
+                       'layer active topgrad k=10% of FLOPs'}
+  assert runs['layer active topgrad k=10% of FLOPs']['budget'] == 'flops'
+  # A tenth of LeNet-300's weight-gradient FLOPs cannot include its first
+  # layer (88% of them).
+  assert runs['layer active topgrad k=10% of FLOPs']['flops_vs_T'] < 0.75
   dense = runs['dense T']
   assert dense['ratio_vs_T'] == 1.0 and dense['flops_vs_T'] == 1.0
   packed = runs['element active topgrad k=10%']
@@ -38,3 +43,13 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
   for run in result['runs']:
     assert np.all(np.isfinite(run['final_accuracy']))
     assert len(run['eval_steps']) == len(run['test_accuracy'])
+
+
+def test_bad_budget_is_refused_before_any_work():
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',
+       '--budgets=params,time'], capture_output=True, text=True, timeout=300,
+      cwd=ROOT)
+  assert done.returncode != 0
+  assert 'time' in done.stderr and 'flops' in done.stderr
+  assert 'Traceback' not in done.stderr

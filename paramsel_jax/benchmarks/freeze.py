@@ -41,6 +41,7 @@ from paramsel_jax import experiment
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import checks
 from paramsel_jax import protocol
+from paramsel_jax import protocol_config
 from paramsel_jax import runner as runner_lib
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import steps as steps_lib
@@ -61,6 +62,9 @@ class FreezeConfig:
     eval_every: steps between test evaluations (both must divide S - eta0
       and eta0).
     granularities, selectors, ks: the variants (k as fractions of N).
+    budgets: what k counts at unit/layer granularity: 'params' (a share of
+      the parameters) and/or 'flops' (a share of the weight-gradient FLOPs,
+      `ProtocolConfig.budget`); element variants always count parameters.
     masked_element: also run today's dense `masked` step at element
       granularity.
     cache_prefix: time the frozen-prefix cached step where one is possible.
@@ -79,6 +83,7 @@ class FreezeConfig:
   granularities: tuple[str, ...] = ('element', 'unit', 'layer')
   selectors: tuple[str, ...] = ('topgrad',)
   ks: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05)
+  budgets: tuple[str, ...] = ('params',)
   masked_element: bool = True
   cache_prefix: bool = True
   seeds: tuple[int, ...] = (0, 1, 2)
@@ -106,6 +111,11 @@ class FreezeConfig:
       raise ValueError(f'window={self.window} > eta0={self.eta0}.')
     for g in self.granularities:
       granularity_lib.check_granularity(g)
+    if not self.budgets:
+      raise ValueError(f'budgets={self.budgets!r}; accepted: a non-empty '
+                       f'subset of {protocol_config.BUDGETS}.')
+    for b in self.budgets:
+      checks.one_of('budgets', b, protocol_config.BUDGETS)
     protocol.check_selector_names(self.selectors)
     for k in self.ks:
       checks.real('ks', k, above=0)
@@ -120,14 +130,15 @@ class FreezeConfig:
         dataset=self.dataset, model=self.model, seeds=self.seeds,
         data_dir=self.data_dir, synthetic_size=self.synthetic_size))
 
-  def protocol_config(self, granularity: str, step: str) -> protocol.ProtocolConfig:
+  def protocol_config(self, granularity: str, step: str,
+                      budget: str = 'params') -> protocol.ProtocolConfig:
     """The protocol settings of one variant."""
     axis = experiment.resolve_seed_axis('auto', self.model)
     return protocol.ProtocolConfig(
         eta0=self.eta0, eta1=(self.variant_steps or self.steps) - self.eta0,
         window=self.window,
         batch_size=self.batch_size, chunk_size=self.eval_every,
-        seed_axis=axis, granularity=granularity, step=step,
+        seed_axis=axis, granularity=granularity, step=step, budget=budget,
         cache_prefix=False)
 
 
@@ -144,6 +155,7 @@ class Run:
   granularity: str = 'dense'
   selector: str = ''
   k: float | None = None
+  budget: str = 'params'
   step: str = 'T'
   plan: str = ''
   alpha_count: list[int] = dataclasses.field(default_factory=list)
@@ -215,14 +227,17 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
                 granularity: str, step: str, selector: str, k: float,
                 keys: jax.Array, log: Callable[[str], None]) -> Run:
   """One variant's η1 trajectory from the dense state at η0."""
-  count = selectors_lib.resolve_count(k, _num_params(state_eta0), 'k')
+  budget = runner.config.budget
+  count = (k if budget == 'flops' else
+           selectors_lib.resolve_count(k, _num_params(state_eta0), 'k'))
   tic = time.perf_counter()
   alpha = runner.select(state_eta0, selectors_lib.get_selector(selector),
                         'alpha', count, state_eta0.stats, name=selector)
   start = runner.start_phase1(state_eta0, alpha)
   jax.block_until_ready(start)
   select_s = time.perf_counter() - tic
-  name = f'{granularity} {step} {selector} k={k:.0%}'
+  name = f'{granularity} {step} {selector} k={k:.0%}' + (
+      ' of FLOPs' if budget == 'flops' else '')
   as_i32 = lambda x: jnp.asarray(x, jnp.int32)
   steps, acc = [], []
   if step == 'masked':
@@ -246,7 +261,7 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
             _chunk_case(name, chunk, state, config.eta0, config.time_steps),
             _per_seed(runner, flops, keys),
             costs_lib.optimizer_bytes(state.opt_state, len(keys)),
-            granularity, selector, k, step, plan_text,
+            granularity, selector, k, budget, step, plan_text,
             np.asarray(runner_lib.count_per_seed(alpha)).tolist(), select_s)
   if step == 'active' and config.cache_prefix:
     _add_cached_case(config, runner, run, p, start, state, keys)
@@ -309,12 +324,13 @@ def run_benchmark(config: FreezeConfig,
   names = tuple(config.selectors)
   groups = frozenset().union(*(selectors_lib.get_selector(n).stats for n in names))
   runners = {}
-  def runner_for(gran: str, step: str) -> runner_lib.Runner:
-    if (gran, step) not in runners:
-      runners[(gran, step)] = runner_lib.Runner(
-          task, tx, config.protocol_config(gran, step), stat_groups=groups,
-          seeds=config.seeds)
-    return runners[(gran, step)]
+  def runner_for(gran: str, step: str, budget: str = 'params'
+                 ) -> runner_lib.Runner:
+    if (gran, step, budget) not in runners:
+      runners[(gran, step, budget)] = runner_lib.Runner(
+          task, tx, config.protocol_config(gran, step, budget),
+          stat_groups=groups, seeds=config.seeds)
+    return runners[(gran, step, budget)]
   keys = jax.vmap(jax.random.key)(jnp.asarray(config.seeds, jnp.uint32))
   base = runner_for('element', 'masked')
   log(f'{config.dataset} / {config.model}: dense T for {config.steps} steps, '
@@ -324,11 +340,14 @@ def run_benchmark(config: FreezeConfig,
   for gran in config.granularities:
     step_kinds = (['masked'] if gran == 'element' and config.masked_element
                   else []) + ['active']
+    budgets = ('params',) if gran == 'element' else config.budgets
     for step in step_kinds:
-      for selector in config.selectors:
-        for k in config.ks:
-          runs.append(variant_run(config, runner_for(gran, step), state_eta0,
-                                  gran, step, selector, k, keys, log))
+      for budget in budgets:
+        for selector in config.selectors:
+          for k in config.ks:
+            runs.append(variant_run(
+                config, runner_for(gran, step, budget), state_eta0, gran, step,
+                selector, k, keys, log))
   measure_rates(runs, config.repeats, log)
   return summarize(config, runs, _num_params(state_eta0))
 
@@ -355,7 +374,8 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
   for run in runs:
     acc = np.asarray(run.accuracy)
     row = {'name': run.name, 'granularity': run.granularity,
-           'selector': run.selector, 'k': run.k, 'step': run.step,
+           'selector': run.selector, 'k': run.k, 'budget': run.budget,
+           'step': run.step,
            'plan': run.plan, 'alpha_count': run.alpha_count,
            'steps_per_s': run.case.median_rate,
            'ratio_vs_T': timing.paired_ratio(run.case, dense.case),

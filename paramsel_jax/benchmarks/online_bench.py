@@ -16,7 +16,7 @@ dense run's own time by it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import optax
@@ -46,7 +46,8 @@ class OnlineBenchConfig:
 
   model: str = 'lenet300'
   dataset: str = 'mnist'
-  steps: int = 4000
+  steps: int = 4000  # S: the dense run's length.
+  method_steps: int | None = None  # the others' (None: S); they may stop sooner.
   check_every: int = 250
   eta0: int = 1000  # the fixed protocol's η0.
   methods: tuple[Method, ...] = ()
@@ -58,6 +59,14 @@ class OnlineBenchConfig:
   def __post_init__(self):
     checks.fields(self, ('steps', 'check_every', 'eta0', 'repeats'),
                   checks.integer, at_least=1)
+    if self.method_steps is not None and (
+        self.method_steps < self.steps or self.method_steps % self.check_every):
+      raise ValueError(f'method_steps={self.method_steps}; accepted: None, or '
+                       f'a multiple of check_every={self.check_every} >= '
+                       f'steps={self.steps}.')
+    if self.steps % self.check_every:
+      raise ValueError(f'steps={self.steps}; accepted: a multiple of '
+                       f'check_every={self.check_every}.')
     if self.eta0 % self.check_every:
       raise ValueError(f'eta0={self.eta0}; accepted: a multiple of '
                        f'check_every={self.check_every}.')
@@ -66,20 +75,30 @@ class OnlineBenchConfig:
       raise ValueError(f'methods {names} repeat a name.')
 
 
-def default_methods(k: float = 0.1) -> tuple[Method, ...]:
-  """Dense, the fixed protocol at k/N, and the four criteria (defaults)."""
+def default_methods(k: float = 0.1,
+                    thresholds: Mapping[str, float] | None = None
+                    ) -> tuple[Method, ...]:
+  """Dense, the fixed protocol at k/N, and the four criteria.
+
+  `thresholds`: per criterion name, its threshold (absent: its default).
+  """
+  t = dict(thresholds or {})
+  def online(criterion: str, granularity: str) -> Method:
+    at = '' if criterion not in t else f', threshold {t[criterion]:g}'
+    return Method(f'{criterion} ({granularity}{at})', criterion, granularity,
+                  t.get(criterion))
   return (Method('dense', 'none'),
           Method(f'fixed η0 topgrad unit k={k:.0%}', 'fixed', 'unit',
                  max_frozen=1 - k),
-          Method('psgld (unit)', 'psgld', 'unit'),
-          Method('apf (unit)', 'apf', 'unit'),
-          Method('autofreeze (layer)', 'autofreeze', 'layer'),
-          Method('freezeout (layer)', 'freezeout', 'layer'))
+          online('psgld', 'unit'), online('apf', 'unit'),
+          online('autofreeze', 'layer'), online('freezeout', 'layer'))
 
 
 def _settings(config: OnlineBenchConfig, method: Method) -> online.OnlineConfig:
+  steps = (config.steps if method.criterion == 'none'
+           else config.method_steps or config.steps)
   return online.OnlineConfig(
-      criterion=method.criterion, steps=config.steps,
+      criterion=method.criterion, steps=steps,
       check_every=config.check_every, threshold=method.threshold,
       max_frozen=method.max_frozen, granularity=method.granularity,
       cache_prefix=method.cache_prefix, freeze_at=config.eta0,
@@ -129,6 +148,12 @@ def _times_to(acc: np.ndarray, wall: np.ndarray, target: np.ndarray
   return out
 
 
+def _index_at(run: dict[str, Any], step: int) -> int:
+  """The last check at or before `step` (a run that stopped early: its last)."""
+  steps = [c['step'] for c in run['checks']]
+  return max([i for i, s in enumerate(steps) if s <= step] or [0])
+
+
 def summarize(config: OnlineBenchConfig, runs: dict[str, dict[str, Any]]
               ) -> dict[str, Any]:
   """Per method: curve, wall-clock, time to the dense final accuracy."""
@@ -149,6 +174,8 @@ def summarize(config: OnlineBenchConfig, runs: dict[str, dict[str, Any]]
         'plans': [c['plan'] for c in run['checks']],
         'rates': {k: c.median_rate for k, c in run['cases'].items()},
         'final_accuracy': acc[-1].tolist(),
+        'accuracy_at_S': acc[_index_at(run, config.steps)].tolist(),
+        'frozen_at_S': run['checks'][_index_at(run, config.steps)]['frozen_share'],
         'time_to_dense_final_s': times,
         'speedup': [None if a is None or b is None else a / b
                     for a, b in zip(dense_times, times)],
@@ -157,21 +184,26 @@ def summarize(config: OnlineBenchConfig, runs: dict[str, dict[str, Any]]
           'dense_final_accuracy': target.tolist()}
 
 
-def _ci(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
+def _ci(values: Sequence[float | None], scale: float = 1.0, digits: int = 2,
+        none: str = 'diverged') -> str:
   s = report.summarize([np.nan if v is None else v for v in values])
-  return report.plus_minus(s, scale, digits, spread='ci95')
+  return report.plus_minus(s, scale, digits, spread='ci95', none=none)
 
 
 def format_table(result: dict[str, Any]) -> str:
   """Markdown: a row per method, mean ± 95% CI over seeds."""
-  header = ('method', 'test acc at S %', 'frozen at S %', 'train s',
-            's to dense final acc', 'speedup', 'compiled steps')
+  s_ = result['config']['steps']
+  header = ('method', f'test acc at S={s_} %', 'frozen at S %', 'test acc at end %',
+            'steps run', 'train s', 's to dense final acc', 'speedup',
+            'compiled steps')
   lines = ['| ' + ' | '.join(header) + ' |',
            '| ' + ' | '.join('---' for _ in header) + ' |']
   for r in result['runs']:
-    cells = (r['name'], _ci(r['final_accuracy'], 100), _ci(r['frozen_share'][-1], 100),
-             f'{r["wall_s"][-1]:.1f}', _ci(r['time_to_dense_final_s']),
-             _ci(r['speedup']), str(r['compilations']))
+    cells = (r['name'], _ci(r['accuracy_at_S'], 100), _ci(r['frozen_at_S'], 100),
+             _ci(r['final_accuracy'], 100), str(r['steps'][-1]),
+             f'{r["wall_s"][-1]:.1f}',
+             _ci(r['time_to_dense_final_s'], none='never'),
+             _ci(r['speedup'], none='never'), str(r['compilations']))
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

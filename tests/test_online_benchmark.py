@@ -1,0 +1,51 @@
+"""Smoke test of the online time-to-accuracy benchmark: it runs, tiny, and its
+numbers are consistent (never how fast anything is)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'experiments', 'online_benchmark.py')
+
+
+def test_tiny_benchmark_writes_consistent_results(tmp_path):
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',
+       '--steps=50', '--method_steps=75', '--check_every=25', '--eta0=25',
+       '--repeats=1', '--seeds=0,1', '--thresholds=psgld=3',
+       f'--output_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=900, cwd=ROOT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert '| dense |' in done.stdout
+  result = json.loads((tmp_path / 'online_synthetic_lenet300.json').read_text())
+  assert (tmp_path / 'online_synthetic_lenet300.png').read_bytes()[:4] == b'\x89PNG'
+  runs = {r['name']: r for r in result['runs']}
+  assert set(runs) == {'dense', 'fixed η0 topgrad unit k=10%',
+                       'psgld (unit, threshold 3)', 'apf (unit)',
+                       'autofreeze (layer)', 'freezeout (layer)'}
+  assert runs['dense']['steps'][-1] == 50  # dense trains S steps,
+  assert runs['apf (unit)']['steps'][-1] == 75  # the others up to 75.
+  fixed = runs['fixed η0 topgrad unit k=10%']
+  # At η0 = 25 (the first check), 90% of the parameters are frozen.
+  assert np.allclose(fixed['frozen_share'][0], 0.9, atol=0.01)
+  assert np.allclose(fixed['frozen_at_S'], 0.9, atol=0.01)
+  assert np.all(np.asarray(runs['dense']['frozen_share']) == 0)
+  for run in result['runs']:
+    assert np.all(np.isfinite(run['final_accuracy']))
+    assert np.all(np.diff(run['wall_s']) > 0)
+    assert 1 <= run['compilations'] <= 8
+  assert runs['dense']['speedup'] == [1.0, 1.0] or None in runs['dense']['speedup']
+
+
+def test_bad_thresholds_are_refused_before_any_work():
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--datasets=synthetic', '--models=lenet300',
+       '--thresholds=psgld'], capture_output=True, text=True, timeout=300,
+      cwd=ROOT)
+  assert done.returncode != 0
+  assert "'psgld'" in done.stderr and 'NAME=NUMBER' in done.stderr
+  assert 'Traceback' not in done.stderr
