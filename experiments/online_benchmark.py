@@ -43,6 +43,10 @@ _METHOD_STEPS = flags.DEFINE_integer(
 _CHECK_EVERY = flags.DEFINE_integer('check_every', None, 'Steps between checks.')
 _ETA0 = flags.DEFINE_integer('eta0', None, "The fixed protocol's η0.")
 _K = flags.DEFINE_float('k', 0.1, "The fixed protocol's k/N.")
+_METHODS = flags.DEFINE_list(
+    'methods', list(online_bench.DEFAULT_METHODS), 'What is compared: dense, '
+    'and CRITERION:GRANULARITY entries (fixed is the paper\'s protocol at --k '
+    'and --eta0).')
 _THRESHOLDS = flags.DEFINE_list(
     'thresholds', [], 'Criterion thresholds as NAME=NUMBER (e.g. psgld=3,'
     'apf=0.4); the others keep their defaults. Choose them on the validation '
@@ -68,8 +72,9 @@ def configs() -> list[online_bench.OnlineBenchConfig]:
           method_steps=_METHOD_STEPS.value or 2 * (_STEPS.value or d['steps']),
           check_every=_CHECK_EVERY.value or d['check_every'],
           eta0=_ETA0.value or d['eta0'],
-          methods=online_bench.default_methods(_K.value, cli.named_floats(
-              _THRESHOLDS.value, 'thresholds', sorted(freezing.CRITERIA))),
+          methods=online_bench.make_methods(
+              _METHODS.value, _K.value, cli.named_floats(
+                  _THRESHOLDS.value, 'thresholds', sorted(freezing.CRITERIA))),
           seeds=cli.ints(_SEEDS.value, 'seeds'), repeats=_REPEATS.value,
           data_dir=_DATA_DIR.value))
   return out

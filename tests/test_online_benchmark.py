@@ -49,3 +49,13 @@ def test_bad_thresholds_are_refused_before_any_work():
   assert done.returncode != 0
   assert "'psgld'" in done.stderr and 'NAME=NUMBER' in done.stderr
   assert 'Traceback' not in done.stderr
+
+
+def test_bad_method_is_refused_before_any_work():
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--datasets=synthetic', '--models=lenet300',
+       '--methods=dense,psgld:row'], capture_output=True, text=True,
+      timeout=300, cwd=ROOT)
+  assert done.returncode != 0
+  assert "'psgld:row'" in done.stderr and 'GRANULARITY' in done.stderr
+  assert 'Traceback' not in done.stderr

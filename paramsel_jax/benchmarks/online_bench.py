@@ -23,6 +23,8 @@ import optax
 
 from paramsel_jax import checks
 from paramsel_jax import experiment
+from paramsel_jax import freezing
+from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import online
 from paramsel_jax import report
 from paramsel_jax.benchmarks import timing
@@ -75,23 +77,51 @@ class OnlineBenchConfig:
       raise ValueError(f'methods {names} repeat a name.')
 
 
+DEFAULT_METHODS = ('dense', 'fixed:unit', 'psgld:unit', 'apf:unit',
+                   'autofreeze:layer', 'freezeout:layer')
+
+
+def make_methods(specs: Sequence[str] = DEFAULT_METHODS, k: float = 0.1,
+                 thresholds: Mapping[str, float] | None = None
+                 ) -> tuple[Method, ...]:
+  """Methods from `criterion:granularity` specs ('dense': no freezing).
+
+  'fixed' is the paper's protocol: at η0 all but the best k/N of the groups
+  by Σ|g| freeze. `thresholds`: per criterion, its threshold (absent: its
+  default).
+
+  >>> [m.name for m in make_methods(['dense', 'psgld:layer'], thresholds={'psgld': 3})]
+  ['dense', 'psgld (layer, threshold 3)']
+  """
+  t = dict(thresholds or {})
+  out = []
+  for spec in specs:
+    criterion, _, gran = spec.partition(':')
+    if criterion == 'dense' and not gran:
+      out.append(Method('dense', 'none'))
+      continue
+    if criterion not in freezing.CRITERIA or (
+        gran not in granularity_lib.GRANULARITIES):
+      raise ValueError(
+          f'methods contains {spec!r}; accepted: dense, or CRITERION:'
+          f'GRANULARITY with CRITERION one of '
+          f'{", ".join(sorted(freezing.CRITERIA))} '
+          f'and GRANULARITY one of {", ".join(granularity_lib.GRANULARITIES)}.')
+    if criterion == 'fixed':
+      out.append(Method(f'fixed η0 topgrad {gran} k={k:.0%}', 'fixed', gran,
+                        max_frozen=1 - k))
+    else:
+      at = '' if criterion not in t else f', threshold {t[criterion]:g}'
+      out.append(Method(f'{criterion} ({gran}{at})', criterion, gran,
+                        t.get(criterion)))
+  return tuple(out)
+
+
 def default_methods(k: float = 0.1,
                     thresholds: Mapping[str, float] | None = None
                     ) -> tuple[Method, ...]:
-  """Dense, the fixed protocol at k/N, and the four criteria.
-
-  `thresholds`: per criterion name, its threshold (absent: its default).
-  """
-  t = dict(thresholds or {})
-  def online(criterion: str, granularity: str) -> Method:
-    at = '' if criterion not in t else f', threshold {t[criterion]:g}'
-    return Method(f'{criterion} ({granularity}{at})', criterion, granularity,
-                  t.get(criterion))
-  return (Method('dense', 'none'),
-          Method(f'fixed η0 topgrad unit k={k:.0%}', 'fixed', 'unit',
-                 max_frozen=1 - k),
-          online('psgld', 'unit'), online('apf', 'unit'),
-          online('autofreeze', 'layer'), online('freezeout', 'layer'))
+  """Dense, the fixed protocol at k/N, and the four criteria."""
+  return make_methods(DEFAULT_METHODS, k, thresholds)
 
 
 def _settings(config: OnlineBenchConfig, method: Method) -> online.OnlineConfig:
