@@ -174,3 +174,17 @@ def test_cosine_decay_reaches_zero_and_stops_training():
     updates, state = tx.update(jnp.ones(3), state, w)
     moves.append(float(jnp.abs(updates).max()))
   np.testing.assert_allclose(moves, [0.5, 0.25, 0.0, 0.0], atol=1e-6)
+
+
+def test_online_freezing_run_prints_the_frozen_share_and_the_comparison(tmp_path):
+  done = _script(*TINY, '--freeze=autofreeze', '--check_every=10',
+                 '--eval_split=valid', tmp_path=tmp_path)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = done.stdout
+  assert 'online [autofreeze] step 40/40: frozen' in out
+  assert 'valid acc %' in out and 'online autofreeze' in out
+  assert 'time to the dense final accuracy: ' in out
+  (path,) = (tmp_path / 'synthetic').glob('*_online_autofreeze.json')
+  results = json.loads(path.read_text())
+  assert len(results['frozen']['checks']) == 4
+  assert results['comparison']['target_accuracy']
