@@ -17,6 +17,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
       [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',
        '--steps=50', '--method_steps=75', '--check_every=25', '--eta0=25',
        '--repeats=1', '--seeds=0,1', '--thresholds=psgld=3',
+       '--methods=dense,fixed:unit,psgld:unit,apf:unit',
        f'--output_dir={tmp_path}'],
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -25,8 +26,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
   assert (tmp_path / 'online_synthetic_lenet300.png').read_bytes()[:4] == b'\x89PNG'
   runs = {r['name']: r for r in result['runs']}
   assert set(runs) == {'dense', 'fixed η0 topgrad unit k=10%',
-                       'psgld (unit, threshold 3)', 'apf (unit)',
-                       'autofreeze (layer)', 'freezeout (layer)'}
+                       'psgld (unit, threshold 3)', 'apf (unit)'}
   assert runs['dense']['steps'][-1] == 50  # dense trains S steps,
   assert runs['apf (unit)']['steps'][-1] == 75  # the others up to 75.
   fixed = runs['fixed η0 topgrad unit k=10%']
