@@ -1,19 +1,28 @@
 r"""Structure search: a network of optimal complexity by relaxed structure choices.
 
   python experiments/structure_search.py --dataset=mnist
-  python experiments/structure_search.py --dataset=fashion_mnist
+  python experiments/structure_search.py --dataset=mnist --space=conv
+  python experiments/structure_search.py --dataset=fashion_mnist --space=conv
   python experiments/structure_search.py --dataset=cifar10  # conv space
-  python experiments/structure_search.py --dataset=mnist --target_params=150000
+  python experiments/structure_search.py --dataset=mnist --target_params=100000
+  python experiments/structure_search.py --dataset=mnist --space=conv \
+      --random_budgets=1,5 --select --select_l=0.2
 
 Searches a space of structures (per layer: activation, width, presence, and
-for conv layers kernel size) by gradient descent on Gumbel-softmax relaxed
-choices, derives the argmax network, retrains it from scratch, and compares it
-with random search of the same space at the same budget, a fixed hand-made
-network of similar size, and (MLP spaces) LeNet-300-100, all trained the same
-way. Prints a table (mean ± sample std over seeds, accuracy under input and
-weight noise) and writes results.json, one architecture JSON per seed and
-accuracy_vs_params.png to --workdir (default
-results/structure_search/<dataset>/).
+for conv layers kernel size and pool kind) by gradient descent on
+Gumbel-softmax relaxed choices, derives the argmax network, retrains it from
+scratch, and compares it with random search of the same space at the same
+wall-clock (and at multiples of it: --random_budgets, successive halving), a
+fixed hand-made network of similar size, and LeNet-300-100 (MLP spaces) or
+LeNet-5 (conv spaces), all trained the same way. Prints a table (params,
+FLOPs, mean ± sample std over seeds, accuracy under input and weight noise),
+the search's failure modes (collapse, seed agreement, relaxation gap), the
+published structured-pruning records, and with --select the paper-000
+protocol's stages on the derived nets; writes results.json, one architecture
+JSON per seed and accuracy_vs_cost.png to --workdir (default
+results/structure_search/<dataset>/ or <dataset>_conv/). With
+--noevaluate_test every accuracy is on the validation split and the test
+split is not read (for choosing settings).
 
 Every flag is checked, the search space against the data's shape included,
 before any data is loaded; a bad one is answered with one line
@@ -34,10 +43,13 @@ import jax
 from paramsel_jax import cli
 from paramsel_jax import data
 from paramsel_jax import checks
+from paramsel_jax.structure import config as config_lib
 from paramsel_jax.structure import pipeline
+from paramsel_jax.structure import presets
 from paramsel_jax.structure import regularizer
 from paramsel_jax.structure import relax
 from paramsel_jax.structure import search
+from paramsel_jax.structure import selection
 from paramsel_jax.structure import space
 from paramsel_jax.structure import training
 
@@ -57,7 +69,7 @@ _SYNTHETIC_TRAIN = flags.DEFINE_integer('synthetic_train', 2000,
 _SYNTHETIC_TEST = flags.DEFINE_integer(
     'synthetic_test', 500, '--dataset=synthetic: test (and default valid) '
     'size.')
-_SPACE = flags.DEFINE_enum('space', 'auto', ('auto', *pipeline.SPACES),
+_SPACE = flags.DEFINE_enum('space', 'auto', ('auto', *config_lib.SPACES),
                            'Search space; auto: conv for cifar10, else mlp.')
 # The space.
 _WIDTHS = flags.DEFINE_list('widths', ['32', '64', '128', '256', '512'],
@@ -68,17 +80,26 @@ _ACTIVATIONS = flags.DEFINE_list(
     'activations', list(space.ACTIVATIONS),
     f'Candidate activations, from {", ".join(space.ACTIVATIONS)}.')
 _CONV_WIDTHS = flags.DEFINE_string(
-    'conv_widths', '8,16,32;16,32,64;16,32,64',
+    'conv_widths', ';'.join(','.join(map(str, w)) for w in presets.CONV_WIDTHS),
     'Conv: candidate channels per conv layer, layers separated by ";".')
-_CONV_POOLS = flags.DEFINE_list('conv_pools', ['1', '1', '0'],
-                                'Conv: 2x2 max-pool after each conv layer.')
-_CONV_OPTIONAL = flags.DEFINE_list('conv_optional', ['0', '0', '1'],
-                                   'Conv: whether each conv layer may be '
-                                   'skipped.')
-_KERNEL_SIZES = flags.DEFINE_list('kernel_sizes', ['3', '5'],
-                                  'Conv: candidate kernel sizes.')
-_DENSE_WIDTHS = flags.DEFINE_list('dense_widths', ['32', '64', '128'],
-                                  'Conv: candidate widths of the dense layer.')
+_CONV_POOLS = flags.DEFINE_list(
+    'conv_pools', [str(int(p)) for p in presets.CONV_POOLS],
+    'Conv: 2x2 pool after each conv layer.')
+_CONV_OPTIONAL = flags.DEFINE_list(
+    'conv_optional', [str(int(o)) for o in presets.CONV_OPTIONAL],
+    'Conv: whether each conv layer may be skipped.')
+_KERNEL_SIZES = flags.DEFINE_list(
+    'kernel_sizes', [str(k) for k in presets.KERNEL_SIZES],
+    'Conv: candidate kernel sizes.')
+_POOL_TYPES = flags.DEFINE_list(
+    'pool_types', list(presets.POOL_TYPES),
+    f'Conv: candidate pool kinds, from {", ".join(space.POOLS)}.')
+_DENSE_WIDTHS = flags.DEFINE_list(
+    'dense_widths', [str(w) for w in presets.DENSE_WIDTHS],
+    'Conv: candidate widths of the dense layers.')
+_DENSE_DEPTH = flags.DEFINE_integer(
+    'dense_depth', presets.DENSE_DEPTH,
+    'Conv: dense layers (all but the first may be skipped).')
 # The search.
 _WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 500,
                                      'Weight-only steps first.')
@@ -99,6 +120,9 @@ _TARGET_PARAMS = flags.DEFINE_integer(
     'this.')
 _FLOPS_WEIGHT = flags.DEFINE_float('flops_weight', 0.0,
                                    'Weight of the expected-FLOPs term.')
+_TARGET_FLOPS = flags.DEFINE_integer(
+    'target_flops', None, 'Target-FLOPs mode: penalise only E[FLOPs] above '
+    'this.')
 _ENTROPY_WEIGHT = flags.DEFINE_float('entropy_weight', 0.0,
                                      'Weight of the choice entropy.')
 _CHUNK_STEPS = flags.DEFINE_integer('chunk_steps', 500,
@@ -116,18 +140,48 @@ _VMAP_SEEDS = flags.DEFINE_enum(
     'Search all seeds at once under vmap (on) or in turn (off); auto: off '
     'for conv spaces on CPU (vmapped convs are slow there), else on.')
 _RANDOM_SAMPLES = flags.DEFINE_integer(
-    'random_samples', None, 'Random-search structures per seed; default: '
-    'the search budget.')
+    'random_samples', None, 'Random-search structures per seed (0: none); '
+    'default: the wall-clock budgets of --random_budgets.')
+_RANDOM_BUDGETS = flags.DEFINE_list(
+    'random_budgets', ['1'], 'Random search per seed at these multiples of '
+    "the searched method's wall-clock for that seed, each reported.")
+_RANDOM_ETA = flags.DEFINE_integer(
+    'random_eta', 3, 'Successive halving rate of random search (1: every '
+    'structure fully trained).')
+_RANDOM_RUNGS = flags.DEFINE_integer('random_rungs', 3,
+                                     'Rungs per successive-halving bracket.')
 _FIXED = flags.DEFINE_bool('fixed', True, 'Train the fixed hand-made net.')
 _REFERENCE = flags.DEFINE_string(
     'reference_model', 'auto', "A models.create_model name, 'none', or auto "
-    '(lenet300 for MLP spaces, none for conv).')
+    '(lenet300 for MLP spaces, lenet5 for conv).')
 _INPUT_SIGMAS = flags.DEFINE_list('input_sigmas', ['0.1', '0.2', '0.3'],
                                   'Input-noise levels (images in [0, 1]).')
 _WEIGHT_SIGMAS = flags.DEFINE_list('weight_sigmas', ['0.1', '0.2', '0.3'],
                                    'Weight-noise levels (x RMS of a leaf).')
 _NOISE_REPEATS = flags.DEFINE_integer('noise_repeats', 2,
                                       'Noise draws per level.')
+_EVALUATE_TEST = flags.DEFINE_bool(
+    'evaluate_test', True, 'Report accuracies on test; false: on the '
+    'validation split, test unread (for choosing settings).')
+# Search, then select: the paper-000 protocol on each derived net.
+_SELECT = flags.DEFINE_bool('select', False, 'Run the protocol (alpha, beta) '
+                            'on every derived network.')
+_SELECT_SELECTOR = flags.DEFINE_string('select_selector', 'magnitude',
+                                       '--select: a registered selector.')
+_SELECT_MODE = flags.DEFINE_string('select_mode', 'prune_at_end',
+                                   '--select: prune_at_end or retrain.')
+_SELECT_K = flags.DEFINE_string('select_k', None, '--select: k, a count or a '
+                                "fraction; default: the protocol's.")
+_SELECT_L = flags.DEFINE_string('select_l', '0.1',
+                                '--select: l, a count or a fraction.')
+_SELECT_ETA0 = flags.DEFINE_integer('select_eta0', 2000, '--select: eta0.')
+_SELECT_ETA1 = flags.DEFINE_integer('select_eta1', 4000, '--select: eta1.')
+_SELECT_WINDOW = flags.DEFINE_integer('select_window', 100,
+                                      '--select: statistics window.')
+_SELECT_ROUNDS = flags.DEFINE_integer('select_rounds', 1,
+                                      '--select: pruning rounds (retrain).')
+_SELECT_LR = flags.DEFINE_float('select_lr', 1e-3,
+                                '--select: Adam learning rate.')
 
 
 def _space_name(dataset: str) -> str:
@@ -138,7 +192,7 @@ def _space_name(dataset: str) -> str:
 
 def _reference(space_name: str) -> str | None:
   if _REFERENCE.value == 'auto':
-    return 'lenet300' if space_name == 'mlp' else None
+    return 'lenet300' if space_name == 'mlp' else 'lenet5'
   return None if _REFERENCE.value == 'none' else _REFERENCE.value
 
 
@@ -157,25 +211,41 @@ def search_config_from_flags() -> search.SearchConfig:
       schedule=_SCHEDULE.value, hard=_HARD.value,
       regularizer=regularizer.RegularizerConfig(
           size_weight=_SIZE_WEIGHT.value, target_params=_TARGET_PARAMS.value,
-          flops_weight=_FLOPS_WEIGHT.value,
+          flops_weight=_FLOPS_WEIGHT.value, target_flops=_TARGET_FLOPS.value,
           entropy_weight=_ENTROPY_WEIGHT.value),
       chunk_steps=_CHUNK_STEPS.value, conv_impl=_CONV_IMPL.value)
 
 
-def config_from_flags(dataset: str) -> pipeline.PipelineConfig:
+def selection_from_flags() -> selection.SelectionConfig | None:
+  """The protocol settings of --select (None without it); checked."""
+  if not _SELECT.value:
+    return None
+  return selection.SelectionConfig(
+      selector=_SELECT_SELECTOR.value, mode=_SELECT_MODE.value,
+      k=(None if _SELECT_K.value is None
+         else cli.parse_count(_SELECT_K.value, 'select_k')),
+      l=cli.parse_count(_SELECT_L.value, 'select_l'),
+      eta0=_SELECT_ETA0.value, eta1=_SELECT_ETA1.value,
+      window=_SELECT_WINDOW.value, prune_rounds=_SELECT_ROUNDS.value,
+      learning_rate=_SELECT_LR.value)
+
+
+def config_from_flags(dataset: str) -> config_lib.PipelineConfig:
   """The pipeline config the flags describe; ValueError on a bad flag."""
   space_name = _space_name(dataset)
   conv_widths = tuple(cli.ints(layer.split(','), 'conv_widths')
                       for layer in _CONV_WIDTHS.value.split(';')
                       if layer.strip())
-  return pipeline.PipelineConfig(
+  return config_lib.PipelineConfig(
       dataset=dataset, space=space_name,
       mlp_widths=cli.ints(_WIDTHS.value, 'widths'), mlp_depth=_DEPTH.value,
       activations=tuple(_ACTIVATIONS.value), conv_widths=conv_widths,
       conv_pools=cli.bools(_CONV_POOLS.value, 'conv_pools'),
       conv_optional=cli.bools(_CONV_OPTIONAL.value, 'conv_optional'),
       kernel_sizes=cli.ints(_KERNEL_SIZES.value, 'kernel_sizes'),
+      pool_types=tuple(_POOL_TYPES.value),
       dense_widths=cli.ints(_DENSE_WIDTHS.value, 'dense_widths'),
+      dense_depth=_DENSE_DEPTH.value,
       search=search_config_from_flags(),
       retrain=training.TrainConfig(
           steps=_RETRAIN_STEPS.value, batch_size=_BATCH_SIZE.value,
@@ -183,11 +253,15 @@ def config_from_flags(dataset: str) -> pipeline.PipelineConfig:
           chunk_steps=max(_CHUNK_STEPS.value, 1000)),
       seeds=cli.ints(_SEEDS.value, 'seeds'),
       vmap_seeds=_vmap_seeds(space_name),
-      random_samples=_RANDOM_SAMPLES.value, fixed=_FIXED.value,
+      random_samples=_RANDOM_SAMPLES.value,
+      random_budgets=cli.floats(_RANDOM_BUDGETS.value, 'random_budgets'),
+      random_eta=_RANDOM_ETA.value, random_rungs=_RANDOM_RUNGS.value,
+      fixed=_FIXED.value,
       reference_model=_reference(space_name),
       input_sigmas=cli.floats(_INPUT_SIGMAS.value, 'input_sigmas'),
       weight_sigmas=cli.floats(_WEIGHT_SIGMAS.value, 'weight_sigmas'),
-      noise_repeats=_NOISE_REPEATS.value)
+      noise_repeats=_NOISE_REPEATS.value, evaluate_test=_EVALUATE_TEST.value,
+      select=selection_from_flags())
 
 
 def data_from_flags(dataset: str
@@ -212,7 +286,7 @@ def data_from_flags(dataset: str
   return shape, data.info('synthetic').num_classes, load
 
 
-def build() -> tuple[pipeline.PipelineConfig, Callable[[], Any]]:
+def build() -> tuple[config_lib.PipelineConfig, Callable[[], Any]]:
   """The checked config and the data's loader; ValueError on a bad flag.
 
   Everything, the space against the data's shape included, is checked here,
@@ -229,8 +303,9 @@ def main(argv: Sequence[str]) -> None:
   """Runs the structure-search pipeline of the flags into its workdir."""
   cli.check_no_arguments(argv)
   config, load = cli.config_or_exit(build)
+  suffix = '_conv' if config.space == 'conv' else ''
   workdir = _WORKDIR.value or os.path.join('results', 'structure_search',
-                                           config.dataset)
+                                           config.dataset + suffix)
   pipeline.run_pipeline(config, load(), workdir)
 
 

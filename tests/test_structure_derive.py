@@ -14,19 +14,21 @@ from paramsel_jax import models
 from paramsel_jax.structure import derive
 from paramsel_jax.structure import regularizer
 from paramsel_jax.structure import relax
+from paramsel_jax.structure import presets
 from paramsel_jax.structure import space as space_lib
 from paramsel_jax.structure import supernet
 
-MLP = space_lib.mlp_space((28, 28, 1), 10, widths=(16, 64, 300), depth=3,
-                          activations=('relu', 'tanh'))
-CONV = space_lib.conv_space((32, 32, 3), 10, conv_widths=((4, 8), (6, 8), (6, 8)),
-                            dense_widths=(5, 12), activations=('relu', 'gelu'))
+MLP = presets.mlp_space((28, 28, 1), 10, widths=(16, 64, 300), depth=3,
+                        activations=('relu', 'tanh'))
+CONV = presets.conv_space((32, 32, 3), 10, conv_widths=((4, 8), (6, 8), (6, 8)),
+                          pool_types=('max',), dense_widths=(5, 12),
+                          dense_depth=1, activations=('relu', 'gelu'))
 SPACES = {'mlp': MLP, 'conv': CONV}
 # Small inputs keep the compiled conv programs small.
-SMALL_CONV = space_lib.conv_space((10, 10, 2), 3, conv_widths=((3, 5), (4, 5)),
-                                  pools=(True, False), optional=(False, True),
-                                  dense_widths=(4, 6),
-                                  activations=('relu', 'tanh'))
+SMALL_CONV = presets.conv_space((10, 10, 2), 3, conv_widths=((3, 5), (4, 5)),
+                                pools=(True, False), optional=(False, True),
+                                dense_widths=(4, 6), dense_depth=2,
+                                activations=('relu', 'tanh'))
 
 
 def _count_params(model, input_shape):
@@ -42,8 +44,8 @@ def _random_indices(space, seed):
 
 
 def test_expected_params_of_lenet300_by_hand():
-  space = space_lib.mlp_space((28, 28, 1), 10, widths=(100, 300), depth=3,
-                              activations=('relu',))
+  space = presets.mlp_space((28, 28, 1), 10, widths=(100, 300), depth=3,
+                            activations=('relu',))
   onehot = space.one_hot({'dense0/width': 1, 'dense1/width': 0,
                           'dense1/present': 0, 'dense2/width': 1,
                           'dense2/present': 1})
@@ -82,8 +84,8 @@ def test_derived_model_param_count_matches(name, seed):
 
 
 def test_expected_params_is_the_exact_expectation():
-  space = space_lib.mlp_space((4, 4, 1), 3, widths=(2, 5), depth=3,
-                              activations=('relu',))
+  space = presets.mlp_space((4, 4, 1), 3, widths=(2, 5), depth=3,
+                            activations=('relu',))
   logits = relax.init_logits(space, jax.random.key(0), scale=1.0)
   probs = relax.probabilities(logits)
   choices = space.choices()

@@ -11,12 +11,14 @@ import pytest
 from paramsel_jax import report
 from paramsel_jax.structure import baselines
 from paramsel_jax.structure import results
+from paramsel_jax.structure import presets
 from paramsel_jax.structure import space as space_lib
 
 
 def _run(accuracy, num_params=100, seed=0, **extra):
   return {'accuracy': accuracy, 'loss': 0.5, 'valid_accuracy': accuracy,
-          'num_params': num_params, 'input_noise': {'0.1': accuracy - 0.1},
+          'num_params': num_params, 'num_flops': 2 * num_params,
+          'input_noise': {'0.1': accuracy - 0.1},
           'weight_noise': {'0.1': accuracy - 0.2}, 'seconds': 1.5,
           'seed': seed, **extra}
 
@@ -41,7 +43,8 @@ def test_summaries_are_report_summarize_with_the_sample_std():
 def test_table_shows_the_sample_std_and_says_so():
   table = results.results_table(_methods([0.9, 0.8]))
   header, rule, row, *footer = table.splitlines()
-  assert header.split()[:2] == ['method', 'params']
+  assert header.split()[:3] == ['method', 'params', 'FLOPs']
+  assert row.split()[3:5] == ['100', '200']
   assert set(rule.replace(' ', '')) == {'-'}
   # mean 85%, sample std 7.07% (the population std would be 5.00%).
   assert 'searched (argmax, retrained)' in row and '85.00 ± 7.07' in row
@@ -56,7 +59,7 @@ def test_table_marks_diverged_seeds():
 
 def test_plot_is_written_atomically(tmp_path):
   path = tmp_path / 'plot.png'
-  results.plot_accuracy_vs_params(_methods([0.9, 0.8]), str(path), title='t')
+  results.plot_accuracy_vs_cost(_methods([0.9, 0.8]), str(path), title='t')
   assert path.read_bytes()[:4] == b'\x89PNG'
   assert os.listdir(tmp_path) == ['plot.png']
 
@@ -68,7 +71,7 @@ def _fake_fit(model, key, name):
 
 
 def test_random_search_keeps_the_best_valid_and_the_small_ones():
-  space = space_lib.mlp_space((4, 4, 1), 3, widths=(2, 4), depth=2)
+  space = presets.mlp_space((4, 4, 1), 3, widths=(2, 4), depth=2)
   searched = [{'seed': 0, 'num_params': 500}, {'seed': 1, 'num_params': 0}]
   out = baselines.random_search(space, searched, 3, _fake_fit)
   best = out['random']['runs']
@@ -83,7 +86,7 @@ def test_random_search_keeps_the_best_valid_and_the_small_ones():
 
 @pytest.mark.parametrize('method', ['fixed', 'reference'])
 def test_baselines_use_their_own_key_stream(method):
-  space = space_lib.mlp_space((4, 4, 1), 3, widths=(2, 4), depth=2)
+  space = presets.mlp_space((4, 4, 1), 3, widths=(2, 4), depth=2)
   searched = [{'seed': 3, 'num_params': 60}]
   if method == 'fixed':
     out = baselines.fixed_baseline(space, searched, _fake_fit)

@@ -16,11 +16,12 @@ import pytest
 from paramsel_jax import data
 from paramsel_jax.structure import pipeline
 from paramsel_jax.structure import search
+from paramsel_jax.structure import presets
 from paramsel_jax.structure import space as space_lib
 from paramsel_jax.structure import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_SPACE = space_lib.mlp_space((8, 8, 1), 4, widths=(4, 8), depth=2,
+TINY_SPACE = presets.mlp_space((8, 8, 1), 4, widths=(4, 8), depth=2,
                                  activations=('relu', 'tanh'))
 TINY_SEARCH = search.SearchConfig(warmup_steps=4, search_steps=8,
                                   chunk_steps=4, batch_size=16)
@@ -127,8 +128,10 @@ _TINY_FLAGS = ['--dataset=synthetic', '--synthetic_train=128',
 # few seconds of compilation, and the MLP run covers them.
 @pytest.mark.parametrize('flags, methods', [
     (['--synthetic_shape=28,28,1', '--widths=8,16', '--depth=2',
-      '--activations=relu,tanh', '--random_samples=1'],
-     {'searched', 'random', 'fixed'}),
+      '--activations=relu,tanh', '--random_budgets=0.01', '--random_eta=2',
+      '--random_rungs=2', '--select', '--select_eta0=4', '--select_eta1=4',
+      '--select_window=2', '--select_k=90', '--select_l=37'],
+     {'searched', 'random_0.01x', 'fixed'}),
     (['--synthetic_shape=32,32,3', '--space=conv', '--conv_widths=4,8;4,8',
       '--conv_pools=1,1', '--conv_optional=0,1', '--kernel_sizes=1,3',
       '--dense_widths=8', '--activations=relu,identity',
@@ -154,7 +157,8 @@ def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
   assert tuple(space.input_shape) == tuple(
       int(d) for d in flags[0].split('=')[1].split(','))
   assert set(arch['indices']) == {n for n, _ in space.choices()}
-  assert (tmp_path / 'accuracy_vs_params.png').stat().st_size > 1000
+  assert (tmp_path / 'accuracy_vs_cost.png').stat().st_size > 1000
+  assert searched['num_flops'] == arch['num_flops'] > 0
   assert 'search step 15/15' in proc.stdout
   assert 'searched (argmax, retrained)' in proc.stdout
   assert '± is the sample standard deviation over seeds' in proc.stdout
@@ -162,6 +166,31 @@ def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
   assert summary['accuracy']['n'] == summary['accuracy']['n_total'] == 1
   assert summary['accuracy']['mean'] == searched['accuracy']
   assert not [p for p in os.listdir(tmp_path) if p.startswith('.tmp')]
+  if 'random_0.01x' in written['methods']:  # One bracket, whatever the time.
+    run = written['methods']['random_0.01x']['runs'][0]
+    assert run['structures'] == 2 and run['brackets'] == 1
+    assert [t['rung'] for t in run['trials']] == [0, 0, 1]
+    assert run['budget_seconds'] == pytest.approx(
+        0.01 * searched['method_seconds'])
+  if '--select' in flags:
+    _check_searched_then_pruned(written, proc.stdout)
+
+
+def _check_searched_then_pruned(written, stdout):
+  # The protocol ran on the derived net: exactly k trained, exactly l kept.
+  sel = written['selection']['runs'][0]
+  cell = sel['protocol']['cells'][0]
+  n = written['methods']['searched']['runs'][0]['num_params']
+  assert sel['protocol']['num_params'] == n
+  assert cell['beta_count'] == [37] and cell['alpha_count'] == [90]
+  assert not any(cell['frozen_moved'])
+  stages = sel['stages']
+  assert stages['derived']['num_params'] == stages['eta0']['num_params'] == n
+  assert stages['eta1']['trained'] == 90
+  assert stages['pruned']['num_params'] == 37
+  for stage in stages.values():
+    assert 0.0 <= stage['accuracy'] <= 1.0
+  assert 'protocol: β ⊙ w (l kept)' in stdout
 
 
 def test_bad_data_shape_is_caught_before_work(tmp_path):

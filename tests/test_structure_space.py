@@ -11,6 +11,7 @@ import pytest
 from paramsel_jax.structure import pipeline
 from paramsel_jax.structure import regularizer
 from paramsel_jax.structure import search
+from paramsel_jax.structure import presets
 from paramsel_jax.structure import space as space_lib
 from paramsel_jax.structure import training
 from paramsel_jax.structure.space import LayerSpace
@@ -20,7 +21,7 @@ MNIST = (28, 28, 1)
 
 
 def test_mlp_space_choices_and_round_trip():
-  space = space_lib.mlp_space(MNIST, 10, widths=(16, 32), depth=3)
+  space = presets.mlp_space(MNIST, 10, widths=(16, 32), depth=3)
   names = [n for n, _ in space.choices()]
   assert names == [
       'dense0/activation', 'dense0/width',
@@ -32,16 +33,19 @@ def test_mlp_space_choices_and_round_trip():
 
 
 def test_conv_space_choices_and_shapes():
-  space = space_lib.conv_space((32, 32, 3), 10)
+  space = presets.conv_space((32, 32, 3), 10)
   kinds = {n.split('/')[1] for n, _ in space.choices()}
-  assert kinds == {'activation', 'width', 'kernel', 'present'}
-  assert space.spatial_shapes() == [(32, 32), (16, 16), (8, 8), (8, 8)]
+  assert kinds == {'activation', 'width', 'kernel', 'present', 'pool'}
+  assert [n for n, _ in space.choices() if n.endswith('/pool')] == [
+      'conv0/pool', 'conv1/pool']  # conv2 has no pool.
+  assert space.spatial_shapes() == [(32, 32), (16, 16), (8, 8), (8, 8),
+                                    (8, 8)]
   assert space.flat_spatial() == 64
   assert SearchSpace.from_dict(space.to_dict()) == space
 
 
 def test_single_candidates_are_not_choices():
-  space = space_lib.mlp_space(MNIST, 10, widths=(8,), depth=1,
+  space = presets.mlp_space(MNIST, 10, widths=(8,), depth=1,
                               activations=('relu',))
   assert space.choices() == []
   assert space.num_structures() == 1
@@ -58,7 +62,7 @@ def test_single_candidates_are_not_choices():
 ])
 def test_bad_mlp_space(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    space_lib.mlp_space(MNIST, 10, **kwargs)
+    presets.mlp_space(MNIST, 10, **kwargs)
 
 
 @pytest.mark.parametrize('layers, match', [
@@ -72,6 +76,12 @@ def test_bad_mlp_space(kwargs, match):
      r'conv layers must come before dense'),
     ((LayerSpace('pool', (4,)),), r"unknown kind 'pool'"),
     ((LayerSpace('dense', (4,), pool=True),), r'kernel_sizes/pool are for conv'),
+    ((LayerSpace('conv', (4,), kernel_sizes=(3,), pool=True,
+                 pool_types=('max', 'min')),),
+     r"pool_types \('max', 'min'\) are invalid; accepted: distinct names "
+     r'from max, avg'),
+    ((LayerSpace('conv', (4,), kernel_sizes=(3,), pool_types=()),),
+     r'pool_types \(\) are invalid'),
     ((), r'layers is empty'),
 ])
 def test_bad_layers(layers, match):
@@ -80,7 +90,7 @@ def test_bad_layers(layers, match):
 
 
 def test_bad_structure_indices():
-  space = space_lib.mlp_space(MNIST, 10, widths=(4, 8), depth=1)
+  space = presets.mlp_space(MNIST, 10, widths=(4, 8), depth=1)
   with pytest.raises(ValueError, match='lacks choice'):
     space.one_hot({'dense0/width': 0})
   with pytest.raises(ValueError, match=r'index 2 out of range'):
@@ -174,6 +184,21 @@ _REG = regularizer.RegularizerConfig
      r'floats >= 0\.'),
     (pipeline.PipelineConfig, dict(weight_sigmas=(0.1, _INF)),
      r'PipelineConfig.weight_sigmas=\(0.1, inf\)'),
+    (pipeline.PipelineConfig, dict(random_budgets=(1.0, 1.0)),
+     r'PipelineConfig.random_budgets=\(1.0, 1.0\); accepted: finite floats > 0, '
+     r'increasing, distinct\.'),
+    (pipeline.PipelineConfig, dict(random_budgets=(0.0,)),
+     r'PipelineConfig.random_budgets=\(0.0,\)'),
+    (pipeline.PipelineConfig, dict(random_budgets=[1.0]),
+     r'PipelineConfig.random_budgets=\[1.0\]'),
+    (pipeline.PipelineConfig, dict(random_eta=0),
+     r'PipelineConfig.random_eta=0; accepted: an int >= 1\.'),
+    (pipeline.PipelineConfig, dict(dense_depth=-1),
+     r'PipelineConfig.dense_depth=-1; accepted: an int >= 0\.'),
+    (pipeline.PipelineConfig, dict(evaluate_test=1),
+     r'PipelineConfig.evaluate_test=1; accepted: True or False\.'),
+    (pipeline.PipelineConfig, dict(select={'l': 0.1}),
+     r"PipelineConfig.select=\{'l': 0.1\}; accepted: a SelectionConfig"),
     (pipeline.PipelineConfig, dict(space='rnn'),
      r"PipelineConfig.space='rnn'; accepted: mlp, conv\."),
     (pipeline.PipelineConfig, dict(reference_model='vgg'),
@@ -218,11 +243,13 @@ def test_space_is_checked_against_the_data_shape(kwargs, match):
     config.validate((2, 2, 1) if 'pool on' in match else MNIST, 10)
 
 
-def test_random_budget_rule():
+def test_random_search_modes():
   config = pipeline.PipelineConfig()
-  s, r = config.search, config.retrain
-  expected = round((s.warmup_steps + 2 * s.search_steps + r.steps) / r.steps)
-  assert config.num_random() == max(1, expected)
-  assert dataclasses.replace(config, random_samples=0).num_random() == 0
+  assert config.random_mode() == 'budget' and config.num_random() == 0
+  assert config.random_budgets == (1.0,)
+  count = dataclasses.replace(config, random_samples=4)
+  assert count.random_mode() == 'count' and count.num_random() == 4
+  assert dataclasses.replace(config, random_samples=0).random_mode() == 'none'
+  assert dataclasses.replace(config, random_budgets=()).random_mode() == 'none'
   with pytest.raises(ValueError, match='random_samples=-2'):
     dataclasses.replace(config, random_samples=-2)

@@ -10,10 +10,16 @@ Modules: :mod:`space` (what may be chosen), :mod:`relax` (Gumbel-softmax,
 temperature schedules), :mod:`supernet` (the relaxed network),
 :mod:`regularizer` (expected size and entropy), :mod:`search` (the bilevel
 loop), :mod:`derive` (argmax -> plain model, JSON), :mod:`training` (plain
-training), :mod:`stability` (noise and seed robustness), :mod:`baselines`
-(random search, fixed net, reference model), :mod:`results` (summaries over
-seeds, the table, the plot), :mod:`pipeline` (:class:`PipelineConfig` and the
-driver :func:`run_pipeline`), :mod:`checks` (the configs' field checks).
+training), :mod:`fitting` (training and evaluating any network the same
+way), :mod:`stability` (noise and seed robustness), :mod:`diagnostics` (the
+failure modes of relaxed search), :mod:`baselines` (random search by count,
+fixed net, reference model), :mod:`random_budget` (random search at a
+wall-clock budget, successive halving), :mod:`records` (params, FLOPs and
+the structured-pruning records), :mod:`selection` (the paper-000 protocol
+on a derived net), :mod:`results` (summaries over seeds, the tables, the
+plot), :mod:`presets` (the MLP and LeNet-5-like conv spaces), :mod:`config`
+(:class:`PipelineConfig`) and :mod:`pipeline` (the driver
+:func:`run_pipeline`).
 """
 
 from paramsel_jax.structure.baselines import fixed_architecture
@@ -27,9 +33,15 @@ from paramsel_jax.structure.derive import DiscreteNet
 from paramsel_jax.structure.derive import from_indices
 from paramsel_jax.structure.derive import inherit_params
 from paramsel_jax.structure.derive import LayerChoice
-from paramsel_jax.structure.pipeline import PipelineConfig
+from paramsel_jax.structure.config import PipelineConfig
+from paramsel_jax.structure.diagnostics import diagnose
+from paramsel_jax.structure.diagnostics import effective_agreement
+from paramsel_jax.structure.fitting import fit_network
+from paramsel_jax.structure.fitting import train_network
 from paramsel_jax.structure.pipeline import run_pipeline
 from paramsel_jax.structure.pipeline import search_and_retrain
+from paramsel_jax.structure.presets import conv_space
+from paramsel_jax.structure.presets import mlp_space
 from paramsel_jax.structure.regularizer import expected_flops
 from paramsel_jax.structure.regularizer import expected_params
 from paramsel_jax.structure.regularizer import max_structure
@@ -43,10 +55,16 @@ from paramsel_jax.structure.relax import probabilities
 from paramsel_jax.structure.relax import sample_structure
 from paramsel_jax.structure.relax import SCHEDULES
 from paramsel_jax.structure.relax import temperature_schedule
-from paramsel_jax.structure.results import plot_accuracy_vs_params
+from paramsel_jax.structure.random_budget import bracket_plan
+from paramsel_jax.structure.random_budget import budgeted_random_search
+from paramsel_jax.structure.records import network_flops
+from paramsel_jax.structure.records import RECORDS
+from paramsel_jax.structure.results import plot_accuracy_vs_cost
 from paramsel_jax.structure.results import results_table
 from paramsel_jax.structure.results import summarize_runs
 from paramsel_jax.structure.search import compiled_chunk_fn
+from paramsel_jax.structure.selection import run_selection
+from paramsel_jax.structure.selection import SelectionConfig
 from paramsel_jax.structure.search import init_state
 from paramsel_jax.structure.search import init_states
 from paramsel_jax.structure.search import make_chunk_fn
@@ -55,9 +73,8 @@ from paramsel_jax.structure.search import SearchConfig
 from paramsel_jax.structure.search import SearchResult
 from paramsel_jax.structure.search import SearchState
 from paramsel_jax.structure.space import ACTIVATIONS
-from paramsel_jax.structure.space import conv_space
 from paramsel_jax.structure.space import LayerSpace
-from paramsel_jax.structure.space import mlp_space
+from paramsel_jax.structure.space import POOLS
 from paramsel_jax.structure.space import SearchSpace
 from paramsel_jax.structure.stability import add_weight_noise
 from paramsel_jax.structure.stability import noisy_accuracy

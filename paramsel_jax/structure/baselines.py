@@ -37,7 +37,8 @@ from paramsel_jax.structure import space as space_lib
 Fit = Callable[[Any, jax.Array, str], dict[str, Any]]  # (model, key, name).
 Say = Callable[[str], None]
 Runs = Sequence[Mapping[str, Any]]
-STREAMS = {'searched': 2, 'random': 3, 'fixed': 4, 'reference': 5}
+STREAMS = {'searched': 2, 'random': 3, 'fixed': 4, 'reference': 5,
+           'random_noise': 6}
 
 
 def silent(line: str) -> None:
@@ -55,7 +56,8 @@ def fixed_architecture(space: space_lib.SearchSpace,
   count is closest to the target.
 
   Example:
-    >>> space = space_lib.mlp_space((28, 28, 1), 10)
+    >>> from paramsel_jax.structure import presets
+    >>> space = presets.mlp_space((28, 28, 1), 10)
     >>> fixed_architecture(space, 266_610).describe()
     'dense254-relu > dense254-relu > fc10'
   """
@@ -82,7 +84,8 @@ def random_indices(space: space_lib.SearchSpace, key: jax.Array
   """A structure drawn uniformly: each choice's candidate independently.
 
   Example:
-    >>> space = space_lib.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
+    >>> from paramsel_jax.structure import presets
+    >>> space = presets.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
     ...                             activations=('relu',))
     >>> list(random_indices(space, jax.random.key(0)))
     ['dense0/width']

@@ -2,22 +2,22 @@
 
 After the search, every choice is made discrete by its argmax; the result is
 an :class:`Architecture` (frozen, JSON-serialisable, with its exact parameter
-count) and :class:`DiscreteNet` builds it as an ordinary flax model (dense
-layers, :class:`paramsel_jax.models.Conv2D`, max-pools) that is retrained from
-scratch.
+count and forward FLOPs per example) and :class:`DiscreteNet` builds it as an
+ordinary flax model (dense layers, :class:`paramsel_jax.models.Conv2D`,
+pools) that is retrained from scratch.
 
 Example:
   >>> import jax
   >>> from paramsel_jax import models
-  >>> from paramsel_jax.structure import relax, space as space_lib
-  >>> space = space_lib.mlp_space((28, 28, 1), 10, widths=(100, 300),
+  >>> from paramsel_jax.structure import presets
+  >>> space = presets.mlp_space((28, 28, 1), 10, widths=(100, 300),
   ...                             depth=2, activations=('relu',))
   >>> arch = from_indices(space, {'dense0/width': 1, 'dense1/width': 0,
   ...                             'dense1/present': 0})
   >>> arch.describe()
   'dense300-relu > dense100-relu > fc10'
-  >>> arch.num_params()
-  266610
+  >>> arch.num_params(), arch.num_flops()  # 2 * (784*300 + 300*100 + 100*10)
+  (266610, 532400)
   >>> params = models.init_params(DiscreteNet(arch), jax.random.key(0),
   ...                             (28, 28, 1))
   >>> models.count_params(params)
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from paramsel_jax import models
-from paramsel_jax.structure.space import ACTIVATIONS, SearchSpace
+from paramsel_jax.structure.space import ACTIVATIONS, POOLS, SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,8 @@ class LayerChoice:
     activation: a key of :data:`ACTIVATIONS`.
     kernel_size: conv only: odd kernel size (``'SAME'`` padding).
     present: False if the layer is skipped (its pool, if any, stays).
-    pool: conv only: a 2x2 max-pool follows.
+    pool: conv only: a 2x2 pool follows.
+    pool_type: that pool's kind, a key of :data:`POOLS`.
   """
 
   kind: str
@@ -58,6 +59,7 @@ class LayerChoice:
   kernel_size: int = 1
   present: bool = True
   pool: bool = False
+  pool_type: str = 'max'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,24 +81,40 @@ class Architecture:
     """The layers that are present (not skipped), in order."""
     return [l for l in self.layers if l.present]
 
-  def num_params(self) -> int:
-    """The exact parameter count (weights and biases), by hand."""
+  def _costs(self) -> tuple[int, int]:
+    """``(params, multiply-adds per example)``, layer by layer."""
     h, w, c = self.input_shape
-    total = 0
+    params = macs = 0
     flat = False
     for layer in self.layers:
       if layer.present:
-        if layer.kind == 'conv':
-          total += layer.kernel_size ** 2 * c * layer.width + layer.width
+        if layer.kind == 'conv':  # 'SAME': the output is h x w.
+          fan = layer.kernel_size ** 2 * c
+          macs += h * w * fan * layer.width
         else:
           fan = c if flat else h * w * c
           flat = True
-          total += fan * layer.width + layer.width
+          macs += fan * layer.width
+        params += fan * layer.width + layer.width
         c = layer.width
       if layer.kind == 'conv' and layer.pool:
         h, w = h // 2, w // 2
     fan = c if flat else h * w * c
-    return total + fan * self.num_classes + self.num_classes
+    return (params + fan * self.num_classes + self.num_classes,
+            macs + fan * self.num_classes)
+
+  def num_params(self) -> int:
+    """The exact parameter count (weights and biases), by hand."""
+    return self._costs()[0]
+
+  def num_flops(self) -> int:
+    """Forward FLOPs per example, by hand: 2 per multiply-add.
+
+    Dense and conv layers only (biases, activations and pools are not
+    counted), as :func:`paramsel_jax.structure.records.network_flops` counts
+    any model.
+    """
+    return 2 * self._costs()[1]
 
   def describe(self) -> str:
     """A one-line summary, e.g. ``'conv16k5-relu-pool > dense64-elu > fc10'``."""
@@ -106,7 +124,8 @@ class Architecture:
         s = (f'conv{layer.width}k{layer.kernel_size}-{layer.activation}'
              if layer.present else '')
         if layer.pool:
-          s = f'{s}-pool' if s else 'pool'
+          pool = 'pool' if layer.pool_type == 'max' else f'{layer.pool_type}pool'
+          s = f'{s}-{pool}' if s else pool
       else:
         s = f'dense{layer.width}-{layer.activation}' if layer.present else ''
       if s:
@@ -120,6 +139,7 @@ class Architecture:
         'num_classes': self.num_classes,
         'layers': [dataclasses.asdict(l) for l in self.layers],
         'num_params': self.num_params(),
+        'num_flops': self.num_flops(),
         'describe': self.describe(),
     }
 
@@ -161,7 +181,8 @@ def from_indices(space: SearchSpace, indices: Mapping[str, int]
         activation=str(pick.get('activation', layer.activations[0])),
         kernel_size=int(pick.get('kernel', layer.max_kernel)),
         present=bool(pick.get('present', True)),
-        pool=layer.pool))
+        pool=layer.pool,
+        pool_type=str(pick.get('pool', layer.pool_types[0]))))
   return Architecture(space.input_shape, space.num_classes, tuple(layers))
 
 
@@ -210,7 +231,7 @@ class DiscreteNet(nn.Module):
           x = nn.Dense(layer.width, name=name)(x)
         x = ACTIVATIONS[layer.activation](x)
       if layer.kind == 'conv' and layer.pool:
-        x = models.max_pool2d(x)
+        x = POOLS[layer.pool_type](x)
     if not flat:
       x = x.reshape(x.shape[0], -1)
     return nn.Dense(self.arch.num_classes, name='head')(x)

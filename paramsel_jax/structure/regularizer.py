@@ -4,15 +4,17 @@ The search minimises, over structure logits ``theta``, the validation loss
 plus a regularizer that calibrates the network's complexity and how discrete
 the structure distribution is:
 
-  R(theta) = size_weight * size_term + flops_weight * E[FLOPs] / FLOPs_max
+  R(theta) = size_weight * size_term + flops_weight * flops_term
              + entropy_weight * mean_c H(p_c)
 
 with ``p_c = softmax(theta_c)`` for every choice ``c``. ``size_term`` is
 ``E[params] / params_max`` (penalty mode) or, when ``target_params`` is set,
 ``max(0, log(E[params] / target_params))`` (target mode: no pressure below the
-target, a constant pull in log-size above it). ``params_max`` and
+target, a constant pull in log-size above it); ``flops_term`` likewise with
+``E[FLOPs]``, ``FLOPs_max`` and ``target_flops``. ``params_max`` and
 ``FLOPs_max`` are those of the largest network of the space, so the weights
-are scale-free.
+are scale-free. A positive ``entropy_weight`` is the discreteness term: it
+pulls every choice towards one candidate.
 
 ``E[params]`` is exact, not a Monte Carlo estimate: the choices are
 independent, so with ``e_l`` the (random) number of channels leaving layer
@@ -28,7 +30,7 @@ are flattened into a dense layer's input, else 1), and likewise for FLOPs
 one-hot distribution these are the discrete network's exact counts.
 
 Example:
-  >>> from paramsel_jax.structure.space import mlp_space
+  >>> from paramsel_jax.structure.presets import mlp_space
   >>> space = mlp_space((28, 28, 1), 10, widths=(100, 300), depth=2,
   ...                   activations=('relu',))
   >>> s = space.one_hot({'dense0/width': 1, 'dense1/width': 0,
@@ -109,7 +111,7 @@ def expected_flops(space: SearchSpace, probs: Mapping[str, jax.Array]
   """Expected forward FLOPs per example (2 per multiply-add) under ``probs``.
 
   Example:
-    >>> from paramsel_jax.structure.space import mlp_space
+    >>> from paramsel_jax.structure.presets import mlp_space
     >>> space = mlp_space((2, 2, 1), 2, widths=(3,), depth=1,
     ...                   activations=('relu',))
     >>> int(expected_flops(space, {}))  # 2 * (4 * 3 + 3 * 2)
@@ -144,7 +146,10 @@ class RegularizerConfig:
     target_params: if set (an int ``>= 1``), the size term is the
       target-mode hinge ``max(0, log(E[params] / target_params))``; else
       ``E[params] / params_max``.
-    flops_weight: weight of ``E[FLOPs] / FLOPs_max``, finite, ``>= 0``.
+    flops_weight: weight of the FLOPs term, finite, ``>= 0``.
+    target_flops: if set (an int ``>= 1``), the FLOPs term is the hinge
+      ``max(0, log(E[FLOPs] / target_flops))``; else
+      ``E[FLOPs] / FLOPs_max``.
     entropy_weight: weight of the mean choice entropy, finite (positive pushes
       towards discrete structures, negative keeps them spread).
   """
@@ -152,14 +157,15 @@ class RegularizerConfig:
   size_weight: float = 0.0
   target_params: int | None = None
   flops_weight: float = 0.0
+  target_flops: int | None = None
   entropy_weight: float = 0.0
 
   def __post_init__(self):
     checks.fields(self, ('size_weight', 'flops_weight'), checks.real,
                   at_least=0)
     checks.fields(self, ('entropy_weight',), checks.real)
-    checks.fields(self, ('target_params',), checks.integer, at_least=1,
-                  optional=True)
+    checks.fields(self, ('target_params', 'target_flops'), checks.integer,
+                  at_least=1, optional=True)
 
 
 def structure_regularizer(space: SearchSpace, logits: Mapping[str, jax.Array],
@@ -177,7 +183,7 @@ def structure_regularizer(space: SearchSpace, logits: Mapping[str, jax.Array],
     ``entropy`` (float32 scalars).
 
   Example:
-    >>> from paramsel_jax.structure.space import mlp_space
+    >>> from paramsel_jax.structure.presets import mlp_space
     >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
     ...                   activations=('relu',))
     >>> r, m = structure_regularizer(space, relax.init_logits(space),
@@ -188,13 +194,18 @@ def structure_regularizer(space: SearchSpace, logits: Mapping[str, jax.Array],
   probs = relax.probabilities(logits)
   params, flops = _expected_cost(space, probs)
   big_params, big_flops = _expected_cost(space, max_structure(space))
+  # float(target): a Python int above 2**31 would not fit the traced int32.
+  hinge = lambda value, target: jax.nn.relu(jnp.log(value / float(target)))
   if config.target_params is not None:
-    size = jax.nn.relu(jnp.log(params / config.target_params))
+    size = hinge(params, config.target_params)
   else:
     size = params / big_params
+  if config.target_flops is not None:
+    cost = hinge(flops, config.target_flops)
+  else:
+    cost = flops / big_flops
   ent = relax.entropy(probs)
-  total = (config.size_weight * size
-           + config.flops_weight * flops / big_flops
+  total = (config.size_weight * size + config.flops_weight * cost
            + config.entropy_weight * ent)
   return total, {'expected_params': params, 'expected_flops': flops,
                  'entropy': ent}

@@ -145,7 +145,7 @@ def init_logits(space: SearchSpace, key: jax.Array | None = None,
   """Structure logits of ``space``: zeros (uniform), or ``scale * N(0, 1)``.
 
   Example:
-    >>> from paramsel_jax.structure.space import mlp_space
+    >>> from paramsel_jax.structure.presets import mlp_space
     >>> logits = init_logits(mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1))
     >>> {k: v.shape for k, v in logits.items()}
     {'dense0/activation': (6,), 'dense0/width': (2,)}

@@ -26,8 +26,8 @@ between chunks. :func:`run_search` can run several seeds at once with ``vmap``
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from paramsel_jax.structure import space as space_lib
-  >>> space = space_lib.mlp_space((4, 4, 1), 3, widths=(4, 8), depth=2)
+  >>> from paramsel_jax.structure import presets
+  >>> space = presets.mlp_space((4, 4, 1), 3, widths=(4, 8), depth=2)
   >>> x = jax.random.randint(jax.random.key(0), (64, 4, 4, 1), 0, 255
   ...                        ).astype(jnp.uint8)
   >>> y = jax.random.randint(jax.random.key(1), (64,), 0, 3)

@@ -4,7 +4,7 @@ A structure search needs one frozen, serialisable description of what may be
 chosen, shared by the relaxed supernet, the size regularizer, derivation and
 random search. A :class:`SearchSpace` is a stack of :class:`LayerSpace` s
 (conv layers first, then dense layers, then a fixed linear classifier); each
-layer offers up to four categorical *choices*:
+layer offers up to five categorical *choices*:
 
 * ``'activation'``: one of :data:`ACTIVATIONS` (relu, tanh, sigmoid, elu,
   gelu, identity);
@@ -15,7 +15,12 @@ layer offers up to four categorical *choices*:
   widest candidate equals the previous layer's, so the identity fits);
 * ``'kernel'`` (conv only): odd kernel sizes, realised as centred masks over
   the largest kernel (a centred 3x3 inside a zero 5x5 is a 3x3 ``'SAME'``
-  convolution).
+  convolution);
+* ``'pool'`` (conv layers followed by a pool): the 2x2 pool's kind, one of
+  :data:`POOLS` (max or average).
+
+The ready-made spaces (:func:`~paramsel_jax.structure.presets.mlp_space`,
+:func:`~paramsel_jax.structure.presets.conv_space`) are in :mod:`presets`.
 
 A layer with a single candidate for a choice has no such choice. Choices are
 named ``'<layer>/<kind>'``, e.g. ``'dense1/width'``; :meth:`SearchSpace.choices`
@@ -23,17 +28,20 @@ lists them in a fixed order, which is the order of every structure pytree
 (``dict`` name -> vector over the candidates).
 
 Example:
-  >>> space = mlp_space((28, 28, 1), 10, widths=(64, 128), depth=2)
+  >>> space = SearchSpace((28, 28, 1), 10, (
+  ...     LayerSpace('conv', (4, 8), ('relu',), (3, 5), pool=True,
+  ...                pool_types=('max', 'avg')),
+  ...     LayerSpace('dense', (64, 128), ('relu', 'tanh')))).validate()
   >>> [name for name, _ in space.choices()]
-  ['dense0/activation', 'dense0/width', 'dense1/activation', 'dense1/width', \
-'dense1/present']
+  ['conv0/width', 'conv0/kernel', 'conv0/pool', 'dense0/activation', \
+'dense0/width']
   >>> space == SearchSpace.from_dict(space.to_dict())
   True
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 import dataclasses
 import math
 from typing import Any
@@ -42,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from paramsel_jax import checks
+from paramsel_jax import models
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': jax.nn.relu,
@@ -51,8 +60,30 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'gelu': jax.nn.gelu,
     'identity': lambda x: x,
 }
+
+
+def avg_pool2d(x: jax.Array, window: int = 2) -> jax.Array:
+  """Non-overlapping ``window x window`` average pooling of an NHWC array.
+
+  The average twin of :func:`paramsel_jax.models.max_pool2d` (``'VALID'``:
+  trailing rows/columns that do not fill a window are dropped).
+
+  Example:
+    >>> avg_pool2d(jnp.arange(16.).reshape(1, 4, 4, 1))[0, :, :, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+  """
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  x = x[:, :ho * window, :wo * window, :]
+  return x.reshape(b, ho, window, wo, window, c).mean(axis=(2, 4))
+
+
+POOLS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'max': models.max_pool2d,
+    'avg': avg_pool2d,
+}
 LAYER_KINDS = ('dense', 'conv')
-CHOICE_KINDS = ('activation', 'width', 'present', 'kernel')
+CHOICE_KINDS = ('activation', 'width', 'present', 'kernel', 'pool')
 PRESENT_CANDIDATES = (True, False)  # index 0 keeps the layer, 1 skips it.
 
 
@@ -66,8 +97,10 @@ class LayerSpace:
     activations: candidate activation names, keys of :data:`ACTIVATIONS`.
     kernel_sizes: conv only: candidate odd kernel sizes, increasing.
     optional: whether the layer may be skipped.
-    pool: conv only: a 2x2 max-pool follows the layer (whether the layer is
+    pool: conv only: a 2x2 pool follows the layer (whether the layer is
       kept or skipped).
+    pool_types: the candidate kinds of that pool, keys of :data:`POOLS`
+      (a choice only when ``pool`` and more than one).
   """
 
   kind: str
@@ -76,6 +109,7 @@ class LayerSpace:
   kernel_sizes: tuple[int, ...] = ()
   optional: bool = False
   pool: bool = False
+  pool_types: tuple[str, ...] = ('max',)
 
   @property
   def max_width(self) -> int:
@@ -115,6 +149,10 @@ class LayerSpace:
     if self.kind == 'conv' and not self.kernel_sizes:
       raise ValueError(f'{where}: kernel_sizes is empty; accepted: one '
                        'or more odd positive ints, increasing.')
+    if (not self.pool_types or len(set(self.pool_types)) != len(self.pool_types)
+        or any(p not in POOLS for p in self.pool_types)):
+      raise ValueError(f'{where}: pool_types {self.pool_types!r} are invalid; '
+                       f'accepted: distinct names from {", ".join(POOLS)}.')
     if (any(not checks.is_int(k) or k < 1 or k % 2 == 0
             for k in self.kernel_sizes)
         or list(self.kernel_sizes) != sorted(set(self.kernel_sizes))):
@@ -131,6 +169,7 @@ class LayerSpace:
         'kernel_sizes': list(self.kernel_sizes),
         'optional': self.optional,
         'pool': self.pool,
+        'pool_types': list(self.pool_types),
     }
 
   @classmethod
@@ -140,14 +179,16 @@ class LayerSpace:
                activations=tuple(d['activations']),
                kernel_sizes=tuple(d.get('kernel_sizes', ())),
                optional=bool(d.get('optional', False)),
-               pool=bool(d.get('pool', False)))
+               pool=bool(d.get('pool', False)),
+               pool_types=tuple(d.get('pool_types', ('max',))))
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
   """A stack of layers with structure choices, then a linear classifier.
 
-  Build one with :func:`mlp_space` or :func:`conv_space`, or directly; call
+  Build one with :func:`~paramsel_jax.structure.presets.mlp_space` or
+  :func:`~paramsel_jax.structure.presets.conv_space`, or directly; call
   :meth:`validate` (the constructors do) before use.
 
   Attributes:
@@ -183,6 +224,8 @@ class SearchSpace:
       out.append(('width', tuple(layer.widths)))
     if layer.kind == 'conv' and len(layer.kernel_sizes) > 1:
       out.append(('kernel', tuple(layer.kernel_sizes)))
+    if layer.pool and len(layer.pool_types) > 1:
+      out.append(('pool', tuple(layer.pool_types)))
     if layer.optional:
       out.append(('present', PRESENT_CANDIDATES))
     return out
@@ -191,8 +234,8 @@ class SearchSpace:
     """All choices as ``(name, candidates)``, in the canonical order.
 
     Example:
-      >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
-      ...                   activations=('relu', 'tanh'))
+      >>> space = SearchSpace((8, 8, 1), 3, (
+      ...     LayerSpace('dense', (4, 8), ('relu', 'tanh')),)).validate()
       >>> space.choices()
       [('dense0/activation', ('relu', 'tanh')), ('dense0/width', (4, 8))]
     """
@@ -298,8 +341,8 @@ class SearchSpace:
     """A structure as one-hot vectors, from ``name -> candidate index``.
 
     Example:
-      >>> space = mlp_space((8, 8, 1), 3, widths=(4, 8), depth=1,
-      ...                   activations=('relu',))
+      >>> space = SearchSpace((8, 8, 1), 3, (
+      ...     LayerSpace('dense', (4, 8)),)).validate()
       >>> space.one_hot({'dense0/width': 1})['dense0/width'].tolist()
       [0.0, 1.0]
     """
@@ -317,85 +360,3 @@ class SearchSpace:
 
 
 ALL_ACTIVATIONS = tuple(ACTIVATIONS)
-
-
-def mlp_space(
-    input_shape: Sequence[int],
-    num_classes: int,
-    *,
-    widths: Sequence[int] = (32, 64, 128, 256, 512),
-    depth: int = 3,
-    activations: Sequence[str] = ALL_ACTIVATIONS,
-    optional_layers: bool = True,
-) -> SearchSpace:
-  """An MLP space: ``depth`` hidden layers, all after the first optional.
-
-  Args:
-    input_shape: one example's ``(height, width, channels)``.
-    num_classes: number of logits.
-    widths: candidate widths of every hidden layer.
-    depth: number of hidden layers (the first is always kept).
-    activations: candidate activations of every hidden layer.
-    optional_layers: whether layers after the first may be skipped.
-
-  Returns:
-    A validated :class:`SearchSpace`.
-
-  Example:
-    >>> mlp_space((28, 28, 1), 10).num_structures()  # (6 * 5)^3 * 2^2
-    108000
-  """
-  if depth < 1:
-    raise ValueError(f'depth={depth}; accepted: an int >= 1.')
-  layers = tuple(
-      LayerSpace('dense', tuple(widths), tuple(activations),
-                 optional=optional_layers and i > 0)
-      for i in range(depth))
-  return SearchSpace(tuple(input_shape), num_classes, layers).validate()
-
-
-def conv_space(
-    input_shape: Sequence[int],
-    num_classes: int,
-    *,
-    conv_widths: Sequence[Sequence[int]] = ((8, 16, 32), (16, 32, 64),
-                                            (16, 32, 64)),
-    kernel_sizes: Sequence[int] = (3, 5),
-    pools: Sequence[bool] = (True, True, False),
-    optional: Sequence[bool] = (False, False, True),
-    dense_widths: Sequence[int] = (32, 64, 128),
-    activations: Sequence[str] = ALL_ACTIVATIONS,
-) -> SearchSpace:
-  """A small conv-net space: conv layers (with pools), one dense layer.
-
-  The default: conv {8,16,32} k{3,5} + pool, conv {16,32,64} k{3,5} + pool,
-  optional conv {16,32,64} k{3,5}, dense {32,64,128}, classifier.
-
-  Args:
-    input_shape: one example's ``(height, width, channels)``.
-    num_classes: number of logits.
-    conv_widths: candidate channels of each conv layer.
-    kernel_sizes: candidate kernel sizes of every conv layer.
-    pools: whether a 2x2 max-pool follows each conv layer.
-    optional: whether each conv layer may be skipped.
-    dense_widths: candidate widths of the dense layer (empty: none).
-    activations: candidate activations of every layer.
-
-  Returns:
-    A validated :class:`SearchSpace`.
-
-  Example:
-    >>> len(conv_space((32, 32, 3), 10).choices())
-    12
-  """
-  if not (len(conv_widths) == len(pools) == len(optional)):
-    raise ValueError(
-        f'conv_widths, pools, optional have lengths {len(conv_widths)}, '
-        f'{len(pools)}, {len(optional)}; accepted: equal lengths.')
-  layers = [
-      LayerSpace('conv', tuple(w), tuple(activations), tuple(kernel_sizes),
-                 optional=bool(o), pool=bool(p))
-      for w, p, o in zip(conv_widths, pools, optional)]
-  if dense_widths:
-    layers.append(LayerSpace('dense', tuple(dense_widths), tuple(activations)))
-  return SearchSpace(tuple(input_shape), num_classes, tuple(layers)).validate()

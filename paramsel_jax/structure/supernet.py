@@ -10,7 +10,8 @@ candidates of each choice:
 * kernel size: the largest kernel is multiplied by ``sum_k s_k *
   [centred k x k square]``, so a small kernel is a ``'SAME'`` convolution
   embedded in the large one;
-* presence: ``s_keep * layer(x) + s_skip * x``.
+* presence: ``s_keep * layer(x) + s_skip * x``;
+* pool kind: ``sum_p s_p * pool_p(x)`` (max and average pools).
 
 With a one-hot structure the supernet computes exactly the discrete network
 of :mod:`derive` whose weights are the corresponding slices (tested).
@@ -19,8 +20,8 @@ im2col on CPU (fast inside ``lax.scan``) and native elsewhere.
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from paramsel_jax.structure import relax, space as space_lib
-  >>> space = space_lib.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=2)
+  >>> from paramsel_jax.structure import presets, relax
+  >>> space = presets.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=2)
   >>> net = Supernet(space)
   >>> structure = relax.probabilities(relax.init_logits(space))
   >>> params = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
@@ -40,7 +41,7 @@ import numpy as np
 
 from paramsel_jax import models
 from paramsel_jax.structure import regularizer
-from paramsel_jax.structure.space import ACTIVATIONS, LayerSpace, SearchSpace
+from paramsel_jax.structure.space import ACTIVATIONS, LayerSpace, POOLS, SearchSpace
 
 
 def width_mask(layer: LayerSpace, weights: jax.Array | None) -> jax.Array:
@@ -71,6 +72,17 @@ def mix_activations(layer: LayerSpace, z: jax.Array,
   out = jnp.zeros_like(z)
   for i, name in enumerate(layer.activations):
     out = out + weights[i] * ACTIVATIONS[name](z)
+  return out
+
+
+def mix_pools(layer: LayerSpace, x: jax.Array,
+              weights: jax.Array | None) -> jax.Array:
+  """``sum_p weights_p * pool_p(x)`` (the single pool kind if no choice)."""
+  if weights is None:
+    return POOLS[layer.pool_types[0]](x)
+  out = weights[0] * POOLS[layer.pool_types[0]](x)
+  for i, name in enumerate(layer.pool_types[1:], 1):
+    out = out + weights[i] * POOLS[name](x)
   return out
 
 
@@ -130,7 +142,7 @@ class Supernet(nn.Module):
         h = keep[0] * h + keep[1] * x  # type: ignore[index]
       x = h
       if layer.kind == 'conv' and layer.pool:
-        x = models.max_pool2d(x)
+        x = mix_pools(layer, x, get('pool'))
     if not flat:
       x = x.reshape(x.shape[0], -1)
     return nn.Dense(self.space.num_classes, name='head')(x)
@@ -141,7 +153,7 @@ def init_supernet(space: SearchSpace, key: jax.Array,
   """The supernet module and its initial params (structure-independent).
 
   Example:
-    >>> from paramsel_jax.structure.space import mlp_space
+    >>> from paramsel_jax.structure.presets import mlp_space
     >>> net, params = init_supernet(mlp_space((4, 4, 1), 2, widths=(3, 5)),
     ...                             jax.random.key(0))
     >>> params['dense0']['kernel'].shape
