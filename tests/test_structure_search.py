@@ -166,10 +166,11 @@ def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
   assert summary['accuracy']['n'] == summary['accuracy']['n_total'] == 1
   assert summary['accuracy']['mean'] == searched['accuracy']
   assert not [p for p in os.listdir(tmp_path) if p.startswith('.tmp')]
-  if 'random_0.01x' in written['methods']:  # One bracket, whatever the time.
+  if 'random_0.01x' in written['methods']:
+    # One bracket, whatever the time: the first is one full training.
     run = written['methods']['random_0.01x']['runs'][0]
-    assert run['structures'] == 2 and run['brackets'] == 1
-    assert [t['rung'] for t in run['trials']] == [0, 0, 1]
+    assert run['structures'] == 1 and run['brackets'] == 1
+    assert [(t['rung'], t['steps']) for t in run['trials']] == [(0, 10)]
     assert run['budget_seconds'] == pytest.approx(
         0.01 * searched['method_seconds'])
   if '--select' in flags:
