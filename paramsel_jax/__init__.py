@@ -7,6 +7,7 @@ The public API, re-exported from one place:
   >>> state = tx.init({'w': jnp.zeros(3)})
 """
 
+from paramsel_jax import data
 from paramsel_jax.langevin import add_langevin_noise
 from paramsel_jax.langevin import preconditioner
 from paramsel_jax.langevin import psgld
@@ -22,7 +23,8 @@ from paramsel_jax.masking import MaskedState
 from paramsel_jax.masking import set_mask
 from paramsel_jax.protocol import ProtocolConfig
 from paramsel_jax.protocol import run_protocol
-from paramsel_jax.protocol import Task
+from paramsel_jax.task import check_model
+from paramsel_jax.task import Task
 from paramsel_jax.selectors import get_selector
 from paramsel_jax.selectors import register_selector
 from paramsel_jax.selectors import resolve_count

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from paramsel_jax import active_phase
+from paramsel_jax import checkpoints
 from paramsel_jax import mesh as mesh_lib
 from paramsel_jax import models
 from paramsel_jax import selectors as selectors_lib
@@ -52,10 +53,13 @@ from paramsel_jax.protocol_config import ProtocolConfig
 from paramsel_jax.protocol_config import SEED_AXES
 from paramsel_jax.protocol_config import STEPS
 from paramsel_jax.protocol_config import validate_protocol_config
+from paramsel_jax.runner import count_per_layer
 from paramsel_jax.runner import count_per_seed
 from paramsel_jax.runner import frozen_moved
 from paramsel_jax.runner import Runner
 from paramsel_jax.runner import TrainState
+from paramsel_jax.task import check_model
+from paramsel_jax.task import Task
 
 PyTree = Any
 
@@ -72,29 +76,11 @@ __all__ = [
     'check_seeds',
     'check_selector_names',
     'divergence',
+    'layer_summary',
     'round_counts',
     'run_protocol',
     'validate_protocol_config',
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """A model and a data set, as arrays and pure functions.
-
-  Attributes:
-    init_fn: `key -> params`.
-    apply_fn: `(params, float images) -> logits`.
-    train_images, train_labels: uint8 NHWC images and int labels (`D`).
-    test_images, test_labels: the held-out split.
-  """
-
-  init_fn: Callable[[jax.Array], PyTree]
-  apply_fn: steps.ApplyFn
-  train_images: jax.Array
-  train_labels: jax.Array
-  test_images: jax.Array
-  test_labels: jax.Array
 
 
 def _print(msg: str) -> None:
@@ -145,10 +131,27 @@ def _make_runner(task: Task, tx: optax.GradientTransformation,
   return runner, keys
 
 
+def layer_summary(alpha: PyTree, beta: PyTree) -> dict[str, dict[str, Any]]:
+  """Per parameter leaf: its size, and per seed how many α trains, β keeps.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> a = {'Dense_0': {'kernel': jnp.array([[True, False, True]])}}
+    >>> b = {'Dense_0': {'kernel': jnp.array([[False, False, True]])}}
+    >>> layer_summary(a, b)
+    {'Dense_0/kernel': {'size': 3, 'alpha': [2], 'beta': [1]}}
+  """
+  a, b = count_per_layer(alpha), count_per_layer(beta)
+  return {name: {'size': a[name]['size'], 'alpha': a[name]['count'],
+                 'beta': b[name]['count']} for name in a}
+
+
 def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
           beta: PyTree, name: str, k: int | float, l: int,
-          w_metrics: dict[str, Any]) -> dict[str, Any]:
+          w_metrics: dict[str, Any], return_arrays: bool) -> dict[str, Any]:
   diverged = divergence(state, runner.config.eta0)
+  arrays = ({'arrays': {'alpha': alpha, 'beta': beta, 'params': state.params}}
+            if return_arrays else {})
   return {
       'selector': name, 'k': k, 'l': l,
       'alpha_count': np.asarray(count_per_seed(alpha)).tolist(),
@@ -158,11 +161,14 @@ def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
       'w': _metrics_lists(w_metrics, diverged),
       'pruned': _metrics_lists(
           runner.evaluate(steps.prune(state.params, beta)), diverged),
+      'layers': layer_summary(alpha, beta),
+      **arrays,
   }
 
 
 def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float,
-               ls: tuple[int, ...], n: int, log) -> list[dict[str, Any]]:
+               ls: tuple[int, ...], n: int, log,
+               return_arrays: bool = False) -> list[dict[str, Any]]:
   """One η1 phase (one (selector, k), or (selector, l) in 'retrain') → cells."""
   config = runner.config
   selector = selectors_lib.get_selector(name)
@@ -188,7 +194,7 @@ def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float
     beta = alpha if config.mode == 'retrain' else runner.select(
         state, selector, 'beta', l, state0.stats, name=name)
     cells.append(_cell(runner, state, start, alpha, beta, name, count, l,
-                       w_metrics))
+                       w_metrics, return_arrays))
   return cells
 
 
@@ -201,6 +207,8 @@ def run_protocol(
     log: Callable[[str], None] = _print,
     groups: Sequence[tuple[str, int | float]] | None = None,
     on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
+    return_arrays: bool = False,
+    eta0_checkpoint: str | None = None,
 ) -> dict[str, Any]:
   """Runs the protocol for several selectors, k's, l's and seeds.
 
@@ -221,19 +229,32 @@ def run_protocol(
       (selector, l)); None: every selector × every k (l). A resumable sweep
       passes only the unfinished ones.
     on_cells: called with each group's finished cells, e.g. to save them.
+    return_arrays: also put each cell's `alpha`, `beta` (bool masks) and
+      final `params` (the unpruned `w`; `steps.prune(params, beta)` is
+      `β⊙w`), all with a leading seed axis, under the cell's `'arrays'`
+      (device arrays: leave it False where the results go to JSON).
+    eta0_checkpoint: a directory for the state after η0 (orbax,
+      `checkpoints`): restored from it when it exists, bit-identical, so η0
+      is not recomputed; else η0 runs and the state is saved there. The
+      caller names it by everything that determines η0 (the sweep:
+      `grid.eta0_identity`); results say `'eta0_restored'`.
 
   Returns:
     `{'num_params', 'ks', 'ls', 'seeds', 'mode', 'after_eta0': {metric: [per
     seed]}, 'after_eta0_diverged': [per seed], 'cells': [{'selector', 'k',
     'l', 'alpha_count', 'beta_count', 'frozen_moved', 'diverged', 'w':
-    {metric: [...]}, 'pruned': {metric: [...]}}], 'timing': {...}}`; all
-    values are Python numbers (None for a diverged seed's metrics), ready
-    for JSON. A seed's `diverged` entry is None or `{'phase', 'step'}`.
+    {metric: [...]}, 'pruned': {metric: [...]}, 'layers': {leaf: {'size',
+    'alpha': [per seed], 'beta': [per seed]}}}], 'timing': {...}}`: which
+    layers α trained and β kept (`layer_summary`). All values are Python
+    numbers (None for a diverged seed's metrics), ready for JSON, except
+    the cells' `'arrays'` with `return_arrays`. A seed's `diverged` entry is
+    None or `{'phase', 'step'}`.
   """
   names = check_selector_names(selector_names)
   seeds = check_seeds(seeds)
   n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
   ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
+  check_model(task, jax.random.key(seeds[0]))
   if config.seed_axis == 'auto':
     config = dataclasses.replace(config, seed_axis='vmap')
   retrain = config.mode == 'retrain'
@@ -250,7 +271,15 @@ def run_protocol(
   counts = f'l = {list(ls)}' if retrain else f'k = {list(ks)}, l = {list(ls)}'
   log(f'N = {n} parameters, {counts}, {len(seeds)} seeds ({axis}), '
       f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')
-  state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
+  restored = eta0_checkpoint is not None and checkpoints.exists(eta0_checkpoint)
+  if eta0_checkpoint is not None and restored:
+    state0 = checkpoints.restore_state(eta0_checkpoint, state0)
+    log(f'eta0: restored from {eta0_checkpoint} (not recomputed)')
+  else:
+    state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
+    if eta0_checkpoint is not None:
+      checkpoints.save_state(eta0_checkpoint, state0)
+      log(f'eta0: saved to {eta0_checkpoint}')
   timing['eta0_s'] = time.perf_counter() - t0
   eta0_diverged = divergence(state0, config.eta0)
   results: dict[str, Any] = {'num_params': n, 'ks': list(ks), 'ls': list(ls),
@@ -258,10 +287,12 @@ def run_protocol(
              'after_eta0': (_metrics_lists(runner.evaluate(state0.params),
                                            eta0_diverged)
                             if config.evaluate_after_eta0 else None),
-             'after_eta0_diverged': eta0_diverged, 'cells': []}
+             'after_eta0_diverged': eta0_diverged,
+             'eta0_restored': restored, 'cells': []}
   for name, count in groups:
     t1 = time.perf_counter()
-    cells = _run_group(runner, state0, name, count, ls, n, log)
+    cells = _run_group(runner, state0, name, count, ls, n, log,
+                       return_arrays)
     timing[f'{name}/{count}_s'] = time.perf_counter() - t1
     results['cells'].extend(cells)
     if on_cells is not None:

@@ -23,14 +23,22 @@ ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
 
 def to_float(images: jax.Array) -> jax.Array:
-  """uint8 images → float32 in [0, 1].
+  """uint8 images → float32 in [0, 1]; float images as they are (float32).
+
+  Floats are taken to be in [0, 1] already (`task.Task` checks it) and are
+  never divided by 255 again.
 
   Example:
     >>> import jax.numpy as jnp
     >>> to_float(jnp.array([0, 255], jnp.uint8)).tolist()
     [0.0, 1.0]
+    >>> to_float(jnp.array([0.0, 0.5])).tolist()
+    [0.0, 0.5]
   """
-  return jnp.asarray(images, jnp.float32) / 255.0
+  images = jnp.asarray(images)
+  if jnp.issubdtype(images.dtype, jnp.floating):
+    return images.astype(jnp.float32)
+  return images.astype(jnp.float32) / 255.0
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
