@@ -6,18 +6,19 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from paramsel_jax import experiment
 from paramsel_jax import optimizers
 from paramsel_jax import progress
 from paramsel_jax import protocol
 from paramsel_jax import report
 from paramsel_jax import sweep
+from paramsel_jax.sweep import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'sweep.py')
@@ -203,8 +204,13 @@ def test_resume_after_kill_gives_identical_results(uninterrupted, tmp_path,
   assert not (tmp_path / 'results.json').exists()
 
   counter = _Counter(monkeypatch)
-  sweep.run_sweep(TINY, str(tmp_path), log=_quiet)
+  lines = []
+  sweep.run_sweep(TINY, str(tmp_path), log=lines.append)
   assert len(counter.eta1) == 3  # the 3 unfinished (selector, k) groups.
+  # η0 was saved before the kill and restored, not recomputed ...
+  assert 'eta0' not in counter.labels
+  assert any('eta0: restored from' in line for line in lines)
+  # ... and the results are those of the uninterrupted sweep, bit for bit.
   assert _read(tmp_path) == _read(full_dir)
 
 
@@ -225,11 +231,17 @@ def test_other_settings_do_not_mix(uninterrupted, tmp_path, monkeypatch):
     os.makedirs(tmp_path / name)
     for f in os.listdir(full_dir / name):
       (tmp_path / name / f).write_bytes((full_dir / name / f).read_bytes())
+  shutil.copytree(full_dir / 'eta0', tmp_path / 'eta0')
   changed = dataclasses.replace(
       TINY, ks=(0.1, 0.3), protocol=dataclasses.replace(TINY.protocol, eta1=12))
   counter = _Counter(monkeypatch)
   results = sweep.run_sweep(changed, str(tmp_path), log=_quiet)
   assert len(counter.eta1) == 4  # all of them: eta1 changed.
+  assert 'eta0' not in counter.labels  # η0 did not change: it is reused.
+  other_eta0 = dataclasses.replace(
+      changed, protocol=dataclasses.replace(TINY.protocol, eta0=8))
+  assert grid.eta0_identity(other_eta0, 'mlp', TINY.optimizers[0]) != (
+      grid.eta0_identity(changed, 'mlp', TINY.optimizers[0]))
   assert results['finished_cells'] == 8
   assert sorted({c['k'] for c in results['cells']}) == [0.1, 0.3]
   old = {c['key'] for c in full['cells']}

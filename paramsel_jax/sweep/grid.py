@@ -242,6 +242,26 @@ def run_identity(config: SweepConfig, model: str,
   return ident
 
 
+# Run settings that only η1 (or evaluation) reads: η0's state does not
+# depend on them.
+ETA1_ONLY = ('mode', 'eta1', 'eval_batch_size', 'train_eval_size',
+             'prune_rounds', 'granularity', 'aggregate', 'budget',
+             'cache_prefix', 'step')
+
+
+def eta0_identity(config: SweepConfig, model: str,
+                  optimizer: optimizers_lib.OptimizerConfig) -> dict[str, Any]:
+  """Everything that determines a run's state after η0.
+
+  The run's identity without what only η1 reads, plus the selectors: η0's
+  window collects the statistics they read.
+  """
+  ident = {k: v for k, v in run_identity(config, model, optimizer).items()
+           if k not in ETA1_ONLY}
+  ident['selectors'] = sorted(config.selectors)
+  return ident
+
+
 def _hash(obj: Any) -> str:
   canonical = json.dumps(obj, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(canonical.encode()).hexdigest()[:16]

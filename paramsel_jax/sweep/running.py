@@ -1,8 +1,10 @@
 """Running a sweep: only the (selector, k) groups that still miss a cell.
 
 A restarted sweep computes which groups of each (model, optimizer) still miss
-a cell and passes only those to `run_protocol` as `groups=`; the η0 phase is
-re-run (it is deterministic, so the results are the same bit for bit).
+a cell and passes only those to `run_protocol` as `groups=`. The state after
+η0 is saved once per run (`CellStore.state_dir`, named by
+`grid.eta0_identity`) and restored, bit for bit, by every later invocation
+that shares it: a restarted or extended sweep never recomputes η0.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 
+from paramsel_jax import checkpoints
 from paramsel_jax import data as data_lib
 from paramsel_jax import experiment
 from paramsel_jax import mesh as mesh_lib
@@ -147,9 +150,12 @@ def _run_one(config: grid.SweepConfig, model: str,
                f'k={k_of[first["k"]]:g}'))
     progress.update(len(raw_cells), what)
 
+  eta0_dir = store.state_dir(checkpoints.state_key(
+      grid.eta0_identity(config, model, opt)))
   results = protocol.run_protocol(task, tx, exp.protocol,
                                   config.selectors, config.seeds, log=log,
-                                  groups=groups, on_cells=on_cells)
+                                  groups=groups, on_cells=on_cells,
+                                  eta0_checkpoint=eta0_dir)
   store.save('runs', rkey, {'identity': grid.run_identity(config, model, opt),
                             'num_params': results['num_params'],
                             'after_eta0': results['after_eta0']})

@@ -2,7 +2,9 @@
 
 Every file is written atomically (`paramsel_jax.io`), so a kill at any point
 leaves either the whole file or none; a restarted sweep computes only the
-cells whose files are missing.
+cells whose files are missing. The state after each run's η0 is kept too
+(`state_dir`, an orbax checkpoint), so a restarted or extended sweep does
+not recompute η0.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class CellStore:
     """The saved record ``key`` of ``kind``."""
     with open(self.path(kind, key), encoding='utf-8') as f:
       return json.load(f)
+
+  def state_dir(self, key: str) -> str:
+    """The directory of the saved η0 state ``key`` (orbax, `checkpoints`)."""
+    return os.path.join(self.directory, 'eta0', key)
 
   def save(self, kind: str, key: str, record: dict[str, Any]) -> None:
     """Writes ``record`` as ``key`` of ``kind``, atomically."""
