@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 import textwrap
 from typing import Any, NamedTuple
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -205,4 +204,4 @@ def print_table(cases: Sequence[timing.Case], final: bool) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -59,7 +59,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 
-from absl import app
 from absl import flags
 
 from paramsel_jax import cli
@@ -166,4 +165,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,6 @@ Models and their defaults (--steps/--eta0/--time_steps override all):
 
 from typing import Any
 
-from absl import app
 from absl import flags
 
 from paramsel_jax import cli
@@ -97,7 +96,6 @@ def configs() -> list[freeze.FreezeConfig]:
 
 def main(argv):
   """Runs every (model, data set) and writes its outputs."""
-  cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
   for config in cli.config_or_exit(configs):
     result = freeze.run_benchmark(config, log=lambda s: print(s, flush=True))
@@ -108,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

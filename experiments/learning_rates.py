@@ -11,7 +11,6 @@ is never read. `paramsel_jax.optimizers.DEFAULT_LEARNING_RATES` holds the
 winners of the run recorded in BUILD_NOTES.md.
 """
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -59,7 +58,6 @@ def valid_accuracy(tx, dataset, num_steps: int, seed: int) -> float:
 
 def main(argv):
   """Scans the grid and prints one line per (optimizer, learning rate)."""
-  cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
   names = cli.config_or_exit(lambda: [
       n if n in GRID else optimizers.OptimizerConfig(n).name
@@ -80,4 +78,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

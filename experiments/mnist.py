@@ -19,7 +19,6 @@ and the run is compared with dense training in time-to-accuracy.
 
 import sys
 
-from absl import app
 
 from paramsel_jax import cli
 from paramsel_jax import experiment
@@ -33,7 +32,6 @@ FLAGS = experiment_flags.define(
 
 def main(argv):
   """Runs the experiment of the flags; exits 1 when every seed diverged."""
-  cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
 
   def build():
@@ -53,4 +51,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -18,7 +18,6 @@ of compiled step programs — and writes `<output_dir>/online_<dataset>_<model>
 
 from typing import Any
 
-from absl import app
 from absl import flags
 
 from paramsel_jax import cli
@@ -82,7 +81,6 @@ def configs() -> list[online_bench.OnlineBenchConfig]:
 
 def main(argv):
   """Runs each (model, data set) and writes its outputs."""
-  cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
   for config in cli.config_or_exit(configs):
     result = online_bench.run_benchmark(config, log=lambda s: print(s, flush=True))
@@ -96,4 +94,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

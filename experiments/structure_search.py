@@ -36,7 +36,6 @@ import functools
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 
@@ -310,4 +309,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -20,7 +20,6 @@ when a conv net is in the grid; longer training and l/N ∈ {8, 5, 2}% in
 --mode=retrain); the chosen values are printed.
 """
 
-from absl import app
 
 from paramsel_jax import cli
 from paramsel_jax import experiment_flags
@@ -77,7 +76,6 @@ def online_config_from_flags() -> sweep.OnlineSweepConfig:
 
 def main(argv):
   """Runs (or resumes) the sweep of the flags into --output_dir."""
-  cli.quiet_jax_logs()
   cli.check_no_arguments(argv)
   if FLAGS.value('freeze') != 'none':
     settings = cli.config_or_exit(online_config_from_flags)
@@ -97,4 +95,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -6,8 +6,11 @@ every script needs for that and would otherwise repeat:
 
 * `fail`: one clear line on stderr and exit status 2 (not a traceback, not
   the flag help);
+* `run(main)`: `absl.app.run` with a quiet start (no alarming backend log
+  lines);
 * `config_or_exit(build)`: builds and validates a config, turning the first
-  `ValueError` into that one line, before any data is loaded;
+  `ValueError` into that one line, before any data is loaded, then prints
+  the backend and devices once (`backend_line`);
 * `parse_count`: the count-or-fraction rule of `k` and `l` as typed on a
   command line (see `paramsel_jax.selectors.resolve_count`);
 * `ints`, `floats`, `bools`: comma-separated lists with messages naming the
@@ -25,6 +28,9 @@ import re
 import sys
 from typing import Callable, NoReturn, Sequence, TypeVar
 
+from absl import app
+import jax
+
 T = TypeVar('T')
 
 _INT = re.compile(r'^[+-]?\d+$')
@@ -39,10 +45,35 @@ def quiet_jax_logs() -> None:
   """Silences jax's INFO lines at backend start-up.
 
   On a machine without a TPU, jax logs "Unable to initialize backend 'tpu'"
-  at INFO level when it starts, which reads like an error; the scripts print
-  the backend they use themselves. Warnings and errors still show.
+  at INFO level when it starts, which reads like an error; `config_or_exit`
+  prints the backend used instead (`backend_line`). Warnings and errors
+  still show.
   """
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+
+
+def backend_line() -> str:
+  """The backend and devices jax uses, in one plain line.
+
+  Example:
+    >>> backend_line().startswith('backend: ')
+    True
+  """
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  return (f'backend: {jax.default_backend()}, {len(devices)} '
+          f'{"device" if len(devices) == 1 else "devices"} '
+          f'({", ".join(kinds)}), {jax.process_count()} '
+          f'{"process" if jax.process_count() == 1 else "processes"}')
+
+
+_announced: list[bool] = []
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)` with a quiet start (`quiet_jax_logs`)."""
+  quiet_jax_logs()
+  app.run(main)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -59,9 +90,13 @@ def config_or_exit(build: Callable[[], T]) -> T:
   raised later (during the run) keep their tracebacks.
   """
   try:
-    return build()
+    config = build()
   except ValueError as e:
     fail(str(e))
+  if not _announced:  # The first valid config: say once what runs it.
+    _announced.append(True)
+    print(backend_line(), flush=True)
+  return config
 
 
 def check_no_arguments(argv: Sequence[str]) -> None:
