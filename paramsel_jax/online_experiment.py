@@ -39,11 +39,8 @@ def curve(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def time_to(run: dict[str, Any], target: np.ndarray) -> list[float | None]:
   """Per seed, the wall-clock at the first check whose accuracy ≥ target."""
   _, seconds, acc = curve(run)
-  out: list[float | None] = []
-  for s in range(acc.shape[1]):
-    hit = np.flatnonzero(acc[:, s] >= target[s])
-    out.append(float(seconds[hit[0]]) if hit.size else None)
-  return out
+  return [None if i is None else float(seconds[i])
+          for i in report.first_reach(acc, target)]
 
 
 def compare(dense: dict[str, Any], frozen: dict[str, Any]) -> dict[str, Any]:

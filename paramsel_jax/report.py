@@ -82,6 +82,28 @@ def plus_minus(summary: dict[str, Any], scale: float = 1.0, digits: int = 2,
   return text
 
 
+def first_reach(acc: Any, target: Any) -> list[int | None]:
+  """Per seed, the first check at which the accuracy reaches its target.
+
+  Args:
+    acc: ``(checks, seeds)`` accuracies.
+    target: ``(seeds,)`` targets (e.g. the dense run's final accuracy).
+
+  Returns:
+    Per seed the index of the first check with ``acc >= target``, or None.
+
+  Example:
+    >>> first_reach([[0.1, 0.5], [0.6, 0.4], [0.7, 0.9]], [0.6, 0.95])
+    [1, None]
+  """
+  acc, target = np.asarray(acc), np.asarray(target)
+  out: list[int | None] = []
+  for s in range(acc.shape[1]):
+    hit = np.flatnonzero(acc[:, s] >= target[s])
+    out.append(int(hit[0]) if hit.size else None)
+  return out
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """Left-aligned columns two spaces apart, a rule under the header."""
   cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]

@@ -42,6 +42,7 @@ from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import checks
 from paramsel_jax import protocol
 from paramsel_jax import protocol_config
+from paramsel_jax import report
 from paramsel_jax import runner as runner_lib
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import steps as steps_lib
@@ -352,15 +353,6 @@ def run_benchmark(config: FreezeConfig,
   return summarize(config, runs, _num_params(state_eta0))
 
 
-def _first_reach(acc: np.ndarray, target: np.ndarray) -> list[int | None]:
-  """Per seed, the first evaluation index at which acc >= target."""
-  out: list[int | None] = []
-  for s in range(acc.shape[1]):
-    hit = np.flatnonzero(acc[:, s] >= target[s])
-    out.append(int(hit[0]) if hit.size else None)
-  return out
-
-
 def summarize(config: FreezeConfig, runs: Sequence[Run],
               num_params: int) -> dict[str, Any]:
   """Per run: speed ratios, accuracies, time to the dense final accuracy."""
@@ -369,7 +361,7 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
   dense_t = wall_clock(dense, dense, config.eta0)
   # The same criterion for every run: the first evaluation reaching the
   # dense run's final accuracy (for the dense run itself: S or earlier).
-  dense_reach = [dense_t[i] for i in _first_reach(np.asarray(dense.accuracy), target)]
+  dense_reach = [dense_t[i] for i in report.first_reach(np.asarray(dense.accuracy), target)]
   rows = []
   for run in runs:
     acc = np.asarray(run.accuracy)
@@ -394,7 +386,7 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
       if cached and run.cached_case is None:
         continue
       t = wall_clock(run, dense, config.eta0, cached)
-      reach = _first_reach(acc, target)
+      reach = report.first_reach(acc, target)
       speed = [None if i is None else float(dense_reach[s] / t[i])
                for s, i in enumerate(reach)]
       suffix = '_cached' if cached else ''

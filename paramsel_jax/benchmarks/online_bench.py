@@ -171,11 +171,8 @@ def wall_clock(run: dict[str, Any]) -> np.ndarray:
 
 def _times_to(acc: np.ndarray, wall: np.ndarray, target: np.ndarray
               ) -> list[float | None]:
-  out: list[float | None] = []
-  for s in range(acc.shape[1]):
-    hit = np.flatnonzero(acc[:, s] >= target[s])
-    out.append(float(wall[hit[0]]) if hit.size else None)
-  return out
+  return [None if i is None else float(wall[i])
+          for i in report.first_reach(acc, target)]
 
 
 def _index_at(run: dict[str, Any], step: int) -> int:
