@@ -173,6 +173,11 @@ def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
     assert [(t['rung'], t['steps']) for t in run['trials']] == [(0, 10)]
     assert run['budget_seconds'] == pytest.approx(
         0.01 * searched['method_seconds'])
+    # The budget is the search's share and the retraining, not the
+    # stability evaluation (random search's structures do not get one).
+    assert searched['method_seconds'] == pytest.approx(
+        written['search']['seconds'] + searched['train_seconds'])
+    assert searched['train_seconds'] < searched['seconds']
   if '--select' in flags:
     _check_searched_then_pruned(written, proc.stdout)
 

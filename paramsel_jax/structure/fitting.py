@@ -155,10 +155,12 @@ def fit_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
 
   Returns:
     ``num_params``, ``num_flops``, ``steps``, the figures of
-    :func:`evaluate_network` and ``seconds`` (training and evaluation).
+    :func:`evaluate_network`, ``seconds`` (training and evaluation) and
+    ``train_seconds`` (training only).
   """
   params, run = train_network(model, key, name, splits=splits, config=config,
                               progress=progress, evaluate=False)
   report = evaluate_network(model, params, jax.random.fold_in(key, 2),
                             splits=splits, config=config)
-  return {**run, **report, 'seconds': run['seconds'] + report['seconds']}
+  return {**run, **report, 'seconds': run['seconds'] + report['seconds'],
+          'train_seconds': run['seconds']}

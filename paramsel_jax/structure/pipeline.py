@@ -22,7 +22,8 @@
    (both atomically) into ``workdir``.
 
 Random search gets, per seed, the searched method's wall-clock for that seed
-(its share of the search plus its retraining and evaluation) times each of
+(its share of the search plus its retraining; not the stability evaluation,
+which random search's structures do not get either) times each of
 ``config.random_budgets`` (:mod:`random_budget`: successive halving, or
 plain with ``random_eta=1``); with ``random_samples`` set it trains that many
 structures per seed instead (:func:`baselines.random_search`).
@@ -119,7 +120,9 @@ def search_and_retrain(space: space_lib.SearchSpace, config: PipelineConfig,
   Returns:
     ``(method, search result)``: the method holds ``runs`` (one per seed,
     each with ``method_seconds``: its share of the search plus its
-    retraining), ``summary``, the seeds' structure ``agreement``,
+    retraining, the time random search is measured against; the stability
+    evaluation, which random search's structures do not get, is left out),
+    ``summary``, the seeds' structure ``agreement``,
     ``diagnostics`` (:func:`diagnostics.diagnose`) and ``search_seconds``.
   """
   say = progress or baselines.silent
@@ -142,7 +145,7 @@ def search_and_retrain(space: space_lib.SearchSpace, config: PipelineConfig,
               f'searched seed {seed}')
     run.update(seed=seed, architecture=arch.to_dict(), indices=indices,
                method_seconds=result.seconds / len(config.seeds)
-               + run['seconds'])
+               + run['train_seconds'])
     runs.append(run)
     say(f'seed {seed}: searched net accuracy {run["accuracy"]:.4f}')
   diag = diagnostics.diagnose(
