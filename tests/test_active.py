@@ -8,7 +8,6 @@ shapes; and XLA's cost analysis of the compiled step shows the weight-gradient
 FLOPs of the frozen layer gone.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -185,7 +184,6 @@ def test_frozen_first_layer_removes_its_weight_gradient_flops():
 
 # --- The protocol on the active set. ---
 
-from paramsel_jax import data as data_lib  # noqa: E402
 from paramsel_jax import protocol  # noqa: E402
 
 PCONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
@@ -194,17 +192,8 @@ PCONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
 
 
 @pytest.fixture(scope='module')
-def task():
-  ds = data_lib.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1),
-                          num_classes=4)
-  model = models.create_model('mlp', widths=(16, 12), num_classes=4)
-  return protocol.Task(
-      init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
-      apply_fn=lambda p, x: model.apply({'params': p}, x),
-      train_images=jnp.asarray(ds.train.images),
-      train_labels=jnp.asarray(ds.train.labels),
-      test_images=jnp.asarray(ds.test.images),
-      test_labels=jnp.asarray(ds.test.labels))
+def task(make_task):
+  return make_task((16, 12))
 
 
 def _protocol(task, seeds=(0, 1), **change):

@@ -8,25 +8,13 @@ import numpy as np
 import optax
 import pytest
 
-from paramsel_jax import data as data_lib
-from paramsel_jax import models
 from paramsel_jax import online
-from paramsel_jax import protocol
 from paramsel_jax import runner as runner_lib
 
 
 @pytest.fixture(scope='module')
-def task():
-  ds = data_lib.synthetic(num_train=256, num_test=128, image_shape=(8, 8, 1),
-                          num_classes=4)
-  model = models.create_model('mlp', widths=(12, 8), num_classes=4)
-  return protocol.Task(
-      init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
-      apply_fn=lambda p, x: model.apply({'params': p}, x),
-      train_images=jnp.asarray(ds.train.images),
-      train_labels=jnp.asarray(ds.train.labels),
-      test_images=jnp.asarray(ds.test.images),
-      test_labels=jnp.asarray(ds.test.labels))
+def task(make_task):
+  return make_task((12, 8), num_train=256, num_test=128)
 
 
 def _replay(task, tx, config, seeds, alphas):

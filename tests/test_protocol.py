@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-from paramsel_jax import data
 from paramsel_jax import models
 from paramsel_jax import protocol
 from paramsel_jax import runner as runner_lib
@@ -19,17 +18,8 @@ CONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
 
 
 @pytest.fixture(scope='module')
-def task():
-  ds = data.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1),
-                      num_classes=4)
-  model = models.create_model('mlp', widths=(16,), num_classes=4)
-  return protocol.Task(
-      init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
-      apply_fn=lambda p, x: model.apply({'params': p}, x),
-      train_images=jnp.asarray(ds.train.images),
-      train_labels=jnp.asarray(ds.train.labels),
-      test_images=jnp.asarray(ds.test.images),
-      test_labels=jnp.asarray(ds.test.labels))
+def task(make_task):
+  return make_task((16,))
 
 
 def _run(task, seeds, config=CONFIG, selectors=('random', 'topgrad')):
