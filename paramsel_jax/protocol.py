@@ -39,6 +39,7 @@ import optax
 
 from paramsel_jax import active_phase
 from paramsel_jax import checkpoints
+from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import mesh as mesh_lib
 from paramsel_jax import models
 from paramsel_jax import selectors as selectors_lib
@@ -53,7 +54,6 @@ from paramsel_jax.protocol_config import ProtocolConfig
 from paramsel_jax.protocol_config import SEED_AXES
 from paramsel_jax.protocol_config import STEPS
 from paramsel_jax.protocol_config import validate_protocol_config
-from paramsel_jax.runner import count_per_layer
 from paramsel_jax.runner import count_per_seed
 from paramsel_jax.runner import frozen_moved
 from paramsel_jax.runner import Runner
@@ -129,6 +129,22 @@ def _make_runner(task: Task, tx: optax.GradientTransformation,
     keys = jax.device_put(keys, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec('seed')))
   return runner, keys
+
+
+def count_per_layer(mask: PyTree) -> dict[str, dict[str, Any]]:
+  """Per leaf of a seed-batched mask: its size and per-seed True count.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> count_per_layer({'Dense_0': {'kernel': jnp.array([[True, False],
+    ...                                                   [True, True]])}})
+    {'Dense_0/kernel': {'size': 2, 'count': [1, 2]}}
+  """
+  flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+  return {granularity_lib.module_name(path): {
+      'size': int(np.prod(m.shape[1:])),
+      'count': np.asarray(jnp.sum(m, axis=tuple(range(1, m.ndim)))).tolist()}
+          for path, m in flat}
 
 
 def layer_summary(alpha: PyTree, beta: PyTree) -> dict[str, dict[str, Any]]:

@@ -353,22 +353,6 @@ class Runner:
           f'step {after[i]}); its numbers are left out of the summaries.')
 
 
-def count_per_layer(mask: PyTree) -> dict[str, dict[str, Any]]:
-  """Per leaf of a seed-batched mask: its size and per-seed True count.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> count_per_layer({'Dense_0': {'kernel': jnp.array([[True, False],
-    ...                                                   [True, True]])}})
-    {'Dense_0/kernel': {'size': 2, 'count': [1, 2]}}
-  """
-  flat = jax.tree_util.tree_flatten_with_path(mask)[0]
-  return {granularity_lib.module_name(path): {
-      'size': int(np.prod(m.shape[1:])),
-      'count': np.asarray(jnp.sum(m, axis=tuple(range(1, m.ndim)))).tolist()}
-          for path, m in flat}
-
-
 def count_per_seed(mask: PyTree) -> jax.Array:
   """Per-seed number of True entries of a seed-batched mask.
 
