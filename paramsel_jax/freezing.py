@@ -33,11 +33,19 @@ adds one):
   anneals each layer's updates as `0.5 · (1 + cos(π t / t_i))`.
 * `fixed`: the paper's protocol as a criterion, for comparison: once, at
   step `freeze_at` (η0), all but the best `1 − max_frozen` of the groups by
-  mean Σ|g| over the last interval freeze (topgrad's α at that granularity).
+  mean Σ|g| over the last interval freeze: topgrad's α at that granularity,
+  chosen by the protocol's own rule (`granularity.top_groups`), so the same
+  scores give the same α.
 
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
-`budget='flops'`, of the weight-gradient FLOPs): the most converged groups
-freeze first.
+`costs`, e.g. the weight-gradient FLOPs): the most converged groups freeze
+first, as long as the frozen share does not exceed `max_frozen`
+(`granularity.choose_groups(rule='at_most')`). `fixed` reads `max_frozen` as
+the protocol's budget instead: it keeps the best groups whose size is
+*nearest* to `k = round((1 − max_frozen) · N)` parameters (with `costs`:
+nearest to `(1 − max_frozen)` of the total cost; `rule='nearest'`, at least
+one group), as the protocol does with that k, so its frozen share may pass
+`max_frozen` by up to half a group.
 
   >>> import jax, jax.numpy as jnp
   >>> params = {'w': jnp.zeros(2)}
@@ -101,6 +109,8 @@ class Criterion:
     layers_only: only granularity 'layer' makes sense (a prefix of layers).
     default_threshold: used when none is given.
     can_thaw: a frozen group may train again (APF).
+    own_budget: `decide` applies `max_frozen` itself (`fixed`: the
+      protocol's rule); otherwise the policy caps its candidates.
   """
 
   stats: frozenset[str]
@@ -109,6 +119,7 @@ class Criterion:
   layers_only: bool = False
   default_threshold: float = 1.0
   can_thaw: bool = False
+  own_budget: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -215,12 +226,22 @@ def _freezeout(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
 def _fixed(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
   """The paper's fixed protocol as a criterion.
 
-  Once, at `freeze_at`, the groups with the smallest mean Σ|g| over the last
-  interval freeze (topgrad's α), `max_frozen` of them.
+  Once, at `freeze_at`, every group but the best by mean Σ|g| over the last
+  interval freezes: the protocol's choice (`granularity.top_groups`) with
+  `k = round((1 − max_frozen) · N)` parameters kept, or with `costs` the
+  share `1 − max_frozen` of the total cost.
   """
   score = _mean_per_group(policy, state.stats.grad_abs_sum)
+  keep = 1.0 - float(policy.max_frozen or 0.0)
+  g = policy.groups
+  if policy.costs is None:
+    kept = granularity_lib.top_groups(score, round(keep * int(g.sizes.sum())), g)
+  else:
+    costs = np.asarray(policy.costs, np.float64)
+    kept = granularity_lib.top_groups(score, 0, g, costs=costs,
+                                      budget=keep * float(costs.sum()))
   now = step == policy.freeze_at
-  return jnp.full(score.shape, now), score
+  return ~kept & now, score
 
 
 register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
@@ -232,7 +253,7 @@ register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
 register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
                                           layers_only=True))
 register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
-                                      _fixed))
+                                      _fixed, own_budget=True))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -247,7 +268,8 @@ class FreezingPolicy:
     check_every: steps between checks (the caller's loop calls `check`).
     threshold: the criterion's threshold (None: its default).
     max_frozen: the largest frozen share (of parameters, or of FLOPs with
-      `costs`); None: no cap.
+      `costs`); None: no cap. For `fixed`, the protocol's `1 − k/N`, met
+      its way (the nearest prefix; see the module docstring).
     costs: per group, what `max_frozen` counts (default: parameters).
     layer_order: groups in forward order (layer granularity; default: leaf
       order, which is flax's creation order for sequential models).
@@ -330,7 +352,11 @@ class FreezingPolicy:
     candidates, order = out[0], out[1]
     if len(out) > 2:
       state = out[2]
-    frozen = state.frozen | self._within_budget(state.frozen, candidates, order)
+    if crit.own_budget:
+      frozen = state.frozen | candidates
+    else:
+      frozen = state.frozen | self._within_budget(state.frozen, candidates,
+                                                  order)
     stats = state.stats if crit.keep_stats else stats_lib.init_stats(
         state.stats.grad_abs_sum)
     state = state._replace(frozen=frozen, stats=stats, checks=state.checks + 1)
@@ -338,16 +364,15 @@ class FreezingPolicy:
 
   def _within_budget(self, frozen: jax.Array, candidates: jax.Array,
                      order: jax.Array) -> jax.Array:
+    """The candidates that freeze now: in `order` (lower first), capped."""
     new = candidates & ~frozen
     if self.max_frozen is None:
       return new
     costs = jnp.asarray(self.groups.sizes if self.costs is None else self.costs,
                         jnp.float32)
     room = self.max_frozen * jnp.sum(costs) - jnp.sum(costs * frozen)
-    ranked = jnp.argsort(jnp.where(new, order, jnp.inf), stable=True)
-    spent = jnp.cumsum(jnp.where(new, costs, 0.0)[ranked])
-    take = (spent <= room) & new[ranked]
-    return jnp.zeros_like(new).at[ranked].set(take)
+    return granularity_lib.choose_groups(-jnp.asarray(order, jnp.float32),
+                                         costs, room, 'at_most', eligible=new)
 
   def alpha(self, state: FreezeState) -> PyTree:
     """The element mask of the groups that still train."""

@@ -1,5 +1,7 @@
 """Freezing criteria on hand-made trajectories, the budget, FreezeOut."""
 
+import hypothesis
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,8 @@ import optax
 import pytest
 
 from paramsel_jax import freezing
+from paramsel_jax import granularity
+from paramsel_jax import selectors
 
 
 def _feed(policy, state, params, deltas, grads=None):
@@ -176,3 +180,57 @@ def test_policy_in_a_users_own_loop_with_masked():
     params, opt_state, fstate = step(params, opt_state, fstate,
                                      jax.random.key(t))
   assert float(params['w'][0]) == frozen_value
+
+
+def _fixed_alpha(params, grads, max_frozen, costs=None):
+  """The `fixed` criterion's α after one step of `grads` (Σ|g| = |grads|)."""
+  policy = freezing.FreezingPolicy('fixed', params, granularity='unit',
+                                   check_every=1, max_frozen=max_frozen,
+                                   freeze_at=1, costs=costs)
+  state = policy.update(policy.init(params), grads, params, params)
+  return policy.check(state, 1)[0]
+
+
+def _protocol_alpha(params, grads, max_frozen, costs=None):
+  """The protocol's α (topgrad at unit granularity) from the same Σ|g|."""
+  g = granularity.groups(params, 'unit')
+  scores = jax.tree.map(jnp.abs, grads)  # topgrad's scores: Σ|g|.
+  if costs is None:
+    k = selectors.resolve_count(1.0 - max_frozen, int(g.sizes.sum()))
+    return granularity.top_k_groups(scores, k, g)
+  return granularity.top_k_groups(scores, 0, g, costs=costs,
+                                  budget=(1.0 - max_frozen) * costs.sum())
+
+
+def test_fixed_meets_its_budget_the_protocols_way():
+  """Four units of 3 parameters, max_frozen 0.4: the protocol keeps the
+  units nearest to k = round(0.6 · 12) = 7 parameters, i.e. 2 (6, not 9),
+  so 2 units freeze: 50% of the parameters, past 0.4 by less than half a
+  unit (a cap would freeze 1)."""
+  params = {'Dense_0': {'kernel': jnp.zeros((2, 4)), 'bias': jnp.zeros(4)}}
+  grads = {'Dense_0': {'kernel': jnp.array([[4., 3., 2., 1.]] * 2),
+                       'bias': jnp.array([4., 3., 2., 1.])}}
+  alpha = _fixed_alpha(params, grads, 0.4)
+  assert alpha['Dense_0']['bias'].tolist() == [True, True, False, False]
+
+
+@hypothesis.settings(max_examples=20, deadline=None)
+@hypothesis.given(widths=st.lists(st.integers(1, 5), min_size=2, max_size=3),
+                  max_frozen=st.floats(0.05, 0.95), seed=st.integers(0, 1000),
+                  flops=st.booleans())
+def test_fixed_chooses_the_protocols_alpha_for_the_same_scores(
+    widths, max_frozen, seed, flops):
+  # Layer i's units have i + 3 parameters (fan-in i + 2 and a bias).
+  params = {f'Dense_{i}': {'kernel': jnp.zeros((i + 2, w)), 'bias': jnp.zeros(w)}
+            for i, w in enumerate(widths)}
+  keys = iter(jax.random.split(jax.random.key(seed), 10))
+  grads = jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape), params)
+  costs = None
+  if flops:
+    uses = np.arange(1, len(widths) + 1)[::-1] * 4  # conv-like first layers.
+    costs = granularity.weight_grad_flops(granularity.groups(params, 'unit'),
+                                          uses)
+  got = _fixed_alpha(params, grads, max_frozen, costs)
+  want = _protocol_alpha(params, grads, max_frozen, costs)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
