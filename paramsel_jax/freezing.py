@@ -37,6 +37,13 @@ adds one):
   chosen by the protocol's own rule (`granularity.top_groups`), so the same
   scores give the same α.
 
+The layer criteria (`autofreeze`, `freezeout`) need the layers in forward
+order, which the params' (sorted) key order is not (`Block_10` sorts before
+`Block_2`, a head `Dense_0` before `Embed_0`): give the policy `apply_fn` and
+an `example` input of a flax linen model (`forward_layer_order` traces it), or
+`layer_order` (module names or group indices, first layer first). Without
+either they refuse to start.
+
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
 `costs`, e.g. the weight-gradient FLOPs): the most converged groups freeze
 first, as long as the frozen share does not exceed `max_frozen`
@@ -67,13 +74,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+import numbers
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramsel_jax import active as active_lib
 from paramsel_jax import checks
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import stats as stats_lib
@@ -181,7 +190,7 @@ def _apf(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
 
 def _autofreeze(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
   del step
-  order = jnp.asarray(policy.layer_order)  # groups in forward order.
+  order = jnp.asarray(policy.forward_order())
   g = _sum_per_group(policy, state.stats.grad_abs_sum)[order]
   prev = state.previous[order]
   frozen = state.frozen[order]
@@ -215,7 +224,7 @@ def freezeout_fractions(num_layers: int, t0: float, schedule: str) -> np.ndarray
 
 
 def _freezeout(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
-  order = policy.layer_order or ()
+  order = policy.forward_order()
   fractions = jnp.asarray(freezeout_fractions(len(order), policy.t0,
                                               policy.schedule))
   stop = jnp.zeros(policy.groups.num_groups).at[
@@ -256,6 +265,96 @@ register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
                                       _fixed, own_budget=True))
 
 
+def forward_layer_order(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
+                        example: Any) -> tuple[str, ...]:
+  """The params' layers in the order a forward pass calls their modules.
+
+  Layers are named as in `granularity.groups(params, 'layer').module_names`.
+  Traced once (shapes only) with flax linen's method interceptor
+  (`active.module_call_order`); a module's own params count from the start
+  of its call, so a model's top-level params ('(root)', e.g. a position
+  embedding) come first.
+
+  Args:
+    apply_fn: `apply_fn(params, x)` of a flax linen model.
+    params: its params (or their shapes).
+    example: an input batch (or its shape), e.g. one example.
+
+  Returns:
+    Every layer's module name, first called first.
+
+  Raises:
+    ValueError: the trace called no module of some layers (a hand-written
+      `apply_fn` or an NNX model, which the interceptor cannot see, or a
+      module the forward pass skips); pass `layer_order=` yourself then.
+
+  Example:
+    >>> import flax.linen as nn
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     return nn.Dense(2, name='head')(nn.Dense(3, name='body')(x))
+    >>> net, x = Net(), jnp.zeros((1, 4))
+    >>> params = net.init(jax.random.key(0), x)['params']
+    >>> forward_layer_order(lambda p, x: net.apply({'params': p}, x), params, x)
+    ('body', 'head')
+  """
+  names = granularity_lib.groups(params, 'layer').module_names
+  called = [path or '(root)'
+            for path in active_lib.module_call_order(apply_fn, params, example)]
+  order = [name for name in called if name in names]
+  missing = [name for name in names if name not in order]
+  if missing:
+    raise ValueError(
+        f'forward_layer_order: the forward pass called no flax linen module '
+        f'for the layers {missing} (of {list(names)}; called: {called}). A '
+        'hand-written apply_fn or an NNX model cannot be traced this way; '
+        'accepted: a flax linen apply_fn that calls every layer, or pass '
+        'layer_order= (module names or group indices, first layer first).')
+  return tuple(order)
+
+
+def resolve_layer_order(layer_order: Sequence[int | str],
+                        g: granularity_lib.Groups) -> tuple[int, ...]:
+  """`layer_order` (module names or group indices) as group indices.
+
+  Every layer of `g` (layer granularity) exactly once; ValueError naming
+  the unknown, repeated or missing entries.
+
+  Example:
+    >>> g = granularity_lib.groups({'a': {'w': jnp.zeros(2)},
+    ...                             'b': {'w': jnp.zeros(3)}}, 'layer')
+    >>> resolve_layer_order(['b', 'a'], g), resolve_layer_order((1, 0), g)
+    ((1, 0), (1, 0))
+  """
+  names = g.module_names
+  if g.granularity != 'layer':
+    raise ValueError(f'layer_order orders layers; accepted: granularity='
+                     f"'layer', got {g.granularity!r}.")
+  if isinstance(layer_order, (str, bytes)):
+    raise ValueError(f'layer_order={layer_order!r}; accepted: a sequence of '
+                     f'module names or group indices, e.g. {list(names)}.')
+  order, unknown = [], []
+  for entry in layer_order:
+    if isinstance(entry, str) and entry in names:
+      order.append(names.index(entry))
+    elif (isinstance(entry, numbers.Integral) and not isinstance(entry, bool)
+          and 0 <= int(entry) < len(names)):
+      order.append(int(entry))
+    else:
+      unknown.append(entry)
+  if unknown:
+    raise ValueError(f'layer_order: unknown layers {unknown}; accepted: the '
+                     f'module names {list(names)} or indices 0..'
+                     f'{len(names) - 1}.')
+  repeated = sorted({names[i] for i in order if order.count(i) > 1})
+  missing = [name for i, name in enumerate(names) if i not in order]
+  if repeated or missing:
+    raise ValueError(f'layer_order: every layer exactly once, first layer '
+                     f'first; repeated: {repeated}, missing: {missing}.')
+  return tuple(order)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FreezingPolicy:
   """A freezing criterion with its settings, over params of a given shape.
@@ -271,11 +370,16 @@ class FreezingPolicy:
       `costs`); None: no cap. For `fixed`, the protocol's `1 − k/N`, met
       its way (the nearest prefix; see the module docstring).
     costs: per group, what `max_frozen` counts (default: parameters).
-    layer_order: groups in forward order (layer granularity; default: leaf
-      order, which is flax's creation order for sequential models).
+    layer_order: the layers in forward order, as module names (those of
+      `groups.module_names`) or group indices (layer granularity; stored as
+      indices). Default: `forward_layer_order(apply_fn, params, example)`
+      when `apply_fn` is given; autofreeze and freezeout refuse to start
+      without either.
     total_steps, t0, schedule: FreezeOut's run length and schedule.
     freeze_at: `fixed`'s η0 (a check step).
     ema_decay: the EMA factor of APF's statistics.
+    apply_fn, example: `apply_fn(params, x)` of a flax linen model and an
+      input (or its shape): the forward layer order is traced from them.
   """
 
   criterion: str
@@ -285,12 +389,15 @@ class FreezingPolicy:
   threshold: float | None = None
   max_frozen: float | None = None
   costs: np.ndarray | None = None
-  layer_order: tuple[int, ...] | None = None
+  layer_order: Sequence[int | str] | None = None
   total_steps: int = 0
   t0: float = 0.5
   schedule: str = 'linear'
   freeze_at: int = 0
   ema_decay: float = 0.95
+  apply_fn: Callable[[PyTree, Any], Any] | None = dataclasses.field(
+      default=None, repr=False)
+  example: Any = dataclasses.field(default=None, repr=False)
   groups: granularity_lib.Groups = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
@@ -318,9 +425,35 @@ class FreezingPolicy:
       checks.one_of('schedule', self.schedule, SCHEDULES)
     object.__setattr__(self, 'groups', granularity_lib.groups(
         self.params, self.granularity))
+    object.__setattr__(self, 'layer_order', self._layer_order(crit))
+
+  def _layer_order(self, crit: Criterion) -> tuple[int, ...] | None:
+    """The given or traced forward order (None: not needed, not given)."""
+    if (self.apply_fn is None) != (self.example is None):
+      raise ValueError('apply_fn and example come together (the forward '
+                       'order is traced from both); got only '
+                       f'{"apply_fn" if self.example is None else "example"}.')
+    if self.layer_order is not None:
+      return resolve_layer_order(self.layer_order, self.groups)
+    if self.apply_fn is not None and self.granularity == 'layer':
+      return resolve_layer_order(forward_layer_order(
+          self.apply_fn, self.params, self.example), self.groups)
+    if crit.layers_only:
+      raise ValueError(
+          f'criterion {self.criterion!r} freezes layers in forward order, '
+          'and none was given (the params\' key order is not it); accepted: '
+          'layer_order= (module names, first layer first, e.g. '
+          f'{list(self.groups.module_names[:3])}..., or group indices), or '
+          'apply_fn= and example= of a flax linen model '
+          '(freezing.forward_layer_order).')
+    return None
+
+  def forward_order(self) -> tuple[int, ...]:
+    """The layer groups in forward order; ValueError when none was given."""
     if self.layer_order is None:
-      object.__setattr__(self, 'layer_order',
-                         tuple(range(self.groups.num_groups)))
+      raise ValueError(f'criterion {self.criterion!r}: no layer order; '
+                       'accepted: layer_order=, or apply_fn= and example=.')
+    return tuple(int(i) for i in self.layer_order)
 
   def init(self, params: PyTree) -> FreezeState:
     """Nothing frozen, empty statistics."""
@@ -384,7 +517,7 @@ class FreezingPolicy:
     return jnp.sum(sizes * state.frozen) / jnp.sum(sizes)
 
 
-def freezeout_annealing(params: PyTree, layer_order: tuple[int, ...],
+def freezeout_annealing(params: PyTree, layer_order: Sequence[int | str],
                         total_steps: int, t0: float = 0.5,
                         schedule: str = 'linear'
                         ) -> optax.GradientTransformation:
@@ -393,8 +526,11 @@ def freezeout_annealing(params: PyTree, layer_order: tuple[int, ...],
   Chain it after the optimizer: layer i's updates are scaled by
   `0.5 · (1 + cos(π · min(t / (t_i · S), 1)))`, which reaches 0 at its stop
   step `t_i · S` (`freezeout_fractions`); the last layer is not annealed.
+  `layer_order`: every layer, first first, as module names or group indices
+  (`resolve_layer_order`; e.g. a policy's `layer_order`).
   """
   g = granularity_lib.groups(params, 'layer')
+  layer_order = resolve_layer_order(layer_order, g)
   fractions = np.ones(g.num_groups)
   fractions[list(layer_order)] = freezeout_fractions(len(layer_order), t0,
                                                      schedule)
