@@ -33,11 +33,26 @@ adds one):
   anneals each layer's updates as `0.5 · (1 + cos(π t / t_i))`.
 * `fixed`: the paper's protocol as a criterion, for comparison: once, at
   step `freeze_at` (η0), all but the best `1 − max_frozen` of the groups by
-  mean Σ|g| over the last interval freeze (topgrad's α at that granularity).
+  mean Σ|g| over the last interval freeze: topgrad's α at that granularity,
+  chosen by the protocol's own rule (`granularity.top_groups`), so the same
+  scores give the same α.
+
+The layer criteria (`autofreeze`, `freezeout`) need the layers in forward
+order, which the params' (sorted) key order is not (`Block_10` sorts before
+`Block_2`, a head `Dense_0` before `Embed_0`): give the policy `apply_fn` and
+an `example` input of a flax linen model (`forward_layer_order` traces it), or
+`layer_order` (module names or group indices, first layer first). Without
+either they refuse to start.
 
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
-`budget='flops'`, of the weight-gradient FLOPs): the most converged groups
-freeze first.
+`costs`, e.g. the weight-gradient FLOPs): the most converged groups freeze
+first, as long as the frozen share does not exceed `max_frozen`
+(`granularity.choose_groups(rule='at_most')`). `fixed` reads `max_frozen` as
+the protocol's budget instead: it keeps the best groups whose size is
+*nearest* to `k = round((1 − max_frozen) · N)` parameters (with `costs`:
+nearest to `(1 − max_frozen)` of the total cost; `rule='nearest'`, at least
+one group), as the protocol does with that k, so its frozen share may pass
+`max_frozen` by up to half a group.
 
   >>> import jax, jax.numpy as jnp
   >>> params = {'w': jnp.zeros(2)}
@@ -59,7 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +84,8 @@ import optax
 from paramsel_jax import checks
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import stats as stats_lib
+from paramsel_jax.layer_order import forward_layer_order
+from paramsel_jax.layer_order import resolve_layer_order
 
 PyTree = Any
 SCHEDULES = ('linear', 'squared', 'cubic')
@@ -101,6 +118,8 @@ class Criterion:
     layers_only: only granularity 'layer' makes sense (a prefix of layers).
     default_threshold: used when none is given.
     can_thaw: a frozen group may train again (APF).
+    own_budget: `decide` applies `max_frozen` itself (`fixed`: the
+      protocol's rule); otherwise the policy caps its candidates.
   """
 
   stats: frozenset[str]
@@ -109,6 +128,7 @@ class Criterion:
   layers_only: bool = False
   default_threshold: float = 1.0
   can_thaw: bool = False
+  own_budget: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -170,7 +190,7 @@ def _apf(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
 
 def _autofreeze(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
   del step
-  order = jnp.asarray(policy.layer_order)  # groups in forward order.
+  order = jnp.asarray(policy.forward_order())
   g = _sum_per_group(policy, state.stats.grad_abs_sum)[order]
   prev = state.previous[order]
   frozen = state.frozen[order]
@@ -204,7 +224,7 @@ def freezeout_fractions(num_layers: int, t0: float, schedule: str) -> np.ndarray
 
 
 def _freezeout(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
-  order = policy.layer_order or ()
+  order = policy.forward_order()
   fractions = jnp.asarray(freezeout_fractions(len(order), policy.t0,
                                               policy.schedule))
   stop = jnp.zeros(policy.groups.num_groups).at[
@@ -215,12 +235,22 @@ def _freezeout(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
 def _fixed(policy: FreezingPolicy, state: FreezeState, step: jax.Array):
   """The paper's fixed protocol as a criterion.
 
-  Once, at `freeze_at`, the groups with the smallest mean Σ|g| over the last
-  interval freeze (topgrad's α), `max_frozen` of them.
+  Once, at `freeze_at`, every group but the best by mean Σ|g| over the last
+  interval freezes: the protocol's choice (`granularity.top_groups`) with
+  `k = round((1 − max_frozen) · N)` parameters kept, or with `costs` the
+  share `1 − max_frozen` of the total cost.
   """
   score = _mean_per_group(policy, state.stats.grad_abs_sum)
+  keep = 1.0 - float(policy.max_frozen or 0.0)
+  g = policy.groups
+  if policy.costs is None:
+    kept = granularity_lib.top_groups(score, round(keep * int(g.sizes.sum())), g)
+  else:
+    costs = np.asarray(policy.costs, np.float64)
+    kept = granularity_lib.top_groups(score, 0, g, costs=costs,
+                                      budget=keep * float(costs.sum()))
   now = step == policy.freeze_at
-  return jnp.full(score.shape, now), score
+  return ~kept & now, score
 
 
 register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
@@ -232,7 +262,7 @@ register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
 register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
                                           layers_only=True))
 register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
-                                      _fixed))
+                                      _fixed, own_budget=True))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -247,13 +277,20 @@ class FreezingPolicy:
     check_every: steps between checks (the caller's loop calls `check`).
     threshold: the criterion's threshold (None: its default).
     max_frozen: the largest frozen share (of parameters, or of FLOPs with
-      `costs`); None: no cap.
+      `costs`); None: no cap. For `fixed`, the protocol's `1 − k/N`, met
+      its way (the nearest prefix; see the module docstring).
     costs: per group, what `max_frozen` counts (default: parameters).
-    layer_order: groups in forward order (layer granularity; default: leaf
-      order, which is flax's creation order for sequential models).
+    layer_order: the layers in forward order, as module names (those of
+      `groups.module_names`) or group indices (layer granularity; stored as
+      indices). Default: `forward_layer_order(apply_fn, params, example)`
+      when `apply_fn` is given; autofreeze and freezeout refuse to start
+      without either.
     total_steps, t0, schedule: FreezeOut's run length and schedule.
     freeze_at: `fixed`'s η0 (a check step).
     ema_decay: the EMA factor of APF's statistics.
+    apply_fn, example: `apply_fn(params, x)` of a flax linen model and an
+      input (or its shape): at layer granularity, the forward layer order
+      is traced from them.
   """
 
   criterion: str
@@ -263,12 +300,15 @@ class FreezingPolicy:
   threshold: float | None = None
   max_frozen: float | None = None
   costs: np.ndarray | None = None
-  layer_order: tuple[int, ...] | None = None
+  layer_order: Sequence[int | str] | None = None
   total_steps: int = 0
   t0: float = 0.5
   schedule: str = 'linear'
   freeze_at: int = 0
   ema_decay: float = 0.95
+  apply_fn: Callable[[PyTree, Any], Any] | None = dataclasses.field(
+      default=None, repr=False)
+  example: Any = dataclasses.field(default=None, repr=False)
   groups: granularity_lib.Groups = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
@@ -296,9 +336,35 @@ class FreezingPolicy:
       checks.one_of('schedule', self.schedule, SCHEDULES)
     object.__setattr__(self, 'groups', granularity_lib.groups(
         self.params, self.granularity))
+    object.__setattr__(self, 'layer_order', self._layer_order(crit))
+
+  def _layer_order(self, crit: Criterion) -> tuple[int, ...] | None:
+    """The given or traced forward order (None: not needed, not given)."""
+    if (self.apply_fn is None) != (self.example is None):
+      raise ValueError('apply_fn and example come together (the forward '
+                       'order is traced from both); got only '
+                       f'{"apply_fn" if self.example is None else "example"}.')
+    if self.layer_order is not None:
+      return resolve_layer_order(self.layer_order, self.groups)
+    if self.apply_fn is not None and self.granularity == 'layer':
+      return resolve_layer_order(forward_layer_order(
+          self.apply_fn, self.params, self.example), self.groups)
+    if crit.layers_only:
+      raise ValueError(
+          f'criterion {self.criterion!r} freezes layers in forward order, '
+          'and none was given (the params\' key order is not it); accepted: '
+          'layer_order= (module names, first layer first, e.g. '
+          f'{list(self.groups.module_names[:3])}..., or group indices), or '
+          'apply_fn= and example= of a flax linen model '
+          '(freezing.forward_layer_order).')
+    return None
+
+  def forward_order(self) -> tuple[int, ...]:
+    """The layer groups in forward order; ValueError when none was given."""
     if self.layer_order is None:
-      object.__setattr__(self, 'layer_order',
-                         tuple(range(self.groups.num_groups)))
+      raise ValueError(f'criterion {self.criterion!r}: no layer order; '
+                       'accepted: layer_order=, or apply_fn= and example=.')
+    return tuple(int(i) for i in self.layer_order)
 
   def init(self, params: PyTree) -> FreezeState:
     """Nothing frozen, empty statistics."""
@@ -330,7 +396,11 @@ class FreezingPolicy:
     candidates, order = out[0], out[1]
     if len(out) > 2:
       state = out[2]
-    frozen = state.frozen | self._within_budget(state.frozen, candidates, order)
+    if crit.own_budget:
+      frozen = state.frozen | candidates
+    else:
+      frozen = state.frozen | self._within_budget(state.frozen, candidates,
+                                                  order)
     stats = state.stats if crit.keep_stats else stats_lib.init_stats(
         state.stats.grad_abs_sum)
     state = state._replace(frozen=frozen, stats=stats, checks=state.checks + 1)
@@ -338,16 +408,15 @@ class FreezingPolicy:
 
   def _within_budget(self, frozen: jax.Array, candidates: jax.Array,
                      order: jax.Array) -> jax.Array:
+    """The candidates that freeze now: in `order` (lower first), capped."""
     new = candidates & ~frozen
     if self.max_frozen is None:
       return new
     costs = jnp.asarray(self.groups.sizes if self.costs is None else self.costs,
                         jnp.float32)
     room = self.max_frozen * jnp.sum(costs) - jnp.sum(costs * frozen)
-    ranked = jnp.argsort(jnp.where(new, order, jnp.inf), stable=True)
-    spent = jnp.cumsum(jnp.where(new, costs, 0.0)[ranked])
-    take = (spent <= room) & new[ranked]
-    return jnp.zeros_like(new).at[ranked].set(take)
+    return granularity_lib.choose_groups(-jnp.asarray(order, jnp.float32),
+                                         costs, room, 'at_most', eligible=new)
 
   def alpha(self, state: FreezeState) -> PyTree:
     """The element mask of the groups that still train."""
@@ -359,7 +428,7 @@ class FreezingPolicy:
     return jnp.sum(sizes * state.frozen) / jnp.sum(sizes)
 
 
-def freezeout_annealing(params: PyTree, layer_order: tuple[int, ...],
+def freezeout_annealing(params: PyTree, layer_order: Sequence[int | str],
                         total_steps: int, t0: float = 0.5,
                         schedule: str = 'linear'
                         ) -> optax.GradientTransformation:
@@ -368,8 +437,11 @@ def freezeout_annealing(params: PyTree, layer_order: tuple[int, ...],
   Chain it after the optimizer: layer i's updates are scaled by
   `0.5 · (1 + cos(π · min(t / (t_i · S), 1)))`, which reaches 0 at its stop
   step `t_i · S` (`freezeout_fractions`); the last layer is not annealed.
+  `layer_order`: every layer, first first, as module names or group indices
+  (`resolve_layer_order`; e.g. a policy's `layer_order`).
   """
   g = granularity_lib.groups(params, 'layer')
+  layer_order = resolve_layer_order(layer_order, g)
   fractions = np.ones(g.num_groups)
   fractions[list(layer_order)] = freezeout_fractions(len(layer_order), t0,
                                                      schedule)

@@ -10,11 +10,14 @@
 
 A selector scores elements; its scores are aggregated per group (`aggregate`:
 the mean by default, so a group's score is its score per parameter) and whole
-groups are taken, best first, until their parameters reach the budget
-`k`: the prefix whose size is *nearest* to k (ties to the larger), so k is met
-to within half a group, never exactly unless the group sizes allow it. With a
-FLOPs budget (`costs=`), groups are taken by score per FLOP until their cost
-reaches the given share of the total.
+groups are taken, best first by that score, until their parameters reach the
+budget `k`: the prefix whose size is *nearest* to k (ties to the larger), so
+k is met to within half a group, never exactly unless the group sizes allow
+it. With a FLOPs budget (`costs=`), groups are taken by score per FLOP: a
+group ranks by its aggregated score over its cost per parameter, `score ·
+size / cost` (with 'mean', its total score per FLOP), until their cost is
+nearest to the given budget. Without costs the cost is the size, so both
+budgets rank by the same formula (`rank`).
 
   >>> import jax.numpy as jnp
   >>> params = {'Dense_0': {'kernel': jnp.zeros((3, 2)), 'bias': jnp.zeros(2)},
@@ -191,26 +194,75 @@ def aggregate(scores: PyTree, g: Groups, how: str = 'mean') -> jax.Array:
   return jnp.where(jnp.isnan(out), -jnp.inf, out)
 
 
-def choose_groups(group_scores: jax.Array, costs: jax.Array,
-                  budget: jax.typing.ArrayLike) -> jax.Array:
-  """Bool per group: the best groups by score per cost, until `budget`.
+BUDGET_RULES = ('nearest', 'at_most')
 
-  Groups are ranked by `group_scores / costs` (ties to the lower index) and
-  the prefix whose total cost is nearest to `budget` is taken (ties to the
-  larger prefix; at least one group). Jittable; `budget` may be traced.
+
+def rank(group_scores: jax.Array, sizes: jax.typing.ArrayLike,
+         costs: jax.typing.ArrayLike | None = None) -> jax.Array:
+  """What groups are ranked by under a budget: score per unit of cost.
+
+  A group's aggregated score over its cost per parameter, `group_scores ·
+  sizes / costs`. Without `costs` (a parameter budget) that is the
+  aggregated score itself: with 'mean', the score per parameter. With
+  `costs` in FLOPs and 'mean', the group's total score per FLOP.
+
+  Example:
+    >>> rank(jnp.array([2., 1.]), jnp.array([11, 3])).tolist()
+    [2.0, 1.0]
+    >>> rank(jnp.array([2., 1.]), jnp.array([11, 3]),
+    ...      costs=jnp.array([22., 3.])).tolist()  # 2 FLOPs per parameter
+    [1.0, 1.0]
+  """
+  group_scores = jnp.asarray(group_scores, jnp.float32)
+  if costs is None:
+    return group_scores
+  per_param = (jnp.asarray(costs, jnp.float32)
+               / jnp.asarray(sizes, jnp.float32))
+  return group_scores / per_param
+
+
+def choose_groups(rank_by: jax.Array, costs: jax.typing.ArrayLike,
+                  budget: jax.typing.ArrayLike, rule: str = 'nearest',
+                  eligible: jax.Array | None = None) -> jax.Array:
+  """Bool per group: the best groups by `rank_by`, a prefix to `budget`.
+
+  The one greedy budget rule of the library (selection and freezing).
+  Groups are ranked by `rank_by`, highest first (ties to the lower index;
+  see `rank`), and a prefix of that ranking is taken:
+
+  * `rule='nearest'` (the protocol's k): the prefix whose total cost is
+    nearest to `budget` (ties to the larger prefix; at least one group).
+  * `rule='at_most'` (a cap, `FreezingPolicy.max_frozen`): the longest
+    prefix whose total cost does not exceed `budget` (possibly none).
+
+  `eligible`: only these groups are ranked and taken. Jittable; `budget`
+  may be traced.
 
   Example:
     >>> choose_groups(jnp.array([1., 3., 2.]), jnp.ones(3), 2).tolist()
     [False, True, True]
+    >>> choose_groups(jnp.array([1., 3., 2.]), jnp.array([1., 1., 2.]), 2.5,
+    ...               'at_most').tolist()
+    [False, True, False]
   """
-  density = group_scores / costs
-  order = jnp.argsort(-density, stable=True)
-  cum = jnp.cumsum(costs[order])
-  distance = jnp.abs(cum - budget)
-  # The first prefix at the smallest distance, preferring the larger on ties.
-  best = jnp.max(jnp.where(distance == jnp.min(distance), jnp.arange(cum.shape[0]), -1))
-  chosen_sorted = jnp.arange(cum.shape[0]) <= best
-  return jnp.zeros(group_scores.shape, bool).at[order].set(chosen_sorted)
+  if rule not in BUDGET_RULES:
+    raise ValueError(f'rule={rule!r}; accepted: {", ".join(BUDGET_RULES)}.')
+  rank_by = jnp.asarray(rank_by)
+  costs = jnp.broadcast_to(jnp.asarray(costs, jnp.float32), rank_by.shape)
+  if eligible is None:
+    eligible = jnp.ones(rank_by.shape, bool)
+  order = jnp.argsort(-jnp.where(eligible, rank_by, -jnp.inf), stable=True)
+  cum = jnp.cumsum(jnp.where(eligible, costs, 0.0)[order])
+  positions = jnp.arange(cum.shape[0])
+  if rule == 'nearest':
+    distance = jnp.abs(cum - budget)
+    # The first prefix at the smallest distance, preferring the larger on ties.
+    best = jnp.max(jnp.where(distance == jnp.min(distance), positions, -1))
+    chosen_sorted = positions <= best
+  else:
+    chosen_sorted = cum <= budget
+  chosen = jnp.zeros(rank_by.shape, bool).at[order].set(chosen_sorted)
+  return chosen & eligible
 
 
 def expand(group_mask: jax.Array, g: Groups) -> PyTree:
@@ -218,20 +270,34 @@ def expand(group_mask: jax.Array, g: Groups) -> PyTree:
   return jax.tree.map(lambda ids: group_mask[jnp.asarray(ids)], g.ids)
 
 
+def top_groups(group_scores: jax.Array, k: jax.typing.ArrayLike, g: Groups,
+               costs: jax.Array | np.ndarray | None = None,
+               budget: jax.typing.ArrayLike = 0.0) -> jax.Array:
+  """Bool per group: the best groups, `k` parameters' worth (nearest).
+
+  Ranked by `rank` (the aggregated score; with `costs`, per unit of cost per
+  parameter). With `costs` (per group, e.g. `weight_grad_flops`) and
+  `budget` (in the same units), the budget is on the cost instead of on the
+  parameters and `k` is unused.
+  """
+  sizes = jnp.asarray(g.sizes, jnp.float32)
+  if costs is None:
+    return choose_groups(rank(group_scores, sizes), sizes, k)
+  costs = jnp.asarray(costs, jnp.float32)
+  return choose_groups(rank(group_scores, sizes, costs), costs, budget)
+
+
 def top_k_groups(scores: PyTree, k: int, g: Groups, how: str = 'mean',
                  costs: jax.Array | np.ndarray | None = None,
                  budget: float = 0.0) -> PyTree:
   """The element mask of the best groups, `k` parameters' worth (nearest).
 
-  With `costs` (per group, e.g. `weight_grad_flops`) and `budget` (in the
-  same units), the budget is on the cost instead of on the parameters.
+  The per-element `scores` are aggregated per group (`aggregate(how)`) and
+  the groups chosen by `top_groups`. With `costs` (per group, e.g.
+  `weight_grad_flops`) and `budget` (in the same units), the budget is on
+  the cost instead of on the parameters.
   """
-  group_scores = aggregate(scores, g, how)
-  if costs is None:
-    chosen = choose_groups(group_scores, jnp.asarray(g.sizes, jnp.float32), k)
-  else:
-    chosen = choose_groups(group_scores, jnp.asarray(costs, jnp.float32), budget)
-  return expand(chosen, g)
+  return expand(top_groups(aggregate(scores, g, how), k, g, costs, budget), g)
 
 
 def weight_grad_flops(g: Groups, uses_per_module: Sequence[int]) -> np.ndarray:

@@ -39,6 +39,7 @@ from paramsel_jax import freezing
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import protocol
 from paramsel_jax import runner as runner_lib
+from paramsel_jax import steps as steps_lib
 
 PyTree = Any
 
@@ -119,25 +120,24 @@ class OnlineConfig:
 
 def make_policy(config: OnlineConfig, runner: runner_lib.Runner
                 ) -> freezing.FreezingPolicy:
-  """The config's `FreezingPolicy` over the task's params."""
+  """The config's `FreezingPolicy` over the task's params.
+
+  The layer criteria get the task's forward layer order
+  (`freezing.forward_layer_order`, traced on one training example).
+  """
   shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
   costs = runner.group_flops() if config.budget == 'flops' else None
+  layer_order = None
+  if freezing.get_criterion(config.criterion).layers_only:
+    example = steps_lib.to_float(runner.task.train_images[:1])
+    layer_order = freezing.forward_layer_order(runner.task.apply_fn, shapes,
+                                               example)
   return freezing.FreezingPolicy(
       config.criterion, shapes, granularity=config.granularity,
       check_every=config.check_every, threshold=config.threshold,
-      max_frozen=config.max_frozen, costs=costs,
-      layer_order=_layer_order(runner) if config.granularity == 'layer' else None,
+      max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
       total_steps=config.steps, t0=config.t0, schedule=config.schedule,
       freeze_at=config.freeze_at)
-
-
-def _layer_order(runner: runner_lib.Runner) -> tuple[int, ...]:
-  """The layer groups in the order a forward pass calls their modules."""
-  shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
-  order = runner.call_order()
-  names = granularity_lib.groups(shapes, 'layer').module_names
-  ranked = [names.index(p) for p in order if p in names]
-  return tuple(ranked + [i for i in range(len(names)) if i not in ranked])
 
 
 @dataclasses.dataclass
@@ -235,7 +235,7 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   if policy is not None and config.criterion == 'freezeout':
     runner = runner_lib.Runner(  # FreezeOut anneals each layer's steps.
         task, optax.chain(tx, freezing.freezeout_annealing(
-            policy.params, policy.layer_order or (), config.steps, config.t0,
+            policy.params, policy.forward_order(), config.steps, config.t0,
             config.schedule)),
         proto, stat_groups=groups, seeds=seeds, ema_decay=0.95)
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))

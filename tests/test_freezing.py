@@ -1,5 +1,8 @@
 """Freezing criteria on hand-made trajectories, the budget, FreezeOut."""
 
+import flax.linen as nn
+import hypothesis
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,8 @@ import optax
 import pytest
 
 from paramsel_jax import freezing
+from paramsel_jax import granularity
+from paramsel_jax import selectors
 
 
 def _feed(policy, state, params, deltas, grads=None):
@@ -82,7 +87,7 @@ def _layers(n=4):
 def test_autofreeze_freezes_only_a_prefix():
   params = _layers()
   policy = freezing.FreezingPolicy('autofreeze', params, granularity='layer',
-                                   check_every=1)
+                                   check_every=1, layer_order=tuple(params))
   state = policy.init(params)
   grads = lambda scales: {f'Dense_{i}': jax.tree.map(
       lambda p, s=s: jnp.full(p.shape, s), params[f'Dense_{i}'])
@@ -103,7 +108,8 @@ def test_autofreeze_freezes_only_a_prefix():
 def test_freezeout_schedule_and_annealing():
   params = _layers(3)
   policy = freezing.FreezingPolicy('freezeout', params, granularity='layer',
-                                   total_steps=100, t0=0.5)
+                                   total_steps=100, t0=0.5,
+                                   layer_order=(0, 1, 2))
   state = policy.init(params)
   trains = lambda alpha: [bool(alpha[f'Dense_{i}']['bias'][0]) for i in range(3)]
   assert trains(policy.check(state, 49)[0]) == [True, True, True]
@@ -176,3 +182,209 @@ def test_policy_in_a_users_own_loop_with_masked():
     params, opt_state, fstate = step(params, opt_state, fstate,
                                      jax.random.key(t))
   assert float(params['w'][0]) == frozen_value
+
+
+def _fixed_alpha(params, grads, max_frozen, costs=None):
+  """The `fixed` criterion's α after one step of `grads` (Σ|g| = |grads|)."""
+  policy = freezing.FreezingPolicy('fixed', params, granularity='unit',
+                                   check_every=1, max_frozen=max_frozen,
+                                   freeze_at=1, costs=costs)
+  state = policy.update(policy.init(params), grads, params, params)
+  return policy.check(state, 1)[0]
+
+
+def _protocol_alpha(params, grads, max_frozen, costs=None):
+  """The protocol's α (topgrad at unit granularity) from the same Σ|g|."""
+  g = granularity.groups(params, 'unit')
+  scores = jax.tree.map(jnp.abs, grads)  # topgrad's scores: Σ|g|.
+  if costs is None:
+    k = selectors.resolve_count(1.0 - max_frozen, int(g.sizes.sum()))
+    return granularity.top_k_groups(scores, k, g)
+  return granularity.top_k_groups(scores, 0, g, costs=costs,
+                                  budget=(1.0 - max_frozen) * costs.sum())
+
+
+def test_fixed_meets_its_budget_the_protocols_way():
+  """Four units of 3 parameters, max_frozen 0.4: the protocol keeps the
+  units nearest to k = round(0.6 · 12) = 7 parameters, i.e. 2 (6, not 9),
+  so 2 units freeze: 50% of the parameters, past 0.4 by less than half a
+  unit (a cap would freeze 1)."""
+  params = {'Dense_0': {'kernel': jnp.zeros((2, 4)), 'bias': jnp.zeros(4)}}
+  grads = {'Dense_0': {'kernel': jnp.array([[4., 3., 2., 1.]] * 2),
+                       'bias': jnp.array([4., 3., 2., 1.])}}
+  alpha = _fixed_alpha(params, grads, 0.4)
+  assert alpha['Dense_0']['bias'].tolist() == [True, True, False, False]
+
+
+@hypothesis.settings(max_examples=20, deadline=None)
+@hypothesis.given(widths=st.lists(st.integers(1, 5), min_size=2, max_size=3),
+                  max_frozen=st.floats(0.05, 0.95), seed=st.integers(0, 1000),
+                  flops=st.booleans())
+def test_fixed_chooses_the_protocols_alpha_for_the_same_scores(
+    widths, max_frozen, seed, flops):
+  # Layer i's units have i + 3 parameters (fan-in i + 2 and a bias).
+  params = {f'Dense_{i}': {'kernel': jnp.zeros((i + 2, w)), 'bias': jnp.zeros(w)}
+            for i, w in enumerate(widths)}
+  keys = iter(jax.random.split(jax.random.key(seed), 10))
+  grads = jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape), params)
+  costs = None
+  if flops:
+    uses = np.arange(1, len(widths) + 1)[::-1] * 4  # conv-like first layers.
+    costs = granularity.weight_grad_flops(granularity.groups(params, 'unit'),
+                                          uses)
+  got = _fixed_alpha(params, grads, max_frozen, costs)
+  want = _protocol_alpha(params, grads, max_frozen, costs)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class _Deep(nn.Module):
+  """12 dense layers, Dense_0 .. Dense_11: sorted, Dense_10 comes before Dense_2."""
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(12):
+      x = nn.Dense(2)(x)
+    return x
+
+
+class Block(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = x + nn.MultiHeadDotProductAttention(num_heads=2)(nn.LayerNorm()(x))
+    return x + nn.Dense(8)(nn.LayerNorm()(x))
+
+
+class _Transformer(nn.Module):
+  """A position param, an embedding, a block, a head: sorted, the block and
+  the head come before the embedding."""
+
+  @nn.compact
+  def __call__(self, tokens):
+    pos = self.param('pos', nn.initializers.zeros, (tokens.shape[-1], 8))
+    x = nn.Embed(16, 8)(tokens) + pos
+    return nn.Dense(16)(Block()(x))
+
+
+_TRANSFORMER_ORDER = (
+    '(root)', 'Embed_0', 'Block_0/LayerNorm_0',
+    'Block_0/MultiHeadDotProductAttention_0/query',
+    'Block_0/MultiHeadDotProductAttention_0/key',
+    'Block_0/MultiHeadDotProductAttention_0/value',
+    'Block_0/MultiHeadDotProductAttention_0/out', 'Block_0/LayerNorm_1',
+    'Block_0/Dense_0', 'Dense_0')
+
+
+def _linen(model, x):
+  params = model.init(jax.random.key(0), x)['params']
+  return (lambda p, x: model.apply({'params': p}, x)), params
+
+
+def _frozen_layers(policy, alpha):
+  names = policy.groups.module_names
+  frozen = ~np.asarray(granularity.aggregate(alpha, policy.groups, 'max'),
+                       bool)
+  return [names[i] for i in policy.layer_order if frozen[i]]
+
+
+def test_forward_order_of_twelve_layers_is_the_call_order():
+  x = jnp.zeros((1, 2))
+  apply_fn, params = _linen(_Deep(), x)
+  names = granularity.groups(params, 'layer').module_names
+  assert names[:4] == ('Dense_0', 'Dense_1', 'Dense_10', 'Dense_11')
+  want = tuple(f'Dense_{i}' for i in range(12))
+  assert freezing.forward_layer_order(apply_fn, params, x) == want
+  policy = freezing.FreezingPolicy('freezeout', params, granularity='layer',
+                                   total_steps=110, t0=0.5,
+                                   apply_fn=apply_fn, example=x)
+  assert [names[i] for i in policy.layer_order] == list(want)
+  # Layer i stops at 55 + 5i: at step 65 Dense_0..2 are frozen, not Dense_10.
+  alpha, _ = policy.check(policy.init(params), 65)
+  assert _frozen_layers(policy, alpha) == ['Dense_0', 'Dense_1', 'Dense_2']
+
+
+def test_transformer_layers_freeze_in_forward_order():
+  x = jnp.zeros((1, 5), jnp.int32)
+  apply_fn, params = _linen(_Transformer(), x)
+  assert (freezing.forward_layer_order(apply_fn, params, x)
+          == _TRANSFORMER_ORDER)
+  # FreezeOut: a prefix of the forward order stops at every step; the head
+  # (last) never stops.
+  policy = freezing.FreezingPolicy('freezeout', params, granularity='layer',
+                                   total_steps=90, t0=0.5,
+                                   apply_fn=apply_fn, example=x)
+  state = policy.init(params)
+  for step, n in ((44, 0), (45, 1), (55, 3), (89, 9)):
+    alpha, _ = policy.check(state, step)
+    assert _frozen_layers(policy, alpha) == list(_TRANSFORMER_ORDER[:n]), step
+  # AutoFreeze: the position param and the embedding settle (r = 0), the
+  # rest does not (r = 0.5): the embedding freezes first, the head trains.
+  policy = freezing.FreezingPolicy('autofreeze', params, granularity='layer',
+                                   check_every=1, apply_fn=apply_fn, example=x)
+  settled = ('(root)', 'Embed_0')
+
+  def grads(scale):
+    def leaf(path, p):
+      name = granularity.module_name(granularity.module_path(path))
+      return jnp.full(p.shape, 1.0 if name in settled else scale)
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+  state = policy.init(params)
+  state = policy.update(state, grads(1.0), params, params)
+  _, state = policy.check(state, 1)
+  state = policy.update(state, grads(0.5), params, params)
+  alpha, state = policy.check(state, 2)
+  assert _frozen_layers(policy, alpha) == list(settled)
+
+
+def test_layer_order_by_names_or_indices():
+  params = _layers(3)
+  by_name = freezing.FreezingPolicy('freezeout', params, granularity='layer',
+                                    total_steps=10,
+                                    layer_order=['Dense_2', 'Dense_0', 'Dense_1'])
+  assert by_name.layer_order == (2, 0, 1)
+  by_index = freezing.FreezingPolicy('freezeout', params, granularity='layer',
+                                     total_steps=10, layer_order=(2, 0, 1))
+  assert by_index.layer_order == (2, 0, 1)
+
+
+@pytest.mark.parametrize('criterion', ['autofreeze', 'freezeout'])
+def test_layer_criteria_without_an_order_are_refused(criterion):
+  with pytest.raises(ValueError, match=r"forward order, and none was given.*"
+                     r"layer_order=.*\['Dense_0', 'Dense_1', 'Dense_2'\]"):
+    freezing.FreezingPolicy(criterion, _layers(), granularity='layer',
+                            total_steps=10)
+
+
+@pytest.mark.parametrize('order, message', [
+    (('Dense_0', 'Dense_1', 'Dense_2', 'Dense_9'), r"unknown layers \['Dense_9'\]"),
+    ((0, 1, 2, 4), r'unknown layers \[4\]'),
+    ((0, 1, 2, True), r'unknown layers \[True\]'),
+    (('Dense_0', 0, 1, 2), r"repeated: \['Dense_0'\], missing: \['Dense_3'\]"),
+    ((0, 1, 2), r"repeated: \[\], missing: \['Dense_3'\]"),
+    ('Dense_0', 'a sequence of module names or group indices'),
+])
+def test_bad_layer_orders_are_named(order, message):
+  with pytest.raises(ValueError, match=message):
+    freezing.FreezingPolicy('freezeout', _layers(), granularity='layer',
+                            total_steps=10, layer_order=order)
+
+
+def test_a_model_the_interceptor_cannot_see_is_refused():
+  params = _layers(2)
+
+  def apply_fn(p, x):  # hand-written: no flax module is called.
+    for name in ('Dense_0', 'Dense_1'):
+      x = x @ p[name]['kernel'] + p[name]['bias']
+    return x
+
+  with pytest.raises(ValueError, match=r"called no flax linen module for the "
+                     r"layers \['Dense_0', 'Dense_1'\].*layer_order="):
+    freezing.forward_layer_order(apply_fn, params, jnp.zeros((1, 2)))
+  with pytest.raises(ValueError, match='called no flax linen module'):
+    freezing.FreezingPolicy('autofreeze', params, granularity='layer',
+                            apply_fn=apply_fn, example=jnp.zeros((1, 2)))
+  with pytest.raises(ValueError, match='apply_fn and example come together'):
+    freezing.FreezingPolicy('autofreeze', params, granularity='layer',
+                            apply_fn=apply_fn)

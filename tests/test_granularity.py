@@ -57,7 +57,7 @@ def test_aggregations_on_a_hand_example():
 
 def test_choose_groups_takes_the_prefix_nearest_to_the_budget():
   scores, sizes = jnp.array([5.0, 4.0, 3.0, 2.0]), jnp.array([10.0, 10.0, 10.0, 10.0])
-  pick = lambda budget: granularity.choose_groups(scores * sizes, sizes, budget).tolist()
+  pick = lambda budget: granularity.choose_groups(scores, sizes, budget).tolist()
   assert pick(14) == [True, False, False, False]  # 10 is nearer than 20.
   assert pick(15) == [True, True, False, False]  # a tie goes to the larger.
   assert pick(1) == [True, False, False, False]  # at least one group.
@@ -89,7 +89,8 @@ def test_top_k_groups_meets_k_to_within_half_a_group(widths, frac, seed):
 def test_a_flops_budget_prefers_cheap_groups():
   """Equal scores per parameter: the FLOPs budget (10% of 4.6 MFLOP per
   example) fills with dense units, which cost 64-576x fewer FLOPs per
-  parameter than conv units: all of Dense_1, then ~280 of Dense_0's 500."""
+  parameter than conv units (both dense layers cost 2 FLOPs per parameter:
+  a tie, to the lower index), to within half a unit of the budget."""
   model, params = _lenet5()
   g = granularity.groups(params, 'unit')
   uses = granularity.module_uses(lambda p, x: model.apply({'params': p}, x),
@@ -100,10 +101,75 @@ def test_a_flops_budget_prefers_cheap_groups():
                                   budget=0.1 * flops.sum())
   assert not np.asarray(mask['Conv2D_0']['kernel']).any()
   assert not np.asarray(mask['Conv2D_1']['kernel']).any()
-  assert np.asarray(mask['Dense_1']['kernel']).all()
-  units = np.asarray(mask['Dense_0']['bias']).sum()
-  spent = units * flops[70] + 10 * flops[-1]
+  units_0 = np.asarray(mask['Dense_0']['bias']).sum()
+  units_1 = np.asarray(mask['Dense_1']['bias']).sum()
+  assert units_1 == 0  # Dense_0's units come first on the tie.
+  spent = units_0 * flops[70] + units_1 * flops[-1]
   assert abs(spent - 0.1 * flops.sum()) <= flops[70] / 2
+
+
+def _big_and_small():
+  """One unit of 11 parameters and five units of 3."""
+  params = {'big': {'kernel': jnp.zeros((10, 1)), 'bias': jnp.zeros(1)},
+            'small': {'kernel': jnp.zeros((2, 5)), 'bias': jnp.zeros(5)}}
+  scores = {'big': jax.tree.map(lambda p: jnp.full(p.shape, 2.0), params['big']),
+            'small': jax.tree.map(jnp.ones_like, params['small'])}
+  g = granularity.groups(params, 'unit')
+  assert g.sizes.tolist() == [11, 3, 3, 3, 3, 3]
+  return scores, g
+
+
+def test_a_parameter_budget_ranks_by_score_per_parameter():
+  """The big unit scores 2 per parameter, the small ones 1: with k = 11 the
+  big unit is taken (not 4 small units, 12 parameters at half the score)."""
+  scores, g = _big_and_small()
+  mask = granularity.top_k_groups(scores, 11, g)
+  assert np.asarray(mask['big']['kernel']).all()
+  assert not np.asarray(mask['small']['kernel']).any()
+  mask = granularity.top_k_groups(scores, 11 + 6, g)  # then small units.
+  assert np.asarray(mask['small']['bias']).tolist() == [True, True, False,
+                                                        False, False]
+
+
+def test_a_flops_budget_ranks_by_score_per_flop():
+  """At 2 FLOPs per parameter everywhere, the big unit gives 22 score for
+  22 FLOPs, a small one 3 for 6: with 22 FLOPs the big unit is taken."""
+  scores, g = _big_and_small()
+  flops = granularity.weight_grad_flops(g, [1, 1])
+  assert flops.tolist() == [22, 6, 6, 6, 6, 6]
+  mask = granularity.top_k_groups(scores, 0, g, costs=flops, budget=22.0)
+  assert np.asarray(mask['big']['kernel']).all()
+  assert not np.asarray(mask['small']['kernel']).any()
+  # A small unit 8x cheaper per parameter (conv vs dense) is worth more per
+  # FLOP, 3 / 0.75 = 4 > 1, although its score per parameter is lower.
+  cheap = flops / np.array([1, 8, 8, 8, 8, 8])
+  mask = granularity.top_k_groups(scores, 0, g, costs=cheap, budget=3.0)
+  assert not np.asarray(mask['big']['kernel']).any()
+  assert np.asarray(mask['small']['bias']).sum() == 4
+
+
+@pytest.mark.parametrize('how', granularity.AGGREGATIONS)
+def test_without_costs_the_rank_is_the_aggregated_score(how):
+  scores, g = _big_and_small()
+  group_scores = granularity.aggregate(scores, g, how)
+  sizes = jnp.asarray(g.sizes, jnp.float32)
+  np.testing.assert_array_equal(granularity.rank(group_scores, sizes),
+                                group_scores)
+  np.testing.assert_allclose(granularity.rank(group_scores, sizes, 2 * sizes),
+                             group_scores / 2)
+
+
+def test_choose_groups_at_most_never_exceeds_the_budget():
+  rank_by, costs = jnp.array([5.0, 4.0, 3.0]), jnp.array([2.0, 2.0, 2.0])
+  pick = lambda budget, **kw: granularity.choose_groups(
+      rank_by, costs, budget, 'at_most', **kw).tolist()
+  assert pick(3.9) == [True, False, False]
+  assert pick(4.0) == [True, True, False]
+  assert pick(1.0) == [False, False, False]  # none fits: none.
+  eligible = jnp.array([False, True, True])
+  assert pick(4.0, eligible=eligible) == [False, True, True]
+  with pytest.raises(ValueError, match="rule='under'; accepted: nearest, at_most"):
+    granularity.choose_groups(rank_by, costs, 1.0, 'under')
 
 
 def test_unit_axis_mismatch_is_named():
