@@ -210,7 +210,7 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
   gradient is a memory of past steps, not per-element state).
   """
   mask_leaves = jax.tree.leaves(mask)
-  mask_def = jax.tree.structure(mask)
+  mask_def: Any = jax.tree.structure(mask)  # mypy cannot resolve jax's alias.
 
   def per_element(sub: PyTree) -> PyTree:
     # `sub` sits where the inner optimizer's init put the params; its leaves
