@@ -219,9 +219,12 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
       parts = mask_def.flatten_up_to(sub)
     except (TypeError, ValueError):
       return None
+    # Below a param's position (sm3 keeps a list per param), a leaf is
+    # per-element only if it has exactly that param's shape.
     return mask_def.unflatten([
-        m if _same_shape_array(x, m) else None
-        for x, m in zip(parts, mask_leaves)])
+        jax.tree.map(lambda x, m=m: m if _same_shape_array(x, m) else None,
+                     part)
+        for part, m in zip(parts, mask_leaves)])
 
   try:
     masks = optax.tree_utils.tree_map_params(
