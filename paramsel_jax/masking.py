@@ -142,12 +142,27 @@ def masked(
 
   This is the paper's `T|α`: coordinates where the mask is False get an update
   of exactly zero (no gradient step, no momentum, weight decay or noise), so
-  their values stay bit-identical over any number of steps. The inner optimizer
-  sees a gradient of zero at frozen coordinates, its update there is
-  discarded, and its params-shaped state there (moments, preconditioner) is
-  kept as it was: a frozen coordinate's state is bit-identical too, and one
-  unfrozen later resumes from it. The mask is held as arrays in the state: replace it with
-  `set_mask` (or `MaskedState._replace`) without recompiling the step.
+  their values stay bit-identical over any number of steps, whatever the inner
+  optimizer. The inner optimizer sees a gradient of exactly zero at frozen
+  coordinates and its update there is discarded. Its state:
+
+  - per-element state, a leaf with exactly its param's shape where
+    `optax.tree_utils.tree_map_params` finds the params (Adam's μ and ν,
+    momentum, pSGLD's V), is kept as it was at frozen coordinates: one
+    unfrozen later resumes from it;
+  - any other leaf (Adafactor's factored rows and columns, novograd's
+    per-leaf norm, sm3's and muon's differently shaped accumulators, step
+    counts, PRNG keys), and all of the state of an optimizer that
+    `tree_map_params` cannot map (lbfgs, whose memory of past steps is built
+    from the masked gradient), advances as the inner optimizer computes it
+    from the masked gradient: frozen entries contribute 0.
+
+  Optimizers whose update mixes coordinates (muon, lbfgs, LAMB's per-leaf
+  trust ratio) give trainable coordinates the update of the masked gradient
+  (and of the state frozen coordinates hold). Every optax optimizer is tested
+  under `masked` (tests/test_masking_optax.py). The mask is held as arrays in
+  the state: replace it with `set_mask` (or `MaskedState._replace`) without
+  recompiling the step.
 
   Args:
     inner: the optax optimizer to restrict (any `GradientTransformation`).
