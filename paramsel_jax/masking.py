@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 PyTree = Any
@@ -34,6 +35,35 @@ def _as_bool(mask: PyTree) -> PyTree:
       mask)
 
 
+def _key_paths(tree: PyTree) -> list[str]:
+  return [jax.tree_util.keystr(path)
+          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _name_some(paths: list[str], limit: int = 5) -> str:
+  more = f' and {len(paths) - limit} more' if len(paths) > limit else ''
+  return ', '.join(paths[:limit]) + more
+
+
+def _tree_difference(tree: PyTree, params: PyTree, what: str) -> str:
+  """Names the key paths `tree` lacks or adds with respect to `params`."""
+  have, want = _key_paths(tree), _key_paths(params)
+  have_set, want_set = set(have), set(want)
+  missing = [p for p in want if p not in have_set]
+  extra = [p for p in have if p not in want_set]
+  if not missing and not extra:  # Same keys, other containers (list/tuple).
+    return (f'{what} has the params\' key paths in other containers: '
+            f'{str(jax.tree.structure(tree))[:200]} vs the params\' '
+            f'{str(jax.tree.structure(params))[:200]}')
+  parts = []
+  if missing:
+    parts.append(f'{what} is missing {_name_some(missing)} (present in the '
+                 'params)')
+  if extra:
+    parts.append(f'extra: {_name_some(extra)}')
+  return '; '.join(parts)
+
+
 def check_tree(tree: PyTree, params: PyTree, what: str) -> None:
   """Raises ValueError unless `tree` has the structure and shapes of `params`.
 
@@ -41,20 +71,21 @@ def check_tree(tree: PyTree, params: PyTree, what: str) -> None:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> check_tree({'v': jnp.zeros(2)}, {'w': jnp.zeros(2)},
+    >>> check_tree({'v': jnp.zeros(2)}, {'w': jnp.zeros(2), 'b': jnp.zeros(1)},
     ...            'grads')  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: grads tree structure PyTreeDef({'v': *}) does not match the params tree structure
-    PyTreeDef({'w': *}); grads must be a pytree of the params' shapes.
+    ValueError: grads tree structure does not match the params': grads is missing
+    ['b'], ['w'] (present in the params); extra: ['v']. grads must be a pytree
+    of the params' shapes.
   """
   tree_def, params_def = jax.tree.structure(tree), jax.tree.structure(params)
   # jax annotates tree structures with an alias mypy cannot resolve as a type.
   if tree_def != params_def:  # type: ignore[operator]
     raise ValueError(
-        f'{what} tree structure {tree_def} does not match the params tree '
-        f'structure {params_def}; {what} must be a pytree of the params\' '
-        'shapes.')
+        f'{what} tree structure does not match the params\': '
+        f'{_tree_difference(tree, params, what)}. {what} must be a pytree of '
+        'the params\' shapes.')
   for (path, m), p in zip(jax.tree_util.tree_flatten_with_path(tree)[0],
                           jax.tree.leaves(params)):
     if jnp.shape(m) != jnp.shape(p):
@@ -111,12 +142,27 @@ def masked(
 
   This is the paper's `T|α`: coordinates where the mask is False get an update
   of exactly zero (no gradient step, no momentum, weight decay or noise), so
-  their values stay bit-identical over any number of steps. The inner optimizer
-  sees a gradient of zero at frozen coordinates, its update there is
-  discarded, and its params-shaped state there (moments, preconditioner) is
-  kept as it was: a frozen coordinate's state is bit-identical too, and one
-  unfrozen later resumes from it. The mask is held as arrays in the state: replace it with
-  `set_mask` (or `MaskedState._replace`) without recompiling the step.
+  their values stay bit-identical over any number of steps, whatever the inner
+  optimizer. The inner optimizer sees a gradient of exactly zero at frozen
+  coordinates and its update there is discarded. Its state:
+
+  - per-element state, a leaf with exactly its param's shape where
+    `optax.tree_utils.tree_map_params` finds the params (Adam's μ and ν,
+    momentum, pSGLD's V), is kept as it was at frozen coordinates: one
+    unfrozen later resumes from it;
+  - any other leaf (Adafactor's factored rows and columns, novograd's
+    per-leaf norm, sm3's and muon's differently shaped accumulators, step
+    counts, PRNG keys), and all of the state of an optimizer that
+    `tree_map_params` cannot map (lbfgs, whose memory of past steps is built
+    from the masked gradient), advances as the inner optimizer computes it
+    from the masked gradient: frozen entries contribute 0.
+
+  Optimizers whose update mixes coordinates (muon, lbfgs, LAMB's per-leaf
+  trust ratio) give trainable coordinates the update of the masked gradient
+  (and of the state frozen coordinates hold). Every optax optimizer is tested
+  under `masked` (tests/test_masking_optax.py). The mask is held as arrays in
+  the state: replace it with `set_mask` (or `MaskedState._replace`) without
+  recompiling the step.
 
   Args:
     inner: the optax optimizer to restrict (any `GradientTransformation`).
@@ -163,20 +209,52 @@ def masked(
 def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
                        new: optax.OptState, old: optax.OptState
                        ) -> optax.OptState:
-  """`new`, with every params-shaped part kept at `old` where `mask` is False.
+  """`new`, with its per-element state kept at `old` where `mask` is False.
 
-  A frozen coordinate's optimizer state (Adam's μ and ν, pSGLD's V, momentum)
-  stays as it was when it was frozen, so a score read off it (fisher's ν) is
-  not biased by the freeze and a coordinate unfrozen later resumes where it
-  stopped. The params-shaped parts of any optax state are found with
-  `optax.tree_utils.tree_map_params`; the rest (step counts, PRNG keys) is
-  shared by all coordinates and advances.
+  A frozen coordinate's per-element state (Adam's μ and ν, pSGLD's V,
+  momentum) stays as it was when it was frozen, so a score read off it
+  (fisher's ν) is not biased by the freeze and a coordinate unfrozen later
+  resumes where it stopped. `optax.tree_utils.tree_map_params` finds the
+  parts of the state that sit where the inner optimizer puts a params tree;
+  inside them, a leaf is per-element only if it is an array of exactly its
+  param's shape. Everything else advances as the inner optimizer computes it
+  from the masked gradient: step counts and PRNG keys, Adafactor's factored
+  rows and columns, novograd's per-leaf norms, sm3's and muon's differently
+  shaped accumulators, GaLore's projections, and all of an optimizer whose
+  state `tree_map_params` cannot map (lbfgs, whose params-shaped last
+  gradient is a memory of past steps, not per-element state).
   """
-  masks = optax.tree_utils.tree_map_params(
-      inner, lambda _, m: m, new, mask, transform_non_params=lambda _: None)
+  mask_leaves = jax.tree.leaves(mask)
+  mask_def: Any = jax.tree.structure(mask)  # mypy cannot resolve jax's alias.
+
+  def per_element(sub: PyTree) -> PyTree:
+    # `sub` sits where the inner optimizer's init put the params; its leaves
+    # may still differ from the params' (sm3's lists, muon's MaskedNode).
+    try:
+      parts = mask_def.flatten_up_to(sub)
+    except (TypeError, ValueError):
+      return None
+    # Below a param's position (sm3 keeps a list per param), a leaf is
+    # per-element only if it has exactly that param's shape.
+    return mask_def.unflatten([
+        jax.tree.map(lambda x, m=m: m if _same_shape_array(x, m) else None,
+                     part)
+        for part, m in zip(parts, mask_leaves)])
+
+  try:
+    masks = optax.tree_utils.tree_map_params(
+        inner, per_element, new, transform_non_params=lambda _: None,
+        is_leaf=lambda _: True)
+  except Exception:  # init on optax's placeholder params failed (lbfgs).
+    return new  # Nothing is known to be per-element: nothing is restored.
   return jax.tree.map(
       lambda m, n, o: n if m is None else jnp.where(m, n, o), masks, new, old,
       is_leaf=lambda x: x is None)
+
+
+def _same_shape_array(x: Any, m: jax.Array) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray)) and (
+      jnp.shape(x) == jnp.shape(m))
 
 
 def _is_masked_state(x: Any) -> bool:

@@ -244,3 +244,23 @@ def test_bad_mask_values_and_gradient_structure_are_named():
   stats = paramsel_jax.init_stats(params)
   with pytest.raises(ValueError, match=r'grads tree structure'):
     paramsel_jax.update_stats(stats, {'v': jnp.zeros(3)}, params, params)
+
+
+def test_mismatched_tree_names_missing_and_extra_key_paths():
+  params = {f'Dense_{i}': {'kernel': jnp.zeros((3, 3)), 'bias': jnp.zeros(3)}
+            for i in range(30)}
+  mask = jax.tree.map(lambda x: jnp.ones(x.shape, bool), params)
+  del mask['Dense_1']['bias']
+  mask['Dense_2']['scale'] = jnp.ones(3, bool)
+  with pytest.raises(ValueError) as info:
+    paramsel_jax.masked(optax.sgd(0.1), mask).init(params)
+  message = str(info.value)
+  assert ("mask is missing ['Dense_1']['bias'] (present in the params); "
+          "extra: ['Dense_2']['scale']") in message
+  assert len(message) < 300
+  state = paramsel_jax.masked(optax.sgd(0.1)).init(params)
+  grads = {k: v for k, v in params.items() if k != 'Dense_7'}
+  with pytest.raises(ValueError, match=(
+      r"updates \(gradients\) is missing \['Dense_7'\]\['bias'\], "
+      r"\['Dense_7'\]\['kernel'\] \(present in the params\)")):
+    paramsel_jax.masked(optax.sgd(0.1)).update(grads, state, params)
