@@ -107,6 +107,28 @@ IDS = [_config_id(c) for c in CONFIGS]
 assert len(set(IDS)) == len(IDS), 'each optimizer is tested once'
 BY_ID = dict(zip(IDS, CONFIGS))
 
+# The default tier runs the compiling checks on one optimizer of each kind of
+# state (per-element moments, factored, per-leaf, per-param lists, matrix-wide
+# updates, memory of past steps, a wrapper, a linesearch, schedule-free); the
+# full matrix (74 optimizers, ~10 minutes of compilation on 2 cores) runs
+# under the `slow` marker, as CI does.
+DEFAULT_TIER = frozenset({
+    'adam(learning_rate=0.1)', 'sgd(learning_rate=0.001,momentum=0.9)',
+    'adafactor(learning_rate=0.005)', 'novograd(learning_rate=0.001)',
+    'sm3(learning_rate=1.0)', 'lion(learning_rate=0.01,weight_decay=0.0001)',
+    'lbfgs()', 'muon(learning_rate=0.01)',
+    'schedule_free_adamw(learning_rate=0.01,warmup_steps=5000)',
+    'sam[sgd(learning_rate=0.01)]',
+})
+
+
+def _tiered(config_id, known=None):
+  """`config_id` as a param: `slow` outside the default tier, xfail if known."""
+  marks = [] if config_id in DEFAULT_TIER else [pytest.mark.slow]
+  if known and config_id in known:
+    marks.append(pytest.mark.xfail(strict=True, reason=known[config_id]))
+  return pytest.param(config_id, marks=marks)
+
 # Bare optax optimizers that fail a check of optax's contract, with the reason
 # (neither is in optax's own lists for these checks). `masked` forwards the
 # call, so it fails the same way: not a regression of `masked`.
@@ -208,16 +230,9 @@ def _converges(config_id, masked):
              for p, f in zip(jax.tree.leaves(params), jax.tree.leaves(final)))
 
 
-def _failing(config_id, known):
-  if config_id in known:
-    return pytest.param(config_id, marks=pytest.mark.xfail(
-        strict=True, reason=known[config_id]))
-  return config_id
-
-
 @pytest.mark.parametrize('masked', [False, True], ids=['bare', 'masked'])
 @pytest.mark.parametrize(
-    'config_id', [_failing(i, _FAILS_TREE_MAP_OR_EXTRA_ARGS) for i in IDS])
+    'config_id', [_tiered(i, _FAILS_TREE_MAP_OR_EXTRA_ARGS) for i in IDS])
 def test_tree_map_params_and_unexpected_extra_args(config_id, masked):
   config = BY_ID[config_id]
   tx = _wrap(_make(config), masked)
@@ -232,12 +247,12 @@ def test_tree_map_params_and_unexpected_extra_args(config_id, masked):
   jax.eval_shape(lambda: tx.update(grads, state, params, **kwargs))
 
 
-@pytest.mark.parametrize('config_id', IDS)
+@pytest.mark.parametrize('config_id', [_tiered(i) for i in IDS])
 def test_bare_optimizer_solves_toy_problem(config_id):
   assert _converges(config_id, masked=False)
 
 
-@pytest.mark.parametrize('config_id', IDS)
+@pytest.mark.parametrize('config_id', [_tiered(i) for i in IDS])
 def test_masked_all_true_matches_bare_and_solves_toy_problem(config_id):
   _, want = _solve(config_id, False)
   _, got = _solve(config_id, True)
@@ -256,7 +271,7 @@ MAIN_IDS = [i for i in IDS if BY_ID[i]['main']
 
 
 @pytest.mark.parametrize('masked', [False, True], ids=['bare', 'masked'])
-@pytest.mark.parametrize('config_id', MAIN_IDS)
+@pytest.mark.parametrize('config_id', [_tiered(i) for i in MAIN_IDS])
 def test_dtype_multisteps_and_inject_hyperparams(config_id, masked):
   config = BY_ID[config_id]
   if config['wrapper_name'] is None:
@@ -332,7 +347,7 @@ def _per_element_leaves(state, params):
 _MEMORY_OF_PAST_STEPS = ('lbfgs',)
 
 
-@pytest.mark.parametrize('config_id', IDS)
+@pytest.mark.parametrize('config_id', [_tiered(i) for i in IDS])
 def test_partly_frozen_params_and_per_element_state_stay(config_id):
   config = BY_ID[config_id]
   tx = paramsel_jax.masked(_make(config))
