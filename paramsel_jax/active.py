@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -48,14 +48,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax import granularity as granularity_lib
-from paramsel_jax.models.conv import Conv2D
+from paramsel_jax.active_check import own_leaves
+from paramsel_jax.active_check import SPLITTABLE
+from paramsel_jax.active_check import trace
+from paramsel_jax.active_check import unsplittable
 
 PyTree = Any
 PACKED = 'packed'
-# What `forward` can split into units, said in messages.
-SPLITTABLE = ('flax linen Dense, Conv (feature_group_count=1, no mask), '
-              'DenseGeneral (int features, no batch_dims) and '
-              'paramsel_jax.models.Conv2D, called through `Module.apply`')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,165 +253,6 @@ def live_mask(active: PyTree, p: Plan, live: Any) -> PyTree:
   return jax.tree.map(one, active, treedef_names(active, names))
 
 
-def _expected_kernel_ndim(module: nn.Module) -> int | None:
-  """The kernel's rank `clone(features=k)` keeps right; None: not splittable."""
-  if type(module) is nn.Dense:  # pylint: disable=unidiomatic-typecheck
-    return 2
-  if type(module) is nn.Conv:  # pylint: disable=unidiomatic-typecheck
-    if module.feature_group_count != 1 or module.mask is not None:
-      return None
-    size = module.kernel_size
-    return (1 if isinstance(size, int) else len(size)) + 2
-  if type(module) is nn.DenseGeneral:  # pylint: disable=unidiomatic-typecheck
-    if not isinstance(module.features, int) or module.batch_dims:
-      return None
-    axis = module.axis
-    return (1 if isinstance(axis, int) else len(axis)) + 1
-  if type(module) is Conv2D:  # pylint: disable=unidiomatic-typecheck
-    return 4
-  return None
-
-
-def _unsplittable(module: nn.Module, methods: set[str],
-                  leaves: dict[str, tuple[int, ...]]) -> str | None:
-  """Why `forward` cannot train some of `module`'s units alone (None: it can).
-
-  `methods`: the module's methods a forward pass calls; `leaves`: its own
-  params' shapes by name.
-  """
-  cls = type(module).__name__
-  attrs = ', '.join(f'{a}={getattr(module, a)!r}' for a in
-                    ('features', 'feature_group_count', 'batch_dims')
-                    if hasattr(module, a))
-  what = f'{cls}({attrs})' if attrs else cls
-  other = sorted(methods - {'__call__', 'setup'})
-  if other:
-    return f'{what}, called through {", ".join(other)}, not only __call__'
-  ndim = _expected_kernel_ndim(module)
-  features = getattr(module, 'features', None)
-  if ndim is None:
-    return f'{what} with params {sorted(leaves)}'
-  kernel = leaves.get('kernel')
-  if (set(leaves) - {'kernel', 'bias'} or kernel is None or len(kernel) != ndim
-      or any(shape[-1] != features for shape in leaves.values())
-      or leaves.get('bias', (features,)) != (features,)):
-    return f'{what} with params of shapes {leaves}'
-  return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Traced:
-  """What one traced forward pass says of each module with params."""
-
-  order: tuple[str, ...]  # the modules called, first call first.
-  modules: dict[str, nn.Module]  # by name (`granularity.module_name`).
-  methods: dict[str, set[str]]  # the methods called, by name.
-
-
-def _trace(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree,
-           example: jax.Array) -> _Traced:
-  order: list[str] = []
-  modules: dict[str, nn.Module] = {}
-  methods: dict[str, set[str]] = {}
-
-  def record(next_fun, args, kwargs, ctx):
-    name = granularity_lib.module_name(ctx.module.path)
-    if name not in modules:
-      order.append(name)
-      modules[name] = ctx.module
-    methods.setdefault(name, set()).add(ctx.method_name)
-    return next_fun(*args, **kwargs)
-
-  def run(q, x):
-    with nn.intercept_methods(record):
-      return apply_fn(q, x)
-
-  jax.eval_shape(run, params, example)
-  return _Traced(tuple(order), modules, methods)
-
-
-def _own_leaves(params: PyTree) -> dict[str, dict[str, tuple[int, ...]]]:
-  """Per module name, its own params' shapes by leaf name."""
-  out: dict[str, dict[str, tuple[int, ...]]] = {}
-  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-    name = granularity_lib.module_name(granularity_lib.module_path(path))
-    leaf = granularity_lib.module_name(path[-1:])
-    out.setdefault(name, {})[leaf] = tuple(np.shape(x))
-  return out
-
-
-def check_model(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
-                params: PyTree, example: jax.Array, granularity: str,
-                modules: Sequence[str] | None = None) -> None:
-  """ValueError unless `forward` trains partly active modules right.
-
-  At unit granularity `forward` trains a partly active module's units alone
-  by intercepting the module's call (`nn.intercept_methods`) and running a
-  clone with `features=k`. A module with params that a forward pass does not
-  call through flax linen's interceptor (a hand-written `apply_fn`, a flax
-  NNX module) would get a gradient of exactly zero, and a module that the
-  clone does not split into units (attention's 3-axis `DenseGeneral`,
-  `LayerNorm`, `Embed`, a param at the model's root) would fail inside flax
-  or train the wrong thing. This traces the model once (`jax.eval_shape`) and
-  refuses both, naming the modules, before any work. At 'layer' and
-  'element' granularity nothing is split (a module trains whole or not at
-  all; the packed step merges the params), so every model is accepted.
-
-  Args:
-    apply_fn: `(params, images) -> logits`.
-    params: the params (or their `jax.eval_shape`).
-    example: a batch of inputs.
-    granularity: of α ('element', 'unit' or 'layer').
-    modules: the module names that will be partly active; None: any module
-      with params may be.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> params = {'w': jnp.ones((3, 2)), 'b': jnp.zeros(2)}
-    >>> apply_fn = lambda p, x: x @ p['w'] + p['b']
-    >>> check_model(apply_fn, params, jnp.ones((1, 3)), 'layer')
-    >>> check_model(apply_fn, params, jnp.ones((1, 3)), 'unit')
-    Traceback (most recent call last):
-    ...
-    ValueError: the active step (T|α, step='active') cannot train single \
-units of: (root) (not called through flax linen's method interceptor: a \
-hand-written apply_fn or an NNX module; its units would get a gradient of \
-exactly zero); accepted at granularity 'unit': flax linen Dense, Conv \
-(feature_group_count=1, no mask), DenseGeneral (int features, no batch_dims) \
-and paramsel_jax.models.Conv2D, called through `Module.apply`; for this \
-model use granularity 'layer' or 'element', or step='masked' (any model).
-  """
-  granularity_lib.check_granularity(granularity)
-  if granularity != 'unit':
-    return
-  leaves = _own_leaves(params)
-  wanted = list(leaves) if modules is None else list(modules)
-  traced = _trace(apply_fn, params, example)
-  problems = []
-  for name in sorted(wanted, key=lambda n: (
-      traced.order.index(n) if n in traced.order else len(traced.order),
-      list(leaves).index(n) if n in leaves else 0)):
-    if name not in traced.modules:
-      problems.append(
-          f"{name} (not called through flax linen's method interceptor: a "
-          'hand-written apply_fn or an NNX module; its units would get a '
-          'gradient of exactly zero)')
-      continue
-    reason = _unsplittable(traced.modules[name], traced.methods[name],
-                           leaves.get(name, {}))
-    if reason:
-      problems.append(f'{name} ({reason}: not split into units by '
-                      'clone(features=k))')
-  if problems:
-    shown = '; '.join(problems[:3]) + (f'; and {len(problems) - 3} more'
-                                        if len(problems) > 3 else '')
-    raise ValueError(
-        "the active step (T|α, step='active') cannot train single units of: "
-        f"{shown}; accepted at granularity 'unit': {SPLITTABLE}; for this "
-        "model use granularity 'layer' or 'element', or step='masked' (any "
-        'model).')
-
-
 def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
             params: PyTree, active: PyTree, idx: Any, x: jax.Array,
             cache: tuple[str, jax.Array] | None = None) -> jax.Array:
@@ -430,7 +270,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
   spliced = jax.tree.map(lambda x0, a, n: a if kind[n] == 'full' else x0,
                          params, active, treedef_names(params, names))
   partial = {n for n, k in kind.items() if k == 'partial'}
-  own = _own_leaves(params)
+  own = own_leaves(params)
   busy: list[bool] = []
   reached: set[str] = set()
 
@@ -439,11 +279,11 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
     if busy or ctx.method_name == 'setup':
       return next_fun(*args, **kwargs)
     if path in partial:  # refuse what would train wrong, at trace time.
-      reason = _unsplittable(ctx.module, {ctx.method_name}, own[path])
+      reason = unsplittable(ctx.module, {ctx.method_name}, own[path])
       if reason:
         raise ValueError(f'active.forward: module {path} is partly active '
                          f'but cannot be split into units ({reason}); '
-                         f'accepted: {SPLITTABLE} (`check_model`).')
+                         f'accepted: {SPLITTABLE} (`active_check.check_model`).')
       reached.add(path)
     if ctx.method_name != '__call__':
       return next_fun(*args, **kwargs)
@@ -469,7 +309,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
         f'{sorted(partial - reached)} were not called through flax linen\'s '
         'method interceptor (a hand-written apply_fn or an NNX module?): '
         f'their units would get a gradient of exactly zero; accepted: '
-        f'{SPLITTABLE} (`check_model`).')
+        f'{SPLITTABLE} (`active_check.check_model`).')
   return out
 
 
@@ -526,7 +366,7 @@ def module_call_order(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
 
   Names as `granularity.module_name` gives them ('(root)' for the model).
   """
-  return list(_trace(apply_fn, params, example).order)
+  return list(trace(apply_fn, params, example).order)
 
 
 def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:

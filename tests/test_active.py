@@ -294,6 +294,7 @@ import dataclasses  # noqa: E402
 import flax.linen as nn  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from paramsel_jax import active_check  # noqa: E402
 from paramsel_jax import online  # noqa: E402
 from paramsel_jax import runner as runner_lib  # noqa: E402
 from paramsel_jax import selectors  # noqa: E402
@@ -452,10 +453,51 @@ def test_transformer_trains_at_layer_granularity_and_unit_is_refused(
                                  atol=1e-5, err_msg=metric)
 
 
-def test_check_model_accepts_dense_conv_and_out_projection():
-  """What `forward` splits right passes: the repo's MLP and conv nets."""
+def test_check_model_accepts_dense_conv_and_out_projection(make_task):
+  """What `forward` splits right passes (the repo's MLP and conv nets,
+  attention's output projection); a grouped Conv does not."""
   for name, shape in (('mlp', (6, 6, 1)), ('lenet5', (28, 28, 1))):
     model = models.create_model(name, num_classes=5)
     params = models.init_params(model, jax.random.key(0), shape)
-    active.check_model(lambda p, x, m=model: m.apply({'params': p}, x),
-                       params, jnp.zeros((1,) + shape), 'unit')
+    active_check.check_model(lambda p, x, m=model: m.apply({'params': p}, x),
+                             params, jnp.zeros((1,) + shape), 'unit')
+  task = _transformer_task(make_task)
+  params = task.init_fn(jax.random.key(0))
+  x = steps.to_float(task.train_images[:2])
+  active_check.check_model(task.apply_fn, params, x, 'unit',
+                           modules=['MultiHeadDotProductAttention_0/out',
+                                    'Dense_0'])
+  grouped = nn.Conv(4, (3, 3), feature_group_count=2)
+  gp = grouped.init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))['params']
+  with pytest.raises(ValueError, match=r'\(root\) \(Conv\(features=4, '
+                     r'feature_group_count=2\)'):
+    active_check.check_model(lambda p, x: grouped.apply({'params': p}, x), gp,
+                             jnp.zeros((1, 5, 5, 2)), 'unit')
+
+
+def test_forward_on_accepted_transformer_modules_equals_the_dense_gradient(
+    make_task):
+  """Partly active output projection and Dense, the rest full or frozen: the
+  gradient w.r.t. the active tree is the dense gradient's active slice."""
+  task = _transformer_task(make_task)
+  params = task.init_fn(jax.random.key(0))
+  x = steps.to_float(task.train_images[:8])
+  y = task.train_labels[:8]
+  units = {'MultiHeadDotProductAttention_0/out': [1, 0, 1, 1, 0, 0, 1, 0],
+           'Dense_0': [0, 1, 1, 0], 'LayerNorm_0': [1] * 8}
+  def alpha_of(path, leaf):
+    name = granularity.module_name(granularity.module_path(path))
+    if name not in units:
+      return jnp.zeros(leaf.shape, bool)
+    return jnp.broadcast_to(jnp.array(units[name], bool), leaf.shape)
+  alpha = jax.tree_util.tree_map_with_path(alpha_of, params)
+  p, arrays = active.plan(alpha, 'unit', batched=False)
+  assert sorted(p.kinds) == ['frozen'] * 5 + ['full'] + ['partial'] * 2
+  act = active.split(params, p, arrays['idx'])
+  loss = lambda q: steps.cross_entropy(task.apply_fn(q, x), y)
+  cheap = jax.grad(lambda a: steps.cross_entropy(active.forward(
+      task.apply_fn, p, params, a, arrays['idx'], x), y))(act)
+  want = active.split(jax.grad(loss)(params), p, arrays['idx'])
+  for got, ref in zip(jax.tree.leaves(cheap), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+  assert any(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(cheap))
