@@ -58,7 +58,7 @@ def _expected_kernel_ndim(module: nn.Module) -> int | None:
 
 
 def unsplittable(module: nn.Module, methods: set[str],
-                  leaves: dict[str, tuple[int, ...]]) -> str | None:
+                 leaves: dict[str, tuple[int, ...]]) -> str | None:
   """Why `forward` cannot train some of `module`'s units alone (None: it can).
 
   `methods`: the module's methods a forward pass calls; `leaves`: its own
