@@ -48,6 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax import granularity as granularity_lib
+from paramsel_jax.active_check import own_leaves
+from paramsel_jax.active_check import SPLITTABLE
+from paramsel_jax.active_check import trace
+from paramsel_jax.active_check import unsplittable
 
 PyTree = Any
 PACKED = 'packed'
@@ -265,13 +269,23 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
   names = _module_of_leaf(params)
   spliced = jax.tree.map(lambda x0, a, n: a if kind[n] == 'full' else x0,
                          params, active, treedef_names(params, names))
-  partial = {n: _module_subtree(active, n) for n, k in kind.items()
-             if k == 'partial'}
+  partial = {n for n, k in kind.items() if k == 'partial'}
+  own = own_leaves(params)
   busy: list[bool] = []
+  reached: set[str] = set()
 
   def intercept(next_fun, args, kwargs, ctx):
-    path = '/'.join(ctx.module.path)
-    if busy or ctx.method_name != '__call__':
+    path = granularity_lib.module_name(ctx.module.path)
+    if busy or ctx.method_name == 'setup':
+      return next_fun(*args, **kwargs)
+    if path in partial:  # refuse what would train wrong, at trace time.
+      reason = unsplittable(ctx.module, {ctx.method_name}, own[path])
+      if reason:
+        raise ValueError(f'active.forward: module {path} is partly active '
+                         f'but cannot be split into units ({reason}); '
+                         f'accepted: {SPLITTABLE} (`active_check.check_model`).')
+      reached.add(path)
+    if ctx.method_name != '__call__':
       return next_fun(*args, **kwargs)
     if cache is not None and path == cache[0]:
       args = (cache[1],) + tuple(args[1:])
@@ -281,13 +295,22 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
     sub = ctx.module.clone(parent=None, features=int(idx[path].shape[-1]))
     busy.append(True)  # the clone's own call is not intercepted.
     try:
-      act = sub.apply({'params': partial[path]}, *args, **kwargs)
+      act = sub.apply({'params': _module_subtree(active, path)}, *args,
+                      **kwargs)
     finally:
       busy.pop()
     return out.at[..., idx[path]].set(act)
 
   with nn.intercept_methods(intercept):
-    return apply_fn(spliced, x)
+    out = apply_fn(spliced, x)
+  if partial - reached:
+    raise ValueError(
+        'active.forward: the partly active modules '
+        f'{sorted(partial - reached)} were not called through flax linen\'s '
+        'method interceptor (a hand-written apply_fn or an NNX module?): '
+        f'their units would get a gradient of exactly zero; accepted: '
+        f'{SPLITTABLE} (`active_check.check_model`).')
+  return out
 
 
 def _like(reference: PyTree) -> Callable[[Any], bool]:
@@ -339,21 +362,11 @@ def _module_subtree(tree: PyTree, name: str) -> PyTree:
 
 def module_call_order(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
                       params: PyTree, example: jax.Array) -> list[str]:
-  """The flax modules (paths) in the order a forward pass first calls them."""
-  order: list[str] = []
+  """The flax modules (names) in the order a forward pass first calls them.
 
-  def record(next_fun, args, kwargs, ctx):
-    path = '/'.join(ctx.module.path)
-    if ctx.method_name == '__call__' and path not in order:
-      order.append(path)
-    return next_fun(*args, **kwargs)
-
-  def run(q, x):
-    with nn.intercept_methods(record):
-      return apply_fn(q, x)
-
-  jax.eval_shape(run, params, example)
-  return order
+  Names as `granularity.module_name` gives them ('(root)' for the model).
+  """
+  return list(trace(apply_fn, params, example).order)
 
 
 def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:
@@ -361,12 +374,15 @@ def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:
 
   The first module with params, in call order, that trains, when every
   module with params called before it is frozen (None: none can, e.g. the
-  first one trains, or α is packed). Modules without params (the model's
-  root, activations) do not count.
+  first one trains, α is packed, or a module that trains was not seen in
+  the call order, so where it sits is unknown). Modules without params (the
+  model's root, activations) do not count.
   """
   if p.mode == PACKED:
     return None
   kind = dict(zip(p.modules, p.kinds))
+  if any(k != 'frozen' and m not in call_order for m, k in kind.items()):
+    return None
   with_params = [path for path in call_order if path in kind]
   for i, path in enumerate(with_params):
     if kind[path] != 'frozen':

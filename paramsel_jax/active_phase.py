@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from paramsel_jax import active as active_lib
+from paramsel_jax import active_check
 from paramsel_jax import masking
 from paramsel_jax import stats as stats_lib
 from paramsel_jax import steps
@@ -71,6 +72,12 @@ class ActivePhase:
   def __init__(self, runner: Any, plan: active_lib.Plan,
                cache_path: str | None = None):
     self.runner, self.plan, self.cache_path = runner, plan, cache_path
+    partial = [m for m, k in zip(plan.modules, plan.kinds) if k == 'partial']
+    if partial:  # modules `forward` would split: refused before any work.
+      task = runner.task
+      active_check.check_model(
+          task.apply_fn, jax.eval_shape(task.init_fn, jax.random.key(0)),
+          steps.to_float(task.train_images[:1]), 'unit', modules=partial)
     seed_map = runner._seed_map  # pylint: disable=protected-access
     chunk = lambda collect: jax.jit(seed_map(
         functools.partial(self._chunk_one, collect=collect),

@@ -231,6 +231,8 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   proto = dataclasses.replace(config.protocol_config(), seed_axis=_axis(config))
   runner = runner_lib.Runner(task, tx, proto, stat_groups=groups, seeds=seeds,
                              ema_decay=0.95)
+  if criterion:
+    runner.check_active_step()  # a model T|α cannot train fails before work.
   policy = make_policy(config, runner) if criterion else None
   if policy is not None and config.criterion == 'freezeout':
     runner = runner_lib.Runner(  # FreezeOut anneals each layer's steps.

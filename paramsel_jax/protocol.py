@@ -278,6 +278,8 @@ def run_protocol(
     groups = [(name, c) for name in names for c in (ls if retrain else ks)]
 
   runner, keys = _make_runner(task, tx, config, names, seeds)
+  if config.active_step() == 'active':
+    runner.check_active_step()  # before η0: a model it cannot train fails now.
   timing: dict[str, Any] = {}
   t0 = time.perf_counter()
   state0 = runner.init(keys)

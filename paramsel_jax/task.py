@@ -17,7 +17,12 @@ one message naming the bad value:
 What needs the model is checked by :func:`check_model` (``run_protocol``
 calls it before any work): the output is one row of logits per image, every
 label is below the number of logits, and the output is not probabilities
-(the loss applies log-softmax itself).
+(the loss applies log-softmax itself). With the active step at unit
+granularity, ``run_protocol`` also checks, before η0, that every module with
+params is a flax linen layer it can split into units
+(:func:`paramsel_jax.active_check.check_model`): a hand-written ``apply_fn``
+or an NNX module trains there with ``step='masked'`` or at ``'layer'`` or
+``'element'`` granularity.
 
 Example:
   >>> import numpy as np

@@ -285,3 +285,220 @@ def test_bad_freezing_settings_are_refused(change, message):
   import dataclasses
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(PCONFIG, **change)
+
+
+# --- Models the active step cannot train at unit granularity: refused. ---
+
+import dataclasses  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from paramsel_jax import active_check  # noqa: E402
+from paramsel_jax import online  # noqa: E402
+from paramsel_jax import runner as runner_lib  # noqa: E402
+from paramsel_jax import selectors  # noqa: E402
+
+TINY = dataclasses.replace(PCONFIG, eta0=10, eta1=10, window=5, chunk_size=10,
+                           k=0.5)
+
+
+def _hand_written_task(make_task):
+  """An MLP as a plain function of a params dict (no flax module)."""
+  base = make_task((12,))
+  def init_fn(key):
+    k1, k2 = jax.random.split(key)
+    return {'hidden': {'kernel': 0.1 * jax.random.normal(k1, (64, 12)),
+                       'bias': jnp.zeros(12)},
+            'out': {'kernel': 0.1 * jax.random.normal(k2, (12, 4)),
+                    'bias': jnp.zeros(4)}}
+  def apply_fn(p, x):
+    h = jnp.tanh(x.reshape(x.shape[0], -1) @ p['hidden']['kernel']
+                 + p['hidden']['bias'])
+    return h @ p['out']['kernel'] + p['out']['bias']
+  return dataclasses.replace(base, init_fn=init_fn, apply_fn=apply_fn)
+
+
+class _NnxMLP(nnx.Module):
+
+  def __init__(self, rngs):
+    self.hidden = nnx.Linear(64, 12, rngs=rngs)
+    self.out = nnx.Linear(12, 4, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(jnp.tanh(self.hidden(x.reshape(x.shape[0], -1))))
+
+
+def _nnx_task(make_task):
+  """An NNX module through the Functional API (split once, merge per call)."""
+  graphdef, _ = nnx.split(_NnxMLP(nnx.Rngs(0)), nnx.Param)
+  return dataclasses.replace(
+      make_task((12,)),
+      init_fn=lambda key: nnx.split(_NnxMLP(nnx.Rngs(key)), nnx.Param)[1],
+      apply_fn=lambda p, x: nnx.merge(graphdef, p)(x))
+
+
+class _Transformer(nn.Module):
+  """Embed, a learned position table at the root, attention, LayerNorm."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], 16, 4)
+    h = nn.Embed(10, 8)((x[..., 0] * 9).astype(jnp.int32))
+    h = h + self.param('pos', nn.initializers.normal(0.02), (16, 8))
+    h = h + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)(h)
+    return nn.Dense(4)(nn.LayerNorm()(h).mean(axis=1))
+
+
+def _transformer_task(make_task):
+  model = _Transformer()
+  return dataclasses.replace(
+      make_task((12,)),
+      init_fn=lambda key: model.init(key, jnp.zeros((1, 8, 8, 1)))['params'],
+      apply_fn=lambda p, x: model.apply({'params': p}, x))
+
+
+MODELS = {'hand_written': _hand_written_task, 'nnx': _nnx_task}
+
+
+@pytest.mark.parametrize('model', sorted(MODELS))
+def test_active_step_refuses_a_model_the_interceptor_does_not_reach(
+    make_task, model):
+  """A hand-written apply_fn or an NNX module: the interceptor never sees
+  their layers, so T|α at unit granularity would give partly active layers a
+  gradient of exactly zero. One clear error, before η0 (nothing logged)."""
+  task = MODELS[model](make_task)
+  logs = []
+  with pytest.raises(ValueError, match=r"cannot train single units of: hidden"
+                     r".*not called through flax linen's method interceptor.*"
+                     r"gradient of exactly zero.*step='masked'"):
+    protocol.run_protocol(task, optax.adam(1e-2), TINY, ['topgrad'], [0],
+                          log=logs.append)
+  assert logs == []  # η0 did not start.
+
+
+@pytest.mark.parametrize('model', sorted(MODELS))
+def test_masked_step_trains_those_models(make_task, model):
+  """With step='masked' the same models train: every coordinate of α moves
+  in η1, every other one stays bit-identical."""
+  task = MODELS[model](make_task)
+  config = dataclasses.replace(TINY, step='masked', window=10)
+  runner = runner_lib.Runner(task, optax.sgd(0.1), config)
+  state = runner.init(jax.vmap(jax.random.key)(jnp.arange(1, dtype=jnp.uint32)))
+  state = runner.train(state, 0, 10, 10, lambda _: None, 'eta0')
+  alpha = runner.select(state, selectors.get_selector('topgrad'), 'alpha',
+                        0.5, state.stats)
+  start = runner.start_phase1(state, alpha)
+  end = runner.train(start, 10, 10, 10, lambda _: None, 'eta1')
+  moved = jax.tree.map(lambda a, b: np.asarray(a != b), end.params,
+                       start.params)
+  for m, a in zip(jax.tree.leaves(moved), jax.tree.leaves(alpha)):
+    np.testing.assert_array_equal(m, np.asarray(a))
+  assert 0 < sum(int(np.sum(a)) for a in jax.tree.leaves(alpha))
+
+
+def test_online_refuses_a_model_the_interceptor_does_not_reach(make_task):
+  config = online.OnlineConfig(criterion='psgld', steps=20, check_every=10,
+                               granularity='unit', batch_size=16,
+                               eval_batch_size=64)
+  logs = []
+  with pytest.raises(ValueError, match='cannot train single units of: hidden'):
+    online.run_online(_hand_written_task(make_task), optax.sgd(0.1), config,
+                      [0], log=logs.append)
+  assert logs == []
+
+
+def test_forward_refuses_a_partial_module_it_does_not_reach():
+  """The last guard, at trace time: `forward` never returns a zero gradient
+  for a partly active module it did not reach."""
+  params = {'Dense_0': {'kernel': jnp.ones((3, 4)), 'bias': jnp.zeros(4)}}
+  alpha = jax.tree.map(lambda p: jnp.broadcast_to(
+      jnp.array([True, False, True, False]), p.shape), params)
+  p, arrays = active.plan(alpha, 'unit', batched=False)
+  act = active.split(params, p, arrays['idx'])
+  hand = lambda q, x: x @ q['Dense_0']['kernel'] + q['Dense_0']['bias']
+  with pytest.raises(ValueError, match=r"\['Dense_0'\] were not called through"):
+    active.forward(hand, p, params, act, arrays['idx'], jnp.ones((2, 3)))
+
+
+def test_transformer_trains_at_layer_granularity_and_unit_is_refused(
+    make_task):
+  """Layer granularity trains whole modules (nothing is split): it runs. At
+  unit granularity the first module it cannot split ((root)'s 'pos', then
+  Embed, attention's DenseGeneral, LayerNorm) is named before η0."""
+  task = _transformer_task(make_task)
+  logs = []
+  with pytest.raises(ValueError, match=r'cannot train single units of: \(root\)'
+                     r" \(_Transformer with params \['pos'\].*Embed_0 \(Embed"
+                     r".*MultiHeadDotProductAttention_0/query \(DenseGeneral\("
+                     r"features=\(2, 4\).*granularity 'layer' or 'element', or "
+                     r"step='masked'"):
+    protocol.run_protocol(task, optax.adam(1e-2), TINY, ['topgrad'], [0],
+                          log=logs.append)
+  assert logs == []
+  runs = [protocol.run_protocol(
+      task, optax.adam(1e-2), dataclasses.replace(
+          TINY, granularity='layer', step=step, window=10,
+          evaluate_after_eta0=False),
+      ['topgrad'], [0], log=lambda _: None) for step in ('active', 'masked')]
+  steps_run = [cost['step'] for run in runs
+               for label, cost in run['timing']['phases'].items()
+               if label.startswith('eta1')]
+  assert steps_run[0].startswith('T|α active') and 'frozen' in steps_run[0]
+  assert steps_run[1] == 'T|α masked'
+  active_cell, masked_cell = (run['cells'][0] for run in runs)
+  assert active_cell['frozen_moved'] == [False]
+  for part in ('w', 'pruned'):
+    for metric, value in active_cell[part].items():
+      np.testing.assert_allclose(value, masked_cell[part][metric], rtol=1e-4,
+                                 atol=1e-5, err_msg=metric)
+
+
+def test_check_model_accepts_dense_conv_and_out_projection(make_task):
+  """What `forward` splits right passes (the repo's MLP and conv nets,
+  attention's output projection); a grouped Conv does not."""
+  for name, shape in (('mlp', (6, 6, 1)), ('lenet5', (28, 28, 1))):
+    model = models.create_model(name, num_classes=5)
+    params = models.init_params(model, jax.random.key(0), shape)
+    active_check.check_model(lambda p, x, m=model: m.apply({'params': p}, x),
+                             params, jnp.zeros((1,) + shape), 'unit')
+  task = _transformer_task(make_task)
+  params = task.init_fn(jax.random.key(0))
+  x = steps.to_float(task.train_images[:2])
+  active_check.check_model(task.apply_fn, params, x, 'unit',
+                           modules=['MultiHeadDotProductAttention_0/out',
+                                    'Dense_0'])
+  grouped = nn.Conv(4, (3, 3), feature_group_count=2)
+  gp = grouped.init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))['params']
+  with pytest.raises(ValueError, match=r'\(root\) \(Conv\(features=4, '
+                     r'feature_group_count=2\)'):
+    active_check.check_model(lambda p, x: grouped.apply({'params': p}, x), gp,
+                             jnp.zeros((1, 5, 5, 2)), 'unit')
+
+
+def test_forward_on_accepted_transformer_modules_equals_the_dense_gradient(
+    make_task):
+  """Partly active output projection and Dense, the rest full or frozen: the
+  gradient w.r.t. the active tree is the dense gradient's active slice."""
+  task = _transformer_task(make_task)
+  params = task.init_fn(jax.random.key(0))
+  x = steps.to_float(task.train_images[:8])
+  y = task.train_labels[:8]
+  units = {'MultiHeadDotProductAttention_0/out': [1, 0, 1, 1, 0, 0, 1, 0],
+           'Dense_0': [0, 1, 1, 0], 'LayerNorm_0': [1] * 8}
+  def alpha_of(path, leaf):
+    name = granularity.module_name(granularity.module_path(path))
+    if name not in units:
+      return jnp.zeros(leaf.shape, bool)
+    return jnp.broadcast_to(jnp.array(units[name], bool), leaf.shape)
+  alpha = jax.tree_util.tree_map_with_path(alpha_of, params)
+  p, arrays = active.plan(alpha, 'unit', batched=False)
+  assert sorted(p.kinds) == ['frozen'] * 5 + ['full'] + ['partial'] * 2
+  act = active.split(params, p, arrays['idx'])
+  loss = lambda q: steps.cross_entropy(task.apply_fn(q, x), y)
+  cheap = jax.jit(jax.grad(lambda a: steps.cross_entropy(active.forward(
+      task.apply_fn, p, params, a, arrays['idx'], x), y)))(act)
+  want = active.split(jax.jit(jax.grad(loss))(params), p, arrays['idx'])
+  for got, ref in zip(jax.tree.leaves(cheap), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+  assert any(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(cheap))

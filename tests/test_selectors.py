@@ -22,7 +22,7 @@ def _count(mask):
                     min_size=1, max_size=30),
     data=st.data())
 def test_top_k_mask_has_exactly_k_ones(scores, data):
-  k = data.draw(st.integers(0, len(scores)))
+  k = data.draw(st.integers(1, len(scores)))
   half = len(scores) // 2
   tree = {'a': jnp.array(scores[:half], jnp.float32),
           'b': jnp.array(scores[half:], jnp.float32)}
@@ -113,11 +113,41 @@ def test_top_k_mask_takes_fractions_and_rejects_k_beyond_n():
   scores = {'a': jnp.arange(6.0), 'b': jnp.arange(4.0)}
   assert _count(selectors.top_k_mask(scores, 0.5)) == 5
   assert _count(selectors.top_k_mask(scores, 1.0)) == 10
-  assert _count(selectors.top_k_mask(scores, 0)) == 0
   with pytest.raises(ValueError, match=r'k=11 is out of range.*\[1, 10\]'):
     selectors.top_k_mask(scores, 11)
   with pytest.raises(ValueError, match='k=1.5 is out of range'):
     selectors.top_k_mask(scores, 1.5)
+
+
+@pytest.mark.parametrize('which, k, message', [
+    ('alpha', 0, r'k=0 is out of range.*\[1, 4\]'),
+    ('beta', 0, r'l=0 is out of range.*\[1, 4\]'),
+    ('alpha', 0.1, r'k=0.1 of N = 4 rounds to 0 coordinates'),
+    ('beta', 5, r'l=5 is out of range.*\[1, 4\]')])
+def test_select_refuses_a_count_of_no_coordinate(which, k, message):
+  """0 is refused everywhere: `select` and `top_k_mask` never return an
+  all-False mask."""
+  params = {'w': jnp.array([0.5, -3.0, 1.0, 2.0])}
+  ctx = selectors.SelectionContext(params, stats_lib.init_stats(params), (),
+                                   jax.random.key(0))
+  with pytest.raises(ValueError, match=message):
+    selectors.select(selectors.get_selector('random'), which, ctx, k)
+  with pytest.raises(ValueError, match=message.replace('l=', 'k=')):
+    selectors.top_k_mask(params, k)
+
+
+def test_select_refuses_more_than_within_holds():
+  """k beyond `within` would pick coordinates outside it: refused."""
+  params = {'w': jnp.array([0.5, -3.0, 1.0, 2.0])}
+  ctx = selectors.SelectionContext(params, stats_lib.init_stats(params), (),
+                                   jax.random.key(0))
+  within = {'w': jnp.array([True, False, True, False])}
+  magnitude = selectors.get_selector('magnitude')
+  assert selectors.select(magnitude, 'beta', ctx, 2, within)['w'].tolist() == [
+      True, False, True, False]
+  with pytest.raises(ValueError, match=r'l=3 \(3 coordinates\) is more than '
+                     r'`within` holds \(2\); accepted: at most 2'):
+    selectors.select(magnitude, 'beta', ctx, 3, within)
 
 
 @pytest.mark.parametrize('name', sorted(set(selectors.SELECTORS) - {
@@ -287,7 +317,7 @@ def test_magnitude_saliency_fisher_apf_on_hand_examples():
 def test_every_selector_gives_exactly_k(name, which):
   grads, w = _noisy_trajectory(seed=2, steps=30)
   ctx = _context_from_steps(grads, w, opt_state=optax.adam(0.1).init({'w': w[0]}))
-  for k in (0, 1, 2, 3):
+  for k in (1, 2, 3):
     assert _count(selectors.select(selectors.get_selector(name), which, ctx, k)) == k
 
 

@@ -153,13 +153,14 @@ def resolve_count(value: float | int, n: int, name: str = 'k') -> int:
   return count
 
 
-def top_k_mask(scores: PyTree, k: int | float) -> PyTree:
+def top_k_mask(scores: PyTree, k: int | float, name: str = 'k') -> PyTree:
   """A bool mask with exactly `k` True entries at the largest scores, globally.
 
-  `k` is a count (an int in [0, N]) or a fraction of all N scalars (a float
-  in (0, 1], see `resolve_count`); it is static. Ties go to the lower flat
-  index (leaves in `jax.tree.leaves` order, then row-major); NaN scores rank
-  last.
+  `k` is a count (an int in [1, N]) or a fraction of all N scalars (a float
+  in (0, 1], see `resolve_count`); it is static. 0, or a fraction that rounds
+  to no coordinate, is refused (ValueError naming `name`=`k`), never an
+  all-False mask. Ties go to the lower flat index (leaves in
+  `jax.tree.leaves` order, then row-major); NaN scores rank last.
 
   Example:
     >>> import jax.numpy as jnp
@@ -168,17 +169,18 @@ def top_k_mask(scores: PyTree, k: int | float) -> PyTree:
     ([True, False], [True, False, False])
     >>> top_k_mask(jnp.arange(10.0), 0.2).tolist()[-3:]
     [False, True, True]
+    >>> top_k_mask(jnp.arange(10.0), 0)  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    ValueError: k=0 is out of range; accepted: an integer count in [1, 10]
+    (N = 10 parameters) or a fraction 0 < k <= 1 of N (1.0 = all).
   """
   leaves, treedef = jax.tree.flatten(scores)
   if not leaves:
     raise ValueError('top_k_mask: scores has no leaves; accepted: a pytree of '
                      'arrays with the params\' shapes.')
   sizes = [math.prod(jnp.shape(x)) for x in leaves]
-  n = sum(sizes)
-  if isinstance(k, numbers.Integral) and not isinstance(k, bool) and k == 0:
-    count = 0
-  else:
-    count = resolve_count(k, n, 'k')
+  count = resolve_count(k, sum(sizes), name)
   flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
   flat = jnp.where(jnp.isnan(flat), -jnp.inf, flat)
   # lax.top_k returns equal values lower index first; 6x faster than a full
@@ -276,9 +278,13 @@ def scores(selector: Selector, which: str, ctx: SelectionContext,
   return out
 
 
-def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
-           within: PyTree | None = None) -> PyTree:
+def select(selector: Selector, which: str, ctx: SelectionContext,
+           k: int | float, within: PyTree | None = None) -> PyTree:
   """The α (`which='alpha'`) or β (`which='beta'`) mask with exactly k ones.
+
+  `k` (named `l` in messages for β) is a count or a fraction of N
+  (`resolve_count`); 0, or more than `within` holds (when `within` is
+  concrete), is refused: the mask would not have k ones chosen within it.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -290,5 +296,19 @@ def select(selector: Selector, which: str, ctx: SelectionContext, k: int,
     >>> within = {'w': jnp.array([True, False, True])}
     >>> select(get_selector('topgrad'), 'beta', ctx, 1, within)['w'].tolist()
     [False, False, True]
+    >>> select(get_selector('topgrad'), 'beta', ctx, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: l=0 is out of range; accepted: an integer count in [1, 3] \
+(N = 3 parameters) or a fraction 0 < l <= 1 of N (1.0 = all).
   """
-  return top_k_mask(scores(selector, which, ctx, within), k)
+  name = 'k' if which == 'alpha' else 'l'
+  out = scores(selector, which, ctx, within)
+  if within is not None and _is_concrete(within):
+    size = sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(within))
+    count = resolve_count(k, sum(math.prod(jnp.shape(x))
+                                 for x in jax.tree.leaves(out)), name)
+    if count > size:
+      raise ValueError(f'{name}={k!r} ({count} coordinates) is more than '
+                       f'`within` holds ({size}); accepted: at most {size}.')
+  return top_k_mask(out, k, name)
