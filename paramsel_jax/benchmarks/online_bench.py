@@ -93,6 +93,7 @@ def make_methods(specs: Sequence[str] = DEFAULT_METHODS, k: float = 0.1,
   >>> [m.name for m in make_methods(['dense', 'psgld:layer'], thresholds={'psgld': 3})]
   ['dense', 'psgld (layer, threshold 3)']
   """
+  checks.real('k', k, above=0, below=1)
   t = dict(thresholds or {})
   out = []
   for spec in specs:
