@@ -298,6 +298,7 @@ def environment() -> dict[str, Any]:
       'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
       'flax': flax.__version__, 'optax': optax.__version__,
       'numpy': numpy.__version__, 'backend': jax.default_backend(),
+      'device_kinds': sorted({d.device_kind for d in jax.devices()}),
       'devices': [str(d) for d in jax.devices()]}
 
 
