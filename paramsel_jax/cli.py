@@ -112,7 +112,9 @@ def flag_message(message: str, names: Mapping[str, str]) -> str:
   flag. A quoted value loses its quotes (`--freezeout_schedule=cubic`), a
   class name before the field goes (`OnlineConfig.check_every=0`), and a
   field followed by a quoted value (`criterion 'autofreeze'`) is written as
-  the flag too.
+  the flag too. A key with its class (`'TrainConfig.steps'`) names the field
+  of that class only, for fields of the same name in two configs; list it
+  before the bare name.
 
   >>> flag_message('threshold=nan; accepted: a finite float > 0.',
   ...              {'threshold': 'freeze_threshold'})
@@ -120,13 +122,17 @@ def flag_message(message: str, names: Mapping[str, str]) -> str:
   >>> flag_message('OnlineConfig.check_every=0; accepted: an int >= 1.',
   ...              {'check_every': 'check_every'})
   '--check_every=0; accepted: an int >= 1.'
+  >>> flag_message('TrainConfig.steps=0; accepted: an int >= 1.',
+  ...              {'TrainConfig.steps': 'retrain_steps', 'steps': 'steps'})
+  '--retrain_steps=0; accepted: an int >= 1.'
   >>> flag_message("criterion 'freezeout' freezes whole layers; accepted: "
   ...              "granularity='layer'.", {'criterion': 'freeze',
   ...                                      'granularity': 'granularity'})
   '--freeze=freezeout freezes whole layers; accepted: --granularity=layer.'
   """
   for field, flag in names.items():
-    pattern = (rf"(?<![\w.'-])(?:[A-Z]\w*\.)?{re.escape(field)}(?:=| (?='))"
+    owner = '' if '.' in field else r'(?:[A-Z]\w*\.)?'
+    pattern = (rf"(?<![\w.'-]){owner}{re.escape(field)}(?:=| (?='))"
                r"('([^']*)'|[^\s;,)]+)")
     message = re.sub(pattern, functools.partial(_as_flag, flag), message)
   return message
