@@ -32,6 +32,7 @@ import optax
 
 from paramsel_jax import cli
 from paramsel_jax import models
+from paramsel_jax import progress
 from paramsel_jax import report
 from paramsel_jax.benchmarks import timing
 
@@ -169,9 +170,11 @@ def main(argv: Sequence[str]) -> None:
               f'{case.first_s:.1f} s', flush=True)
         cases.append(case)
 
+  rounds = progress.Progress(repeats, lambda s: print(s, flush=True),
+                             unit='repeat', prefix='  timed: ')
+
   def after_round(r: int, seconds: float) -> None:
-    del seconds
-    print(f'  repeat {r + 1}/{repeats} done', flush=True)
+    rounds.update(1, f'this one {seconds:.1f} s')
     if r + 1 < repeats:
       print_table(cases, final=False)  # Survives an interrupted run.
 

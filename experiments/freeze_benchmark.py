@@ -69,8 +69,20 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/freeze_benchmark',
                                   'Where the JSON, tables and plots go.')
 
 
+# The flag of each FreezeConfig field, for the config's own messages.
+FLAG_NAMES = {name: name for name in (
+    'steps', 'eta0', 'eval_every', 'window', 'time_steps', 'repeats',
+    'variant_steps', 'budgets', 'ks', 'seeds')}
+FLAG_NAMES.update(granularity='granularities')
+
+
 def configs() -> list[freeze.FreezeConfig]:
   """One config per (model, data set) of the flags, checked."""
+  with cli.as_flags(FLAG_NAMES):
+    return _configs()
+
+
+def _configs() -> list[freeze.FreezeConfig]:
   out = []
   for model in _MODELS.value:
     if model not in DEFAULTS:
@@ -78,17 +90,17 @@ def configs() -> list[freeze.FreezeConfig]:
                        f'{", ".join(DEFAULTS)}.')
     d = DEFAULTS[model]
     for dataset in _DATASETS.value or DATASETS[model]:
+      steps = cli.or_default(_STEPS.value, d['steps'])
+      eta0 = cli.or_default(_ETA0.value, d['eta0'])
       out.append(freeze.FreezeConfig(
-          model=model, dataset=dataset,
-          steps=_STEPS.value or d['steps'], eta0=_ETA0.value or d['eta0'],
-          variant_steps=_VARIANT_STEPS.value or (
-              2 * (_STEPS.value or d['steps']) - (_ETA0.value or d['eta0'])),
+          model=model, dataset=dataset, steps=steps, eta0=eta0,
+          variant_steps=cli.or_default(_VARIANT_STEPS.value, 2 * steps - eta0),
           eval_every=_EVAL_EVERY.value, window=_WINDOW.value,
           granularities=tuple(_GRANULARITIES.value),
           selectors=tuple(_SELECTORS.value or d['selectors']),
           ks=cli.floats(_KS.value, 'ks'), budgets=tuple(_BUDGETS.value),
           seeds=cli.ints(_SEEDS.value, 'seeds'),
-          time_steps=_TIME_STEPS.value or d['time_steps'],
+          time_steps=cli.or_default(_TIME_STEPS.value, d['time_steps']),
           repeats=_REPEATS.value, masked_element=_MASKED_ELEMENT.value,
           data_dir=_DATA_DIR.value))
   return out

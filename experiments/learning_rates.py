@@ -21,6 +21,7 @@ from paramsel_jax import data
 from paramsel_jax import io
 from paramsel_jax import models
 from paramsel_jax import optimizers
+from paramsel_jax import progress
 from paramsel_jax import steps
 
 GRID = {'sgd': (0.01, 0.03, 0.1, 0.3, 1.0), 'momentum': (0.003, 0.01, 0.03, 0.1, 0.3),
@@ -64,13 +65,18 @@ def main(argv):
       for n in _OPTIMIZER.value])
   dataset = data.load('mnist')
   out = {}
+  runs = sum(len(GRID[n]) for n in names) * _NUM_SEEDS.value
+  done = progress.Progress(runs * _STEPS.value, lambda s: print(s, flush=True),
+                           prefix='[learning_rates] ')
   for name in names:
     for lr in GRID[name]:
       tx = optimizers.create_optimizer(
           optimizers.OptimizerConfig(name, learning_rate=lr),
           num_data=len(dataset.train.labels))
-      accs = [valid_accuracy(tx, dataset, _STEPS.value, s)
-              for s in range(_NUM_SEEDS.value)]
+      accs = []
+      for s in range(_NUM_SEEDS.value):  # one jitted run per seed.
+        accs.append(valid_accuracy(tx, dataset, _STEPS.value, s))
+        done.update(_STEPS.value, f'{name} lr {lr:g} seed {s}')
       out[f'{name} {lr:g}'] = accs
       print(f'{name:9s} lr {lr:<7g} valid acc {np.mean(accs):.4f}  {accs}',
             flush=True)

@@ -37,10 +37,11 @@ def main(argv):
   def build():
     config = experiment_flags.experiment_config(FLAGS)
     experiment.validate_config(config)
-    return config
+    settings = experiment_flags.online_config(FLAGS)
+    experiment_flags.validate_online(config, settings)
+    return config, settings
 
-  config = cli.config_or_exit(build)
-  settings = cli.config_or_exit(lambda: experiment_flags.online_config(FLAGS))
+  config, settings = cli.config_or_exit(build)
   if settings is not None:
     online_experiment.run_online_experiment(config, settings,
                                             FLAGS.value('output_dir'))

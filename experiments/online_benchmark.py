@@ -21,8 +21,10 @@ from typing import Any
 from absl import flags
 
 from paramsel_jax import cli
+from paramsel_jax import experiment
 from paramsel_jax import freezing
 from paramsel_jax import io as io_lib
+from paramsel_jax import online_experiment
 from paramsel_jax.benchmarks import online_bench
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -57,8 +59,29 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/online_benchmark',
                                   'Where the JSON, tables and plots go.')
 
 
+# The flag of each config field, for the configs' own messages.
+FLAG_NAMES = {name: name for name in ('steps', 'method_steps', 'check_every',
+                                      'eta0', 'repeats', 'k')}
+FLAG_NAMES.update(threshold='thresholds')
+
+
 def configs() -> list[online_bench.OnlineBenchConfig]:
-  """One config per (model, data set), checked."""
+  """One config per (model, data set), checked (each method's settings too)."""
+  with cli.as_flags(FLAG_NAMES):
+    out = _configs()
+  for config in out:
+    exp = experiment.ExperimentConfig(dataset=config.dataset, model=config.model)
+    for method in config.methods:
+      try:
+        online_experiment.validate_settings(
+            exp, online_bench._settings(config, method))  # pylint: disable=protected-access
+      except ValueError as e:
+        raise ValueError(f'{cli.flag_message(str(e), FLAG_NAMES)} (method '
+                         f'{method.name!r} of --methods)') from None
+  return out
+
+
+def _configs() -> list[online_bench.OnlineBenchConfig]:
   out = []
   for model in _MODELS.value:
     if model not in DEFAULTS:
@@ -66,11 +89,12 @@ def configs() -> list[online_bench.OnlineBenchConfig]:
                        f'{", ".join(DEFAULTS)}.')
     d = DEFAULTS[model]
     for dataset in _DATASETS.value or DATASETS[model]:
+      steps = cli.or_default(_STEPS.value, d['steps'])
       out.append(online_bench.OnlineBenchConfig(
-          model=model, dataset=dataset, steps=_STEPS.value or d['steps'],
-          method_steps=_METHOD_STEPS.value or 2 * (_STEPS.value or d['steps']),
-          check_every=_CHECK_EVERY.value or d['check_every'],
-          eta0=_ETA0.value or d['eta0'],
+          model=model, dataset=dataset, steps=steps,
+          method_steps=cli.or_default(_METHOD_STEPS.value, 2 * steps),
+          check_every=cli.or_default(_CHECK_EVERY.value, d['check_every']),
+          eta0=cli.or_default(_ETA0.value, d['eta0']),
           methods=online_bench.make_methods(
               _METHODS.value, _K.value, cli.named_floats(
                   _THRESHOLDS.value, 'thresholds', sorted(freezing.CRITERIA))),

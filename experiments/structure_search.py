@@ -285,16 +285,38 @@ def data_from_flags(dataset: str
   return shape, data.info('synthetic').num_classes, load
 
 
+# The flag of each config field whose name differs from it, for the configs'
+# own messages (`cli.as_flags`); the other fields are named as their flags.
+_SAME = ('warmup_steps', 'search_steps', 'batch_size', 'weight_lr', 'arch_lr',
+         'tau0', 'tau_min', 'schedule', 'chunk_steps', 'conv_impl',
+         'size_weight', 'target_params', 'flops_weight', 'target_flops',
+         'entropy_weight', 'activations', 'conv_widths', 'conv_pools',
+         'conv_optional', 'kernel_sizes', 'pool_types', 'dense_widths',
+         'dense_depth', 'seeds', 'random_samples', 'random_budgets',
+         'random_eta', 'random_rungs', 'input_sigmas', 'weight_sigmas',
+         'noise_repeats', 'space')
+FLAG_NAMES = {
+    'TrainConfig.steps': 'retrain_steps',
+    'TrainConfig.learning_rate': 'retrain_lr',
+    'SelectionConfig.learning_rate': 'select_lr',
+    # The protocol's fields come from --select's flags only.
+    'mode': 'select_mode', 'eta0': 'select_eta0', 'eta1': 'select_eta1',
+    'window': 'select_window', 'prune_rounds': 'select_rounds',
+    'k': 'select_k', 'l': 'select_l', 'mlp_widths': 'widths',
+    'mlp_depth': 'depth', **{name: name for name in _SAME}}
+
+
 def build() -> tuple[config_lib.PipelineConfig, Callable[[], Any]]:
   """The checked config and the data's loader; ValueError on a bad flag.
 
   Everything, the space against the data's shape included, is checked here,
-  before any data is loaded.
+  before any data is loaded; the configs' messages name the flags.
   """
   checks.one_of('--dataset', _DATASET.value, data.DATASETS)
-  config = config_from_flags(_DATASET.value)
-  shape, num_classes, load = data_from_flags(config.dataset)
-  config.validate(shape, num_classes)
+  with cli.as_flags(FLAG_NAMES):
+    config = config_from_flags(_DATASET.value)
+    shape, num_classes, load = data_from_flags(config.dataset)
+    config.validate(shape, num_classes)
   return config, load
 
 

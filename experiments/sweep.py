@@ -64,14 +64,21 @@ def online_config_from_flags() -> sweep.OnlineSweepConfig:
   """
   f = FLAGS
   names = [n for n in f.value('freeze').split(',') if n]
-  template = experiment_flags.online_config(
-      f, name=names[0], steps=(f.value('eta0') or 500) + (f.value('eta1') or 1500))
-  return sweep.OnlineSweepConfig(
+  steps = (f.value('eta0') or 500) + (f.value('eta1') or 1500)
+  templates = [experiment_flags.online_config(f, name=n, steps=steps)
+               for n in names if n != 'none']
+  if not templates:
+    raise ValueError(f'--freeze={f.value("freeze")}; accepted: one or more '
+                     'criteria, comma-separated (dense runs anyway).')
+  config = sweep.OnlineSweepConfig(
       dataset=f.value('dataset'), models=tuple(f.value('model')),
       optimizers=experiment_flags.optimizer_configs(f),
       criteria=tuple(['none'] + [n for n in names if n != 'none']),
       seeds=experiment_flags.seeds(f, f.value('num_seeds') or 3),
-      online=template, data_dir=f.value('data_dir'))
+      online=templates[0], data_dir=f.value('data_dir'))
+  with cli.as_flags(experiment_flags.ONLINE_FLAGS):
+    sweep.validate_online_sweep(config)
+  return config
 
 
 def main(argv):

@@ -11,6 +11,9 @@ every script needs for that and would otherwise repeat:
 * `config_or_exit(build)`: builds and validates a config, turning the first
   `ValueError` into that one line, before any data is loaded, then prints
   the backend and devices once (`backend_line`);
+* `as_flags(names)`: re-raises a config's `ValueError` with its field names
+  (`threshold=nan`) written as the flags the user typed
+  (`--freeze_threshold=nan`);
 * `parse_count`: the count-or-fraction rule of `k` and `l` as typed on a
   command line (see `paramsel_jax.selectors.resolve_count`);
 * `ints`, `floats`, `bools`: comma-separated lists with messages naming the
@@ -22,11 +25,13 @@ every script needs for that and would otherwise repeat:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import re
 import sys
-from typing import Callable, NoReturn, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
 
 from absl import app
 import jax
@@ -97,6 +102,77 @@ def config_or_exit(build: Callable[[], T]) -> T:
     _announced.append(True)
     print(backend_line(), flush=True)
   return config
+
+
+def flag_message(message: str, names: Mapping[str, str]) -> str:
+  """`message` with each `field=value` of `names` written as `--flag=value`.
+
+  A config names its fields (`threshold=nan`); on a command line the user
+  typed a flag (`--freeze_threshold=nan`). `names` maps a config field to its
+  flag. A quoted value loses its quotes (`--freezeout_schedule=cubic`), a
+  class name before the field goes (`OnlineConfig.check_every=0`), and a
+  field followed by a quoted value (`criterion 'autofreeze'`) is written as
+  the flag too. A key with its class (`'TrainConfig.steps'`) names the field
+  of that class only, for fields of the same name in two configs; list it
+  before the bare name.
+
+  >>> flag_message('threshold=nan; accepted: a finite float > 0.',
+  ...              {'threshold': 'freeze_threshold'})
+  '--freeze_threshold=nan; accepted: a finite float > 0.'
+  >>> flag_message('OnlineConfig.check_every=0; accepted: an int >= 1.',
+  ...              {'check_every': 'check_every'})
+  '--check_every=0; accepted: an int >= 1.'
+  >>> flag_message('TrainConfig.steps=0; accepted: an int >= 1.',
+  ...              {'TrainConfig.steps': 'retrain_steps', 'steps': 'steps'})
+  '--retrain_steps=0; accepted: an int >= 1.'
+  >>> flag_message("criterion 'freezeout' freezes whole layers; accepted: "
+  ...              "granularity='layer'.", {'criterion': 'freeze',
+  ...                                      'granularity': 'granularity'})
+  '--freeze=freezeout freezes whole layers; accepted: --granularity=layer.'
+  """
+  for field, flag in names.items():
+    owner = '' if '.' in field else r'(?:[A-Z]\w*\.)?'
+    pattern = (rf"(?<![\w.'-]){owner}{re.escape(field)}(?:=| (?='))"
+               r"('([^']*)'|[^\s;,)]+)")
+    message = re.sub(pattern, functools.partial(_as_flag, flag), message)
+  return message
+
+
+def _as_flag(flag: str, match: re.Match[str]) -> str:
+  value = match.group(2) if match.group(2) is not None else match.group(1)
+  return f'--{flag}={value}'
+
+
+
+@contextlib.contextmanager
+def as_flags(names: Mapping[str, str]) -> Iterator[None]:
+  """Re-raises a `ValueError` with `flag_message(str(error), names)`.
+
+  Wrap the making of a config from flags in it, so that the config's own
+  checks (one home for each) answer in the flags' names:
+
+  >>> with as_flags({'max_frozen': 'max_frozen'}):
+  ...   raise ValueError('max_frozen=1.5; accepted: a fraction in (0, 1].')
+  Traceback (most recent call last):
+  ...
+  ValueError: --max_frozen=1.5; accepted: a fraction in (0, 1].
+  """
+  try:
+    yield
+  except ValueError as e:
+    raise ValueError(flag_message(str(e), names)) from None
+
+
+def or_default(value: T | None, default: T) -> T:
+  """`value`, or `default` when the flag was left at None (auto).
+
+  Not `value or default`: a typed `--steps=0` must reach the config's check,
+  not turn into the default.
+
+  >>> or_default(0, 4000), or_default(None, 4000)
+  (0, 4000)
+  """
+  return default if value is None else value
 
 
 def check_no_arguments(argv: Sequence[str]) -> None:

@@ -105,12 +105,24 @@ def validate_config(config: ExperimentConfig
   Returns:
     The resolved k's and l's (counts; k's stay fractions with a FLOPs budget).
   """
-  image_shape, num_classes, num_train = _data_shape(config)
+  n = models_lib.count_params(param_shapes(config))
+  return protocol.validate_protocol_config(config.protocol, n,
+                                           _data_shape(config)[2])
+
+
+def param_shapes(config: ExperimentConfig) -> Any:
+  """The model's params as `jax.ShapeDtypeStruct`s, without loading the data.
+
+  Example:
+    >>> shapes = param_shapes(ExperimentConfig(model='lenet300'))
+    >>> shapes['Dense_0']['kernel'].shape
+    (784, 300)
+  """
+  image_shape, num_classes, _ = _data_shape(config)
   model = models_lib.create_model(config.model, num_classes=num_classes)
-  n = models_lib.count_params(jax.eval_shape(
+  return jax.eval_shape(
       lambda key: models_lib.init_params(model, key, image_shape),
-      jax.random.key(0)))
-  return protocol.validate_protocol_config(config.protocol, n, num_train)
+      jax.random.key(0))
 
 
 def _data_shape(config: ExperimentConfig) -> tuple[tuple[int, ...], int, int]:
@@ -286,6 +298,7 @@ def environment() -> dict[str, Any]:
       'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
       'flax': flax.__version__, 'optax': optax.__version__,
       'numpy': numpy.__version__, 'backend': jax.default_backend(),
+      'device_kinds': sorted({d.device_kind for d in jax.devices()}),
       'devices': [str(d) for d in jax.devices()]}
 
 

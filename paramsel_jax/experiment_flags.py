@@ -12,6 +12,8 @@ and one optimizer.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 from typing import Any
 
 from absl import flags
@@ -44,48 +46,48 @@ class Flags:
     return self.holders[name].present > 0
 
 
-def _define_data_and_model(d: dict[str, Any]) -> dict[str, Any]:
+def _define_data_and_model(d: Any, defaults: dict[str, Any]) -> dict[str, Any]:
   return {
-      'dataset': flags.DEFINE_string('dataset', d.get('dataset', 'mnist'),
+      'dataset': d.string('dataset', defaults.get('dataset', 'mnist'),
                                      f'One of {", ".join(data.DATASETS)}.'),
-      'data_dir': flags.DEFINE_string(
+      'data_dir': d.string(
           'data_dir', None, 'The data cache (default $PARAMSEL_DATA_DIR or '
           '~/.cache/paramsel_jax).'),
-      'model': flags.DEFINE_list('model', d.get('model', ['lenet300']),
+      'model': d.list('model', defaults.get('model', ['lenet300']),
                                  f'Comma-separated, of {", ".join(models.MODELS)}.'),
-      'output_dir': flags.DEFINE_string('output_dir', d['output_dir'],
+      'output_dir': d.string('output_dir', defaults['output_dir'],
                                         'Where the results go.'),
-      'eval_split': flags.DEFINE_enum(
+      'eval_split': d.enum(
           'eval_split', 'test', list(experiment.EVAL_SPLITS),
           "The held-out split of the 'test' metrics: test, or valid to choose "
           'settings without reading the test split.'),
   }
 
 
-def _define_optimizer() -> dict[str, Any]:
+def _define_optimizer(d: Any) -> dict[str, Any]:
   lrs = ', '.join(f'{k} {v:g}' for k, v in
                   optimizers.DEFAULT_LEARNING_RATES.items())
   return {
-      'optimizer': flags.DEFINE_list(
+      'optimizer': d.list(
           'optimizer', ['adam'], 'Comma-separated name[:learning_rate], names '
           f'of {", ".join(optimizers.OPTIMIZERS)}.'),
-      'learning_rate': flags.DEFINE_float(
+      'learning_rate': d.float(
           'learning_rate', None, 'γ of every optimizer without its own '
           f'(default per optimizer: {lrs}).'),
-      'momentum': flags.DEFINE_float('momentum', 0.9, 'For --optimizer=momentum.'),
-      'b1': flags.DEFINE_float('b1', 0.9, "Adam's b1."),
-      'b2': flags.DEFINE_float('b2', 0.999, "Adam's b2."),
-      'decay': flags.DEFINE_float('decay', 0.99,
+      'momentum': d.float('momentum', 0.9, 'For --optimizer=momentum.'),
+      'b1': d.float('b1', 0.9, "Adam's b1."),
+      'b2': d.float('b2', 0.999, "Adam's b2."),
+      'decay': d.float('decay', 0.99,
                                   'RMSprop/pSGLD squared-gradient decay.'),
-      'eps': flags.DEFINE_float(
+      'eps': d.float(
           'eps', None, "The preconditioner's λ (default: 1e-8 for Adam and "
           'RMSprop, 1e-5 for pSGLD).'),
-      'temperature': flags.DEFINE_float('temperature', 1.0,
+      'temperature': d.float('temperature', 1.0,
                                         'Langevin temperature (sgld, psgld).'),
-      'weight_decay': flags.DEFINE_float(
+      'weight_decay': d.float(
           'weight_decay', 0.0, 'L2 term wd·w added to the gradient (for '
           'sgld/psgld: a Gaussian prior of variance 1/(n·wd)).'),
-      'decay_steps': flags.DEFINE_integer(
+      'decay_steps': d.integer(
           'decay_steps', 0, 'Cosine learning-rate decay to 0 over this many '
           'steps (0: constant; not for sgld/psgld).'),
   }
@@ -95,120 +97,133 @@ def _auto(value: Any) -> str:
   return 'auto' if value is None else str(value)
 
 
-def _define_protocol(d: dict[str, Any]) -> dict[str, Any]:
+def _define_protocol(d: Any, defaults: dict[str, Any]) -> dict[str, Any]:
   return {
-      'selector': flags.DEFINE_list(
-          'selector', d['selector'],
+      'selector': d.list(
+          'selector', defaults['selector'],
           f'Comma-separated, of {", ".join(sorted(selectors.SELECTORS))}; '
           '"all" for every registered selector (they share the eta0 phase).'),
-      'k': flags.DEFINE_list(
-          'k', d['k'], 'Coordinates that keep training: counts (integers) or '
+      'k': d.list(
+          'k', defaults['k'], 'Coordinates that keep training: counts (integers) or '
           'fractions of N (0.1, 1.0 = all, 10%), comma-separated.'),
-      'l': flags.DEFINE_list('l', d['l'], 'Weights kept at the end: counts or '
+      'l': d.list('l', defaults['l'], 'Weights kept at the end: counts or '
                              'fractions, comma-separated.'),
-      'eta0': flags.DEFINE_integer('eta0', d['eta0'], 'Steps on all parameters '
-                                   f'(default: {_auto(d["eta0"])}).'),
-      'eta1': flags.DEFINE_integer('eta1', d['eta1'], 'Steps on the k selected '
-                                   f'ones (default: {_auto(d["eta1"])}).'),
-      'window': flags.DEFINE_integer('window', d['window'], "Steps the "
+      'eta0': d.integer('eta0', defaults['eta0'], 'Steps on all parameters '
+                                   f'(default: {_auto(defaults["eta0"])}).'),
+      'eta1': d.integer('eta1', defaults['eta1'], 'Steps on the k selected '
+                                   f'ones (default: {_auto(defaults["eta1"])}).'),
+      'window': d.integer('window', defaults['window'], "Steps the "
                                      "selectors' statistics cover (default: "
-                                     f'{_auto(d["window"])}).'),
-      'batch_size': flags.DEFINE_integer('batch_size', 128, 'Minibatch size.'),
-      'mode': flags.DEFINE_enum(
+                                     f'{_auto(defaults["window"])}).'),
+      'batch_size': d.integer('batch_size', 128, 'Minibatch size.'),
+      'mode': d.enum(
           'mode', 'prune_at_end', list(protocol.MODES),
           'prune_at_end: the paper (α after eta0, β after eta1); retrain: β '
           'after eta0, the rest zeroed, only the kept weights train for eta1 '
           '(no --k then).'),
-      'prune_rounds': flags.DEFINE_integer(
+      'prune_rounds': d.integer(
           'prune_rounds', 1, '--mode=retrain: prune gradually in this many rounds.'),
-      'chunk_size': flags.DEFINE_integer(
+      'chunk_size': d.integer(
           'chunk_size', 500, 'Steps per jitted call between progress lines '
           '(does not change results).'),
-      'train_eval_size': flags.DEFINE_integer(
-          'train_eval_size', d['train_eval_size'], 'Train metrics on the first '
+      'train_eval_size': d.integer(
+          'train_eval_size', defaults['train_eval_size'], 'Train metrics on the first '
           'this many training examples (0: all; default: '
-          f'{_auto(d["train_eval_size"])}).'),
-      'num_seeds': flags.DEFINE_integer('num_seeds', d['num_seeds'], 'Seeds, '
+          f'{_auto(defaults["train_eval_size"])}).'),
+      'num_seeds': d.integer('num_seeds', defaults['num_seeds'], 'Seeds, '
                                         'run as one program (default: '
-                                        f'{_auto(d["num_seeds"])}).'),
-      'seed': flags.DEFINE_integer('seed', 0, 'First seed; seeds are seed .. '
+                                        f'{_auto(defaults["num_seeds"])}).'),
+      'seed': d.integer('seed', 0, 'First seed; seeds are seed .. '
                                    'seed+num_seeds-1.'),
-      'shard_batch': flags.DEFINE_bool(
+      'shard_batch': d.bool(
           'shard_batch', False, 'With several devices, also shard each '
           'minibatch over the devices the seeds leave.'),
-      'seed_axis': flags.DEFINE_enum(
+      'seed_axis': d.enum(
           'seed_axis', 'auto', list(protocol.SEED_AXES),
           'vmap: seeds in parallel; map: in turn; auto: map for conv nets on CPU.'),
-      **_define_freezing(),
+      **_define_freezing(d),
   }
 
 
-def _define_freezing() -> dict[str, Any]:
+def _define_freezing(d: Any) -> dict[str, Any]:
   return {
-      'granularity': flags.DEFINE_enum(
+      'granularity': d.enum(
           'granularity', 'element', list(granularity.GRANULARITIES),
           'Of α: element (scalars), unit (a neuron or channel with its fan-in '
           'and bias), layer (a module).'),
-      'aggregate': flags.DEFINE_enum(
+      'aggregate': d.enum(
           'aggregate', 'mean', list(granularity.AGGREGATIONS),
           "A group's score from its elements' (unit/layer granularity)."),
-      'budget': flags.DEFINE_enum(
+      'budget': d.enum(
           'budget', 'params', list(protocol.BUDGETS),
           'What k counts at unit/layer granularity: parameters, or the '
           'fraction of the weight-gradient FLOPs.'),
-      'step': flags.DEFINE_enum(
+      'step': d.enum(
           'step', 'auto', list(protocol.STEPS),
           'T|α: masked (dense, frozen updates zeroed), active (cost follows '
           'α; packed optimizer state at element granularity), auto (active at '
           'unit/layer granularity, masked at element).'),
-      'cache_prefix': flags.DEFINE_bool(
+      'cache_prefix': d.bool(
           'cache_prefix', False, 'With the active step: compute the inputs of '
           'the first module that trains once over the training set when '
           'everything before it is frozen.'),
-      'cache_budget_mb': flags.DEFINE_float(
+      'cache_budget_mb': d.float(
           'cache_budget_mb', 2048.0, 'The most memory the prefix cache may '
           'take (all seeds); a bigger cache is refused.'),
-      **_define_online(),
+      **_define_online(d),
   }
 
 
-def _define_online() -> dict[str, Any]:
+def _define_online(d: Any) -> dict[str, Any]:
   return {
-      'freeze': flags.DEFINE_string(
+      'freeze': d.string(
           'freeze', 'none', 'Online freezing instead of the fixed eta0, one of '
           f'{", ".join(sorted(freezing.CRITERIA))} (sweep.py: a comma-separated '
           'list): α is decided every --check_every steps over eta0 + eta1 '
           'steps, next to a dense reference run.'),
-      'check_every': flags.DEFINE_integer('check_every', 200,
+      'check_every': d.integer('check_every', 200,
                                           'Steps between freezing checks.'),
-      'freeze_threshold': flags.DEFINE_float(
+      'freeze_threshold': d.float(
           'freeze_threshold', None, "The criterion's threshold (default: "
           'psgld 1.0 (drift z-score), apf 0.05).'),
-      'max_frozen': flags.DEFINE_float(
+      'max_frozen': d.float(
           'max_frozen', None, 'Freeze at most this share of the parameters '
           '(of the FLOPs with --budget=flops); default: no cap.'),
-      'buckets': flags.DEFINE_integer(
+      'buckets': d.integer(
           'buckets', 4, 'Active-set sizes per module rounded up to this many '
           'steps (bounds the compilations).'),
-      'max_compiles': flags.DEFINE_integer('max_compiles', 8,
+      'max_compiles': d.integer('max_compiles', 8,
                                            'The most step programs a run compiles.'),
-      'freezeout_schedule': flags.DEFINE_enum(
+      'freezeout_schedule': d.enum(
           'freezeout_schedule', 'linear', list(freezing.SCHEDULES),
           "FreezeOut's schedule of stop times."),
-      'freezeout_t0': flags.DEFINE_float('freezeout_t0', 0.5,
+      'freezeout_t0': d.float('freezeout_t0', 0.5,
                                          "FreezeOut's first layer stop fraction."),
   }
 
 
-def define(**defaults: Any) -> Flags:
+def define(flag_values: flags.FlagValues = flags.FLAGS,
+           **defaults: Any) -> Flags:
   """Declares the shared flags with a script's defaults (None: auto).
 
   Keys: selector, k, l (lists of strings), eta0, eta1, window, num_seeds,
   train_eval_size, output_dir, and optionally dataset and model.
+  `flag_values`: where they are declared (absl's global `FLAGS`; a test
+  passes its own and parses a command line into it).
   """
-  holders = {**_define_data_and_model(defaults), **_define_optimizer(),
-             **_define_protocol(defaults)}
+  d = _definer(flag_values)
+  holders = {**_define_data_and_model(d, defaults), **_define_optimizer(d),
+             **_define_protocol(d, defaults)}
   return Flags(holders)
+
+
+def _definer(flag_values: flags.FlagValues) -> Any:
+  """The `DEFINE_*` functions of absl, bound to `flag_values`."""
+  bind = lambda define: functools.partial(define, flag_values=flag_values)
+  return types.SimpleNamespace(
+      string=bind(flags.DEFINE_string), list=bind(flags.DEFINE_list),
+      integer=bind(flags.DEFINE_integer), float=bind(flags.DEFINE_float),
+      enum=bind(flags.DEFINE_enum), bool=bind(flags.DEFINE_bool))
 
 
 def optimizer_configs(f: Flags) -> tuple[optimizers.OptimizerConfig, ...]:
@@ -302,28 +317,65 @@ def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
   return values
 
 
+# The flag of each `online.OnlineConfig` / `freezing.FreezingPolicy` field:
+# their checks name the field, the command line answers with the flag.
+ONLINE_FLAGS = {
+    'criterion': 'freeze', 'threshold': 'freeze_threshold',
+    'max_frozen': 'max_frozen', 'check_every': 'check_every',
+    'granularity': 'granularity', 'budget': 'budget', 'buckets': 'buckets',
+    'max_compiles': 'max_compiles', 'cache_budget_mb': 'cache_budget_mb',
+    'batch_size': 'batch_size', 't0': 'freezeout_t0',
+    'schedule': 'freezeout_schedule', 'seed_axis': 'seed_axis',
+}
+
+
 def online_config(f: Flags, name: str | None = None,
                   steps: int | None = None) -> Any:
   """The `online.OnlineConfig` of `--freeze` and its flags (None: 'none').
 
   The run is eta0 + eta1 steps long; without --granularity, psgld and apf
-  freeze whole units and autofreeze and freezeout whole layers.
+  freeze whole units and autofreeze and freezeout whole layers. A bad value
+  raises the config's own `ValueError`, written with the flags' names
+  (`ONLINE_FLAGS`); `validate_online` adds the checks that need the model.
   """
   from paramsel_jax import online  # pylint: disable=g-import-not-at-top
   name = f.value('freeze') if name is None else name
   if name == 'none':
     return None
-  freezing.get_criterion(name)  # one clear error for an unknown name.
-  gran = f.value('granularity')
-  if not f.given('granularity'):
-    gran = 'layer' if freezing.get_criterion(name).layers_only else 'unit'
-  return online.OnlineConfig(
-      criterion=name, steps=steps or f.value('eta0') + f.value('eta1'),
-      check_every=f.value('check_every'), threshold=f.value('freeze_threshold'),
-      max_frozen=f.value('max_frozen'), budget=f.value('budget'),
-      granularity=gran, buckets=f.value('buckets'),
-      max_compiles=f.value('max_compiles'),
-      cache_prefix=f.value('cache_prefix'),
-      cache_budget_mb=f.value('cache_budget_mb'),
-      batch_size=f.value('batch_size'), seed_axis=f.value('seed_axis'),
-      t0=f.value('freezeout_t0'), schedule=f.value('freezeout_schedule'))
+  if name == 'fixed':
+    raise ValueError("--freeze=fixed: 'fixed' is the paper's fixed protocol "
+                     'as a criterion, for experiments/online_benchmark.py; '
+                     'here the fixed protocol is the default: leave --freeze '
+                     'out.')
+  try:
+    freezing.get_criterion(name)
+  except ValueError as e:
+    raise ValueError(f'--freeze={name}: {e}') from None
+  with cli.as_flags(ONLINE_FLAGS):
+    gran = f.value('granularity')
+    if not f.given('granularity'):
+      gran = 'layer' if freezing.get_criterion(name).layers_only else 'unit'
+    return online.OnlineConfig(
+        criterion=name, steps=steps or f.value('eta0') + f.value('eta1'),
+        check_every=f.value('check_every'),
+        threshold=f.value('freeze_threshold'),
+        max_frozen=f.value('max_frozen'), budget=f.value('budget'),
+        granularity=gran, buckets=f.value('buckets'),
+        max_compiles=f.value('max_compiles'),
+        cache_prefix=f.value('cache_prefix'),
+        cache_budget_mb=f.value('cache_budget_mb'),
+        batch_size=f.value('batch_size'), seed_axis=f.value('seed_axis'),
+        t0=f.value('freezeout_t0'), schedule=f.value('freezeout_schedule'))
+
+
+def validate_online(config: experiment.ExperimentConfig, settings: Any) -> None:
+  """`online_experiment.validate_settings`, answered in the flags' names.
+
+  The criterion's own checks (`freezing.FreezingPolicy`: `--max_frozen` in
+  (0, 1], FreezeOut's `--freezeout_t0`, ...) need the model's shapes, not
+  its data: call it before anything is loaded.
+  """
+  from paramsel_jax import online_experiment  # pylint: disable=g-import-not-at-top
+  if settings is not None:
+    with cli.as_flags(ONLINE_FLAGS):
+      online_experiment.validate_settings(config, settings)

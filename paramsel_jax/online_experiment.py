@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from paramsel_jax import experiment
+from paramsel_jax import freezing
 from paramsel_jax import io as io_lib
 from paramsel_jax import online
 from paramsel_jax import optimizers
@@ -80,12 +81,40 @@ def format_summary(name: str, dense: dict[str, Any], frozen: dict[str, Any],
           'time to the dense final accuracy: ' + verdict)
 
 
+def validate_settings(config: experiment.ExperimentConfig,
+                      settings: online.OnlineConfig) -> None:
+  """Every check of the run's `FreezingPolicy`, without loading the data.
+
+  `OnlineConfig` checks its own fields when made; the criterion's settings
+  (`max_frozen`, FreezeOut's `t0` and `schedule`, ...) are checked by
+  `freezing.FreezingPolicy`, which needs the params' shapes: this builds it
+  over the model's shapes (`experiment.param_shapes`), so a bad setting is
+  refused before the data are loaded and before the dense reference run.
+
+  Example:
+    >>> validate_settings(experiment.ExperimentConfig(),
+    ...                   online.OnlineConfig(max_frozen=1.5))
+    Traceback (most recent call last):
+    ...
+    ValueError: max_frozen=1.5; accepted: a fraction in (0, 1], or None.
+  """
+  if settings.criterion == 'none':
+    return
+  freezing.FreezingPolicy(
+      settings.criterion, experiment.param_shapes(config),
+      granularity=settings.granularity, check_every=settings.check_every,
+      threshold=settings.threshold, max_frozen=settings.max_frozen,
+      total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,
+      freeze_at=settings.freeze_at)
+
+
 def run_online_experiment(config: experiment.ExperimentConfig,
                           settings: online.OnlineConfig,
                           output_dir: str | None = None,
                           log: Callable[[str], None] = print) -> dict[str, Any]:
   """The online run and its dense reference; prints, writes, returns both."""
   experiment.validate_config(config)
+  validate_settings(config, settings)
   config = experiment.resolved(config)
   dataset = experiment.load_dataset(config)
   task = experiment.make_task(config, dataset)

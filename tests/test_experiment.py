@@ -188,3 +188,73 @@ def test_online_freezing_run_prints_the_frozen_share_and_the_comparison(tmp_path
   results = json.loads(path.read_text())
   assert len(results['frozen']['checks']) == 4
   assert results['comparison']['target_accuracy']
+
+
+def _mnist_flags(*argv):
+  """experiments/mnist.py's flags, parsed from `argv` in this process."""
+  from absl import flags
+  from paramsel_jax import experiment_flags
+  values = flags.FlagValues()
+  f = experiment_flags.define(
+      values, selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500,
+      eta1=1500, window=100, num_seeds=3, train_eval_size=0,
+      output_dir='results')
+  values(['mnist.py', *argv])
+  return f
+
+
+def _check_online_flags(f):
+  """What experiments/mnist.py checks before loading anything."""
+  from paramsel_jax import experiment_flags
+  config = experiment_flags.experiment_config(f)
+  experiment.validate_config(config)
+  settings = experiment_flags.online_config(f)
+  experiment_flags.validate_online(config, settings)
+  return settings
+
+
+@pytest.mark.parametrize('argv, message', [
+    # FreezingPolicy's checks, which used to run after the dense reference.
+    ('--freeze=psgld --max_frozen=1.5',
+     '--max_frozen=1.5; accepted: a fraction in (0, 1]'),
+    ('--freeze=psgld --max_frozen=0', '--max_frozen=0.0; accepted'),
+    ('--freeze=freezeout --freezeout_t0=-1', '--freezeout_t0=-1.0; accepted'),
+    # OnlineConfig's checks, in the flags' names.
+    ('--freeze=psgld --freeze_threshold=nan',
+     '--freeze_threshold=nan; accepted: a finite float > 0.'),
+    ('--freeze=apf --freeze_threshold=-1', '--freeze_threshold=-1.0; accepted'),
+    ('--freeze=psgld --check_every=0', '--check_every=0; accepted: an int >= 1.'),
+    ('--freeze=autofreeze --granularity=unit',
+     "--freeze=autofreeze freezes whole layers; accepted: --granularity=layer"),
+    ('--freeze=freezeout --granularity=element', '--freeze=freezeout freezes'),
+    ('--freeze=nope', "--freeze=nope: Unknown freezing criterion 'nope'"),
+    ('--freeze=fixed', '--freeze=fixed: '),
+])
+def test_online_freezing_flags_are_checked_before_any_work(argv, message):
+  f = _mnist_flags(*argv.split())
+  with pytest.raises(ValueError) as error:
+    _check_online_flags(f)
+  assert message in str(error.value)
+  assert '\n' not in str(error.value)
+
+
+def test_good_online_freezing_flags_pass_the_checks():
+  settings = _check_online_flags(_mnist_flags(
+      '--freeze=freezeout', '--max_frozen=0.5', '--freezeout_t0=0.3'))
+  assert settings.granularity == 'layer' and settings.t0 == 0.3
+  assert _check_online_flags(_mnist_flags()) is None  # no --freeze.
+
+
+def test_bad_online_flag_fails_in_one_line_before_loading_data(tmp_path):
+  # The MNIST run: before, the data were loaded and the 2,000-step dense
+  # reference trained before FreezingPolicy refused max_frozen.
+  done = subprocess.run(
+      [sys.executable, SCRIPT, '--freeze=psgld', '--max_frozen=1.5',
+       f'--data_dir={tmp_path / "no_data_here"}', f'--output_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert done.returncode == 2
+  assert done.stderr.strip() == (
+      'mnist.py: error: --max_frozen=1.5; accepted: a fraction in (0, 1], '
+      'or None.')
+  assert done.stdout == ''  # no backend line, no loading, no progress.
+  assert not (tmp_path / 'no_data_here').exists()

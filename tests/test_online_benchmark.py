@@ -3,6 +3,7 @@ numbers are consistent (never how fast anything is)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,11 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   assert '| dense |' in done.stdout
+  # Progress with rate and remaining time: over all methods, over the rounds.
+  for phase in ('synthetic / lenet300, all methods: 275/275 steps',
+                '  timed rounds: 1/1 rounds'):
+    assert re.search(re.escape(phase) + r' \[[\d:]+<[\d:?]+, +[\d.]+ ?'
+                     r'(\w+/s|s/\w+)\]', done.stdout), (phase, done.stdout[-3000:])
   result = json.loads((tmp_path / 'online_synthetic_lenet300.json').read_text())
   assert (tmp_path / 'online_synthetic_lenet300.png').read_bytes()[:4] == b'\x89PNG'
   runs = {r['name']: r for r in result['runs']}

@@ -280,3 +280,19 @@ def test_online_sweep_runs_and_resumes(tmp_path, monkeypatch):
   monkeypatch.setattr(online, 'run_online', lambda *a, **k: calls.append(1))
   again = sweep.run_online_sweep(config, str(tmp_path), log=_quiet)
   assert calls == [] and again == first  # every run was stored: none reran.
+
+
+def test_online_sweep_settings_are_checked_before_any_data(monkeypatch, tmp_path):
+  # FreezingPolicy's checks (max_frozen in (0, 1]) ran only when a run
+  # started, after the data were loaded and the dense run had trained.
+  from paramsel_jax import experiment
+  from paramsel_jax import online
+  config = sweep.OnlineSweepConfig(
+      dataset='synthetic', models=('mlp',), criteria=('none', 'psgld'),
+      seeds=(0,), online=online.OnlineConfig(steps=40, check_every=20,
+                                             max_frozen=1.5))
+  with pytest.raises(ValueError, match=r'max_frozen=1\.5; accepted'):
+    sweep.validate_online_sweep(config)
+  monkeypatch.setattr(experiment, 'load_dataset', lambda *a: 1 / 0)
+  with pytest.raises(ValueError, match=r'max_frozen=1\.5; accepted'):
+    sweep.run_online_sweep(config, str(tmp_path), log=_quiet)

@@ -39,6 +39,7 @@ from paramsel_jax import active as active_lib
 from paramsel_jax import costs as costs_lib
 from paramsel_jax import experiment
 from paramsel_jax import granularity as granularity_lib
+from paramsel_jax import progress as progress_lib
 from paramsel_jax import checks
 from paramsel_jax import protocol
 from paramsel_jax import protocol_config
@@ -193,6 +194,7 @@ def dense_run(config: FreezeConfig, runner: runner_lib.Runner, keys: jax.Array,
   state = runner.init(keys)
   steps, acc, state_eta0 = [], [], None
   as_i32 = lambda x: jnp.asarray(x, jnp.int32)
+  progress = progress_lib.Progress(config.steps, log, prefix='  dense T: ')
   t = 0
   while t < config.steps:
     n = config.eval_every
@@ -205,8 +207,10 @@ def dense_run(config: FreezeConfig, runner: runner_lib.Runner, keys: jax.Array,
     t += n
     steps.append(t)
     acc.append(_accuracy(runner, state.params))
+    progress.update(n, f'test accuracy {100 * np.mean(acc[-1]):.2f}%')
     if t == config.eta0:
       state_eta0 = state
+  progress.close()
   log(f'  dense: final test accuracy {100 * np.mean(acc[-1]):.2f}% '
       f'(seeds {[round(100 * a, 2) for a in acc[-1]]})')
   seconds, flops = costs_lib.flops(runner.run_chunk, state, as_i32(0),
@@ -252,11 +256,15 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
     to_params = lambda s: phase.leave(s, start, state_eta0.stats).params
     plan_text = p.describe()
   t, end = config.eta0, config.variant_steps or config.steps
+  progress = progress_lib.Progress(end - t, log, prefix=f'  {name}: ')
   while t < end:
     state, _ = chunk(state, as_i32(t), as_i32(config.eval_every))
     t += config.eval_every
     steps.append(t)
     acc.append(_accuracy(runner, to_params(state)))
+    progress.update(config.eval_every,
+                    f'test accuracy {100 * np.mean(acc[-1]):.2f}%')
+  progress.close()
   _, flops = costs_lib.flops(chunk, state, as_i32(0), as_i32(config.time_steps))
   run = Run(name, steps, acc,
             _chunk_case(name, chunk, state, config.eta0, config.time_steps),
@@ -299,9 +307,12 @@ def measure_rates(runs: Sequence[Run], repeats: int,
   """Interleaved timed rounds of every run's step (and cached step)."""
   cases = [r.case for r in runs] + [r.cached_case for r in runs
                                    if r.cached_case is not None]
+  log(f'  timing {len(cases)} step programs side by side: compiling them')
   timing.warm_up(cases)
-  timing.run_rounds(cases, repeats, after_round=lambda i, s: log(
-      f'  timed round {i + 1}/{repeats} ({s:.1f} s)'))
+  progress = progress_lib.Progress(repeats, log, unit='round',
+                                   prefix='  timed rounds: ')
+  timing.run_rounds(cases, repeats, after_round=lambda i, s: progress.update(1))
+  progress.close()
 
 
 def wall_clock(run: Run, dense: Run, eta0: int, cached: bool = False) -> np.ndarray:

@@ -26,6 +26,7 @@ from paramsel_jax import experiment
 from paramsel_jax import freezing
 from paramsel_jax import granularity as granularity_lib
 from paramsel_jax import online
+from paramsel_jax import progress as progress_lib
 from paramsel_jax import report
 from paramsel_jax.benchmarks import timing
 
@@ -93,6 +94,7 @@ def make_methods(specs: Sequence[str] = DEFAULT_METHODS, k: float = 0.1,
   >>> [m.name for m in make_methods(['dense', 'psgld:layer'], thresholds={'psgld': 3})]
   ['dense', 'psgld (layer, threshold 3)']
   """
+  checks.real('k', k, above=0, below=1)
   t = dict(thresholds or {})
   out = []
   for spec in specs:
@@ -145,16 +147,27 @@ def run_benchmark(config: OnlineBenchConfig,
   task = experiment.make_task(exp, dataset)
   tx = optax.adam(config.learning_rate)
   runs = {}
-  for method in config.methods or default_methods():
+  methods = config.methods or default_methods()
+  progress = progress_lib.Progress(
+      sum(_settings(config, m).steps for m in methods), log,
+      prefix=f'{config.dataset} / {config.model}, all methods: ')
+  for method in methods:
     log(f'{config.dataset} / {config.model}: {method.name}')
+    settings = _settings(config, method)
     runs[method.name] = online.run_online(
-        task, tx, _settings(config, method), config.seeds,
+        task, tx, settings, config.seeds,
         log=lambda s: log('  ' + s) if s.startswith('online') else None,
         keep_cases=True)
+    progress.update(settings.steps, f'{method.name} done')
+  progress.close()
   cases = [c for r in runs.values() for c in r['cases'].values()]
+  log(f'timing {len(cases)} step programs side by side: compiling them')
   timing.warm_up(cases)
-  timing.run_rounds(cases, config.repeats, after_round=lambda i, s: log(
-      f'  timed round {i + 1}/{config.repeats} ({s:.1f} s)'))
+  rounds = progress_lib.Progress(config.repeats, log, unit='round',
+                                 prefix='  timed rounds: ')
+  timing.run_rounds(cases, config.repeats,
+                    after_round=lambda i, s: rounds.update(1))
+  rounds.close()
   return summarize(config, runs)
 
 

@@ -30,6 +30,7 @@ from paramsel_jax import experiment
 from paramsel_jax import io as io_lib
 from paramsel_jax import masking
 from paramsel_jax import models as models_lib
+from paramsel_jax import progress as progress_lib
 from paramsel_jax import protocol
 from paramsel_jax import selectors as selectors_lib
 from paramsel_jax import stats as stats_lib
@@ -347,8 +348,11 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
         f'{p.cold_s:.2f} s; the warm copy gives the same metrics: '
         f'{p.matches}')
 
-  timing.run_rounds(cases, config.repeats, config.seed, lambda r, s: log(
-      f'  round {r + 1}/{config.repeats}: {s:.1f} s'))
+  rounds = progress_lib.Progress(config.repeats, log, unit='round',
+                                 prefix='  timed rounds: ')
+  timing.run_rounds(cases, config.repeats, config.seed,
+                    lambda r, s: rounds.update(1, f'this one {s:.1f} s'))
+  rounds.close()
   env['machine']['load_average_end'] = env_lib.load_average()
 
   summarized = summary.summarize(config, {c.name: c for c in cases}, env,

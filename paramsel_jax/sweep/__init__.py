@@ -53,6 +53,7 @@ from paramsel_jax.sweep.outputs import TARGETS
 from paramsel_jax.sweep.outputs import write_outputs
 from paramsel_jax.sweep.online_sweep import OnlineSweepConfig
 from paramsel_jax.sweep.online_sweep import run_online_sweep
+from paramsel_jax.sweep.online_sweep import validate_online_sweep
 from paramsel_jax.sweep.plots import plot_sweep
 from paramsel_jax.sweep.running import describe_devices
 from paramsel_jax.sweep.running import run_sweep

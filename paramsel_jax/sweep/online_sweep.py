@@ -82,9 +82,24 @@ def _record(run: dict[str, Any]) -> dict[str, Any]:
           'compilations': run['compilations'], 'compile_s': run['compile_s']}
 
 
+def validate_online_sweep(config: OnlineSweepConfig) -> None:
+  """Each run's criterion settings, checked from the models' shapes.
+
+  `online_experiment.validate_settings` for every (model, criterion), before
+  any data are loaded.
+  """
+  from paramsel_jax import online_experiment  # pylint: disable=g-import-not-at-top
+  for model in config.models:
+    exp = experiment.ExperimentConfig(dataset=config.dataset, model=model)
+    for criterion in config.criteria:
+      online_experiment.validate_settings(exp, _settings(config, model,
+                                                         criterion))
+
+
 def run_online_sweep(config: OnlineSweepConfig, output_dir: str,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs the missing runs, then writes `online.json` and `online_tables.md`."""
+  validate_online_sweep(config)
   store = CellStore(output_dir)
   datasets: dict[str, data_lib.Dataset] = {}
   records = []
