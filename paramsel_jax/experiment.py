@@ -118,11 +118,28 @@ def param_shapes(config: ExperimentConfig) -> Any:
     >>> shapes['Dense_0']['kernel'].shape
     (784, 300)
   """
+  return model_outline(config)[1]
+
+
+def model_outline(config: ExperimentConfig) -> tuple[Any, Any, Any]:
+  """`(apply_fn, param shapes, an example batch's shape)`, without the data.
+
+  Enough to trace the model (`jax.eval_shape`): its layers' forward order,
+  the checks of the cheap step.
+
+  Example:
+    >>> apply_fn, shapes, example = model_outline(
+    ...     ExperimentConfig(model='lenet300'))
+    >>> example.shape, jax.eval_shape(apply_fn, shapes, example).shape
+    ((1, 28, 28, 1), (1, 10))
+  """
   image_shape, num_classes, _ = _data_shape(config)
   model = models_lib.create_model(config.model, num_classes=num_classes)
-  return jax.eval_shape(
+  shapes = jax.eval_shape(
       lambda key: models_lib.init_params(model, key, image_shape),
       jax.random.key(0))
+  apply_fn = lambda params, x: model.apply({'params': params}, x)
+  return apply_fn, shapes, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
 
 
 def _data_shape(config: ExperimentConfig) -> tuple[tuple[int, ...], int, int]:

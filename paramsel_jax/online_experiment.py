@@ -100,8 +100,9 @@ def validate_settings(config: experiment.ExperimentConfig,
   """
   if settings.criterion == 'none':
     return
+  apply_fn, shapes, example = experiment.model_outline(config)
   freezing.FreezingPolicy(
-      settings.criterion, experiment.param_shapes(config),
+      settings.criterion, shapes, apply_fn=apply_fn, example=example,
       granularity=settings.granularity, check_every=settings.check_every,
       threshold=settings.threshold, max_frozen=settings.max_frozen,
       total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,

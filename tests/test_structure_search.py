@@ -216,12 +216,12 @@ _QUICK_FLAGS = [*_TINY_FLAGS, '--widths=8,16', '--depth=2',
 
 @pytest.mark.parametrize('flags, match', [
     (['--conv_pools=2'], r"--conv_pools contains '2'; accepted: 1 or 0"),
-    (['--tau0=inf'], r'SearchConfig\.tau0=inf; accepted: a finite float > 0'),
-    (['--seeds=-1'], r'PipelineConfig\.seeds=\(-1,\); accepted: one or more '
+    (['--tau0=inf'], r'--tau0=inf; accepted: a finite float > 0'),
+    (['--seeds=-1'], r'--seeds=\(-1,\); accepted: one or more '
      r'distinct ints in \[0, 2\*\*32\)'),
     (['--dataset=nope'],
      r"--dataset='nope'; accepted: mnist, fashion_mnist, cifar10, synthetic"),
-    (['--tau0=1', '--tau_min=2'], r'tau_min=2.0 > SearchConfig.tau0=1.0'),
+    (['--tau0=1', '--tau_min=2'], r'--tau_min=2.0 > --tau0=1.0'),
     (['--activations=relu,swish'], r"unknown activation 'swish'"),
     # The space is checked against the data's shape before the data exist.
     (['--synthetic_shape=2,2,1', '--space=conv', '--conv_widths=4;4',
