@@ -210,6 +210,7 @@ def unit_runs(task):
           _protocol(task, granularity='unit', step='active'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('gran', ['unit', 'layer'])
 def test_protocol_active_step_equals_masked_step(task, unit_runs, gran):
   """Same α (whole units or layers), same numbers to float rounding; frozen
@@ -244,6 +245,7 @@ def test_unit_granularity_takes_whole_units_near_k(task, unit_runs):
       assert abs(count - round(0.3 * n)) <= half_unit
 
 
+@pytest.mark.slow
 def test_frozen_prefix_cache_gives_the_same_numbers(task):
   """Layer granularity with the first layer frozen (k small enough): the
   cached run equals the uncached one."""
@@ -421,6 +423,7 @@ def test_forward_refuses_a_partial_module_it_does_not_reach():
     active.forward(hand, p, params, act, arrays['idx'], jnp.ones((2, 3)))
 
 
+@pytest.mark.slow
 def test_transformer_trains_at_layer_granularity_and_unit_is_refused(
     make_task):
   """Layer granularity trains whole modules (nothing is split): it runs. At

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 PARTS = ('throughput', 'peak', 'masked', 'protocol', 'seeds', 'diagnose')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +23,7 @@ TINY = ['--models=lenet300', f'--parts={",".join(PARTS)}', '--repeats=1', '--mlp
         '--nocold_protocol']
 
 
+@pytest.mark.slow
 def test_every_part_runs_tiny_and_writes_results(tmp_path):
   has_torch = importlib.util.find_spec('torch') is not None
   done = subprocess.run(

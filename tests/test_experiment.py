@@ -25,6 +25,7 @@ def _script(*args, tmp_path):
       capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run_writes_results(tmp_path):
   done = _script(*TINY, '--selector=all', tmp_path=tmp_path)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -68,6 +69,7 @@ def _umask():
     ('--optimizer=adam,sgd', 'this script runs one optimizer'),
     ('--learning_rate=inf', 'learning_rate=inf; accepted'),
 ])
+@pytest.mark.slow
 def test_bad_flag_fails_fast_with_one_clear_line(tmp_path, flag, message):
   done = _script(*TINY, *flag.split(), tmp_path=tmp_path)
   assert done.returncode == 2
@@ -77,6 +79,7 @@ def test_bad_flag_fails_fast_with_one_clear_line(tmp_path, flag, message):
   assert not (tmp_path / 'synthetic').exists()
 
 
+@pytest.mark.slow
 def test_diverging_run_says_so_and_exits_non_zero(tmp_path):
   done = _script(*TINY, '--optimizer=sgd', '--learning_rate=1000',
                  tmp_path=tmp_path)

@@ -216,6 +216,7 @@ def test_fixed_meets_its_budget_the_protocols_way():
   assert alpha['Dense_0']['bias'].tolist() == [True, True, False, False]
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=20, deadline=None)
 @hypothesis.given(widths=st.lists(st.integers(1, 5), min_size=2, max_size=3),
                   max_frozen=st.floats(0.05, 0.95), seed=st.integers(0, 1000),

@@ -64,6 +64,7 @@ def test_choose_groups_takes_the_prefix_nearest_to_the_budget():
   assert pick(1000) == [True] * 4
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
                   frac=st.floats(0.05, 1.0), seed=st.integers(0, 100))

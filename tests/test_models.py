@@ -114,6 +114,7 @@ def test_auto_impl_follows_backend(kernel_shape, on_cpu):
     (4, 6, 2, 2),  # Even kernel: SAME pads one more pixel on the high side.
     (2, 3, 3, 2),  # Non-square kernel.
 ])
+@pytest.mark.slow
 def test_conv2d_matches_lax(impl, padding, cin, cout, kh, kw):
   kx, kk, kg = jax.random.split(jax.random.key(cin * 100 + kh * 10 + kw), 3)
   x = jax.random.normal(kx, (2, 9, 7, cin))
@@ -185,6 +186,7 @@ def test_conv2d_module_matches_flax_conv():
                                  rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, shape', [('lenet5', MNIST),
                                          ('cifar_cnn', CIFAR)])
 def test_models_agree_across_conv_impls(name, shape):
@@ -245,6 +247,7 @@ def _train(model, params, x, y, steps):
   return run(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, shape', [
     ('mlp', MNIST), ('lenet5', MNIST), ('cifar_cnn', CIFAR)])  # lenet300 and
 def test_adam_in_scan_lowers_loss(name, shape):               # fc400 are mlps.

@@ -5,6 +5,7 @@ import re
 
 import nbclient
 import nbformat
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'experiments', 'colab.ipynb')
@@ -24,6 +25,7 @@ def test_the_notebook_runs_the_library_in_its_kernel():
   assert 'experiment.run_experiment(' in code and 'sweep.run_sweep(' in code
 
 
+@pytest.mark.slow
 def test_the_colab_notebook_runs_and_shows_the_tables_and_plots(tmp_path,
                                                                 monkeypatch):
   monkeypatch.setenv('PARAMSEL_NOTEBOOK_SMALL', '1')

@@ -31,6 +31,7 @@ def _replay(task, tx, config, seeds, alphas):
   return state.params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('criterion, granularity, threshold', [
     ('psgld', 'unit', 3.0), ('apf', 'unit', 0.5), ('freezeout', 'layer', None)])
 def test_driver_equals_the_same_alphas_by_hand(task, criterion, granularity,
@@ -59,6 +60,7 @@ def test_driver_equals_the_same_alphas_by_hand(task, criterion, granularity,
   assert run['compilations'] <= config.max_compiles
 
 
+@pytest.mark.slow
 def test_frozen_coordinates_stay_bit_identical_while_frozen(task):
   config = online.OnlineConfig(criterion='psgld', steps=120, check_every=20,
                                threshold=3.0, batch_size=16, eval_batch_size=64)

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'online_benchmark.py')
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_consistent_results(tmp_path):
   done = subprocess.run(
       [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',

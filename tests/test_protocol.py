@@ -67,6 +67,7 @@ def _assert_same_metrics(a, i, b, j, what):
                                  atol=1e-5, err_msg=f'{what}: {key} {m}')
 
 
+@pytest.mark.slow
 def test_seeds_in_parallel_equal_seeds_one_by_one(task, results):
   # vmap over seeds 0..2 (the fixture) == lax.map over them == seed 1 alone.
   mapped = _run(task, [0, 1, 2], dataclasses.replace(CONFIG, seed_axis='map'))
@@ -178,6 +179,7 @@ print('RESULT', json.dumps({'devices': jax.device_count(),
     (8, False, 'seeds over 8 devices'),
     (2, True, 'seeds over 2 devices, each minibatch over 4 devices'),
 ])
+@pytest.mark.slow
 def test_sharded_over_8_devices_equals_one_device(num_seeds, shard_batch, layout):
   import json, os, subprocess, sys
   out = {}
@@ -274,6 +276,7 @@ def test_only_the_compared_selectors_statistics_are_collected(task):
              for x in jax.tree.leaves((state.stats.grad_m2, state.stats.param_mean)))
 
 
+@pytest.mark.slow
 def test_train_eval_size_changes_only_the_train_metrics(task):
   full = _run(task, [0], selectors=('topgrad',))
   config = dataclasses.replace(CONFIG, train_eval_size=50,

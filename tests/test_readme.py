@@ -14,6 +14,7 @@ def test_the_readme_has_examples():
   assert len(BLOCKS) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('index', range(len(BLOCKS)))
 def test_readme_example_runs(index):
   exec(compile(BLOCKS[index], f'README block {index}', 'exec'), {})  # pylint: disable=exec-used

@@ -179,6 +179,7 @@ def conv_run(tmp_path_factory):
   return pipeline.run_pipeline(config, ds, str(workdir), progress=None), workdir
 
 
+@pytest.mark.slow
 def test_conv_search_runs_end_to_end_on_mnist_shaped_data(conv_run):
   results, workdir = conv_run
   assert tuple(results['space']['input_shape']) == (28, 28, 1)

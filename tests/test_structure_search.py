@@ -35,6 +35,7 @@ def tiny_data():
           (jnp.asarray(ds.valid.images), jnp.asarray(ds.valid.labels)))
 
 
+@pytest.mark.slow
 def test_search_is_deterministic_and_vmap_matches_in_turn(tiny_data):
   train, valid = tiny_data
   a = search.run_search(TINY_SPACE, TINY_SEARCH, train, valid, seeds=(0, 1))
@@ -138,6 +139,7 @@ _TINY_FLAGS = ['--dataset=synthetic', '--synthetic_train=128',
       '--random_samples=0', '--nofixed'],
      {'searched'}),
 ], ids=['mnist_shaped_mlp', 'cifar_shaped_conv'])
+@pytest.mark.slow
 def test_tiny_end_to_end_run_writes_results(tmp_path, flags, methods):
   proc = _run_script([*_TINY_FLAGS, f'--workdir={tmp_path}', *flags])
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -228,6 +230,7 @@ _QUICK_FLAGS = [*_TINY_FLAGS, '--widths=8,16', '--depth=2',
       '--conv_pools=1,1', '--conv_optional=0,0'], r'pool on a 1x1 map'),
 ], ids=['conv_pools_2', 'tau0_inf', 'negative_seed', 'unknown_dataset',
         'tau_order', 'unknown_activation', 'space_vs_shape'])
+@pytest.mark.slow
 def test_script_rejects_bad_flags_with_one_line(tmp_path, flags, match):
   proc = _run_script([*_QUICK_FLAGS, f'--workdir={tmp_path / "out"}',
                       f'--data_dir={tmp_path / "data"}', *flags])

@@ -149,6 +149,7 @@ def test_bad_flag_fails_before_any_work(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_outputs_are_written_and_summaries_match(uninterrupted):
   directory, results = uninterrupted
   for name in OUTPUTS + ('mlp_adam_lr_0.001_loss_vs_k.png',
@@ -186,6 +187,7 @@ def test_outputs_are_written_and_summaries_match(uninterrupted):
   assert json.loads((directory / 'results.json').read_text()) == results
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_results(uninterrupted, tmp_path,
                                                    monkeypatch):
   full_dir, _ = uninterrupted
@@ -225,6 +227,7 @@ def test_finished_sweep_is_skipped(uninterrupted, monkeypatch):
   assert _read(full_dir) == before
 
 
+@pytest.mark.slow
 def test_other_settings_do_not_mix(uninterrupted, tmp_path, monkeypatch):
   full_dir, full = uninterrupted
   for name in ('cells', 'runs'):
@@ -248,6 +251,7 @@ def test_other_settings_do_not_mix(uninterrupted, tmp_path, monkeypatch):
   assert not old & {c['key'] for c in results['cells']}
 
 
+@pytest.mark.slow
 def test_retrain_mode_reports_anchors(tmp_path, monkeypatch):
   config = dataclasses.replace(
       TINY, selectors=('magnitude',), ls=(0.08, 0.05),

@@ -46,6 +46,7 @@ def _run(task, **kwargs):
                                seeds=(0,), log=lambda _: None, **kwargs)
 
 
+@pytest.mark.slow
 def test_numpy_arrays_are_moved_to_the_device_and_give_the_same_result():
   images, labels = _arrays()
   from_numpy = _task(images, labels)
