@@ -235,6 +235,7 @@ def test_protocol_active_step_equals_masked_step(task, unit_runs, gran):
       assert cost['flops_per_step'] < dense, label
 
 
+@pytest.mark.slow
 def test_unit_granularity_takes_whole_units_near_k(task, unit_runs):
   run = unit_runs[1]
   n = run['num_params']

@@ -179,6 +179,7 @@ def test_cosine_decay_reaches_zero_and_stops_training():
   np.testing.assert_allclose(moves, [0.5, 0.25, 0.0, 0.0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_online_freezing_run_prints_the_frozen_share_and_the_comparison(tmp_path):
   done = _script(*TINY, '--freeze=autofreeze', '--check_every=10',
                  '--eval_split=valid', tmp_path=tmp_path)
@@ -248,6 +249,7 @@ def test_good_online_freezing_flags_pass_the_checks():
   assert _check_online_flags(_mnist_flags()) is None  # no --freeze.
 
 
+@pytest.mark.slow
 def test_bad_online_flag_fails_in_one_line_before_loading_data(tmp_path):
   # The MNIST run: before, the data were loaded and the 2,000-step dense
   # reference trained before FreezingPolicy refused max_frozen.

@@ -54,6 +54,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
     assert len(run['eval_steps']) == len(run['test_accuracy'])
 
 
+@pytest.mark.slow
 def test_bad_budget_is_refused_before_any_work():
   done = subprocess.run(
       [sys.executable, SCRIPT, '--models=lenet300', '--datasets=synthetic',

@@ -49,6 +49,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
   assert runs['dense']['speedup'] == [1.0, 1.0] or None in runs['dense']['speedup']
 
 
+@pytest.mark.slow
 def test_bad_thresholds_are_refused_before_any_work():
   done = subprocess.run(
       [sys.executable, SCRIPT, '--datasets=synthetic', '--models=lenet300',
@@ -59,6 +60,7 @@ def test_bad_thresholds_are_refused_before_any_work():
   assert 'Traceback' not in done.stderr
 
 
+@pytest.mark.slow
 def test_bad_method_is_refused_before_any_work():
   done = subprocess.run(
       [sys.executable, SCRIPT, '--datasets=synthetic', '--models=lenet300',

@@ -83,6 +83,7 @@ def test_same_seed_same_numbers(task, results):
     assert again[part] == results[part]
 
 
+@pytest.mark.slow
 def test_grid_of_k_and_l_and_resumable_groups(task):
   config = dataclasses.replace(CONFIG, k=(0.1, 0.5), l=(5, 0.2, 0.4))
   saved = []
@@ -320,6 +321,7 @@ def _exploding_task(task, bad_seed_key_bit):
   return dataclasses.replace(task, init_fn=init_fn)
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_and_other_seeds_are_unchanged(task):
   """One seed diverges in η0: it is named in the log and the results, its
   metrics are None, and the healthy seed's numbers equal a run without it."""

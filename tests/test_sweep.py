@@ -137,6 +137,7 @@ def test_bad_config_raises_one_clear_error(change, message):
     sweep.validate_sweep(dataclasses.replace(TINY, **change()))
 
 
+@pytest.mark.slow
 def test_bad_flag_fails_before_any_work(tmp_path):
   done = subprocess.run(
       [sys.executable, SCRIPT, '--dataset=synthetic', '--model=mlp',
@@ -216,6 +217,7 @@ def test_resume_after_kill_gives_identical_results(uninterrupted, tmp_path,
   assert _read(tmp_path) == _read(full_dir)
 
 
+@pytest.mark.slow
 def test_finished_sweep_is_skipped(uninterrupted, monkeypatch):
   full_dir, _ = uninterrupted
   before = _read(full_dir)
@@ -271,6 +273,7 @@ def test_devices_are_described():
   assert 'device' in text and 'seeds by vmap' in text
 
 
+@pytest.mark.slow
 def test_online_sweep_runs_and_resumes(tmp_path, monkeypatch):
   from paramsel_jax import online
   config = sweep.OnlineSweepConfig(
