@@ -283,7 +283,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
       if reason:
         raise ValueError(f'active.forward: module {path} is partly active '
                          f'but cannot be split into units ({reason}); '
-                         f'accepted: {SPLITTABLE} (`active_check.check_model`).')
+                         f'accepted: {SPLITTABLE} (`active_check.check_active_step`).')
       reached.add(path)
     if ctx.method_name != '__call__':
       return next_fun(*args, **kwargs)
@@ -309,7 +309,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
         f'{sorted(partial - reached)} were not called through flax linen\'s '
         'method interceptor (a hand-written apply_fn or an NNX module?): '
         f'their units would get a gradient of exactly zero; accepted: '
-        f'{SPLITTABLE} (`active_check.check_model`).')
+        f'{SPLITTABLE} (`active_check.check_active_step`).')
   return out
 
 

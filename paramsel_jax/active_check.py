@@ -15,8 +15,8 @@ model is accepted there.
   >>> from paramsel_jax import models
   >>> model = models.create_model('mlp', widths=(8,), num_classes=3)
   >>> params = models.init_params(model, jax.random.key(0), (4,))
-  >>> check_model(lambda p, x: model.apply({'params': p}, x), params,
-  ...             jnp.zeros((1, 4)), 'unit')  # Dense layers: accepted.
+  >>> check_active_step(lambda p, x: model.apply({'params': p}, x), params,
+  ...                   jnp.zeros((1, 4)), "unit")  # Dense layers: accepted.
 """
 
 from __future__ import annotations
@@ -126,9 +126,9 @@ def own_leaves(params: PyTree) -> dict[str, dict[str, tuple[int, ...]]]:
   return out
 
 
-def check_model(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
-                params: PyTree, example: jax.Array, granularity: str,
-                modules: Sequence[str] | None = None) -> None:
+def check_active_step(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
+                      params: PyTree, example: jax.Array, granularity: str,
+                      modules: Sequence[str] | None = None) -> None:
   """ValueError unless `forward` trains partly active modules right.
 
   At unit granularity `forward` trains a partly active module's units alone
@@ -155,8 +155,8 @@ def check_model(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
     >>> import jax, jax.numpy as jnp
     >>> params = {'w': jnp.ones((3, 2)), 'b': jnp.zeros(2)}
     >>> apply_fn = lambda p, x: x @ p['w'] + p['b']
-    >>> check_model(apply_fn, params, jnp.ones((1, 3)), 'layer')
-    >>> check_model(apply_fn, params, jnp.ones((1, 3)), 'unit')
+    >>> check_active_step(apply_fn, params, jnp.ones((1, 3)), 'layer')
+    >>> check_active_step(apply_fn, params, jnp.ones((1, 3)), 'unit')
     Traceback (most recent call last):
     ...
     ValueError: the active step (T|α, step='active') cannot train single \

@@ -75,7 +75,7 @@ class ActivePhase:
     partial = [m for m, k in zip(plan.modules, plan.kinds) if k == 'partial']
     if partial:  # modules `forward` would split: refused before any work.
       task = runner.task
-      active_check.check_model(
+      active_check.check_active_step(
           task.apply_fn, jax.eval_shape(task.init_fn, jax.random.key(0)),
           steps.to_float(task.train_images[:1]), 'unit', modules=partial)
     seed_map = runner._seed_map  # pylint: disable=protected-access

@@ -234,14 +234,14 @@ class Runner:
   def check_active_step(self) -> None:
     """ValueError unless `T|α` on the active set can train this model.
 
-    At the config's granularity (`active_check.check_model`): one trace of the
+    At the config's granularity (`active_check.check_active_step`): one trace of the
     model, no training; call it before any work when the active step will be
     used.
     """
     from paramsel_jax import active_check  # pylint: disable=g-import-not-at-top
     shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
     example = steps.to_float(self.task.train_images[:1])
-    active_check.check_model(self.task.apply_fn, shapes, example,
+    active_check.check_active_step(self.task.apply_fn, shapes, example,
                        self.config.granularity)
 
   def groups(self) -> granularity_lib.Groups:

@@ -20,7 +20,7 @@ label is below the number of logits, and the output is not probabilities
 (the loss applies log-softmax itself). With the active step at unit
 granularity, ``run_protocol`` also checks, before η0, that every module with
 params is a flax linen layer it can split into units
-(:func:`paramsel_jax.active_check.check_model`): a hand-written ``apply_fn``
+(:func:`paramsel_jax.active_check.check_active_step`): a hand-written ``apply_fn``
 or an NNX module trains there with ``step='masked'`` or at ``'layer'`` or
 ``'element'`` granularity.
 

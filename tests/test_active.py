@@ -458,25 +458,25 @@ def test_transformer_trains_at_layer_granularity_and_unit_is_refused(
                                  atol=1e-5, err_msg=metric)
 
 
-def test_check_model_accepts_dense_conv_and_out_projection(make_task):
+def test_check_active_step_accepts_dense_conv_and_out_projection(make_task):
   """What `forward` splits right passes (the repo's MLP and conv nets,
   attention's output projection); a grouped Conv does not."""
   for name, shape in (('mlp', (6, 6, 1)), ('lenet5', (28, 28, 1))):
     model = models.create_model(name, num_classes=5)
     params = models.init_params(model, jax.random.key(0), shape)
-    active_check.check_model(lambda p, x, m=model: m.apply({'params': p}, x),
+    active_check.check_active_step(lambda p, x, m=model: m.apply({'params': p}, x),
                              params, jnp.zeros((1,) + shape), 'unit')
   task = _transformer_task(make_task)
   params = task.init_fn(jax.random.key(0))
   x = steps.to_float(task.train_images[:2])
-  active_check.check_model(task.apply_fn, params, x, 'unit',
+  active_check.check_active_step(task.apply_fn, params, x, 'unit',
                            modules=['MultiHeadDotProductAttention_0/out',
                                     'Dense_0'])
   grouped = nn.Conv(4, (3, 3), feature_group_count=2)
   gp = grouped.init(jax.random.key(0), jnp.zeros((1, 5, 5, 2)))['params']
   with pytest.raises(ValueError, match=r'\(root\) \(Conv\(features=4, '
                      r'feature_group_count=2\)'):
-    active_check.check_model(lambda p, x: grouped.apply({'params': p}, x), gp,
+    active_check.check_active_step(lambda p, x: grouped.apply({'params': p}, x), gp,
                              jnp.zeros((1, 5, 5, 2)), 'unit')
 
 
