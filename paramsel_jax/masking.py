@@ -10,6 +10,7 @@ zero, whatever the inner optimizer does (momentum, weight decay, noise).
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+import warnings
 
 import chex
 import jax
@@ -245,8 +246,15 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
     masks = optax.tree_utils.tree_map_params(
         inner, per_element, new, transform_non_params=lambda _: None,
         is_leaf=lambda _: True)
-  except Exception:  # init on optax's placeholder params failed (lbfgs).
-    return new  # Nothing is known to be per-element: nothing is restored.
+  except Exception as error:  # pylint: disable=broad-except
+    # init on optax's placeholder params failed (lbfgs). Nothing is known to
+    # be per-element, so nothing is restored; said once per trace, not silent.
+    warnings.warn(
+        'masked: optax.tree_utils.tree_map_params cannot map this '
+        f'optimizer\'s state ({type(error).__name__}: {error}); its state at '
+        'frozen coordinates advances from the masked gradient instead of being '
+        'kept (frozen params still stay bit-identical).', stacklevel=2)
+    return new
   return jax.tree.map(
       lambda m, n, o: n if m is None else jnp.where(m, n, o), masks, new, old,
       is_leaf=lambda x: x is None)

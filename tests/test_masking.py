@@ -264,3 +264,16 @@ def test_mismatched_tree_names_missing_and_extra_key_paths():
       r"updates \(gradients\) is missing \['Dense_7'\]\['bias'\], "
       r"\['Dense_7'\]\['kernel'\] \(present in the params\)")):
     paramsel_jax.masked(optax.sgd(0.1)).update(grads, state, params)
+
+
+def test_state_tree_map_params_cannot_map_is_said_not_silent():
+  # init reads a shape, which optax's placeholder params lack: nothing of the
+  # state can be mapped, so nothing is restored, and masked says so.
+  inner = optax.GradientTransformation(
+      lambda params: {'n': jnp.zeros(params['w'].shape)},
+      lambda updates, state, params=None: (updates, state))
+  tx = paramsel_jax.masked(inner, {'w': jnp.array([True, False, True])})
+  params = {'w': jnp.ones(3)}
+  with pytest.warns(UserWarning, match='tree_map_params cannot map'):
+    updates, _ = tx.update({'w': jnp.ones(3)}, tx.init(params), params)
+  assert updates['w'].tolist() == [1.0, 0.0, 1.0]
