@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paramsel_jax import cli
+from paramsel_jax.lab import cli
 from paramsel_jax import models
-from paramsel_jax import progress
+from paramsel_jax.lab import progress
 from paramsel_jax import report
-from paramsel_jax.benchmarks import timing
+from paramsel_jax.train import timing
 
 _MODELS = flags.DEFINE_list(
     'models', ['lenet300', 'lenet5', 'cifar_cnn'], 'Registered model names.')

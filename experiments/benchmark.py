@@ -61,8 +61,8 @@ import functools
 
 from absl import flags
 
-from paramsel_jax import cli
-from paramsel_jax.benchmarks import run
+from paramsel_jax.lab import cli
+from paramsel_jax.lab.benchmarks import run
 
 _D = run.BenchmarkConfig()  # The defaults of the flags.
 

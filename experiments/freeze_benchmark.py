@@ -4,7 +4,7 @@ r"""Time-to-accuracy of freezing: how much faster training gets, and at what cos
   uv run experiments/freeze_benchmark.py --models=lenet300 --datasets=mnist
 
 Dense `T` for S steps against the paper's protocol with the cheap `T|α`
-(`paramsel_jax.active`: η0 < S dense steps, α, η1 = S − η0 steps), per
+(`paramsel_jax.freeze.active`: η0 < S dense steps, α, η1 = S − η0 steps), per
 granularity (element: today's masked step and the packed one; unit; layer),
 selector and k/N ∈ {50, 25, 10, 5}% (with --budgets=params,flops also k as
 a share of the weight-gradient FLOPs at unit/layer granularity), 3 seeds.
@@ -25,9 +25,9 @@ from typing import Any
 
 from absl import flags
 
-from paramsel_jax import cli
-from paramsel_jax.benchmarks import freeze
-from paramsel_jax.benchmarks import freeze_report
+from paramsel_jax.lab import cli
+from paramsel_jax.lab.benchmarks import freeze
+from paramsel_jax.lab.benchmarks import freeze_report
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     'lenet300': dict(steps=4000, eta0=1000, time_steps=200,

@@ -7,7 +7,7 @@ For each optimizer and learning rate: LeNet-300-100 on MNIST's training split
 (50,000 examples), batch 128, `--steps` steps (2000: the main job's η0 + η1),
 `--num_seeds` seeds; the accuracy on the validation split (the last 10,000
 training examples) is printed and written to --output as JSON. The test split
-is never read. `paramsel_jax.optimizers.DEFAULT_LEARNING_RATES` holds the
+is never read. `paramsel_jax.optim.optimizers.DEFAULT_LEARNING_RATES` holds the
 winners of the run recorded in BUILD_NOTES.md.
 """
 
@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from paramsel_jax import cli
+from paramsel_jax.lab import cli
 from paramsel_jax import data
 from paramsel_jax import io
 from paramsel_jax import models
-from paramsel_jax import optimizers
-from paramsel_jax import progress
-from paramsel_jax import steps
+from paramsel_jax.optim import optimizers
+from paramsel_jax.lab import progress
+from paramsel_jax.train import steps
 
 GRID = {'sgd': (0.01, 0.03, 0.1, 0.3, 1.0), 'momentum': (0.003, 0.01, 0.03, 0.1, 0.3),
         'rmsprop': (1e-4, 3e-4, 1e-3, 3e-3), 'adam': (3e-4, 1e-3, 3e-3),

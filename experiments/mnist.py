@@ -20,10 +20,10 @@ and the run is compared with dense training in time-to-accuracy.
 import sys
 
 
-from paramsel_jax import cli
-from paramsel_jax import experiment
-from paramsel_jax import experiment_flags
-from paramsel_jax import online_experiment
+from paramsel_jax.lab import cli
+from paramsel_jax.lab import experiment
+from paramsel_jax.lab import flags as experiment_flags
+from paramsel_jax.lab import online_experiment
 
 FLAGS = experiment_flags.define(
     selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500, eta1=1500,

@@ -20,12 +20,12 @@ from typing import Any
 
 from absl import flags
 
-from paramsel_jax import cli
-from paramsel_jax import experiment
-from paramsel_jax import freezing
+from paramsel_jax.lab import cli
+from paramsel_jax.lab import experiment
+from paramsel_jax.freeze import policy as freezing
 from paramsel_jax import io as io_lib
-from paramsel_jax import online_experiment
-from paramsel_jax.benchmarks import online_bench
+from paramsel_jax.lab import online_experiment
+from paramsel_jax.lab.benchmarks import online_bench
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     'lenet300': dict(steps=4000, check_every=250, eta0=1000),

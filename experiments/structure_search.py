@@ -39,9 +39,9 @@ from typing import Any
 from absl import flags
 import jax
 
-from paramsel_jax import cli
+from paramsel_jax.lab import cli
 from paramsel_jax import data
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax.structure import config as config_lib
 from paramsel_jax.structure import pipeline
 from paramsel_jax.structure import presets

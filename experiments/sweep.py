@@ -15,15 +15,15 @@ needs them: --model, --optimizer (name[:learning_rate]), --selector, --k and
 cells are computed. The outputs (tables.txt, tables.md, results.json,
 cells.csv, summary.csv, PNG plots) are rewritten at the end from the stored
 cells. Flags left at 'auto' take the measured defaults of
-`paramsel_jax.sweep.default_budget` (a reduced selector set and fewer steps
+`paramsel_jax.lab.sweep.default_budget` (a reduced selector set and fewer steps
 when a conv net is in the grid; longer training and l/N ∈ {8, 5, 2}% in
 --mode=retrain); the chosen values are printed.
 """
 
 
-from paramsel_jax import cli
-from paramsel_jax import experiment_flags
-from paramsel_jax import sweep
+from paramsel_jax.lab import cli
+from paramsel_jax.lab import flags as experiment_flags
+from paramsel_jax.lab import sweep
 
 FLAGS = experiment_flags.define(
     selector=['auto'], k=['0.01', '0.05', '0.1', '0.25'], l=['auto'],

@@ -5,7 +5,7 @@ import pytest
 
 from paramsel_jax import data
 from paramsel_jax import models
-from paramsel_jax import protocol
+from paramsel_jax.protocol import protocol
 
 
 def synthetic_task(widths, num_train=200, num_test=100):

@@ -16,10 +16,10 @@ import optax
 import pytest
 
 import paramsel_jax
-from paramsel_jax import active
-from paramsel_jax import granularity
+from paramsel_jax.freeze import active
+from paramsel_jax.select import granularity
 from paramsel_jax import models
-from paramsel_jax import steps
+from paramsel_jax.train import steps
 
 B = 32
 MODEL = models.create_model('mlp', widths=(24, 16), num_classes=5)
@@ -184,7 +184,7 @@ def test_frozen_first_layer_removes_its_weight_gradient_flops():
 
 # --- The protocol on the active set. ---
 
-from paramsel_jax import protocol  # noqa: E402
+from paramsel_jax.protocol import protocol  # noqa: E402
 
 PCONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
                                   batch_size=16, chunk_size=25,
@@ -297,10 +297,10 @@ import dataclasses  # noqa: E402
 import flax.linen as nn  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from paramsel_jax import active_check  # noqa: E402
-from paramsel_jax import online  # noqa: E402
-from paramsel_jax import runner as runner_lib  # noqa: E402
-from paramsel_jax import selectors  # noqa: E402
+from paramsel_jax.freeze import active_check  # noqa: E402
+from paramsel_jax.protocol import online  # noqa: E402
+from paramsel_jax.train import runner as runner_lib  # noqa: E402
+from paramsel_jax.select import selectors  # noqa: E402
 
 TINY = dataclasses.replace(PCONFIG, eta0=10, eta1=10, window=5, chunk_size=10,
                            k=0.5)

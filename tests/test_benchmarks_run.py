@@ -8,12 +8,12 @@ compiled.
 
 import pytest
 
-from paramsel_jax.benchmarks import protocol_cases
-from paramsel_jax.benchmarks import report
-from paramsel_jax.benchmarks import run
-from paramsel_jax.benchmarks import summary
-from paramsel_jax.benchmarks import timing
-from paramsel_jax.benchmarks import torch_ref
+from paramsel_jax.lab.benchmarks import protocol_cases
+from paramsel_jax.lab.benchmarks import report
+from paramsel_jax.lab.benchmarks import run
+from paramsel_jax.lab.benchmarks import summary
+from paramsel_jax.train import timing
+from paramsel_jax.lab.benchmarks import torch_ref
 
 
 @pytest.mark.parametrize('overrides, message', [

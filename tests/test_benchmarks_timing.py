@@ -4,7 +4,7 @@
 
 import pytest
 
-from paramsel_jax.benchmarks import timing
+from paramsel_jax.train import timing
 
 
 def _recording_cases(calls, spec):

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from paramsel_jax import experiment
-from paramsel_jax import optimizers
-from paramsel_jax import protocol
+from paramsel_jax.lab import experiment
+from paramsel_jax.optim import optimizers
+from paramsel_jax.protocol import protocol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'mnist.py')
@@ -38,7 +38,7 @@ def test_tiny_end_to_end_run_writes_results(tmp_path):
   assert env['jax'] and env['flax'] and env['optax'] and 'git_commit' in env
   assert results['config']['seeds'] == [0, 1]
   assert not [p for p in os.listdir(path.parent) if p.startswith('.tmp')]
-  from paramsel_jax import selectors
+  from paramsel_jax.select import selectors
   assert sorted(c['selector'] for c in results['cells']) == sorted(selectors.SELECTORS)
   for r in results['cells']:
     name = r['selector']
@@ -197,7 +197,7 @@ def test_online_freezing_run_prints_the_frozen_share_and_the_comparison(tmp_path
 def _mnist_flags(*argv):
   """experiments/mnist.py's flags, parsed from `argv` in this process."""
   from absl import flags
-  from paramsel_jax import experiment_flags
+  from paramsel_jax.lab import flags as experiment_flags
   values = flags.FlagValues()
   f = experiment_flags.define(
       values, selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500,
@@ -209,7 +209,7 @@ def _mnist_flags(*argv):
 
 def _check_online_flags(f):
   """What experiments/mnist.py checks before loading anything."""
-  from paramsel_jax import experiment_flags
+  from paramsel_jax.lab import flags as experiment_flags
   config = experiment_flags.experiment_config(f)
   experiment.validate_config(config)
   settings = experiment_flags.online_config(f)

@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from paramsel_jax import freezing
-from paramsel_jax import granularity
-from paramsel_jax import selectors
+from paramsel_jax.freeze import policy as freezing
+from paramsel_jax.select import granularity
+from paramsel_jax.select import selectors
 
 
 def _feed(policy, state, params, deltas, grads=None):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paramsel_jax import granularity
+from paramsel_jax.select import granularity
 from paramsel_jax import models
 
 

@@ -1,6 +1,6 @@
 # Copyright 2026 The paramsel_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Tests for paramsel_jax.langevin: SGLD, pSGLD and the state accessors."""
+"""Tests for paramsel_jax.optim.langevin: SGLD, pSGLD and the state accessors."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import optax
 import pytest
 
 import paramsel_jax
-from paramsel_jax import langevin
-from paramsel_jax.langevin import psgld, sgld
-from paramsel_jax.masking import masked, set_mask
+from paramsel_jax.optim import langevin
+from paramsel_jax.optim.langevin import psgld
+from paramsel_jax.optim.langevin import sgld
+from paramsel_jax.optim.masking import masked
+from paramsel_jax.optim.masking import set_mask
 
 
 def _tree_np(tree):

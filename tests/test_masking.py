@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import paramsel_jax
-from paramsel_jax import masking
+from paramsel_jax.optim import masking
 
 
 def _params():

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from paramsel_jax import online
-from paramsel_jax import runner as runner_lib
+from paramsel_jax.protocol import online
+from paramsel_jax.train import runner as runner_lib
 
 
 @pytest.fixture(scope='module')
@@ -46,7 +46,7 @@ def test_driver_equals_the_same_alphas_by_hand(task, criterion, granularity,
   if criterion == 'freezeout':  # the driver chains FreezeOut's annealing.
     policy = online.make_policy(config, runner_lib.Runner(
         task, tx, config.protocol_config()))
-    from paramsel_jax import freezing
+    from paramsel_jax.freeze import policy as freezing
     tx = optax.chain(tx, freezing.freezeout_annealing(
         policy.params, policy.layer_order, config.steps))
   by_hand = _replay(task, tx, config, seeds, run['alphas'])
@@ -99,7 +99,7 @@ def _one_more(policy, state, step):
 def test_buckets_bound_the_compilations(task):
   """α changes at every check (one more frozen unit): exact sizes would be a
   new program each time; 4 buckets and a cap of 3 programs keep it at 3."""
-  from paramsel_jax import freezing
+  from paramsel_jax.freeze import policy as freezing
   freezing.register_criterion('one_more', freezing.Criterion(
       frozenset(), False, _one_more))
   try:
@@ -117,7 +117,7 @@ def test_buckets_bound_the_compilations(task):
 
 
 def test_bucket_rounding_gives_a_few_sizes():
-  from paramsel_jax import active
+  from paramsel_jax.freeze import active
   params = {'Dense_0': {'kernel': jnp.zeros((3, 12)), 'bias': jnp.zeros(12)}}
   sizes = set()
   for count in range(1, 13):

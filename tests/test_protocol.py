@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from paramsel_jax import models
-from paramsel_jax import protocol
-from paramsel_jax import runner as runner_lib
-from paramsel_jax import selectors
+from paramsel_jax.protocol import protocol
+from paramsel_jax.train import runner as runner_lib
+from paramsel_jax.select import selectors
 
 CONFIG = protocol.ProtocolConfig(eta0=30, eta1=40, k=0.3, l=0.5, window=10,
                                  batch_size=16, chunk_size=25, eval_batch_size=64)
@@ -157,7 +157,9 @@ def test_gradual_pruning_keeps_nested_masks_and_exact_counts(task):
 _SHARDED_SCRIPT = '''
 import json, sys
 import jax, jax.numpy as jnp, optax
-from paramsel_jax import data, models, protocol
+from paramsel_jax import data
+from paramsel_jax import models
+from paramsel_jax.protocol import protocol
 ds = data.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1), num_classes=4)
 model = models.create_model('mlp', widths=(16,), num_classes=4)
 task = protocol.Task(
@@ -248,7 +250,7 @@ def test_statistics_cover_exactly_the_window(task):
   opt_state = runner.tx.init(params)
   total = jax.tree.map(jnp.zeros_like, params)
   key = keys[0]
-  from paramsel_jax import steps
+  from paramsel_jax.train import steps
   for t in range(12):
     batch_key = jax.random.fold_in(jax.random.fold_in(key, 1), t)
     x, y = steps.sample_batch(batch_key, task.train_images, task.train_labels,

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from paramsel_jax import selectors
-from paramsel_jax import stats as stats_lib
+from paramsel_jax.select import selectors
+from paramsel_jax.select import stats as stats_lib
 
 
 def _count(mask):
@@ -250,7 +250,7 @@ def test_psgld_precond_ranks_by_preconditioned_drift_over_spread():
   ctx = _context_from_steps(grads, w)
   assert _picks('psgld_precond', 'alpha', ctx, 2) == [1, 2]
   # With pSGLD's G = [100, 1, 1] coordinate 0 (100 * 0.1 = 10) comes first.
-  from paramsel_jax import langevin
+  from paramsel_jax.optim import langevin
   state = langevin.scale_by_psgld_preconditioner().init({'w': w[0]})
   state = state._replace(preconditioner={'w': jnp.array([100.0, 1.0, 1.0])})
   assert _picks('psgld_precond', 'alpha', ctx._replace(opt_state=state), 1) == [0]

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 import paramsel_jax
-from paramsel_jax import steps
+from paramsel_jax.train import steps
 
 
 def test_prune_leaves_exactly_l_nonzeros():

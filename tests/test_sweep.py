@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import pytest
 
-from paramsel_jax import optimizers
-from paramsel_jax import progress
-from paramsel_jax import protocol
+from paramsel_jax.optim import optimizers
+from paramsel_jax.lab import progress
+from paramsel_jax.protocol import protocol
 from paramsel_jax import report
-from paramsel_jax import sweep
-from paramsel_jax.sweep import grid
+from paramsel_jax.lab import sweep
+from paramsel_jax.lab.sweep import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'sweep.py')
@@ -275,7 +275,7 @@ def test_devices_are_described():
 
 @pytest.mark.slow
 def test_online_sweep_runs_and_resumes(tmp_path, monkeypatch):
-  from paramsel_jax import online
+  from paramsel_jax.protocol import online
   config = sweep.OnlineSweepConfig(
       dataset='synthetic', models=('mlp',), criteria=('none', 'autofreeze'),
       seeds=(0,), online=online.OnlineConfig(steps=40, check_every=20,
@@ -292,8 +292,8 @@ def test_online_sweep_runs_and_resumes(tmp_path, monkeypatch):
 def test_online_sweep_settings_are_checked_before_any_data(monkeypatch, tmp_path):
   # FreezingPolicy's checks (max_frozen in (0, 1]) ran only when a run
   # started, after the data were loaded and the dense run had trained.
-  from paramsel_jax import experiment
-  from paramsel_jax import online
+  from paramsel_jax.lab import experiment
+  from paramsel_jax.protocol import online
   config = sweep.OnlineSweepConfig(
       dataset='synthetic', models=('mlp',), criteria=('none', 'psgld'),
       seeds=(0,), online=online.OnlineConfig(steps=40, check_every=20,

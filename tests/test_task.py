@@ -8,8 +8,8 @@ import optax
 import pytest
 
 import paramsel_jax
-from paramsel_jax import protocol
-from paramsel_jax import task as task_lib
+from paramsel_jax.protocol import protocol
+from paramsel_jax.protocol import task as task_lib
 
 
 class TinyCNN(nn.Module):

@@ -24,7 +24,8 @@ class MLP(nn.Module):
     num_classes: number of logits.
 
   Example:
-    >>> from paramsel_jax.models import count_params, init_params
+    >>> from paramsel_jax.models import count_params
+    >>> from paramsel_jax.models import init_params
     >>> model = MLP(widths=(300, 100))
     >>> params = init_params(model, jax.random.key(0), (28, 28, 1))
     >>> count_params(params)
@@ -94,7 +95,8 @@ class CifarCNN(nn.Module):
     conv_impl: the :class:`Conv2D` implementation.
 
   Example:
-    >>> from paramsel_jax.models import count_params, init_params
+    >>> from paramsel_jax.models import count_params
+    >>> from paramsel_jax.models import init_params
     >>> model = CifarCNN()
     >>> params = init_params(model, jax.random.key(0), (32, 32, 3))
     >>> count_params(params)

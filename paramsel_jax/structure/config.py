@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import dataclasses
 
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax import models
 from paramsel_jax.structure import presets
 from paramsel_jax.structure import search as search_lib

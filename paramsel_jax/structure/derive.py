@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from paramsel_jax import models
-from paramsel_jax.structure.space import ACTIVATIONS, POOLS, SearchSpace
+from paramsel_jax.structure.space import ACTIVATIONS
+from paramsel_jax.structure.space import POOLS
+from paramsel_jax.structure.space import SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)

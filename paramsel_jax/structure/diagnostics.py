@@ -44,10 +44,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from paramsel_jax import steps as steps_lib
+from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.structure import relax
 from paramsel_jax.structure import supernet as supernet_lib
-from paramsel_jax.structure.space import PRESENT_CANDIDATES, SearchSpace
+from paramsel_jax.structure.space import PRESENT_CANDIDATES
+from paramsel_jax.structure.space import SearchSpace
 
 Indices = Mapping[str, int]
 # Choices that matter whether or not their layer is kept (a pool stays).

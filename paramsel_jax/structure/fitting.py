@@ -13,7 +13,8 @@ the test split, or the validation split when the config says
 ``evaluate_test=False`` (runs that choose settings must never read test).
 
 Example:
-  >>> from paramsel_jax import data, models
+  >>> from paramsel_jax import data
+  >>> from paramsel_jax import models
   >>> from paramsel_jax.structure import config as config_lib
   >>> ds = data.synthetic(num_train=64, num_test=32, valid_size=32)
   >>> splits = device_splits(ds)
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from paramsel_jax import models
-from paramsel_jax import steps as steps_lib
+from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.structure import records
 from paramsel_jax.structure import stability
 from paramsel_jax.structure import training

@@ -32,7 +32,8 @@ Example (a tiny run on synthetic data; see ``tests/test_structure_search.py``):
 
   >>> import tempfile
   >>> from paramsel_jax import data
-  >>> from paramsel_jax.structure import search as search_lib, training
+  >>> from paramsel_jax.structure import search as search_lib
+  >>> from paramsel_jax.structure import training
   >>> ds = data.synthetic(num_train=256, num_test=64, valid_size=64)
   >>> config = PipelineConfig(
   ...     dataset='synthetic', mlp_widths=(8, 16), mlp_depth=2, seeds=(0,),

@@ -5,7 +5,7 @@ count and its forward FLOPs per example: 2 per multiply-add of every dense
 and conv layer (``2 * H_out * W_out * k^2 * c_in * c_out`` for a conv,
 ``2 * n_in * n_out`` for a dense layer); biases, activations and pools are
 not counted. :func:`network_flops` counts them for any flax model from its
-layer shapes (:func:`paramsel_jax.benchmarks.flops.matmul_flops`); a derived
+layer shapes (:func:`paramsel_jax.models.flops.matmul_flops`); a derived
 :class:`~paramsel_jax.structure.derive.Architecture` counts them by hand
 (``Architecture.num_flops``), and the two agree (tested).
 
@@ -35,7 +35,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from paramsel_jax.benchmarks import flops as flops_lib
+from paramsel_jax.models import flops as flops_lib
 
 
 def network_flops(model: nn.Module, input_shape: Sequence[int]) -> int:

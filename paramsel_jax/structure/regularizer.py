@@ -47,7 +47,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax.structure import relax
 from paramsel_jax.structure.space import SearchSpace
 

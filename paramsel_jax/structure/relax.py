@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import optax
 
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax.structure.space import SearchSpace
 
 SCHEDULES = ('exponential', 'linear', 'constant')

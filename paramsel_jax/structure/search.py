@@ -52,8 +52,8 @@ import numpy as np
 import optax
 
 from paramsel_jax import models
-from paramsel_jax import steps as steps_lib
-from paramsel_jax import checks
+from paramsel_jax.train import steps as steps_lib
+from paramsel_jax.protocol import checks
 from paramsel_jax.structure import regularizer as reg_lib
 from paramsel_jax.structure import relax
 from paramsel_jax.structure import supernet as supernet_lib

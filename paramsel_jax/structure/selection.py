@@ -1,11 +1,11 @@
 """Search, then select: the paper-000 protocol on a derived network.
 
 The structure search chooses *which network*; the protocol of seed paper 000
-(:func:`paramsel_jax.protocol.run_protocol`) then chooses *which parameters*
+(:func:`paramsel_jax.protocol.protocol.run_protocol`) then chooses *which parameters*
 of it to keep training (α, ``k`` of them) and to keep at all (β, ``l``), with
 any registered selector, in ``'prune_at_end'`` or ``'retrain'`` mode. For
 every seed's derived architecture, :func:`run_selection` builds a
-:class:`paramsel_jax.protocol.Task` (its init, its apply, the data) and runs
+:class:`paramsel_jax.protocol.protocol.Task` (its init, its apply, the data) and runs
 the protocol from a fresh initialisation, so one command goes from a searched
 structure to a pruned one. Each stage is reported with its parameters, FLOPs
 and accuracy: the derived net as the pipeline retrained it, after η0 (dense),
@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from typing import Any
 
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax import models
-from paramsel_jax import optimizers
-from paramsel_jax import protocol
+from paramsel_jax.optim import optimizers
+from paramsel_jax.protocol import protocol
 from paramsel_jax import report
 from paramsel_jax.structure import derive as derive_lib
 
@@ -51,7 +51,7 @@ class SelectionConfig:
   """The protocol run on each derived network (checked when made).
 
   Attributes:
-    selector: a registered selector (:mod:`paramsel_jax.selectors`).
+    selector: a registered selector (:mod:`paramsel_jax.select.selectors`).
     mode: ``'prune_at_end'`` or ``'retrain'`` (the protocol's modes).
     k: coordinates trained in η1 (a count or a fraction); ``None``: the
       protocol's default (must be ``None`` in ``'retrain'``).
@@ -81,7 +81,7 @@ class SelectionConfig:
     self.protocol_config()  # The protocol's own checks.
 
   def protocol_config(self) -> protocol.ProtocolConfig:
-    """The :class:`paramsel_jax.protocol.ProtocolConfig` of these settings."""
+    """The :class:`paramsel_jax.protocol.protocol.ProtocolConfig` of these settings."""
     return protocol.ProtocolConfig(
         eta0=self.eta0, eta1=self.eta1, k=self.k, l=self.l,
         window=self.window, batch_size=self.batch_size, mode=self.mode,
@@ -90,7 +90,7 @@ class SelectionConfig:
 
 def make_task(arch: derive_lib.Architecture, conv_impl: str,
               train: tuple[Any, Any], test: tuple[Any, Any]) -> protocol.Task:
-  """The protocol's :class:`~paramsel_jax.protocol.Task` of an architecture."""
+  """The protocol's :class:`~paramsel_jax.protocol.protocol.Task` of an architecture."""
   model = derive_lib.DiscreteNet(arch, conv_impl)
   shape = tuple(arch.input_shape)
   return protocol.Task(

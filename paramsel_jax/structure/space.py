@@ -49,7 +49,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from paramsel_jax import checks
+from paramsel_jax.protocol import checks
 from paramsel_jax import models
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from paramsel_jax import steps as steps_lib
-from paramsel_jax import checks
+from paramsel_jax.train import steps as steps_lib
+from paramsel_jax.protocol import checks
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]

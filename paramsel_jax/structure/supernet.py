@@ -20,7 +20,8 @@ im2col on CPU (fast inside ``lax.scan``) and native elsewhere.
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from paramsel_jax.structure import presets, relax
+  >>> from paramsel_jax.structure import presets
+  >>> from paramsel_jax.structure import relax
   >>> space = presets.mlp_space((8, 8, 1), 3, widths=(4, 8), depth=2)
   >>> net = Supernet(space)
   >>> structure = relax.probabilities(relax.init_logits(space))
@@ -41,7 +42,10 @@ import numpy as np
 
 from paramsel_jax import models
 from paramsel_jax.structure import regularizer
-from paramsel_jax.structure.space import ACTIVATIONS, LayerSpace, POOLS, SearchSpace
+from paramsel_jax.structure.space import ACTIVATIONS
+from paramsel_jax.structure.space import LayerSpace
+from paramsel_jax.structure.space import POOLS
+from paramsel_jax.structure.space import SearchSpace
 
 
 def width_mask(layer: LayerSpace, weights: jax.Array | None) -> jax.Array:

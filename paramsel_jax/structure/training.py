@@ -3,7 +3,7 @@
 Derived networks, random-search samples and the fixed baseline are all trained
 the same way, so that their accuracies compare: Adam with a cosine-decayed
 learning rate for a fixed number of steps, batches drawn on device from the
-uint8 training split (:func:`paramsel_jax.steps.sample_batch`), the key of
+uint8 training split (:func:`paramsel_jax.train.steps.sample_batch`), the key of
 step ``t`` being ``fold_in(key, t)``.
 
 Example:
@@ -15,7 +15,7 @@ Example:
   >>> y = jnp.array([0, 1] * 8)
   >>> config = TrainConfig(steps=50, batch_size=8, learning_rate=0.05)
   >>> params = train(model.apply, params, x, y, jax.random.key(1), config)
-  >>> from paramsel_jax import steps
+  >>> from paramsel_jax.train import steps
   >>> float(steps.make_evaluate(model.apply)({'params': params}, x, y)[1])
   1.0
 """
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from paramsel_jax import steps as steps_lib
-from paramsel_jax import checks
+from paramsel_jax.train import steps as steps_lib
+from paramsel_jax.protocol import checks
 
 PyTree = Any
 Progress = Callable[[str], None] | None

@@ -1,0 +1,408 @@
+"""The active set of `T|α`: a step whose cost follows α.
+
+`masked` computes the dense step and zeroes frozen updates, so a frozen
+parameter costs as much as a trained one. Here the params are split into the
+full tree, carried as a constant of the step (no gradient is built for it),
+and the *active* tree, the only thing differentiated and optimized:
+
+* at unit/layer granularity (`Plan.mode == 'units'`), the active tree has the
+  params' structure, each leaf sliced along its unit (last) axis to the
+  module's active units: the whole leaf for a module that trains fully, a
+  zero-size slice for a frozen one, `leaf[..., idx]` for a partly active one.
+  The forward pass of a partly active module is its frozen output with the
+  active units' outputs written in (`out.at[..., idx].set(...)`, a flax
+  method interceptor), so autodiff builds the weight gradient `xᵀ δ[:, idx]`
+  of the active units only, and no backward pass at all below the lowest
+  module that trains. The optimizer's state has the active tree's shapes.
+* at element granularity (`'packed'`), the active tree is one vector of the
+  k active scalars: the step is dense (gather, inner update, scatter), but
+  the optimizer's state is O(k), not O(N).
+
+Several seeds share one program, so every seed's slices have one size per
+module: the largest count over the seeds. Slots beyond a seed's own count are
+padding, filled with frozen units, whose updates (and optimizer state) are
+held at zero by `masked` over the active tree (`live`). Changing α within the
+same sizes changes only the index arrays: no recompilation.
+
+  >>> import jax, jax.numpy as jnp
+  >>> params = {'Dense_0': {'kernel': jnp.ones((3, 4)), 'bias': jnp.zeros(4)}}
+  >>> alpha = {'Dense_0': {'kernel': jnp.array([[0, 1, 0, 1]] * 3, bool),
+  ...                      'bias': jnp.array([0, 1, 0, 1], bool)}}
+  >>> p, arrays = plan(alpha, 'unit', batched=False)  # one model, no seed axis
+  >>> p.kinds, p.slots, arrays['idx']['Dense_0'].tolist()
+  (('partial',), (2,), [1, 3])
+  >>> active = split(params, p, {'Dense_0': jnp.array([1, 3])})
+  >>> jax.tree.map(jnp.shape, active)
+  {'Dense_0': {'bias': (2,), 'kernel': (3, 2)}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.freeze.active_check import own_leaves
+from paramsel_jax.freeze.active_check import SPLITTABLE
+from paramsel_jax.freeze.active_check import trace
+from paramsel_jax.freeze.active_check import unsplittable
+
+PyTree = Any
+PACKED = 'packed'
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The static shape of an active set (what a compiled step depends on).
+
+  Attributes:
+    mode: 'units' (unit or layer granularity) or 'packed' (element).
+    modules: module names (`granularity.module_name`), in leaf order.
+    kinds: per module 'frozen', 'full' or 'partial' ('units' mode).
+    slots: per module, the active units' slot count (the unit count for
+      'full', 0 for 'frozen').
+    packed: 'packed' mode: the number of active scalars.
+  """
+
+  mode: str
+  modules: tuple[str, ...] = ()
+  kinds: tuple[str, ...] = ()
+  slots: tuple[int, ...] = ()
+  packed: int = 0
+
+  def describe(self) -> str:
+    """E.g. 'Dense_0 frozen, Dense_1 30 units, Dense_2 full'."""
+    if self.mode == PACKED:
+      return f'{self.packed} scalars packed'
+    return ', '.join(
+        f'{m} {k}' if k != 'partial' else f'{m} {s} units'
+        for m, k, s in zip(self.modules, self.kinds, self.slots))
+
+
+def _module_of_leaf(params: PyTree) -> list[str]:
+  return [granularity_lib.module_name(granularity_lib.module_path(p))
+          for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _unit_flags(alpha: PyTree, g: granularity_lib.Groups) -> list[np.ndarray]:
+  """Per module, `(seeds, units)` bool: is the unit active.
+
+  Checks that α is whole units (every scalar of a unit equal).
+  """
+  leaves = [np.asarray(a) for a in jax.tree.leaves(alpha)]
+  names = _module_of_leaf(jax.tree.map(lambda a: a[0], alpha))
+  flags = []
+  for m, name in enumerate(g.module_names):
+    mine = [a for a, n in zip(leaves, names) if n == name]
+    per_leaf = [a.reshape(a.shape[0], -1, a.shape[-1]) if a.ndim > 1 else a[:, None, None]
+                for a in mine]
+    units = per_leaf[0][:, 0, :]
+    for a in per_leaf:
+      if not ((a == units[:, None, :]).all()):
+        raise ValueError(
+            f'alpha is not made of whole units in module {name!r}: some unit '
+            'has both trained and frozen scalars; accepted: an α chosen at '
+            "granularity 'unit' or 'layer' (granularity.top_k_groups).")
+    flags.append(units.astype(bool))
+    del m
+  return flags
+
+
+def plan(alpha: PyTree, granularity: str, batched: bool = True,
+         buckets: int = 0) -> tuple[Plan, dict[str, Any]]:
+  """The active set of an element mask α (host side, concrete).
+
+  `batched`: α has a leading seed axis (as in the protocol); False: one
+  model's α, and the arrays come back without the seed axis. `buckets` > 0:
+  slot counts are rounded up to a multiple of 1/buckets of the module's units
+  (of N when packed), so that a run whose α keeps changing compiles only a
+  few different steps; a module rounded up to all its units trains as a
+  whole, its frozen units held by the mask.
+
+  Returns:
+    The static `Plan` and its seed-batched arrays: for 'units', `{'idx':
+    {module: (seeds, slots) int32}, 'live': {module: (seeds, slots) bool}}`
+    over the partial modules; for 'packed', `{'idx': (seeds, k), 'live':
+    (seeds, k)}` flat indices into the concatenated leaves.
+  """
+  granularity_lib.check_granularity(granularity)
+  if not batched:
+    p, arrays = plan(jax.tree.map(lambda a: np.asarray(a)[None], alpha),
+                     granularity, buckets=buckets)
+    return p, jax.tree.map(lambda a: a[0], arrays)
+  if granularity == 'element':
+    flat = np.concatenate([np.asarray(a).reshape(np.shape(a)[0], -1)
+                           for a in jax.tree.leaves(alpha)], axis=1)
+    counts = flat.sum(1)
+    k = _bucket(int(counts.max()), flat.shape[1], buckets)
+    idx = np.stack([_padded(np.flatnonzero(row), k, flat.shape[1]) for row in flat])
+    live = np.arange(k)[None, :] < counts[:, None]
+    return Plan(PACKED, packed=k), {'idx': idx.astype(np.int32), 'live': live}
+  g = granularity_lib.groups(jax.tree.map(lambda a: a[0], alpha), 'unit')
+  kinds: list[str] = []
+  slots: list[int] = []
+  unit_idx: dict[str, np.ndarray] = {}
+  unit_live: dict[str, np.ndarray] = {}
+  for name, n_units, flags in zip(g.module_names, g.module_units,
+                                  _unit_flags(alpha, g)):
+    counts = flags.sum(1)
+    k = _bucket(int(counts.max()), n_units, buckets)
+    if counts.max() == 0:
+      kinds.append('frozen')
+      slots.append(0)
+    elif counts.min() == n_units or k >= n_units:
+      kinds.append('full')
+      slots.append(n_units)
+    else:
+      kinds.append('partial')
+      slots.append(k)
+      unit_idx[name] = np.stack([_padded(np.flatnonzero(f), k, n_units)
+                                 for f in flags]).astype(np.int32)
+      unit_live[name] = np.arange(k)[None, :] < counts[:, None]
+  return (Plan('units', g.module_names, tuple(kinds), tuple(slots)),
+          {'idx': unit_idx, 'live': unit_live})
+
+
+def _bucket(count: int, n: int, buckets: int) -> int:
+  """`count` rounded up to a multiple of ceil(n / buckets) (capped at n)."""
+  if buckets <= 0 or count == 0:
+    return count
+  step = -(-n // buckets)
+  return min(n, -(-count // step) * step)
+
+
+def _padded(active: np.ndarray, k: int, n: int) -> np.ndarray:
+  """`active` indices, padded to `k` with the lowest indices not in it."""
+  if active.size == k:
+    return active
+  frozen = np.setdiff1d(np.arange(n), active)[:k - active.size]
+  return np.concatenate([active, frozen])
+
+
+def _slice_leaf(leaf: jax.Array, kind: str, idx: jax.Array | None) -> jax.Array:
+  if kind == 'full':
+    return leaf
+  if kind == 'frozen' or idx is None:
+    return leaf[..., :0]
+  return jnp.take(leaf, idx, axis=-1)
+
+
+def split(params: PyTree, p: Plan, idx: Any) -> PyTree:
+  """The active tree of one seed's `params` (see the module docstring)."""
+  if p.mode == PACKED:
+    return {PACKED: _flat(params)[idx]}
+  kind = dict(zip(p.modules, p.kinds))
+  names = _module_of_leaf(params)
+  leaves, treedef = jax.tree.flatten(params)
+  return jax.tree.unflatten(treedef, [_slice_leaf(x, kind[n], idx.get(n))
+                            for x, n in zip(leaves, names)])
+
+
+def merge(params: PyTree, active: PyTree, p: Plan, idx: Any) -> PyTree:
+  """`params` with the active tree written back.
+
+  Padding slots hold the frozen values, so writing them back changes nothing.
+  """
+  if p.mode == PACKED:
+    flat = _flat(params).at[idx].set(active[PACKED])
+    return _unflat(flat, params)
+  kind = dict(zip(p.modules, p.kinds))
+  names = _module_of_leaf(params)
+  def one(x, a, n):
+    if kind[n] == 'full':
+      return a
+    if kind[n] == 'frozen':
+      return x
+    return x.at[..., idx[n]].set(a)
+  return jax.tree.map(one, params, active, treedef_names(params, names))
+
+
+def treedef_names(params: PyTree, names: list[str]) -> PyTree:
+  """A params-shaped tree of module names (for `jax.tree.map`)."""
+  return jax.tree.unflatten(jax.tree.structure(params), names)
+
+
+def _flat(tree: PyTree) -> jax.Array:
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def _unflat(flat: jax.Array, like: PyTree) -> PyTree:
+  leaves, treedef = jax.tree.flatten(like)
+  sizes = [math.prod(np.shape(x)) for x in leaves]
+  parts = jnp.split(flat, np.cumsum(sizes)[:-1])
+  return jax.tree.unflatten(treedef, [q.reshape(np.shape(x)).astype(x.dtype)
+                            for q, x in zip(parts, leaves)])
+
+
+def live_mask(active: PyTree, p: Plan, live: Any) -> PyTree:
+  """A bool tree of the active tree's shapes: False on padding slots."""
+  if p.mode == PACKED:
+    return {PACKED: live}
+  kind = dict(zip(p.modules, p.kinds))
+  names = _module_of_leaf(active)
+  def one(a, n):
+    if kind[n] != 'partial':
+      return jnp.ones(a.shape, bool)
+    return jnp.broadcast_to(live[n], a.shape)
+  return jax.tree.map(one, active, treedef_names(active, names))
+
+
+def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
+            params: PyTree, active: PyTree, idx: Any, x: jax.Array,
+            cache: tuple[str, jax.Array] | None = None) -> jax.Array:
+  """`apply_fn` of the merged params, cheap to differentiate w.r.t. `active`.
+
+  Autodiff w.r.t. `active` computes only the active part (module docstring).
+
+  `cache`: `(module path, inputs)`: that module's input is replaced by the
+  given (cached) inputs, so the frozen prefix that computes it is dead code.
+  """
+  if p.mode == PACKED:
+    return apply_fn(merge(params, active, p, idx), x)
+  kind = dict(zip(p.modules, p.kinds))
+  names = _module_of_leaf(params)
+  spliced = jax.tree.map(lambda x0, a, n: a if kind[n] == 'full' else x0,
+                         params, active, treedef_names(params, names))
+  partial = {n for n, k in kind.items() if k == 'partial'}
+  own = own_leaves(params)
+  busy: list[bool] = []
+  reached: set[str] = set()
+
+  def intercept(next_fun, args, kwargs, ctx):
+    path = granularity_lib.module_name(ctx.module.path)
+    if busy or ctx.method_name == 'setup':
+      return next_fun(*args, **kwargs)
+    if path in partial:  # refuse what would train wrong, at trace time.
+      reason = unsplittable(ctx.module, {ctx.method_name}, own[path])
+      if reason:
+        raise ValueError(f'active.forward: module {path} is partly active '
+                         f'but cannot be split into units ({reason}); '
+                         f'accepted: {SPLITTABLE} (`active_check.check_active_step`).')
+      reached.add(path)
+    if ctx.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    if cache is not None and path == cache[0]:
+      args = (cache[1],) + tuple(args[1:])
+    if path not in partial:
+      return next_fun(*args, **kwargs)
+    out = next_fun(*args, **kwargs)
+    sub = ctx.module.clone(parent=None, features=int(idx[path].shape[-1]))
+    busy.append(True)  # the clone's own call is not intercepted.
+    try:
+      act = sub.apply({'params': _module_subtree(active, path)}, *args,
+                      **kwargs)
+    finally:
+      busy.pop()
+    return out.at[..., idx[path]].set(act)
+
+  with nn.intercept_methods(intercept):
+    out = apply_fn(spliced, x)
+  if partial - reached:
+    raise ValueError(
+        'active.forward: the partly active modules '
+        f'{sorted(partial - reached)} were not called through flax linen\'s '
+        'method interceptor (a hand-written apply_fn or an NNX module?): '
+        f'their units would get a gradient of exactly zero; accepted: '
+        f'{SPLITTABLE} (`active_check.check_active_step`).')
+  return out
+
+
+def _like(reference: PyTree) -> Callable[[Any], bool]:
+  """A predicate: is a node a tree of `reference`'s structure and shapes?"""
+  treedef = jax.tree.structure(reference)
+  shapes = [np.shape(x) for x in jax.tree.leaves(reference)]
+  def like(node: Any) -> bool:
+    try:
+      return (jax.tree.structure(node) == treedef and  # type: ignore[operator]  # PyTreeDef's alias is not resolvable as a type.
+              [np.shape(x) for x in jax.tree.leaves(node)] == shapes)
+    except (TypeError, ValueError):
+      return False
+  return like
+
+
+def state_to_active(state: Any, params: PyTree, p: Plan, idx: Any) -> Any:
+  """An optimizer state of `params` → the same state of the active tree.
+
+  Every params-shaped part (a `masked` mask, Adam's μ and ν, momentum, ...)
+  is sliced like the params (`split`); the rest (step counts, keys) is kept.
+  A `masked` mask sliced this way is the active tree's live mask (padding
+  slots are frozen units).
+  """
+  like = _like(params)
+  parts, treedef = jax.tree.flatten(state, is_leaf=like)
+  return jax.tree.unflatten(treedef, [split(x, p, idx) if like(x) else x for x in parts])
+
+
+def state_to_full(full: Any, active: Any, params: PyTree, p: Plan, idx: Any) -> Any:
+  """The inverse of `state_to_active`.
+
+  The active state's params-shaped parts are written back into `full`
+  (`merge`); the rest is taken from `active`.
+  """
+  like = _like(params)
+  like_active = _like(split(params, p, idx))
+  parts, treedef = jax.tree.flatten(full, is_leaf=like)
+  active_parts = jax.tree.flatten(active, is_leaf=like_active)[0]
+  return jax.tree.unflatten(treedef, [merge(f, a, p, idx) if like(f) else a
+                            for f, a in zip(parts, active_parts)])
+
+
+def _module_subtree(tree: PyTree, name: str) -> PyTree:
+  node = tree
+  for key in name.split('/'):
+    node = node[key]
+  return node
+
+
+def module_call_order(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
+                      params: PyTree, example: jax.Array) -> list[str]:
+  """The flax modules (names) in the order a forward pass first calls them.
+
+  Names as `granularity.module_name` gives them ('(root)' for the model).
+  """
+  return list(trace(apply_fn, params, example).order)
+
+
+def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:
+  """The module whose input can be cached, or None.
+
+  The first module with params, in call order, that trains, when every
+  module with params called before it is frozen (None: none can, e.g. the
+  first one trains, α is packed, or a module that trains was not seen in
+  the call order, so where it sits is unknown). Modules without params (the
+  model's root, activations) do not count.
+  """
+  if p.mode == PACKED:
+    return None
+  kind = dict(zip(p.modules, p.kinds))
+  if any(k != 'frozen' and m not in call_order for m, k in kind.items()):
+    return None
+  with_params = [path for path in call_order if path in kind]
+  for i, path in enumerate(with_params):
+    if kind[path] != 'frozen':
+      return path if i > 0 else None
+  return None
+
+
+def module_input(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
+                 params: PyTree, x: jax.Array, path: str) -> jax.Array:
+  """The input of module `path` in a forward pass on `x`.
+
+  The rest of the forward pass is dead code for XLA.
+  """
+  seen: list[jax.Array] = []
+
+  def capture(next_fun, args, kwargs, ctx):
+    if ctx.method_name == '__call__' and '/'.join(ctx.module.path) == path and not seen:
+      seen.append(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(capture):
+    apply_fn(params, x)
+  return seen[0]

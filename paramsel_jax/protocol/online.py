@@ -1,0 +1,401 @@
+"""Online freezing: train, check convergence, switch to the cheaper `T|α`.
+
+`run_online` trains for `steps` steps in intervals of `check_every`. After
+each interval the `freezing.FreezingPolicy` looks at the interval's
+statistics and returns α; the driver then trains the next interval with the
+`T|α` of the new active set (`active_phase.ActivePhase`), so training gets
+cheaper as parameters freeze.
+
+Compilation is bounded: slot counts are rounded up to `buckets` sizes per
+module (`active.plan(buckets=...)`), a plan already compiled is reused, and
+after `max_compiles` step programs the driver keeps the current plan when
+α fits in it (the mask holds the newly frozen units) or falls back to the
+dense masked step (compiled at the start) when it does not (an APF group
+that thawed). The number of compilations and their time are reported.
+
+Frozen coordinates stay bit-identical; their optimizer state stays as it was
+(`masked`'s semantics). When every parameter of every seed is frozen and the
+criterion cannot thaw one, training is over and the run stops early. The run
+gives the parameters of dense `masked` steps with the same sequence of α, to
+float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramsel_jax.freeze import active as active_lib
+from paramsel_jax.train import phase as active_phase
+from paramsel_jax.protocol import checks
+from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.freeze import policy as freezing
+from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.protocol import protocol
+from paramsel_jax.train import runner as runner_lib
+from paramsel_jax.train import steps as steps_lib
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+  """Settings of an online-freezing run; checked when made.
+
+  Attributes:
+    criterion: a name of `freezing.CRITERIA`, or 'none' (dense training).
+    steps: the run's length.
+    check_every: steps between checks (one compiled chunk per interval).
+    threshold: the criterion's threshold (None: its default).
+    max_frozen: the largest frozen share (of parameters, or FLOPs with
+      `budget='flops'`); None: no cap.
+    budget: 'params' or 'flops' (what `max_frozen` counts).
+    granularity: of α ('layer' for autofreeze and freezeout).
+    buckets: slot sizes per module (`active.plan`); 0: exact sizes.
+    max_compiles: the most step programs a run compiles (the dense one
+      included).
+    cache_prefix, cache_budget_mb: cache a frozen prefix's outputs.
+    batch_size, eval_batch_size: minibatch sizes.
+    eval_every: test accuracy every this many steps (a multiple of
+      check_every; 0: at every check).
+    seed_axis: 'auto', 'vmap' or 'map'.
+    t0, schedule: FreezeOut's schedule.
+    freeze_at: criterion 'fixed': the step of its one decision (η0).
+  """
+
+  criterion: str = 'psgld'
+  steps: int = 2000
+  check_every: int = 200
+  threshold: float | None = None
+  max_frozen: float | None = None
+  budget: str = 'params'
+  granularity: str = 'unit'
+  buckets: int = 4
+  max_compiles: int = 8
+  cache_prefix: bool = False
+  cache_budget_mb: float = 2048.0
+  batch_size: int = 128
+  eval_batch_size: int = 1000
+  eval_every: int = 0
+  seed_axis: str = 'auto'
+  t0: float = 0.5
+  schedule: str = 'linear'
+  freeze_at: int = 0
+
+  def __post_init__(self):
+    if self.criterion != 'none':
+      crit = freezing.get_criterion(self.criterion)
+      if crit.layers_only and self.granularity != 'layer':
+        raise ValueError(f'criterion {self.criterion!r} freezes whole layers; '
+                         f"accepted: granularity='layer', got "
+                         f'{self.granularity!r}.')
+    checks.fields(self, ('steps', 'check_every', 'batch_size',
+                         'eval_batch_size', 'max_compiles'), checks.integer,
+                  at_least=1)
+    checks.integer('buckets', self.buckets, at_least=0)
+    checks.integer('eval_every', self.eval_every, at_least=0)
+    if self.eval_every % self.check_every:
+      raise ValueError(f'eval_every={self.eval_every}; accepted: 0 or a '
+                       f'multiple of check_every={self.check_every}.')
+    checks.one_of('budget', self.budget, protocol.BUDGETS)
+    granularity_lib.check_granularity(self.granularity)
+    if self.threshold is not None:
+      checks.real('threshold', self.threshold, above=0)
+
+  def protocol_config(self) -> protocol.ProtocolConfig:
+    """What the Runner reads (chunks of one interval)."""
+    n = self.check_every
+    return protocol.ProtocolConfig(
+        eta0=n, eta1=n, window=n, batch_size=self.batch_size, chunk_size=n,
+        eval_batch_size=self.eval_batch_size, seed_axis=self.seed_axis,
+        granularity=self.granularity, budget=self.budget, step='active',
+        cache_prefix=self.cache_prefix, cache_budget_mb=self.cache_budget_mb)
+
+
+def make_policy(config: OnlineConfig, runner: runner_lib.Runner
+                ) -> freezing.FreezingPolicy:
+  """The config's `FreezingPolicy` over the task's params.
+
+  The layer criteria get the task's forward layer order
+  (`freezing.forward_layer_order`, traced on one training example).
+  """
+  shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
+  costs = runner.group_flops() if config.budget == 'flops' else None
+  layer_order = None
+  if freezing.get_criterion(config.criterion).layers_only:
+    example = steps_lib.to_float(runner.task.train_images[:1])
+    layer_order = freezing.forward_layer_order(runner.task.apply_fn, shapes,
+                                               example)
+  return freezing.FreezingPolicy(
+      config.criterion, shapes, granularity=config.granularity,
+      check_every=config.check_every, threshold=config.threshold,
+      max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
+      total_steps=config.steps, t0=config.t0, schedule=config.schedule,
+      freeze_at=config.freeze_at)
+
+
+@dataclasses.dataclass
+class _Switch:
+  """The driver's choice of step: the plan, its index arrays and phase."""
+
+  plan: active_lib.Plan | None = None  # None: the dense masked step.
+  idx: Any = None
+  phase: Any = None
+  cache: Any = None
+  compiled: set = dataclasses.field(default_factory=set)
+
+
+def _fits(alpha: PyTree, switch: _Switch, granularity: str) -> bool:
+  """Whether α's active units all sit in the current plan's slots."""
+  if switch.plan is None:
+    return True
+  new, arrays = active_lib.plan(jax.device_get(alpha), granularity)
+  if new.mode != switch.plan.mode:
+    return False
+  if new.mode == active_lib.PACKED:
+    return False  # packed indices change with α: refit.
+  old_idx = jax.device_get(switch.idx)
+  for name, kind, old_kind in zip(new.modules, new.kinds, switch.plan.kinds):
+    if kind == 'frozen' or old_kind == 'full':
+      continue
+    if old_kind == 'frozen' or kind == 'full':
+      return False
+    want, have = arrays['idx'][name], old_idx[name]
+    for s in range(want.shape[0]):
+      if not np.isin(want[s][arrays['live'][name][s]], have[s]).all():
+        return False
+  return True
+
+
+def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
+            state: Any, switch: _Switch, log: Callable[[str], None]) -> _Switch:
+  """The step for the next interval (see the module docstring)."""
+  host_alpha = jax.device_get(alpha)
+  if all(np.asarray(a).all() for a in jax.tree.leaves(host_alpha)):
+    return _Switch(None, compiled=switch.compiled)
+  new, arrays = active_lib.plan(host_alpha, config.granularity,
+                                buckets=config.buckets)
+  if new.mode != active_lib.PACKED and all(k == 'full' for k in new.kinds):
+    return _Switch(None, compiled=switch.compiled)  # nothing to save: dense.
+  if switch.plan == new:
+    return _Switch(new, jax.tree.map(jnp.asarray, arrays['idx']), switch.phase,
+                   switch.cache, switch.compiled)
+  budget_left = len(switch.compiled) < config.max_compiles
+  if new in {p for p, _ in switch.compiled} or budget_left:
+    path = active_phase._cache_path(runner, new, state, 'online', log)  # pylint: disable=protected-access
+    phase = runner.active_phase(new, path)
+    cache = None
+    if path:
+      _precompile(runner, phase.build_cache, (state,))
+      cache = phase.build_cache(state)
+    switch.compiled.add((new, path))
+    return _Switch(new, jax.tree.map(jnp.asarray, arrays['idx']), phase, cache,
+                   switch.compiled)
+  if _fits(alpha, switch, config.granularity):
+    return switch  # keep the plan; the mask holds the newly frozen units.
+  log(f'online: {config.max_compiles} step programs compiled; α does not fit '
+      'the current plan: the next interval runs the dense masked step.')
+  return _Switch(None, compiled=switch.compiled)
+
+
+def run_online(task: protocol.Task, tx: optax.GradientTransformation,
+               config: OnlineConfig, seeds: Sequence[int],
+               log: Callable[[str], None] = print,
+               record_alphas: bool = False,
+               keep_cases: bool = False) -> dict[str, Any]:
+  """Trains with online freezing; returns the curve, the costs, the α's.
+
+  `record_alphas`: also return, per check, the α it chose (host arrays,
+  seed-batched), e.g. to replay the run by hand. `keep_cases`: also return,
+  per step that ran (by label), a `benchmarks.timing.Case` of one interval
+  of it from the final state, for side-by-side timing. Each check's record
+  says which step ran (`label`) and the host time around it (`overhead_s`:
+  check, switch, enter/leave, compilation).
+
+  Returns:
+    `{'checks': [{'step', 'frozen_share': [per seed], 'plan',
+    'steps_per_s', 'test_accuracy': [per seed] or None}], 'compilations',
+    'compile_s', 'timing', 'final_params'}` (the params as a seed-batched
+    pytree; everything else plain numbers).
+  """
+  seeds = protocol.check_seeds(seeds)
+  criterion = None if config.criterion == 'none' else freezing.get_criterion(
+      config.criterion)
+  groups = criterion.stats if criterion else frozenset()
+  proto = dataclasses.replace(config.protocol_config(), seed_axis=_axis(config))
+  runner = runner_lib.Runner(task, tx, proto, stat_groups=groups, seeds=seeds,
+                             ema_decay=0.95)
+  if criterion:
+    runner.check_active_step()  # a model T|α cannot train fails before work.
+  policy = make_policy(config, runner) if criterion else None
+  if policy is not None and config.criterion == 'freezeout':
+    runner = runner_lib.Runner(  # FreezeOut anneals each layer's steps.
+        task, optax.chain(tx, freezing.freezeout_annealing(
+            policy.params, policy.forward_order(), config.steps, config.t0,
+            config.schedule)),
+        proto, stat_groups=groups, seeds=seeds, ema_decay=0.95)
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+  state = runner.init(keys)
+  fstate, check = None, None
+  if policy is not None:
+    fstate = jax.vmap(policy.init)(state.params)
+    check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
+  switch = _Switch(None, compiled={(None, None)})
+  history, alphas, t = [], [], 0
+  used: dict[str, _Switch] = {}  # the steps that ran, by label.
+  while t < config.steps:
+    n = min(config.check_every, config.steps - t)
+    label = _label(switch)
+    used.setdefault(label, switch)
+    tic, compiled_before = time.perf_counter(), _compile_seconds(runner)
+    state, seconds = _interval(runner, state, switch, t, n, criterion, log)
+    t += n
+    if policy is not None and check is not None and fstate is not None:
+      check_args = (fstate._replace(stats=state.stats), t)
+      _precompile(runner, check, check_args)
+      alpha, fstate = check(*check_args)
+      set_args = (state._replace(stats=fstate.stats), alpha)
+      _precompile(runner, runner.set_alpha, set_args)
+      state = runner.set_alpha(*set_args)
+      if record_alphas:
+        alphas.append(jax.device_get(alpha))
+      switch = _choose(runner, config, alpha, state, switch, log)
+      share = np.asarray(jax.vmap(policy.frozen_share)(fstate)).tolist()
+    else:
+      share = [0.0] * len(seeds)
+    # Host time around the interval (check, switch, enter/leave, cache),
+    # compilation left out.
+    overhead = (time.perf_counter() - tic - seconds
+                - (_compile_seconds(runner) - compiled_before))
+    over = (criterion is not None and not criterion.can_thaw
+            and min(share) >= 1.0 - 1e-9 and t < config.steps)
+    history.append(_record(runner, config, state, switch, t, share,
+                           n / seconds, log, force_eval=over)
+                   | {'label': label, 'steps_run': n, 'overhead_s': overhead})
+    if over:
+      log(f'online [{config.criterion}] step {t}: every parameter of every '
+          f'seed is frozen; training is over ({config.steps - t} steps not run).')
+      break
+  costs = {label: c.record() for label, c in runner.costs.items()}
+  cases = (_cases(runner, config, state, used, criterion) if keep_cases
+           else {})
+  steps_programs = sum(1 for key in runner._flops  # pylint: disable=protected-access
+                       if key[0] in _chunk_functions(runner, used))
+  return {'checks': history, 'compilations': steps_programs,
+          'compile_s': sum(c['compile_s'] for c in costs.values()),
+          'timing': {'phases': costs}, 'final_params': state.params,
+          'alphas': alphas, 'seeds': list(seeds), 'cases': cases,
+          'config': dataclasses.asdict(config)}
+
+
+def _axis(config: OnlineConfig) -> str:
+  return 'vmap' if config.seed_axis == 'auto' else config.seed_axis
+
+
+def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
+              n: int, criterion: freezing.Criterion | None,
+              log: Callable[[str], None]) -> tuple[Any, float]:
+  """One interval of `n` steps on the current step.
+
+  Returns the dense state and the interval's training seconds (compilation
+  apart).
+  """
+  window = n if criterion is not None and criterion.stats else 0
+  if switch.plan is None:
+    label = 'T (dense)'
+    before = _seconds(runner, label)
+    state = runner.train(state, t, n, window, log, label, step_name='T')
+    return state, _seconds(runner, label) - before
+  keep = criterion is not None and criterion.keep_stats
+  enter_args = (state, switch.idx, switch.cache, state.stats if keep else None)
+  _precompile(runner, switch.phase.enter, enter_args)
+  astate = switch.phase.enter(*enter_args)
+  label = f'T|α {switch.plan.describe()}'
+  before = _seconds(runner, label)
+  astate = runner.train(astate, t, n, window, log, label,
+                        chunks=(switch.phase.run_chunk, switch.phase.collect_chunk),
+                        step_name=f'T|α active: {switch.plan.describe()}')
+  leave_args = (astate, state, state.stats)
+  _precompile(runner, switch.phase.leave, leave_args)
+  return (switch.phase.leave(*leave_args), _seconds(runner, label) - before)
+
+
+def _precompile(runner: runner_lib.Runner, fn: Any, args: tuple) -> None:
+  """Compiles `fn` for `args` ahead of time once.
+
+  The time counts as compilation, so the run's host overhead leaves it out.
+  """
+  key = (fn, costs_lib.signature(args))
+  if key not in runner._flops:  # pylint: disable=protected-access
+    seconds, flops = costs_lib.flops(fn, *args)
+    runner._flops[key] = flops  # pylint: disable=protected-access
+    runner.costs.setdefault('switches', costs_lib.PhaseCost('enter/leave'))
+    runner.costs['switches'].compile_s += seconds
+
+
+def _chunk_functions(runner: runner_lib.Runner, used: dict[str, _Switch]
+                     ) -> set[Any]:
+  """The step programs (training chunks) of the run's steps."""
+  fns = {runner.run_chunk, runner.collect_chunk}
+  for sw in used.values():
+    if sw.phase is not None:
+      fns |= {sw.phase.run_chunk, sw.phase.collect_chunk}
+  return fns
+
+
+def _compile_seconds(runner: runner_lib.Runner) -> float:
+  return sum(c.compile_s for c in runner.costs.values())
+
+
+def _label(switch: _Switch) -> str:
+  return 'T (dense)' if switch.plan is None else f'T|α {switch.plan.describe()}'
+
+
+def _cases(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+           used: dict[str, _Switch], criterion: freezing.Criterion | None
+           ) -> dict[str, Any]:
+  """A timed case per step that ran: one interval from the final state."""
+  from paramsel_jax.train import timing  # pylint: disable=g-import-not-at-top
+  n = jnp.asarray(config.check_every, jnp.int32)
+  start = jnp.asarray(0, jnp.int32)
+  collect = criterion is not None and bool(criterion.stats)
+  out = {}
+  for label, sw in used.items():
+    if sw.plan is None:
+      chunk, args = (runner.collect_chunk if collect else runner.run_chunk), state
+    else:
+      chunk = sw.phase.collect_chunk if collect else sw.phase.run_chunk
+      args = sw.phase.enter(state, sw.idx, sw.cache, None)
+    run = (lambda chunk=chunk, args=args:
+           jax.block_until_ready(chunk(args, start, n)) and None)
+    out[label] = timing.Case(label, label, run, steps=config.check_every)
+  return out
+
+
+def _seconds(runner: runner_lib.Runner, label: str) -> float:
+  cost = runner.costs.get(label)
+  return 0.0 if cost is None else cost.seconds
+
+
+def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+            switch: _Switch, t: int, share: list[float], rate: float,
+            log: Callable[[str], None], force_eval: bool = False
+            ) -> dict[str, Any]:
+  evaluate = (config.eval_every == 0 or t % config.eval_every == 0
+              or t == config.steps or force_eval)
+  acc = (np.asarray(runner.test_accuracy(state.params)).tolist()
+         if evaluate else None)
+  plan = 'dense' if switch.plan is None else switch.plan.describe()
+  log(f'online [{config.criterion}] step {t}/{config.steps}: frozen '
+      f'{100 * np.mean(share):.1f}% of the parameters (seeds '
+      f'{[round(100 * s, 1) for s in share]}), next: {plan}; '
+      f'{rate:.0f} steps/s'
+      + ('' if acc is None else f'; held-out acc {100 * np.mean(acc):.2f}%'))
+  return {'step': t, 'frozen_share': share, 'plan': plan, 'steps_per_s': rate,
+          'test_accuracy': acc}

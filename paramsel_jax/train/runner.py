@@ -1,0 +1,398 @@
+"""The protocol's compiled pieces: seeds as one program, phases in chunks.
+
+A `Runner` holds, for one task, optimizer and `ProtocolConfig`, the jitted
+functions the protocol calls: `init` (per-seed params, optimizer state,
+statistics), two training chunks (one `lax.fori_loop` of up to `chunk_size`
+steps, with or without collecting the selectors' statistics), selection,
+the switch to `T|α`, and evaluation. Every one is mapped over the leading
+seed axis of the state: `vmap` (seeds in parallel, sharded over a device
+mesh) or `lax.map` (in turn; faster for conv nets on CPU).
+
+Each seed's key has fixed sub-streams, so that no two uses share one:
+`fold_in(key, 0)` initializes the params, `fold_in(key, 1)` is the parent of
+the minibatch keys (step t uses `fold_in(., t)`), `fold_in(key, 2)` seeds the
+Langevin noise, `fold_in(key, 3)` and `fold_in(key, 4)` are the random
+selector's α and β keys.
+
+A seed whose training loss stops being finite is marked where it happens: the
+state carries the first such step (`diverged_at`, -1 while finite), the
+progress line names the seed and the step, and the protocol's results say it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.optim import langevin
+from paramsel_jax.optim import masking
+from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.select import stats as stats_lib
+from paramsel_jax.train import steps
+
+PyTree = Any
+
+# Sub-streams of a seed's key (see the module docstring).
+INIT_STREAM, BATCH_STREAM, NOISE_STREAM, ALPHA_STREAM, BETA_STREAM = range(5)
+
+
+class TrainState(NamedTuple):
+  """Everything one seed's run carries from step to step."""
+
+  params: PyTree
+  opt_state: optax.OptState  # a `masked(...)` state: α lives here.
+  stats: stats_lib.TrajectoryStats  # over the current phase's window.
+  key: jax.Array  # this seed's key (sub-streams: module docstring).
+  diverged_at: jax.Array  # int32: first step with a non-finite loss; -1: none.
+
+
+def seed_map(fn: Callable, seed_axis: str, in_axes=0,
+             spmd_axis_name: str | None = None) -> Callable:
+  """`fn` mapped over the leading seed axis of its (batched) arguments.
+
+  A single seed runs as the plain program (index, call, re-add the axis):
+  vmap or map over one element cost 6-18% on CPU (benchmark.py).
+  `spmd_axis_name`: the mesh axis the vmapped axis is sharded over (sharding
+  constraints inside `fn` then name only the other axes).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> seed_map(lambda x: x * 2, 'map')(jnp.arange(3.0)).tolist()
+    [0.0, 2.0, 4.0]
+  """
+  def mapped(*args):
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    batched = [a for a, ax in zip(args, axes) if ax == 0]
+    def one(xs):
+      it = iter(xs)
+      return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, axes)])
+    if jax.tree.leaves(batched)[0].shape[0] == 1:
+      out = one(jax.tree.map(lambda x: x[0], batched))
+      return jax.tree.map(lambda x: x[None], out)
+    if seed_axis == 'vmap':
+      return jax.vmap(fn, in_axes=in_axes,
+                      spmd_axis_name=spmd_axis_name)(*args)
+    return jax.lax.map(one, batched)
+  return mapped
+
+
+def _finite_mean_std(values: np.ndarray) -> str:
+  finite = values[np.isfinite(values)]
+  if not finite.size:
+    return 'not finite'
+  return f'{finite.mean():.4f} ± {finite.std():.4f}'
+
+
+class Runner:
+  """The protocol's compiled pieces for one task, optimizer and config.
+
+  `task`: a `protocol.Task`. `config`: a `protocol.ProtocolConfig` ('auto'
+  seed axis: 'vmap'). `stat_groups`: the `stats.STAT_GROUPS`
+  collected in the windows (the union of what the compared selectors read).
+  `mesh`: a `mesh.device_mesh`; its 'seed' axis shards vmapped seeds, its
+  'batch' axis each training minibatch. `seeds`: the seed numbers, for
+  progress lines. `ema_decay`: of the statistics' EMAs (APF's).
+  """
+
+  def __init__(self, task: Any, tx: optax.GradientTransformation,
+               config: Any,
+               stat_groups: frozenset[str] = stats_lib.ALL_GROUPS,
+               mesh: jax.sharding.Mesh | None = None,
+               seeds: tuple[int, ...] | None = None,
+               ema_decay: float = 0.99):
+    self.task, self.config, self.mesh, self.seeds = task, config, mesh, seeds
+    self.ema_decay = ema_decay
+    self.stat_groups = stats_lib.check_groups(stat_groups)
+    self.tx = masking.masked(tx)
+    self._batch_sharding = None
+    if mesh is not None and mesh.shape['batch'] > 1:
+      self._batch_sharding = jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec('batch'))
+    spmd = 'seed' if mesh is not None and mesh.shape['seed'] > 1 else None
+    axis = 'vmap' if config.seed_axis == 'auto' else config.seed_axis
+    self._seed_map = functools.partial(seed_map, seed_axis=axis,
+                                       spmd_axis_name=spmd)
+    chunk = lambda collect: jax.jit(self._seed_map(
+        functools.partial(self._chunk_one, collect=collect),
+        in_axes=(0, None, None)))
+    self.init = jax.jit(self._seed_map(self._init_one))
+    self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
+    self.collect_chunk = chunk(True)  # the same, collecting the statistics.
+    self._select_fns: dict[tuple[Any, ...], Callable[..., PyTree]] = {}
+    self._flops: dict[tuple[Any, ...], float] = {}  # compiled chunks' FLOPs.
+    self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
+    self._groups: granularity_lib.Groups | None = None
+    self._phases: dict[tuple[Any, ...], Any] = {}
+    self._call_order: list[str] | None = None
+    self._group_flops: np.ndarray | None = None
+    self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
+    self.set_alpha = jax.jit(self._seed_map(self._set_alpha_one))
+    self.evaluate = jax.jit(self._seed_map(self._evaluate_one))
+    self.test_accuracy = jax.jit(self._seed_map(self._test_accuracy_one))
+
+  def _init_one(self, key: jax.Array) -> TrainState:
+    params = self.task.init_fn(jax.random.fold_in(key, INIT_STREAM))
+    opt_state = langevin.reseed(self.tx.init(params),
+                                jax.random.fold_in(key, NOISE_STREAM))
+    return TrainState(params=params, opt_state=opt_state,
+                      stats=stats_lib.init_stats(params), key=key,
+                      diverged_at=jnp.full((), -1, jnp.int32))
+
+  def _step(self, state: TrainState, step: jax.Array,
+            collect: bool) -> tuple[TrainState, jax.Array]:
+    task = self.task
+    batch_key = jax.random.fold_in(
+        jax.random.fold_in(state.key, BATCH_STREAM), step)
+    images, labels = steps.sample_batch(
+        batch_key, task.train_images, task.train_labels, self.config.batch_size)
+    if self._batch_sharding is not None:
+      images, labels = jax.lax.with_sharding_constraint(
+          (images, labels), self._batch_sharding)
+    params, opt_state, loss, grads = steps.train_step(
+        task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
+    stats = state.stats
+    if collect:
+      stats = stats_lib.update_stats(stats, grads, state.params, params,
+                                     ema_decay=self.ema_decay,
+                                     groups=self.stat_groups)
+    diverged_at = jnp.where((state.diverged_at < 0) & ~jnp.isfinite(loss),
+                            step, state.diverged_at)
+    return TrainState(params, opt_state, stats, state.key, diverged_at), loss
+
+  def _chunk_one(self, state: TrainState, start: jax.Array, num_steps: jax.Array,
+                 collect: bool) -> tuple[TrainState, jax.Array]:
+    """Steps `start .. start + num_steps - 1` (global step numbers)."""
+    def body(i, carry):
+      state, loss_sum = carry
+      state, loss = self._step(state, start + i, collect)
+      return state, loss_sum + loss
+    state, loss_sum = jax.lax.fori_loop(
+        0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
+    return state, loss_sum / num_steps
+
+  def select(self, state: TrainState, selector: selectors_lib.Selector,
+             which: str, k: int | float,
+             eta0_stats: stats_lib.TrajectoryStats,
+             within_alpha: bool = False, name: str = '') -> PyTree:
+    """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones.
+
+    `k`: a count; with a FLOPs budget at unit/layer granularity, α's share of
+    the weight-gradient FLOPs. `within_alpha`: choose only among the
+    coordinates of the current α (the
+    optimizer's mask); `k` must not exceed its size. The selector's inputs
+    are checked first (`selectors.check_inputs`), on the host, unless every
+    seed has diverged (their phases were skipped; their numbers are dropped).
+    """
+    cache_key = (selector, which, k, within_alpha)
+    if cache_key not in self._select_fns:
+      self._select_fns[cache_key] = jax.jit(self._seed_map(functools.partial(
+          self._select_one, selector=selector, which=which, k=k,
+          within_alpha=within_alpha)))
+    if not np.all(np.asarray(state.diverged_at) >= 0):  # else nothing counts.
+      selectors_lib.check_inputs(
+          selector, which, self._context(state, eta0_stats, which), name)
+    return self._select_fns[cache_key](state, eta0_stats)
+
+  def _context(self, state: TrainState, eta0_stats: stats_lib.TrajectoryStats,
+               which: str) -> selectors_lib.SelectionContext:
+    stream = ALPHA_STREAM if which == 'alpha' else BETA_STREAM
+    key = jax.random.fold_in(state.key, stream) if state.key.ndim == 0 else None
+    return selectors_lib.SelectionContext(
+        params=state.params, stats=state.stats, opt_state=state.opt_state,
+        key=key, eta0_stats=eta0_stats,
+        alpha=masking.get_mask(state.opt_state))
+
+  def active_phase(self, plan: Any, cache_path: str | None) -> Any:
+    """The compiled η1 pieces on an active set (`active_phase.ActivePhase`).
+
+    Made once per plan and cache.
+    """
+    from paramsel_jax.train import phase as active_phase  # pylint: disable=g-import-not-at-top
+    key = (plan, cache_path)
+    if key not in self._phases:
+      self._phases[key] = active_phase.ActivePhase(self, plan, cache_path)
+    return self._phases[key]
+
+  def call_order(self) -> list[str]:
+    """The flax modules in the order a forward pass calls them (once)."""
+    if self._call_order is None:
+      from paramsel_jax.freeze import active  # pylint: disable=g-import-not-at-top
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      example = steps.to_float(self.task.train_images[:1])
+      self._call_order = active.module_call_order(self.task.apply_fn, shapes,
+                                                  example)
+    return self._call_order
+
+  def check_active_step(self) -> None:
+    """ValueError unless `T|α` on the active set can train this model.
+
+    At the config's granularity (`active_check.check_active_step`): one trace of the
+    model, no training; call it before any work when the active step will be
+    used.
+    """
+    from paramsel_jax.freeze import active_check  # pylint: disable=g-import-not-at-top
+    shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+    example = steps.to_float(self.task.train_images[:1])
+    active_check.check_active_step(self.task.apply_fn, shapes, example,
+                       self.config.granularity)
+
+  def groups(self) -> granularity_lib.Groups:
+    """The groups of α at the config's granularity (computed once)."""
+    if self._groups is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      self._groups = granularity_lib.groups(shapes, self.config.granularity)
+    return self._groups
+
+  def group_flops(self) -> np.ndarray:
+    """Per group, its weight gradient's FLOPs per example (computed once)."""
+    if self._group_flops is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      example = steps.to_float(self.task.train_images[:1])
+      uses = granularity_lib.module_uses(self.task.apply_fn, shapes, example)
+      self._group_flops = granularity_lib.weight_grad_flops(self.groups(), uses)
+    return self._group_flops
+
+  def _select_one(self, state: TrainState, eta0_stats, *, selector, which, k,
+                  within_alpha) -> PyTree:
+    ctx = self._context(state, eta0_stats, which)
+    within = ctx.alpha if within_alpha else None
+    config = self.config
+    if which == 'beta' or config.granularity == 'element':
+      return selectors_lib.select(selector, which, ctx, k, within=within)
+    scores = selectors_lib.scores(selector, which, ctx, within)
+    if config.budget == 'flops':
+      cost = self.group_flops()
+      return granularity_lib.top_k_groups(scores, 0, self.groups(),
+                                          config.aggregate, costs=cost,
+                                          budget=k * float(cost.sum()))
+    return granularity_lib.top_k_groups(scores, k, self.groups(),
+                                        config.aggregate)
+
+  def _start_phase1_one(self, state: TrainState, alpha: PyTree) -> TrainState:
+    return state._replace(
+        opt_state=masking.set_mask(state.opt_state, alpha),
+        stats=stats_lib.init_stats(state.params))
+
+  def _set_alpha_one(self, state: TrainState, alpha: PyTree) -> TrainState:
+    return state._replace(opt_state=masking.set_mask(state.opt_state, alpha))
+
+  def _test_accuracy_one(self, params: PyTree) -> jax.Array:
+    task = self.task
+    return steps.evaluate(task.apply_fn, params, task.test_images,
+                          task.test_labels, self.config.eval_batch_size)[1]
+
+  def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
+    task, bs = self.task, self.config.eval_batch_size
+    n = self.config.train_eval_size
+    train = steps.evaluate(task.apply_fn, params, task.train_images[:n],
+                           task.train_labels[:n], bs)
+    test = steps.evaluate(task.apply_fn, params, task.test_images,
+                          task.test_labels, bs)
+    return {'train_loss': train[0], 'train_accuracy': train[1],
+            'test_loss': test[0], 'test_accuracy': test[1]}
+
+  def train(self, state: Any, first_step: int, num_steps: int, window: int,
+            log: Callable[[str], None], label: str,
+            chunks: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+            step_name: str = 'T') -> Any:
+    """Steps `first_step ..` in chunks; statistics over the last `window`.
+
+    Step `t`'s minibatch depends only on the seed and `t`, so every selector's
+    η1 phase sees the same batches. A seed whose loss becomes non-finite is
+    reported once, in the chunk where it happens; once every seed has
+    diverged, the rest of the phase is skipped (there is nothing to learn).
+    `chunks`: the (run, collect) chunk functions (default: this Runner's
+    dense ones; `active_phase.ActivePhase` passes its own, with its state).
+    The phase's cost goes to `self.costs[label]` (`costs.PhaseCost`).
+    """
+    run_chunk, collect_chunk = chunks or (self.run_chunk, self.collect_chunk)
+    cost = self.costs.setdefault(label, costs_lib.PhaseCost(step_name))
+    num_seeds = int(np.shape(state.diverged_at)[0])
+    cost.opt_state_bytes = costs_lib.optimizer_bytes(state.opt_state, num_seeds)
+    as_i32 = lambda x: jnp.asarray(x, jnp.int32)
+    collect_from = first_step + num_steps - window
+    step, end = first_step, first_step + num_steps
+    while step < end:
+      if np.all(np.asarray(state.diverged_at) >= 0):
+        log(f'{label}: every seed has diverged; the remaining '
+            f'{end - step} steps of this phase are skipped.')
+        break
+      collect = step >= collect_from
+      n = min(self.config.chunk_size, (end if collect else collect_from) - step)
+      chunk = collect_chunk if collect else run_chunk
+      args = (state, as_i32(step), as_i32(n))
+      self._compile(chunk, args, cost, collect, num_seeds)
+      before = np.asarray(state.diverged_at)
+      tic = time.perf_counter()
+      state, loss = chunk(*args)
+      loss = np.asarray(loss)  # waits for the chunk.
+      seconds = time.perf_counter() - tic
+      cost.add(n, seconds)
+      step += n
+      log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
+          f'mean) {_finite_mean_std(loss)} over seeds  '
+          f'[{n / seconds:.0f} steps/s]')
+      self._report_divergence(before, np.asarray(state.diverged_at),
+                              first_step, label, log)
+    return state
+
+  def _compile(self, chunk: Callable[..., Any], args: tuple, cost: Any,
+               collect: bool, num_seeds: int) -> None:
+    """Compiles `chunk` for `args` ahead of time (once), timing it apart."""
+    key = (chunk, costs_lib.signature(args))
+    if key not in self._flops:
+      seconds, flops = costs_lib.flops(chunk, *args)
+      cost.compile_s += seconds
+      vmapped = self._seed_map.keywords['seed_axis'] == 'vmap' and num_seeds > 1
+      self._flops[key] = flops / (num_seeds if vmapped else 1)
+    if not collect or cost.flops_per_step is None:
+      cost.flops_per_step = self._flops[key]
+
+  def _report_divergence(self, before: np.ndarray, after: np.ndarray,
+                         first_step: int, label: str,
+                         log: Callable[[str], None]) -> None:
+    for i in np.flatnonzero((before < 0) & (after >= 0)):
+      seed = self.seeds[i] if self.seeds is not None else i
+      log(f'{label}: WARNING: seed {seed} diverged: its training loss is not '
+          f'finite from step {after[i] - first_step + 1} of this phase (global '
+          f'step {after[i]}); its numbers are left out of the summaries.')
+
+
+def count_per_seed(mask: PyTree) -> jax.Array:
+  """Per-seed number of True entries of a seed-batched mask.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> count_per_seed({'w': jnp.array([[True, False], [True, True]])}).tolist()
+    [1, 2]
+  """
+  # A mask has leaves, so the sum is an array (mypy reads `sum` as maybe 0).
+  return sum(jnp.sum(m, axis=tuple(range(1, m.ndim)))  # type: ignore[return-value]
+             for m in jax.tree.leaves(mask))
+
+
+def frozen_moved(alpha: PyTree, new: PyTree, old: PyTree) -> list[bool]:
+  """Per seed: did any coordinate outside α change (it must not)?
+
+  Compared bit for bit, so a NaN that stayed NaN did not move.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> a = {'w': jnp.array([[True, False]])}
+    >>> frozen_moved(a, {'w': jnp.array([[5.0, jnp.nan]])}, {'w': jnp.array([[1.0, jnp.nan]])})
+    [False]
+  """
+  def moved(a, p1, p0):
+    bits = lambda x: jax.lax.bitcast_convert_type(
+        x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
+    return jnp.any((bits(p1) != bits(p0)) & ~a, axis=tuple(range(1, a.ndim)))
+  flags = jax.tree.leaves(jax.tree.map(moved, alpha, new, old))
+  return np.asarray(functools.reduce(jnp.logical_or, flags)).tolist()
