@@ -10,6 +10,7 @@ import pytest
 
 from paramsel_jax.lab.benchmarks import protocol_cases
 from paramsel_jax.lab.benchmarks import report
+from paramsel_jax.lab.benchmarks import config as config_lib
 from paramsel_jax.lab.benchmarks import run
 from paramsel_jax.lab.benchmarks import summary
 from paramsel_jax.train import timing
@@ -30,17 +31,17 @@ from paramsel_jax.lab.benchmarks import torch_ref
 ])
 def test_a_bad_setting_is_named_on_creation(overrides, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
-    run.BenchmarkConfig(**overrides)
+    config_lib.BenchmarkConfig(**overrides)
 
 
 def test_protocol_settings_are_checked_only_with_the_protocol_part():
-  config = run.BenchmarkConfig(parts=['peak'], models=['lenet300'],
+  config = config_lib.BenchmarkConfig(parts=['peak'], models=['lenet300'],
                                window=10**6)
   assert config.parts == ('peak',) and config.models == ('lenet300',)
 
 
 def test_steps_for_conv_nets_and_seeds():
-  config = run.BenchmarkConfig(mlp_steps=7, conv_steps=3, seed_mlp_steps=5,
+  config = config_lib.BenchmarkConfig(mlp_steps=7, conv_steps=3, seed_mlp_steps=5,
                                seed_conv_steps=2)
   assert [run.steps_for('lenet300', config), run.steps_for('lenet5', config),
           run.steps_for('lenet300', config, seeds=True),
@@ -85,7 +86,7 @@ def _fake_run():
 
 def test_summary_pairs_the_rounds_and_judges_the_targets():
   cases, env, _ = _fake_run()
-  config = run.BenchmarkConfig(parts=run.PARTS, models=('lenet300',),
+  config = config_lib.BenchmarkConfig(parts=config_lib.PARTS, models=('lenet300',),
                                num_seeds=2, eta0=10, eta1=10, window=5)
   ratios, targets, notes = summary.summarize(
       config, {c.name: c for c in cases}, env, torch_ref.NOT_INSTALLED)
@@ -114,7 +115,7 @@ def test_summary_pairs_the_rounds_and_judges_the_targets():
 
 def test_report_has_every_table_and_the_protocol_breakdown():
   cases, env, info = _fake_run()
-  config = run.BenchmarkConfig(parts=run.PARTS, models=('lenet300',),
+  config = config_lib.BenchmarkConfig(parts=config_lib.PARTS, models=('lenet300',),
                                num_seeds=2, eta0=10, eta1=10, window=5)
   summarized = summary.summarize(config, {c.name: c for c in cases}, env,
                                  torch_ref.NOT_INSTALLED)

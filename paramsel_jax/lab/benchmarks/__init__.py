@@ -14,7 +14,9 @@ One concern per module:
 * `torch_ref`: the optional PyTorch reference;
 * `environment`: the date, machine, load and versions;
 * `summary`: ratios, targets and notes; `report`: their text;
-* `run`: `BenchmarkConfig` and `run_benchmark` (`experiments/benchmark.py`).
+* `config`: `BenchmarkConfig`, what a run of `experiments/benchmark.py`
+  measures;
+* `run`: `run_benchmark`, which runs it.
 
   >>> from paramsel_jax.lab import benchmarks
   >>> benchmarks.BenchmarkConfig().parts[0]
@@ -22,9 +24,9 @@ One concern per module:
 """
 
 from paramsel_jax.models.flops import matmul_flops
-from paramsel_jax.lab.benchmarks.run import BenchmarkConfig
-from paramsel_jax.lab.benchmarks.run import DEFAULT_PARTS
-from paramsel_jax.lab.benchmarks.run import PARTS
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
+from paramsel_jax.lab.benchmarks.config import DEFAULT_PARTS
+from paramsel_jax.lab.benchmarks.config import PARTS
 from paramsel_jax.lab.benchmarks.run import run_benchmark
 from paramsel_jax.train.timing import Case
 from paramsel_jax.train.timing import paired_median

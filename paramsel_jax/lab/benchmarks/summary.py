@@ -16,14 +16,12 @@ Every ratio pairs two cases measured in the same round (`timing.paired_ratio`,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
 from paramsel_jax.train.timing import Case
 from paramsel_jax.train.timing import paired_median
 from paramsel_jax.train.timing import paired_ratio
-
-if TYPE_CHECKING:
-  from paramsel_jax.lab.benchmarks.run import BenchmarkConfig
 
 Cases = Mapping[str, Case]
 
