@@ -69,9 +69,9 @@ _D = config_lib.BenchmarkConfig()  # The defaults of the flags.
 
 _PARTS = flags.DEFINE_list(
     'parts', list(_D.parts),
-    f'Any of {", ".join(config_lib.PARTS)}. diagnose (not by default): the cost per '
-    'step of the selectors\' statistics, all of them vs only topgrad\'s, in '
-    'the bare loop.')
+    f'Any of {", ".join(config_lib.PARTS)}. diagnose (not by default): the '
+    'cost per step of the selectors\' statistics, all of them vs only '
+    'topgrad\'s, in the bare loop.')
 _MODELS = flags.DEFINE_list(
     'models', list(_D.models),
     'Models for throughput, masked and seeds (lenet300, lenet5).')

@@ -179,7 +179,7 @@ def build_cases(config: BenchmarkConfig, torch: Any,
   if 'protocol' in config.parts:
     needed.add(config.protocol_model)
   s = _Setup(config=config, dataset=dataset,
-             tasks={m: cases_lib.make_task(m, dataset) for m in sorted(needed)},
+             tasks={m: cases_lib.synthetic_task(m, dataset) for m in sorted(needed)},
              adam=optax.adam(config.learning_rate), torch=torch, runners={},
              info={'flops': {}, 'init_loss': {}})
   protocol_group = []
@@ -201,8 +201,8 @@ def build_cases(config: BenchmarkConfig, torch: Any,
   return cases, s.info
 
 
-def results_path(output_dir: str, env: dict[str, Any]) -> str:
-  """`<output_dir>/benchmark_<backend>_<UTC time>.json`."""
+def stamped_results_path(output_dir: str, env: dict[str, Any]) -> str:
+  """`<output_dir>/benchmark_<backend>_<UTC time>.json`: a new file per run."""
   return os.path.join(output_dir, f'benchmark_{env["machine"]["jax_backend"]}_'
                       f'{env_lib.file_stamp(env["date"])}.json')
 
@@ -243,7 +243,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
   """
   torch = torch_ref.load_torch(config.use_torch, config.omp_wait_policy,
                                config.torch_threads)
-  env = env_lib.environment()
+  env = env_lib.timing_environment()
   torch_ref.describe(env, torch)
   log(report.start_line(env, torch.why_not))
   cases, info = build_cases(config, torch.module, log)
@@ -266,13 +266,13 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
   rounds.close()
   env['machine']['load_average_end'] = env_lib.load_average()
 
-  summarized = summary.summarize(config, {c.name: c for c in cases}, env,
+  summarized = summary.assess(config, {c.name: c for c in cases}, env,
                                  torch.why_not)
   log('')
   log(report.format_report(config, cases, *summarized, info, env))
   results = results_record(config, cases, info, summarized, env)
   if output_dir is not None:
-    path = results_path(output_dir, env)
+    path = stamped_results_path(output_dir, env)
     io_lib.write_json_atomic(results, path)
     log(f'results written to {path}')
   return results
