@@ -106,7 +106,7 @@ class BenchmarkConfig:
       5
     """
     as_count = lambda v: int(v) if v >= 1 else v
-    return stages.protocol_config(
+    return stages.prune_at_end_config(
         eta0=self.eta0, eta1=self.eta1, k=as_count(self.k),
         l=as_count(self.l), window=self.window,
         batch_size=self.batch_size, chunk_size=self.chunk_size,
