@@ -14,6 +14,9 @@ One concern per module:
 * `torch_ref`: the optional PyTorch reference;
 * `environment`: the date, machine, load and versions;
 * `summary`: ratios, targets and notes; `report`: their text;
+* `time_to_accuracy`: what the freezing benchmarks share (`freeze` with
+  `freeze_report`, `online_bench`): step programs timed side by side, the
+  wall-clock rebuilt from their rates, the accuracy-vs-wall-clock figure;
 * `config`: `BenchmarkConfig`, what a run of `experiments/benchmark.py`
   measures;
 * `run`: `run_benchmark`, which runs it.
