@@ -62,15 +62,16 @@ import functools
 from absl import flags
 
 from paramsel_jax.lab import cli
+from paramsel_jax.lab.benchmarks import config as config_lib
 from paramsel_jax.lab.benchmarks import run
 
-_D = run.BenchmarkConfig()  # The defaults of the flags.
+_D = config_lib.BenchmarkConfig()  # The defaults of the flags.
 
 _PARTS = flags.DEFINE_list(
     'parts', list(_D.parts),
-    f'Any of {", ".join(run.PARTS)}. diagnose (not by default): the cost per '
-    'step of the selectors\' statistics, all of them vs only topgrad\'s, in '
-    'the bare loop.')
+    f'Any of {", ".join(config_lib.PARTS)}. diagnose (not by default): the '
+    'cost per step of the selectors\' statistics, all of them vs only '
+    'topgrad\'s, in the bare loop.')
 _MODELS = flags.DEFINE_list(
     'models', list(_D.models),
     'Models for throughput, masked and seeds (lenet300, lenet5).')
@@ -127,7 +128,7 @@ _TORCH_THREADS = flags.DEFINE_integer(
     'torch_threads', _D.torch_threads,
     'PyTorch CPU threads; 0: one per usable core.')
 _OMP_WAIT_POLICY = flags.DEFINE_enum(
-    'omp_wait_policy', _D.omp_wait_policy, run.OMP_WAIT_POLICIES,
+    'omp_wait_policy', _D.omp_wait_policy, config_lib.OMP_WAIT_POLICIES,
     "OMP_WAIT_POLICY of PyTorch's OpenMP threads. auto: PASSIVE when the load "
     'average is at least the number of cores (spinning threads collapse '
     'there), else the OpenMP default; unset: the OpenMP default.')
@@ -137,9 +138,9 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/benchmark',
                                   'Where the JSON goes.')
 
 
-def config_from_flags() -> run.BenchmarkConfig:
+def config_from_flags() -> config_lib.BenchmarkConfig:
   """The flags as a config; ValueError names the first bad one."""
-  return run.BenchmarkConfig(
+  return config_lib.BenchmarkConfig(
       parts=tuple(_PARTS.value), models=tuple(_MODELS.value),
       repeats=_REPEATS.value, mlp_steps=_MLP_STEPS.value,
       conv_steps=_CONV_STEPS.value, batch_size=_BATCH_SIZE.value,

@@ -110,10 +110,10 @@ def main(argv):
   """Runs every (model, data set) and writes its outputs."""
   cli.check_no_arguments(argv)
   for config in cli.config_or_exit(configs):
-    result = freeze.run_benchmark(config, log=lambda s: print(s, flush=True))
+    result = freeze.compare_variants(config, log=lambda s: print(s, flush=True))
     paths = freeze_report.write(result, _OUTPUT_DIR.value,
                                 f'{config.dataset}_{config.model}')
-    print(freeze_report.format_table(result), flush=True)
+    print(freeze_report.variants_table(result), flush=True)
     print(f'wrote {", ".join(paths)}', flush=True)
 
 

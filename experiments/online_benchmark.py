@@ -107,12 +107,12 @@ def main(argv):
   """Runs each (model, data set) and writes its outputs."""
   cli.check_no_arguments(argv)
   for config in cli.config_or_exit(configs):
-    result = online_bench.run_benchmark(config, log=lambda s: print(s, flush=True))
+    result = online_bench.compare_methods(config, log=lambda s: print(s, flush=True))
     base = f'{_OUTPUT_DIR.value}/online_{config.dataset}_{config.model}'
     io_lib.write_json_atomic(result, base + '.json')
-    table = online_bench.format_table(result)
+    table = online_bench.methods_table(result)
     io_lib.write_text_atomic(table + '\n', base + '.md')
-    online_bench.plot(result, base + '.png')
+    online_bench.plot_methods(result, base + '.png')
     print(table, flush=True)
     print(f'wrote {base}.json, .md, .png', flush=True)
 

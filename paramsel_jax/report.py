@@ -4,8 +4,9 @@
 *sample* standard deviation (ddof = 1) over the finite values, and the
 half-width of the two-sided 95% Student-t interval of the mean (scipy's t
 quantile). A value that is not finite (a diverged seed) is left out and the
-summary says how many values it covers. `format_table` is the only text-table
-formatter.
+summary says how many values it covers. `format_table` is the only table
+formatter (plain text, or markdown for the `.md` outputs). `first_reach` and
+`times_to_reach` read when each seed first reaches a target accuracy.
 
   >>> s = summarize([1.0, 3.0, float('nan')])
   >>> s['mean'], s['std'], s['n'], s['n_total']
@@ -104,9 +105,51 @@ def first_reach(acc: Any, target: Any) -> list[int | None]:
   return out
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """Left-aligned columns two spaces apart, a rule under the header."""
+def times_to_reach(acc: Any, seconds: Any, target: Any) -> list[float | None]:
+  """Per seed, the seconds at the first check reaching its target, or None.
+
+  Args:
+    acc: ``(checks, seeds)`` accuracies.
+    seconds: ``(checks,)`` wall-clock at each check.
+    target: ``(seeds,)`` targets.
+
+  Example:
+    >>> times_to_reach([[0.1, 0.5], [0.6, 0.4]], [2.0, 4.0], [0.6, 0.95])
+    [4.0, None]
+  """
+  return [None if i is None else float(seconds[i])
+          for i in first_reach(acc, target)]
+
+
+def speedups(base: Sequence[float | None], other: Sequence[float | None]
+             ) -> list[float | None]:
+  """Per seed, `base / other` (times to the same accuracy); None if either is.
+
+  Example:
+    >>> speedups([4.0, 2.0, None], [2.0, None, 1.0])
+    [2.0, None, None]
+  """
+  return [None if a is None or b is None else a / b
+          for a, b in zip(base, other)]
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+                 markdown: bool = False) -> str:
+  """Left-aligned columns two spaces apart, a rule under the header.
+
+  `markdown=True`: a markdown table instead (`| a | b |`, unpadded).
+
+  Example:
+    >>> print(format_table(('a', 'bb'), [('1', '2')], markdown=True))
+    | a | bb |
+    | --- | --- |
+    | 1 | 2 |
+  """
   cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+  if markdown:
+    row = lambda r: '| ' + ' | '.join(r) + ' |'
+    return '\n'.join([row(cells[0]), row(['---'] * len(header))]
+                     + [row(r) for r in cells[1:]])
   widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
   line = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
   return '\n'.join([line(cells[0]), '  '.join('-' * w for w in widths)]

@@ -10,6 +10,7 @@ import pytest
 
 from paramsel_jax.lab.benchmarks import protocol_cases
 from paramsel_jax.lab.benchmarks import report
+from paramsel_jax.lab.benchmarks import config as config_lib
 from paramsel_jax.lab.benchmarks import run
 from paramsel_jax.lab.benchmarks import summary
 from paramsel_jax.train import timing
@@ -30,18 +31,18 @@ from paramsel_jax.lab.benchmarks import torch_ref
 ])
 def test_a_bad_setting_is_named_on_creation(overrides, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
-    run.BenchmarkConfig(**overrides)
+    config_lib.BenchmarkConfig(**overrides)
 
 
 def test_protocol_settings_are_checked_only_with_the_protocol_part():
-  config = run.BenchmarkConfig(parts=['peak'], models=['lenet300'],
-                               window=10**6)
+  config = config_lib.BenchmarkConfig(parts=['peak'], models=['lenet300'],
+                                      window=10**6)
   assert config.parts == ('peak',) and config.models == ('lenet300',)
 
 
 def test_steps_for_conv_nets_and_seeds():
-  config = run.BenchmarkConfig(mlp_steps=7, conv_steps=3, seed_mlp_steps=5,
-                               seed_conv_steps=2)
+  config = config_lib.BenchmarkConfig(mlp_steps=7, conv_steps=3,
+                                      seed_mlp_steps=5, seed_conv_steps=2)
   assert [run.steps_for('lenet300', config), run.steps_for('lenet5', config),
           run.steps_for('lenet300', config, seeds=True),
           run.steps_for('lenet5', config, seeds=True)] == [7, 3, 5, 2]
@@ -85,9 +86,10 @@ def _fake_run():
 
 def test_summary_pairs_the_rounds_and_judges_the_targets():
   cases, env, _ = _fake_run()
-  config = run.BenchmarkConfig(parts=run.PARTS, models=('lenet300',),
-                               num_seeds=2, eta0=10, eta1=10, window=5)
-  ratios, targets, notes = summary.summarize(
+  config = config_lib.BenchmarkConfig(
+      parts=config_lib.PARTS, models=('lenet300',), num_seeds=2, eta0=10,
+      eta1=10, window=5)
+  ratios, targets, notes = summary.assess(
       config, {c.name: c for c in cases}, env, torch_ref.NOT_INSTALLED)
   assert ratios['lenet300: Runner / scan_adam'] == pytest.approx(1.25)
   assert ratios['lenet300: masked overhead %'] == pytest.approx(20.0)
@@ -114,10 +116,11 @@ def test_summary_pairs_the_rounds_and_judges_the_targets():
 
 def test_report_has_every_table_and_the_protocol_breakdown():
   cases, env, info = _fake_run()
-  config = run.BenchmarkConfig(parts=run.PARTS, models=('lenet300',),
-                               num_seeds=2, eta0=10, eta1=10, window=5)
-  summarized = summary.summarize(config, {c.name: c for c in cases}, env,
-                                 torch_ref.NOT_INSTALLED)
+  config = config_lib.BenchmarkConfig(
+      parts=config_lib.PARTS, models=('lenet300',), num_seeds=2, eta0=10,
+      eta1=10, window=5)
+  summarized = summary.assess(config, {c.name: c for c in cases}, env,
+                              torch_ref.NOT_INSTALLED)
   text = report.format_report(config, cases, *summarized, info, env)
   for expected in ('variant', 'steps/s', 'no torch',
                    'forward 68.1 M + backward 76.1 M = 144.2 MFLOP',
@@ -128,7 +131,7 @@ def test_report_has_every_table_and_the_protocol_breakdown():
     assert expected in text, expected
   record = run.results_record(config, cases, info, summarized, env)
   assert 'protocol_cold_s' not in record
-  assert run.results_path('out', env) == 'out/benchmark_cpu_20261128T100000Z.json'
+  assert run.stamped_results_path('out', env) == 'out/benchmark_cpu_20261128T100000Z.json'
 
 
 def test_omp_wait_policy(monkeypatch):

@@ -133,6 +133,33 @@ def paired_ratio(a: Case, b: Case) -> float:
   return paired_median(a.rates, b.rates)
 
 
+def wall_clock(steps_run: Any, rates: Any, overhead_s: Any = 0.0
+               ) -> np.ndarray:
+  """A run's seconds at the end of each interval, rebuilt from timed rates.
+
+  A run that trains first and has its step programs timed afterwards, side
+  by side (`run_rounds`), keeps compilation, evaluation and machine noise out
+  of its clock: each interval costs its steps over the rate of the step that
+  ran, plus the host work around it.
+
+  Args:
+    steps_run: the steps of each interval.
+    rates: steps per second of the step that ran in each interval (or one
+      rate for all).
+    overhead_s: seconds of host work in each interval (or one for all).
+
+  Returns:
+    The cumulative seconds at the end of each interval.
+
+  Example:
+    >>> wall_clock([100, 100], [50.0, 100.0], [0.5, 0.0])
+    array([2.5, 3.5])
+  """
+  return np.cumsum(np.asarray(steps_run, np.float64)
+                   / np.asarray(rates, np.float64)
+                   + np.asarray(overhead_s, np.float64))
+
+
 def warm_up(cases: Sequence[Case],
             log: Callable[[Case], None] | None = None) -> None:
   """Calls every case once, untimed, in order; `log(case)` after each."""

@@ -14,7 +14,12 @@ One concern per module:
 * `torch_ref`: the optional PyTorch reference;
 * `environment`: the date, machine, load and versions;
 * `summary`: ratios, targets and notes; `report`: their text;
-* `run`: `BenchmarkConfig` and `run_benchmark` (`experiments/benchmark.py`).
+* `time_to_accuracy`: what the freezing benchmarks share (`freeze` with
+  `freeze_report`, `online_bench`): step programs timed side by side, the
+  wall-clock rebuilt from their rates, the accuracy-vs-wall-clock figure;
+* `config`: `BenchmarkConfig`, what a run of `experiments/benchmark.py`
+  measures;
+* `run`: `run_benchmark`, which runs it.
 
   >>> from paramsel_jax.lab import benchmarks
   >>> benchmarks.BenchmarkConfig().parts[0]
@@ -22,9 +27,9 @@ One concern per module:
 """
 
 from paramsel_jax.models.flops import matmul_flops
-from paramsel_jax.lab.benchmarks.run import BenchmarkConfig
-from paramsel_jax.lab.benchmarks.run import DEFAULT_PARTS
-from paramsel_jax.lab.benchmarks.run import PARTS
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
+from paramsel_jax.lab.benchmarks.config import DEFAULT_PARTS
+from paramsel_jax.lab.benchmarks.config import PARTS
 from paramsel_jax.lab.benchmarks.run import run_benchmark
 from paramsel_jax.train.timing import Case
 from paramsel_jax.train.timing import paired_median

@@ -16,7 +16,7 @@ Every case keeps its training state between calls and continues from it
 (global step numbers go on), so each timed call does the same work.
 
   >>> import optax
-  >>> task = make_task('lenet300', synthetic_dataset(64, 16))
+  >>> task = synthetic_task('lenet300', synthetic_dataset(64, 16))
   >>> case = scan_case('a', 'bare loop', task, optax.adam(1e-3), 8, 2)
   >>> case.run(); case.steps, case.examples
   (2, 16)
@@ -52,8 +52,9 @@ def synthetic_dataset(num_train: int, num_test: int,
                             image_shape=INPUT_SHAPE, seed=seed)
 
 
-def make_task(model_name: str, dataset: data_lib.Dataset) -> protocol.Task:
-  """The protocol's Task, built as `experiments/mnist.py` builds it."""
+def synthetic_task(model_name: str, dataset: data_lib.Dataset
+                   ) -> protocol.Task:
+  """The protocol's Task on a `synthetic_dataset` (`experiment.make_task`)."""
   exp = experiment.ExperimentConfig(dataset='synthetic', model=model_name,
                                     synthetic_size=len(dataset.train.labels))
   return experiment.make_task(exp, dataset)

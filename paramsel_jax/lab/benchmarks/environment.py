@@ -6,21 +6,22 @@ A rate means little without the machine, its load and the versions that
 produced it (PyTorch's rate moved ~2x between builds, PERF_NOTES.md), so
 every results file records them.
 
-  >>> env = environment()
+  >>> env = timing_environment()
   >>> sorted(env), env['versions']['torch'] is None
   (['date', 'machine', 'versions'], True)
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 from typing import Any
 
 import jax
-import numpy as np
-import optax
+
+from paramsel_jax.lab import experiment
+
+_VERSIONS = ('python', 'jax', 'jaxlib', 'flax', 'optax', 'numpy')
 
 
 def usable_cores() -> int:
@@ -53,29 +54,28 @@ def cpu_name() -> str:
   return cpu
 
 
-def environment() -> dict[str, Any]:
+def timing_environment() -> dict[str, Any]:
   """Date, machine (with the load average now) and versions.
+
+  The date and versions are `experiment.environment`'s (one place says
+  which versions are recorded); the machine part adds what a rate depends
+  on: cores, load, CPU and device.
 
   Returns:
     `{'date', 'machine', 'versions'}`; `versions['torch']` is None (see
     `torch_ref.describe` to add PyTorch's).
   """
-  import flax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
+  run = experiment.environment()
   device = jax.devices()[0]
   return {
-      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'),
+      'date': run['date'],
       'machine': {'cores': os.cpu_count(), 'usable_cores': usable_cores(),
                   'load_average_start': load_average(),
                   'cpu': cpu_name(), 'platform': platform.platform(),
-                  'jax_backend': jax.default_backend(),
+                  'jax_backend': run['backend'],
                   'device': getattr(device, 'device_kind', str(device)),
                   'device_count': jax.device_count()},
-      'versions': {'python': platform.python_version(), 'jax': jax.__version__,
-                   'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
-                   'optax': optax.__version__, 'numpy': np.__version__,
-                   'torch': None},
+      'versions': {**{k: run[k] for k in _VERSIONS}, 'torch': None},
   }
 
 

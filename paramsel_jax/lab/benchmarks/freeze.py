@@ -44,6 +44,7 @@ from paramsel_jax.protocol import checks
 from paramsel_jax.protocol import protocol
 from paramsel_jax.protocol import config as protocol_config
 from paramsel_jax import report
+from paramsel_jax.lab.benchmarks import time_to_accuracy
 from paramsel_jax.train import runner as runner_lib
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.train import steps as steps_lib
@@ -302,33 +303,30 @@ def _add_cached_case(config: FreezeConfig, runner: runner_lib.Runner, run: Run,
   run.plan += f'; {path} inputs cached'
 
 
-def measure_rates(runs: Sequence[Run], repeats: int,
-                  log: Callable[[str], None]) -> None:
-  """Interleaved timed rounds of every run's step (and cached step)."""
-  cases = [r.case for r in runs] + [r.cached_case for r in runs
+def _timed_cases(runs: Sequence[Run]) -> list[timing.Case]:
+  """Every run's step (and cached step), to be timed side by side."""
+  return [r.case for r in runs] + [r.cached_case for r in runs
                                    if r.cached_case is not None]
-  log(f'  timing {len(cases)} step programs side by side: compiling them')
-  timing.warm_up(cases)
-  progress = progress_lib.Progress(repeats, log, unit='round',
-                                   prefix='  timed rounds: ')
-  timing.run_rounds(cases, repeats, after_round=lambda i, s: progress.update(1))
-  progress.close()
 
 
-def wall_clock(run: Run, dense: Run, eta0: int, cached: bool = False) -> np.ndarray:
+def _wall_clock(run: Run, dense: Run, eta0: int,
+                cached: bool = False) -> np.ndarray:
   """Seconds of training at each of the run's evaluation steps."""
-  rate_dense = dense.case.median_rate
   if run is dense:
-    return np.asarray(run.steps, float) / rate_dense
+    return time_to_accuracy.two_phase_wall_clock(run.steps,
+                                                 dense.case.median_rate)
   case = run.cached_case if cached and run.cached_case else run.case
-  rate = case.median_rate
-  return (eta0 / rate_dense + run.select_s +
-          (np.asarray(run.steps, float) - eta0) / rate)
+  return time_to_accuracy.two_phase_wall_clock(
+      run.steps, dense.case.median_rate, eta0, run.select_s, case.median_rate)
 
 
-def run_benchmark(config: FreezeConfig,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the dense trajectory, every variant, and the timing; returns all."""
+def compare_variants(config: FreezeConfig,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the dense trajectory, every variant, and the timing; returns all.
+
+  Returns:
+    `variant_results`: a row per run, the dense run first.
+  """
   exp = config.experiment_config()
   dataset = experiment.load_dataset(exp)
   task = experiment.make_task(exp, dataset)
@@ -360,19 +358,19 @@ def run_benchmark(config: FreezeConfig,
             runs.append(variant_run(
                 config, runner_for(gran, step, budget), state_eta0, gran, step,
                 selector, k, keys, log))
-  measure_rates(runs, config.repeats, log)
-  return summarize(config, runs, _num_params(state_eta0))
+  time_to_accuracy.measure_rates(_timed_cases(runs), config.repeats, log)
+  return variant_results(config, runs, _num_params(state_eta0))
 
 
-def summarize(config: FreezeConfig, runs: Sequence[Run],
-              num_params: int) -> dict[str, Any]:
+def variant_results(config: FreezeConfig, runs: Sequence[Run],
+                    num_params: int) -> dict[str, Any]:
   """Per run: speed ratios, accuracies, time to the dense final accuracy."""
   dense = runs[0]
   target = np.asarray(dense.accuracy[-1])
-  dense_t = wall_clock(dense, dense, config.eta0)
+  dense_t = _wall_clock(dense, dense, config.eta0)
   # The same criterion for every run: the first evaluation reaching the
   # dense run's final accuracy (for the dense run itself: S or earlier).
-  dense_reach = [dense_t[i] for i in report.first_reach(np.asarray(dense.accuracy), target)]
+  dense_reach = report.times_to_reach(dense.accuracy, dense_t, target)
   rows = []
   for run in runs:
     acc = np.asarray(run.accuracy)
@@ -396,14 +394,12 @@ def summarize(config: FreezeConfig, runs: Sequence[Run],
     for cached in (False, True):
       if cached and run.cached_case is None:
         continue
-      t = wall_clock(run, dense, config.eta0, cached)
-      reach = report.first_reach(acc, target)
-      speed = [None if i is None else float(dense_reach[s] / t[i])
-               for s, i in enumerate(reach)]
+      t = _wall_clock(run, dense, config.eta0, cached)
+      times = report.times_to_reach(acc, t, target)
       suffix = '_cached' if cached else ''
-      row[f'time_to_dense_final_s{suffix}'] = [
-          None if i is None else float(t[i]) for i in reach]
-      row[f'speedup_to_dense_final{suffix}'] = speed
+      row[f'time_to_dense_final_s{suffix}'] = times
+      row[f'speedup_to_dense_final{suffix}'] = report.speedups(dense_reach,
+                                                               times)
       row[f'wall_s{suffix}'] = float(t[-1])
       # Equal wall-clock: this run's accuracy when the dense run ends (its
       # last value if it ended sooner).

@@ -13,6 +13,7 @@ import numpy as np
 
 from paramsel_jax import io as io_lib
 from paramsel_jax import report
+from paramsel_jax.lab.benchmarks import time_to_accuracy
 
 
 def pct(values: Sequence[float | None], scale: float = 100.0,
@@ -37,7 +38,7 @@ def _ratio(value: float | None) -> str:
   return '-' if value is None else f'{value:.2f}×'
 
 
-def format_table(result: dict[str, Any]) -> str:
+def variants_table(result: dict[str, Any]) -> str:
   """One markdown table: a row per run (dense first)."""
   cfg = result['config']
   header = ('variant', 'α / N', 'steps/s vs T', 'cached vs T', 'FLOPs vs T',
@@ -56,55 +57,47 @@ def format_table(result: dict[str, Any]) -> str:
                  pct(row.get('delta_at_dense_wall_pt_cached',
                              row['delta_at_dense_wall_pt']), 1.0, 2),
                  _speedup(row, False), _speedup(row, True)))
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '| ' + ' | '.join('---' for _ in header) + ' |']
-  lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
-  return '\n'.join(lines)
+  return report.format_table(header, rows, markdown=True)
 
 
-def plot(result: dict[str, Any], path: str, top: int = 6) -> None:
+def plot_variants(result: dict[str, Any], path: str, top: int = 6) -> None:
   """Test accuracy vs training wall-clock, mean over seeds.
 
   The dense run and the `top` fastest runs that end within 0.1 pt of the
   dense final accuracy.
   """
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   runs = result['runs']
   dense = runs[0]
   good = [r for r in runs[1:] if np.mean(r['final_delta_pt']) >= -0.1]
   if not good:  # none ends within 0.1 pt: show the most accurate.
     good = sorted(runs[1:], key=lambda r: -np.mean(r['final_delta_pt']))
   good.sort(key=lambda r: -max(r['ratio_vs_T'], r.get('cached_ratio_vs_T') or 0))
-  fig = Figure(figsize=(7, 4.5))
-  ax = fig.add_subplot()
+  cfg = result['config']
+  curves = []
   for row in [dense] + good[:top]:
     cached = 'wall_s_cached' in row
-    t = _times(row, dense, cached, result['config']['eta0'])
-    label = row['name'] + (' (cached)' if cached else '')
-    ax.plot(t, 100 * np.mean(row['test_accuracy'], axis=1), marker='.',
-            label=label, linewidth=2 if row is dense else 1)
-  ax.axhline(100 * np.mean(result['dense_final_accuracy']), color='k',
-             linestyle=':', linewidth=0.8)
-  ax.set_xlabel('training wall-clock (s, from measured steps/s)')
-  ax.set_ylabel('test accuracy (%)')
-  cfg = result['config']
-  ax.set_title(f'{cfg["dataset"]} / {cfg["model"]}: dense T vs T|α after '
-               f'η0 = {cfg["eta0"]}', fontsize=9)
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=6)
+    curves.append(time_to_accuracy.Curve(
+        row['name'] + (' (cached)' if cached else ''),
+        _wall_clock(row, dense, cached, cfg['eta0']), row['test_accuracy'],
+        bold=row is dense))
   low = 100 * np.mean(np.asarray(dense['test_accuracy'])[len(dense['eval_steps']) // 4:])
-  ax.set_ylim(bottom=low - 2)
-  fig.tight_layout()
-  io_lib.save_figure_atomic(fig, path, dpi=110)
+  time_to_accuracy.plot_curves(
+      curves, result['dense_final_accuracy'], path,
+      title=(f'{cfg["dataset"]} / {cfg["model"]}: dense T vs T|α after '
+             f'η0 = {cfg["eta0"]}'),
+      xlabel='training wall-clock (s, from measured steps/s)', bottom=low - 2,
+      legend_fontsize=6)
 
 
-def _times(row: dict[str, Any], dense: dict[str, Any], cached: bool,
-           eta0: int) -> np.ndarray:
-  steps = np.asarray(row['eval_steps'], float)
+def _wall_clock(row: dict[str, Any], dense: dict[str, Any], cached: bool,
+                eta0: int) -> np.ndarray:
+  """Seconds at each of a result row's evaluations, as `freeze` rebuilds them."""
   if row is dense:
-    return steps / dense['steps_per_s']
+    return time_to_accuracy.two_phase_wall_clock(row['eval_steps'],
+                                                 dense['steps_per_s'])
   rate = row['cached_steps_per_s'] if cached else row['steps_per_s']
-  return eta0 / dense['steps_per_s'] + row['select_s'] + (steps - eta0) / rate
+  return time_to_accuracy.two_phase_wall_clock(
+      row['eval_steps'], dense['steps_per_s'], eta0, row['select_s'], rate)
 
 
 def write(result: dict[str, Any], output_dir: str, name: str) -> list[str]:
@@ -112,6 +105,6 @@ def write(result: dict[str, Any], output_dir: str, name: str) -> list[str]:
   os.makedirs(output_dir, exist_ok=True)
   base = os.path.join(output_dir, name)
   io_lib.write_json_atomic(result, base + '.json')
-  io_lib.write_text_atomic(format_table(result) + '\n', base + '.md')
-  plot(result, base + '.png')
+  io_lib.write_text_atomic(variants_table(result) + '\n', base + '.md')
+  plot_variants(result, base + '.png')
   return [base + ext for ext in ('.json', '.md', '.png')]

@@ -28,6 +28,7 @@ from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.protocol import online
 from paramsel_jax.lab import progress as progress_lib
 from paramsel_jax import report
+from paramsel_jax.lab.benchmarks import time_to_accuracy
 from paramsel_jax.train import timing
 
 
@@ -137,9 +138,9 @@ def _settings(config: OnlineBenchConfig, method: Method) -> online.OnlineConfig:
       seed_axis=experiment.resolve_seed_axis('auto', config.model))
 
 
-def run_benchmark(config: OnlineBenchConfig,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-  """All methods' runs, timed side by side; returns the summary."""
+def compare_methods(config: OnlineBenchConfig,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+  """All methods' runs, timed side by side; returns `method_results`."""
   exp = experiment.resolved(experiment.ExperimentConfig(
       dataset=config.dataset, model=config.model, seeds=config.seeds,
       data_dir=config.data_dir))
@@ -161,31 +162,21 @@ def run_benchmark(config: OnlineBenchConfig,
     progress.update(settings.steps, f'{method.name} done')
   progress.close()
   cases = [c for r in runs.values() for c in r['cases'].values()]
-  log(f'timing {len(cases)} step programs side by side: compiling them')
-  timing.warm_up(cases)
-  rounds = progress_lib.Progress(config.repeats, log, unit='round',
-                                 prefix='  timed rounds: ')
-  timing.run_rounds(cases, config.repeats,
-                    after_round=lambda i, s: rounds.update(1))
-  rounds.close()
-  return summarize(config, runs)
+  time_to_accuracy.measure_rates(cases, config.repeats, log)
+  return method_results(config, runs)
 
 
-def wall_clock(run: dict[str, Any]) -> np.ndarray:
-  """Seconds at each check.
+def _wall_clock(run: dict[str, Any]) -> np.ndarray:
+  """Seconds at each check (`timing.wall_clock` of its intervals).
 
   Each interval's steps over the timed rate of the step that ran, plus the
   host overhead around the interval.
   """
-  seconds = [c['steps_run'] / run['cases'][c['label']].median_rate
-             + c['overhead_s'] for c in run['checks']]
-  return np.cumsum(seconds)
-
-
-def _times_to(acc: np.ndarray, wall: np.ndarray, target: np.ndarray
-              ) -> list[float | None]:
-  return [None if i is None else float(wall[i])
-          for i in report.first_reach(acc, target)]
+  intervals = run['checks']
+  return timing.wall_clock(
+      [c['steps_run'] for c in intervals],
+      [run['cases'][c['label']].median_rate for c in intervals],
+      [c['overhead_s'] for c in intervals])
 
 
 def _index_at(run: dict[str, Any], step: int) -> int:
@@ -194,17 +185,17 @@ def _index_at(run: dict[str, Any], step: int) -> int:
   return max([i for i, s in enumerate(steps) if s <= step] or [0])
 
 
-def summarize(config: OnlineBenchConfig, runs: dict[str, dict[str, Any]]
-              ) -> dict[str, Any]:
+def method_results(config: OnlineBenchConfig,
+                   runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
   """Per method: curve, wall-clock, time to the dense final accuracy."""
   dense = runs['dense'] if 'dense' in runs else next(iter(runs.values()))
   acc_of = lambda r: np.asarray([c['test_accuracy'] for c in r['checks']], float)
   target = acc_of(dense)[-1]
-  dense_times = _times_to(acc_of(dense), wall_clock(dense), target)
+  dense_times = report.times_to_reach(acc_of(dense), _wall_clock(dense), target)
   rows = []
   for name, run in runs.items():
-    acc, wall = acc_of(run), wall_clock(run)
-    times = _times_to(acc, wall, target)
+    acc, wall = acc_of(run), _wall_clock(run)
+    times = report.times_to_reach(acc, wall, target)
     rows.append({
         'name': name, 'criterion': run['config']['criterion'],
         'granularity': run['config']['granularity'],
@@ -217,8 +208,7 @@ def summarize(config: OnlineBenchConfig, runs: dict[str, dict[str, Any]]
         'accuracy_at_S': acc[_index_at(run, config.steps)].tolist(),
         'frozen_at_S': run['checks'][_index_at(run, config.steps)]['frozen_share'],
         'time_to_dense_final_s': times,
-        'speedup': [None if a is None or b is None else a / b
-                    for a, b in zip(dense_times, times)],
+        'speedup': report.speedups(dense_times, times),
         'compilations': run['compilations'], 'compile_s': run['compile_s']})
   return {'config': dataclasses.asdict(config), 'runs': rows,
           'dense_final_accuracy': target.tolist()}
@@ -230,43 +220,30 @@ def _ci(values: Sequence[float | None], scale: float = 1.0, digits: int = 2,
   return report.plus_minus(s, scale, digits, spread='ci95', none=none)
 
 
-def format_table(result: dict[str, Any]) -> str:
+def methods_table(result: dict[str, Any]) -> str:
   """Markdown: a row per method, mean ± 95% CI over seeds."""
   s_ = result['config']['steps']
   header = ('method', f'test acc at S={s_} %', 'frozen at S %', 'test acc at end %',
             'steps run', 'train s', 's to dense final acc', 'speedup',
             'compiled steps')
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '| ' + ' | '.join('---' for _ in header) + ' |']
-  for r in result['runs']:
-    cells = (r['name'], _ci(r['accuracy_at_S'], 100), _ci(r['frozen_at_S'], 100),
-             _ci(r['final_accuracy'], 100), str(r['steps'][-1]),
-             f'{r["wall_s"][-1]:.1f}',
-             _ci(r['time_to_dense_final_s'], none='never'),
-             _ci(r['speedup'], none='never'), str(r['compilations']))
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
+  rows = [(r['name'], _ci(r['accuracy_at_S'], 100), _ci(r['frozen_at_S'], 100),
+           _ci(r['final_accuracy'], 100), str(r['steps'][-1]),
+           f'{r["wall_s"][-1]:.1f}',
+           _ci(r['time_to_dense_final_s'], none='never'),
+           _ci(r['speedup'], none='never'), str(r['compilations']))
+          for r in result['runs']]
+  return report.format_table(header, rows, markdown=True)
 
 
-def plot(result: dict[str, Any], path: str) -> None:
+def plot_methods(result: dict[str, Any], path: str) -> None:
   """Test accuracy against wall-clock, one line per method (mean of seeds)."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from paramsel_jax import io as io_lib  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(7, 4.5))
-  ax = fig.add_subplot()
-  for r in result['runs']:
-    ax.plot(r['wall_s'], 100 * np.mean(r['test_accuracy'], axis=1), marker='.',
-            label=r['name'], linewidth=2 if r['criterion'] == 'none' else 1)
-  ax.axhline(100 * np.mean(result['dense_final_accuracy']), color='k',
-             linestyle=':', linewidth=0.8)
-  cfg = result['config']
-  ax.set_xlabel('training wall-clock (s; steps/s timed side by side)')
-  ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'{cfg["dataset"]} / {cfg["model"]}: online freezing, '
-               f'{len(cfg["seeds"])} seeds', fontsize=9)
-  first = np.mean(result['runs'][0]['test_accuracy'][len(result['runs'][0]['steps']) // 4])
-  ax.set_ylim(bottom=100 * first - 1)
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  io_lib.save_figure_atomic(fig, path, dpi=110)
+  cfg, first = result['config'], result['runs'][0]
+  time_to_accuracy.plot_curves(
+      [time_to_accuracy.Curve(r['name'], r['wall_s'], r['test_accuracy'],
+                              bold=r['criterion'] == 'none')
+       for r in result['runs']],
+      result['dense_final_accuracy'], path,
+      title=(f'{cfg["dataset"]} / {cfg["model"]}: online freezing, '
+             f'{len(cfg["seeds"])} seeds'),
+      xlabel='training wall-clock (s; steps/s timed side by side)',
+      bottom=100 * np.mean(first['test_accuracy'][len(first['steps']) // 4]) - 1)

@@ -23,6 +23,7 @@ import optax
 from paramsel_jax import models as models_lib
 from paramsel_jax.protocol import protocol
 from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.train import runner as runner_lib
 from paramsel_jax.train import steps
 from paramsel_jax.lab.benchmarks import protocol_stages as stages
 from paramsel_jax.train.timing import Case
@@ -76,21 +77,21 @@ def _full_run(runner: protocol.Runner, proto: protocol.ProtocolConfig,
               info: ProtocolInfo) -> dict[str, float]:
   """One protocol run, as run_protocol runs it; seconds per part."""
   stage = PartTimer(PARTS)
-  metrics = lambda params: stages.evaluate(runner, params)
+  metrics = lambda params: stages.seed_metrics(runner, params)
   state0 = stage('other', stages.init, runner, keys)
-  state0 = stage('train', stages.train, runner, state0, 0, proto.eta0,
+  state0 = stage('train', stages.train_phase, runner, state0, 0, proto.eta0,
                  proto.window, 'eta0')
-  alpha = stage('select', stages.select, runner, state0, selector, 'alpha',
-                info.k, state0.stats)
+  alpha = stage('select', stages.select_mask, runner, state0, selector,
+                'alpha', info.k, state0.stats)
   start = stage('other', stages.start_phase1, runner, state0, alpha)
-  state = stage('train', stages.train, runner, start, proto.eta0, proto.eta1,
-                proto.window, 'eta1')
+  state = stage('train', stages.train_phase, runner, start, proto.eta0,
+                proto.eta1, proto.window, 'eta1')
   stage('evaluate', metrics, state.params)
-  beta = stage('select', stages.select, runner, state, selector, 'beta',
+  beta = stage('select', stages.select_mask, runner, state, selector, 'beta',
                info.l, state0.stats)
   stage('other', lambda: (stages.mask_counts(alpha), stages.mask_counts(beta),
-                          stages.frozen_moved(alpha, state.params,
-                                              start.params)))
+                          runner_lib.frozen_moved(alpha, state.params,
+                                                  start.params)))
   pruned = stage('other', steps.prune, state.params, beta)
   info.pruned = stage('evaluate', metrics, pruned)
   return stage.seconds

@@ -5,17 +5,15 @@
 The benchmark times the protocol stage by stage, so it calls the `Runner`'s
 methods itself. Each public name of `paramsel_jax.protocol.protocol` it uses is called
 from exactly one function here, so a change of a signature there is one edit
-here; the rest of the package calls only these functions. What the protocol
-reports per seed (mask counts, whether a frozen weight moved) is recomputed
-here from public functions.
+here; the rest of the package calls only these functions. Each is named
+for what it gives (a phase trained, a mask, per-seed metrics), not after the
+library function it calls, so none shadows one. The per-seed mask counts the
+protocol reports are recomputed here from public functions.
 
   >>> import jax.numpy as jnp
   >>> alpha = {'w': jnp.array([[True, False], [False, False]])}  # 2 seeds.
   >>> mask_counts(alpha)
   [1, 0]
-  >>> old = {'w': jnp.zeros((2, 2))}
-  >>> frozen_moved(alpha, {'w': jnp.array([[5.0, 0.0], [0.0, 1.0]])}, old)
-  [False, True]
 """
 
 from __future__ import annotations
@@ -41,16 +39,17 @@ def _no_log(msg: str) -> None:
   del msg
 
 
-def protocol_config(*, eta0: int, eta1: int, k: float, l: float, window: int,
-                    batch_size: int, chunk_size: int,
-                    train_eval_size: int | None, seed_axis: str = 'vmap',
-                    evaluate_after_eta0: bool = True
-                    ) -> protocol.ProtocolConfig:
+def prune_at_end_config(*, eta0: int, eta1: int, k: float, l: float,
+                        window: int, batch_size: int, chunk_size: int,
+                        train_eval_size: int | None, seed_axis: str = 'vmap',
+                        evaluate_after_eta0: bool = True
+                        ) -> protocol.ProtocolConfig:
   """A `protocol.ProtocolConfig` (prune-at-end mode, one k, one l).
 
   Example:
-    >>> protocol_config(eta0=4, eta1=4, k=0.1, l=0.2, window=2, batch_size=8,
-    ...                 chunk_size=3, train_eval_size=None).seed_axis
+    >>> prune_at_end_config(eta0=4, eta1=4, k=0.1, l=0.2, window=2,
+    ...                     batch_size=8, chunk_size=3,
+    ...                     train_eval_size=None).seed_axis
     'vmap'
   """
   return protocol.ProtocolConfig(
@@ -65,7 +64,7 @@ def resolve_counts(config: protocol.ProtocolConfig, num_params: int,
   """Validates `config` (ValueError on a bad value); returns its k and l.
 
   Example:
-    >>> resolve_counts(protocol_config(
+    >>> resolve_counts(prune_at_end_config(
     ...     eta0=4, eta1=4, k=0.1, l=20, window=2, batch_size=8,
     ...     chunk_size=3, train_eval_size=None), 1000, 256)
     (100, 20)
@@ -97,15 +96,15 @@ def run_chunk(runner: protocol.Runner, state: Any, start: int,
   return runner.run_chunk(state, as_i32(start), as_i32(num_steps))
 
 
-def train(runner: protocol.Runner, state: Any, first_step: int,
-          num_steps: int, window: int, label: str) -> Any:
+def train_phase(runner: protocol.Runner, state: Any, first_step: int,
+                num_steps: int, window: int, label: str) -> Any:
   """`Runner.train`: a phase in chunks, statistics over its last `window`."""
   return runner.train(state, first_step, num_steps, window, _no_log, label)
 
 
-def select(runner: protocol.Runner, state: Any,
-           selector: selectors_lib.Selector, which: str, k: int,
-           eta0_stats: stats_lib.TrajectoryStats) -> PyTree:
+def select_mask(runner: protocol.Runner, state: Any,
+                selector: selectors_lib.Selector, which: str, k: int,
+                eta0_stats: stats_lib.TrajectoryStats) -> PyTree:
   """`Runner.select`: per-seed α (`which='alpha'`) or β masks of `k` ones."""
   return runner.select(state, selector, which, k, eta0_stats)
 
@@ -115,7 +114,7 @@ def start_phase1(runner: protocol.Runner, state: Any, alpha: PyTree) -> Any:
   return runner.start_phase1(state, alpha)
 
 
-def evaluate(runner: protocol.Runner, params: PyTree) -> Metrics:
+def seed_metrics(runner: protocol.Runner, params: PyTree) -> Metrics:
   """`Runner.evaluate`, as per-seed lists of Python numbers."""
   return {m: np.asarray(v).tolist() for m, v in runner.evaluate(params).items()}
 
@@ -135,11 +134,6 @@ def mask_counts(mask: PyTree) -> list[int]:
   Counted as the protocol counts them (`runner.count_per_seed`).
   """
   return np.asarray(runner_lib.count_per_seed(mask)).tolist()
-
-
-def frozen_moved(alpha: PyTree, new: PyTree, old: PyTree) -> list[bool]:
-  """Per seed: did any coordinate outside α change (`runner.frozen_moved`)."""
-  return runner_lib.frozen_moved(alpha, new, old)
 
 
 def seed_keys(seeds: Sequence[int]) -> jax.Array:

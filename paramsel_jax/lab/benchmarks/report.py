@@ -19,15 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import statistics
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
 from paramsel_jax import report as report_lib
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.lab.benchmarks.protocol_cases import ProtocolInfo
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
 from paramsel_jax.train.timing import Case
-
-if TYPE_CHECKING:
-  from paramsel_jax.lab.benchmarks.run import BenchmarkConfig
 
 CASES_NOTE = ('  (matmul rows: "steps" are matmuls; seeds rows: seed-steps; '
               'compile s = first call minus a median call: tracing and '

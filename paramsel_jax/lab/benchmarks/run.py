@@ -9,10 +9,8 @@ writes the results, with the date, the machine and the versions, to
 `<output_dir>/benchmark_<backend>_<time>.json` (atomically).
 `experiments/benchmark.py` says what each part measures.
 
-  >>> BenchmarkConfig(parts=('peak', 'speed'))
-  Traceback (most recent call last):
-  ...
-  ValueError: Unknown part 'speed'; accepted: throughput, peak, masked, protocol, seeds, diagnose.
+  >>> steps_for('lenet5', BenchmarkConfig()), steps_for('lenet300', BenchmarkConfig())
+  (20, 200)
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from paramsel_jax.protocol import protocol
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.lab.benchmarks import cases as cases_lib
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
 from paramsel_jax.lab.benchmarks import environment as env_lib
 from paramsel_jax.models import flops as flops_lib
 from paramsel_jax.lab.benchmarks import protocol_cases
@@ -44,94 +43,6 @@ from paramsel_jax.lab.benchmarks import summary
 from paramsel_jax.train import timing
 from paramsel_jax.lab.benchmarks import torch_ref
 from paramsel_jax.train.timing import Case
-
-PARTS = ('throughput', 'peak', 'masked', 'protocol', 'seeds', 'diagnose')
-DEFAULT_PARTS = PARTS[:-1]  # diagnose runs only when asked for.
-MODELS = torch_ref.TORCH_MODELS
-OMP_WAIT_POLICIES = torch_ref.OMP_WAIT_POLICIES
-_POSITIVE = ('repeats', 'mlp_steps', 'conv_steps', 'batch_size', 'num_train',
-             'num_test', 'matmul_size', 'matmul_reps', 'num_seeds',
-             'seed_mlp_steps', 'seed_conv_steps')
-
-
-def _check_names(kind: str, values: tuple[str, ...],
-                 accepted: tuple[str, ...]) -> None:
-  for value in values:
-    if value not in accepted:
-      raise ValueError(f'Unknown {kind} {value!r}; accepted: '
-                       f'{", ".join(accepted)}.')
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkConfig:
-  """Everything one benchmark run needs, as plain values; checked on creation.
-
-  The fields are the flags of `experiments/benchmark.py`, which documents
-  each. Creating one with a bad value raises a ValueError that names the
-  setting and what is accepted.
-  """
-
-  parts: tuple[str, ...] = DEFAULT_PARTS
-  models: tuple[str, ...] = MODELS
-  repeats: int = 7
-  mlp_steps: int = 200
-  conv_steps: int = 20
-  batch_size: int = 128
-  learning_rate: float = 1e-3
-  num_train: int = 50000
-  num_test: int = 10000
-  matmul_size: int = 2048
-  matmul_reps: int = 5
-  protocol_model: str = 'lenet300'
-  selector: str = 'topgrad'
-  eta0: int = 500
-  eta1: int = 1500
-  window: int = 100
-  chunk_size: int = 500
-  k: float = 0.1
-  l: float = 0.2
-  train_eval_size: int = 0
-  cold_protocol: bool = True
-  num_seeds: int = 4
-  seed_mlp_steps: int = 50
-  seed_conv_steps: int = 10
-  use_torch: bool = True
-  torch_threads: int = 0
-  omp_wait_policy: str = 'auto'
-  seed: int = 0
-
-  def __post_init__(self):
-    object.__setattr__(self, 'parts', tuple(self.parts))
-    object.__setattr__(self, 'models', tuple(self.models))
-    _check_names('part', self.parts, PARTS)
-    _check_names('model', self.models, MODELS)
-    if self.protocol_model not in models_lib.MODELS:
-      raise ValueError(f'Unknown protocol_model {self.protocol_model!r}; '
-                       f'accepted: {", ".join(models_lib.MODELS)}.')
-    selectors_lib.get_selector(self.selector)
-    for name in _POSITIVE:
-      if getattr(self, name) < 1:
-        raise ValueError(f'{name}={getattr(self, name)}; accepted: >= 1.')
-    if self.omp_wait_policy not in OMP_WAIT_POLICIES:
-      raise ValueError(f'omp_wait_policy={self.omp_wait_policy!r}; accepted: '
-                       f'{", ".join(OMP_WAIT_POLICIES)}.')
-    if self.torch_threads < 0:
-      raise ValueError(f'torch_threads={self.torch_threads}; accepted: >= 0.')
-    if 'protocol' in self.parts:
-      stages.resolve_counts(protocol_config(self), 10**9, self.num_train)
-
-
-def protocol_config(config: BenchmarkConfig, seed_axis: str = 'vmap',
-                    evaluate_after_eta0: bool = True
-                    ) -> protocol.ProtocolConfig:
-  """The protocol part's settings; k and l >= 1 are counts."""
-  as_count = lambda v: int(v) if v >= 1 else v
-  return stages.protocol_config(
-      eta0=config.eta0, eta1=config.eta1, k=as_count(config.k),
-      l=as_count(config.l), window=config.window,
-      batch_size=config.batch_size, chunk_size=config.chunk_size,
-      train_eval_size=config.train_eval_size or None, seed_axis=seed_axis,
-      evaluate_after_eta0=evaluate_after_eta0)
 
 
 def steps_for(model: str, config: BenchmarkConfig, seeds: bool = False) -> int:
@@ -162,7 +73,7 @@ def _runner_case(m: str, s: _Setup, name: str, label: str, num_steps: int,
   runner = s.runners.get(m) if reuse else None
   if runner is None:
     runner = stages.make_runner(s.tasks[m], s.adam,
-                                protocol_config(s.config, seed_axis))
+                                s.config.protocol_config(seed_axis))
   return cases_lib.runner_case(f'{m}/{name}', f'{m} {label}', runner,
                                s.config.batch_size, num_steps, seeds)
 
@@ -268,14 +179,14 @@ def build_cases(config: BenchmarkConfig, torch: Any,
   if 'protocol' in config.parts:
     needed.add(config.protocol_model)
   s = _Setup(config=config, dataset=dataset,
-             tasks={m: cases_lib.make_task(m, dataset) for m in sorted(needed)},
+             tasks={m: cases_lib.synthetic_task(m, dataset) for m in sorted(needed)},
              adam=optax.adam(config.learning_rate), torch=torch, runners={},
              info={'flops': {}, 'init_loss': {}})
   protocol_group = []
   if 'protocol' in config.parts:
     m = config.protocol_model
     full, raw, p = protocol_cases.protocol_cases(
-        s.tasks[m], s.adam, protocol_config(config, evaluate_after_eta0=False),
+        s.tasks[m], s.adam, config.protocol_config(evaluate_after_eta0=False),
         config.selector, config.seed)
     full.group = raw.group = 'protocol'
     protocol_group = [full, raw]
@@ -290,8 +201,8 @@ def build_cases(config: BenchmarkConfig, torch: Any,
   return cases, s.info
 
 
-def results_path(output_dir: str, env: dict[str, Any]) -> str:
-  """`<output_dir>/benchmark_<backend>_<UTC time>.json`."""
+def stamped_results_path(output_dir: str, env: dict[str, Any]) -> str:
+  """`<output_dir>/benchmark_<backend>_<UTC time>.json`: a new file per run."""
   return os.path.join(output_dir, f'benchmark_{env["machine"]["jax_backend"]}_'
                       f'{env_lib.file_stamp(env["date"])}.json')
 
@@ -332,7 +243,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
   """
   torch = torch_ref.load_torch(config.use_torch, config.omp_wait_policy,
                                config.torch_threads)
-  env = env_lib.environment()
+  env = env_lib.timing_environment()
   torch_ref.describe(env, torch)
   log(report.start_line(env, torch.why_not))
   cases, info = build_cases(config, torch.module, log)
@@ -342,7 +253,7 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
   p = info.get('protocol')
   if p is not None and config.cold_protocol:
     protocol_cases.check_cold(p.task, optax.adam(config.learning_rate),
-                              protocol_config(config), config.selector,
+                              config.protocol_config(), config.selector,
                               config.seed, p)
     log(f'  protocol.run_protocol itself, cold (compiles a new Runner): '
         f'{p.cold_s:.2f} s; the warm copy gives the same metrics: '
@@ -355,13 +266,13 @@ def run_benchmark(config: BenchmarkConfig, output_dir: str | None = None,
   rounds.close()
   env['machine']['load_average_end'] = env_lib.load_average()
 
-  summarized = summary.summarize(config, {c.name: c for c in cases}, env,
+  summarized = summary.assess(config, {c.name: c for c in cases}, env,
                                  torch.why_not)
   log('')
   log(report.format_report(config, cases, *summarized, info, env))
   results = results_record(config, cases, info, summarized, env)
   if output_dir is not None:
-    path = results_path(output_dir, env)
+    path = stamped_results_path(output_dir, env)
     io_lib.write_json_atomic(results, path)
     log(f'results written to {path}')
   return results

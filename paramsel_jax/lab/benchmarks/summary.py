@@ -16,14 +16,12 @@ Every ratio pairs two cases measured in the same round (`timing.paired_ratio`,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
+from paramsel_jax.lab.benchmarks.config import BenchmarkConfig
 from paramsel_jax.train.timing import Case
 from paramsel_jax.train.timing import paired_median
 from paramsel_jax.train.timing import paired_ratio
-
-if TYPE_CHECKING:
-  from paramsel_jax.lab.benchmarks.run import BenchmarkConfig
 
 Cases = Mapping[str, Case]
 
@@ -185,10 +183,10 @@ def load_notes(env: Mapping[str, Any]) -> list[str]:
           'ratios, which pair variants measured in the same round.']
 
 
-def summarize(config: BenchmarkConfig, by_name: Cases, env: Mapping[str, Any],
-              why_no_torch: str
-              ) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
-  """Paired ratios, the targets (met / missed, with margins) and notes."""
+def assess(config: BenchmarkConfig, by_name: Cases, env: Mapping[str, Any],
+           why_no_torch: str
+           ) -> tuple[dict[str, float], list[dict[str, Any]], list[str]]:
+  """Judges a run's timings: paired ratios, targets (met / missed) and notes."""
   ratios = {}
   for m in config.models:
     ratios.update(model_ratios(m, by_name, config.num_seeds))
