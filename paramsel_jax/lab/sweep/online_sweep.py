@@ -41,10 +41,10 @@ class OnlineSweepConfig:
 
   def __post_init__(self):
     protocol.check_seeds(self.seeds)
-    from paramsel_jax.freeze import policy as freezing  # pylint: disable=g-import-not-at-top
+    from paramsel_jax.freeze import criteria as criteria_lib  # pylint: disable=g-import-not-at-top
     for name in self.criteria:
       if name != 'none':
-        freezing.get_criterion(name)  # one clear error for an unknown name.
+        criteria_lib.get_criterion(name)  # one clear error for an unknown name.
     if len(set(self.criteria)) != len(self.criteria) or not self.criteria:
       raise ValueError(f'criteria={self.criteria!r}: give distinct names.')
     for model in self.models:
@@ -53,9 +53,9 @@ class OnlineSweepConfig:
 
 def _settings(config: OnlineSweepConfig, model: str,
               criterion: str) -> online.OnlineConfig:
-  from paramsel_jax.freeze import policy as freezing  # pylint: disable=g-import-not-at-top
+  from paramsel_jax.freeze import criteria as criteria_lib  # pylint: disable=g-import-not-at-top
   gran = config.online.granularity
-  if criterion != 'none' and freezing.get_criterion(criterion).layers_only:
+  if criterion != 'none' and criteria_lib.get_criterion(criterion).layers_only:
     gran = 'layer'
   return dataclasses.replace(
       config.online, criterion=criterion, granularity=gran,
