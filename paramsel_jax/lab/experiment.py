@@ -229,7 +229,7 @@ def format_costs(results: dict[str, Any]) -> str:
   return report.format_table(header, rows)
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_results_table(results: dict[str, Any]) -> str:
   """The results as a text table: mean ± sample std over the finite seeds."""
   split = results.get('config', {}).get('eval_split', 'test')
   header = ('selector', f'{split} acc w %', f'{split} acc β⊙w %',
@@ -373,7 +373,7 @@ def run_experiment(
       f'l = {counts(results["ls"])}, eta0 = {proto.eta0}, '
       f'eta1 = {proto.eta1}, granularity {proto.granularity}, '
       f'{len(config.seeds)} seeds, {results["wall_s"]:.1f} s')
-  log(format_table(results))
+  log(format_results_table(results))
   log('')
   log(format_costs(results))
   for note in divergence_notes(results):

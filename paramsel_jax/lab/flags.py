@@ -256,7 +256,7 @@ def selector_names(f: Flags, auto: tuple[str, ...] = ()) -> tuple[str, ...]:
   return names
 
 
-def seeds(f: Flags, num_seeds: int) -> tuple[int, ...]:
+def seed_range(f: Flags, num_seeds: int) -> tuple[int, ...]:
   """`--seed .. --seed + num_seeds - 1`, checked."""
   if num_seeds < 1:
     raise ValueError(f'--num_seeds={num_seeds}; accepted: an integer >= 1.')
@@ -304,7 +304,7 @@ def experiment_config(f: Flags) -> experiment.ExperimentConfig:
                      'several.')
   return experiment.ExperimentConfig(
       dataset=f.value('dataset'), model=model, selectors=selector_names(f),
-      seeds=seeds(f, f.value('num_seeds')), optimizer=opts[0],
+      seeds=seed_range(f, f.value('num_seeds')), optimizer=opts[0],
       protocol=protocol_config(f), data_dir=f.value('data_dir'),
       eval_split=f.value('eval_split'))
 

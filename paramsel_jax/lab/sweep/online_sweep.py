@@ -62,8 +62,8 @@ def _settings(config: OnlineSweepConfig, model: str,
       seed_axis=experiment.resolve_seed_axis(config.online.seed_axis, model))
 
 
-def run_key(config: OnlineSweepConfig, model: str,
-            opt: optimizers_lib.OptimizerConfig, criterion: str) -> str:
+def online_run_key(config: OnlineSweepConfig, model: str,
+                   opt: optimizers_lib.OptimizerConfig, criterion: str) -> str:
   """A readable, stable name for one run's record."""
   ident = {'dataset': config.dataset, 'model': model,
            'optimizer': dataclasses.asdict(opt.resolved()),
@@ -109,7 +109,7 @@ def run_online_sweep(config: OnlineSweepConfig, output_dir: str,
         data_dir=config.data_dir))
     for opt in config.optimizers:
       for criterion in config.criteria:
-        key = run_key(config, model, opt, criterion)
+        key = online_run_key(config, model, opt, criterion)
         if not store.has('online', key):
           if config.dataset not in datasets:
             datasets[config.dataset] = experiment.load_dataset(exp)
@@ -127,14 +127,14 @@ def run_online_sweep(config: OnlineSweepConfig, output_dir: str,
                         **store.load('online', key)})
   results = {'config': dataclasses.asdict(config), 'runs': records}
   io_lib.write_json_atomic(results, os.path.join(output_dir, 'online.json'))
-  table = format_table(results)
+  table = format_online_tables(results)
   io_lib.write_text_atomic(table + '\n',
                            os.path.join(output_dir, 'online_tables.md'))
   log(table)
   return results
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_online_tables(results: dict[str, Any]) -> str:
   """A markdown table per (model, optimizer); times against the dense run."""
   out = []
   runs = results['runs']
