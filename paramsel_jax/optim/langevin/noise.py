@@ -1,16 +1,18 @@
 # Copyright 2026 The paramsel_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""The Langevin noise of (p)SGLD, its PRNG key, and the hyper-parameter checks."""
+"""The Langevin noise of (p)SGLD and its PRNG key."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from paramsel_jax.optim.langevin.checks import check_learning_rate
+from paramsel_jax.optim.langevin.checks import check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_number
 
 
 class LangevinNoiseState(NamedTuple):
@@ -33,28 +35,6 @@ def _canonical_key(seed: int | jax.Array) -> jax.Array:
     # inject_hyperparams(hyperparam_dtype=float) turns an int seed into a float.
     seed = seed.astype(jnp.int32)
   return jax.random.key(seed)
-
-
-def _check(name: str, value: Any, ok: Callable[[float], bool],
-           accepted: str) -> None:
-  """ValueError naming `value` unless `ok(value)`; a concrete number only.
-
-  Values that are arrays or schedules (`inject_hyperparams`, optax schedules)
-  are left to the caller.
-  """
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    return
-  if not (math.isfinite(value) and ok(float(value))):
-    raise ValueError(f'{name}={value!r}; accepted: {accepted}.')
-
-
-def _check_learning_rate(learning_rate: Any) -> None:
-  _check('learning_rate', learning_rate, lambda v: v > 0,
-         'a finite number > 0, or an optax schedule')
-
-
-def _check_nonnegative(name: str, value: Any) -> None:
-  _check(name, value, lambda v: v >= 0, 'a finite number >= 0')
 
 
 def add_langevin_noise(
@@ -104,10 +84,10 @@ def add_langevin_noise(
     >>> round(float(u['w'].var()), 2)  # 2 γ T / n = 0.02
     0.02
   """
-  _check_learning_rate(learning_rate)
-  _check_nonnegative('temperature', temperature)
-  _check('num_data', num_data, lambda v: v > 0,
-         'the training-set size, a number > 0')
+  check_learning_rate(learning_rate)
+  check_nonnegative('temperature', temperature)
+  check_number('num_data', num_data, lambda v: v > 0,
+               'the training-set size, a number > 0')
   no_noise = isinstance(temperature, (int, float)) and temperature == 0
 
   def init_fn(params):

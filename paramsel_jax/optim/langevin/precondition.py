@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from paramsel_jax.optim.langevin.noise import _check
-from paramsel_jax.optim.langevin.noise import _check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_number
 
 PyTree = Any
 
@@ -70,8 +70,8 @@ def scale_by_psgld_preconditioner(
     Dynamics for Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_,
     AAAI 2016.
   """
-  _check('decay', decay, lambda v: 0 <= v < 1, 'a number in [0, 1)')
-  _check_nonnegative('eps', eps)
+  check_number('decay', decay, lambda v: 0 <= v < 1, 'a number in [0, 1)')
+  check_nonnegative('eps', eps)
 
   def init_fn(params):
     return ScaleByPsgldPreconditionerState(

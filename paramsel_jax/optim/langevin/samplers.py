@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from paramsel_jax.optim.langevin.noise import _check_learning_rate
+from paramsel_jax.optim.langevin.checks import check_learning_rate
 from paramsel_jax.optim.langevin.noise import add_langevin_noise
 from paramsel_jax.optim.langevin.precondition import scale_by_psgld_preconditioner
 
@@ -161,7 +161,7 @@ def _langevin_chain(
   f32 when the learning rate is an f32 array, e.g. under
   ``inject_hyperparams(..., hyperparam_dtype=jnp.float32)``).
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   step = optax.with_extra_args_support(
       optax.scale_by_learning_rate(learning_rate))
   noise = add_langevin_noise(learning_rate, temperature=temperature,
