@@ -54,13 +54,13 @@ from paramsel_jax.freeze.layer_order import resolve_layer_order
 from paramsel_jax.protocol import checks
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.select import stats as stats_lib
+from paramsel_jax.select.stats import TINY
 
 PyTree = Any
 # A `policy.FreezingPolicy` (its groups and settings); not imported here, as
 # the policy imports its criteria.
 Policy = Any
 SCHEDULES = ('linear', 'squared', 'cubic')
-_TINY = 1e-12
 
 
 class FreezeState(NamedTuple):
@@ -131,7 +131,7 @@ def _psgld(policy: Policy, state: FreezeState, step: jax.Array):
   del step
   s = state.stats
   n = jnp.maximum(s.count, 1).astype(jnp.float32)
-  z = jax.tree.map(lambda m, v: jnp.sqrt(n) * jnp.abs(m) / (jnp.sqrt(v) + _TINY),
+  z = jax.tree.map(lambda m, v: jnp.sqrt(n) * jnp.abs(m) / (jnp.sqrt(v) + TINY),
                    s.delta_mean, stats_lib.delta_variance(s))
   score = _mean_per_group(policy, z)
   candidates = (score < state.threshold) & (s.count >= 2)
@@ -141,7 +141,7 @@ def _psgld(policy: Policy, state: FreezeState, step: jax.Array):
 def _apf(policy: Policy, state: FreezeState, step: jax.Array):
   del step
   s = state.stats
-  p = jax.tree.map(lambda d, a: jnp.abs(d) / (a + _TINY), s.delta_ema,
+  p = jax.tree.map(lambda d, a: jnp.abs(d) / (a + TINY), s.delta_ema,
                    s.delta_abs_ema)
   score = _mean_per_group(policy, p)
   thawed = state.frozen & (state.until <= state.checks)
