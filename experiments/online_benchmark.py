@@ -22,7 +22,7 @@ from absl import flags
 
 from paramsel_jax.lab import cli
 from paramsel_jax.lab import experiment
-from paramsel_jax.freeze import policy as freezing
+from paramsel_jax.freeze import criteria as criteria_lib
 from paramsel_jax import io as io_lib
 from paramsel_jax.lab import online_experiment
 from paramsel_jax.lab.benchmarks import online_bench
@@ -97,7 +97,7 @@ def _configs() -> list[online_bench.OnlineBenchConfig]:
           eta0=cli.or_default(_ETA0.value, d['eta0']),
           methods=online_bench.make_methods(
               _METHODS.value, _K.value, cli.named_floats(
-                  _THRESHOLDS.value, 'thresholds', sorted(freezing.CRITERIA))),
+                  _THRESHOLDS.value, 'thresholds', sorted(criteria_lib.CRITERIA))),
           seeds=cli.ints(_SEEDS.value, 'seeds'), repeats=_REPEATS.value,
           data_dir=_DATA_DIR.value))
   return out

@@ -52,7 +52,7 @@ def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
       dataset=f.value('dataset'), models=models,
       optimizers=experiment_flags.optimizer_configs(f), selectors=names,
       ks=() if proto.mode == 'retrain' else proto.ks, ls=proto.ls,
-      seeds=experiment_flags.seeds(f, num_seeds),
+      seeds=experiment_flags.seed_range(f, num_seeds),
       protocol=proto, data_dir=f.value('data_dir'))
   return config, notes
 
@@ -74,7 +74,7 @@ def online_config_from_flags() -> sweep.OnlineSweepConfig:
       dataset=f.value('dataset'), models=tuple(f.value('model')),
       optimizers=experiment_flags.optimizer_configs(f),
       criteria=tuple(['none'] + [n for n in names if n != 'none']),
-      seeds=experiment_flags.seeds(f, f.value('num_seeds') or 3),
+      seeds=experiment_flags.seed_range(f, f.value('num_seeds') or 3),
       online=templates[0], data_dir=f.value('data_dir'))
   with cli.as_flags(experiment_flags.ONLINE_FLAGS):
     sweep.validate_online_sweep(config)

@@ -17,8 +17,8 @@ def last_line(stderr: str) -> str:
   return (stderr.strip().splitlines() or ['(no output)'])[-1]
 
 
-def run(command: list[str], *, what: str, timeout: float,
-        timeout_message: str) -> subprocess.CompletedProcess[str]:
+def run_command(command: list[str], *, what: str, timeout: float,
+                timeout_message: str) -> subprocess.CompletedProcess[str]:
   r"""Runs ``command``, capturing its output, and fails unless it exits 0.
 
   Args:
@@ -36,11 +36,11 @@ def run(command: list[str], *, what: str, timeout: float,
 
   Example:
     >>> import sys
-    >>> run([sys.executable, '-c', 'print(1)'], what='python', timeout=60,
-    ...     timeout_message='in 60 s').stdout
+    >>> run_command([sys.executable, '-c', 'print(1)'], what='python',
+    ...             timeout=60, timeout_message='in 60 s').stdout
     '1\n'
-    >>> run([sys.executable, '-c', 'exit(3)'], what='python', timeout=60,
-    ...     timeout_message='in 60 s')
+    >>> run_command([sys.executable, '-c', 'exit(3)'], what='python',
+    ...             timeout=60, timeout_message='in 60 s')
     Traceback (most recent call last):
     ...
     RuntimeError: python exited with 3: (no output)

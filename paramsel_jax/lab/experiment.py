@@ -25,6 +25,7 @@ from paramsel_jax import io as io_lib
 from paramsel_jax import models as models_lib
 from paramsel_jax.optim import optimizers
 from paramsel_jax.protocol import protocol
+from paramsel_jax.protocol import task as task_lib
 from paramsel_jax import report
 from paramsel_jax.select import selectors as selectors_lib
 
@@ -189,16 +190,11 @@ def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.T
   """
   model = models_lib.create_model(config.model,
                                   num_classes=dataset.num_classes)
-  image_shape = tuple(dataset.train.images.shape[1:])
-  return protocol.Task(
-      init_fn=lambda key: models_lib.init_params(model, key, image_shape),
-      # flax types `apply` as returning (output, state) too, for `mutable`.
-      apply_fn=lambda params, x: model.apply(  # type: ignore[arg-type, return-value]
-          {'params': params}, x),
-      train_images=jnp.asarray(dataset.train.images),
-      train_labels=jnp.asarray(dataset.train.labels),
-      test_images=jnp.asarray(getattr(dataset, config.eval_split).images),
-      test_labels=jnp.asarray(getattr(dataset, config.eval_split).labels))
+  held_out = getattr(dataset, config.eval_split)
+  return task_lib.linen_task(
+      model, dataset.train.images.shape[1:],
+      (jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels)),
+      (jnp.asarray(held_out.images), jnp.asarray(held_out.labels)))
 
 
 def cell_label(cell: dict[str, Any], results: dict[str, Any]) -> str:
@@ -233,7 +229,7 @@ def format_costs(results: dict[str, Any]) -> str:
   return report.format_table(header, rows)
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_results_table(results: dict[str, Any]) -> str:
   """The results as a text table: mean ± sample std over the finite seeds."""
   split = results.get('config', {}).get('eval_split', 'test')
   header = ('selector', f'{split} acc w %', f'{split} acc β⊙w %',
@@ -377,7 +373,7 @@ def run_experiment(
       f'l = {counts(results["ls"])}, eta0 = {proto.eta0}, '
       f'eta1 = {proto.eta1}, granularity {proto.granularity}, '
       f'{len(config.seeds)} seeds, {results["wall_s"]:.1f} s')
-  log(format_table(results))
+  log(format_results_table(results))
   log('')
   log(format_costs(results))
   for note in divergence_notes(results):

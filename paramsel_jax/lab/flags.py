@@ -21,7 +21,7 @@ from absl import flags
 from paramsel_jax.lab import cli
 from paramsel_jax import data
 from paramsel_jax.lab import experiment
-from paramsel_jax.freeze import policy as freezing
+from paramsel_jax.freeze import criteria as criteria_lib
 from paramsel_jax.select import granularity
 from paramsel_jax import models
 from paramsel_jax.optim import optimizers
@@ -178,7 +178,7 @@ def _define_online(d: Any) -> dict[str, Any]:
   return {
       'freeze': d.string(
           'freeze', 'none', 'Online freezing instead of the fixed eta0, one of '
-          f'{", ".join(sorted(freezing.CRITERIA))} (sweep.py: a comma-separated '
+          f'{", ".join(sorted(criteria_lib.CRITERIA))} (sweep.py: a comma-separated '
           'list): α is decided every --check_every steps over eta0 + eta1 '
           'steps, next to a dense reference run.'),
       'check_every': d.integer('check_every', 200,
@@ -195,7 +195,7 @@ def _define_online(d: Any) -> dict[str, Any]:
       'max_compiles': d.integer('max_compiles', 8,
                                            'The most step programs a run compiles.'),
       'freezeout_schedule': d.enum(
-          'freezeout_schedule', 'linear', list(freezing.SCHEDULES),
+          'freezeout_schedule', 'linear', list(criteria_lib.SCHEDULES),
           "FreezeOut's schedule of stop times."),
       'freezeout_t0': d.float('freezeout_t0', 0.5,
                                          "FreezeOut's first layer stop fraction."),
@@ -256,7 +256,7 @@ def selector_names(f: Flags, auto: tuple[str, ...] = ()) -> tuple[str, ...]:
   return names
 
 
-def seeds(f: Flags, num_seeds: int) -> tuple[int, ...]:
+def seed_range(f: Flags, num_seeds: int) -> tuple[int, ...]:
   """`--seed .. --seed + num_seeds - 1`, checked."""
   if num_seeds < 1:
     raise ValueError(f'--num_seeds={num_seeds}; accepted: an integer >= 1.')
@@ -304,7 +304,7 @@ def experiment_config(f: Flags) -> experiment.ExperimentConfig:
                      'several.')
   return experiment.ExperimentConfig(
       dataset=f.value('dataset'), model=model, selectors=selector_names(f),
-      seeds=seeds(f, f.value('num_seeds')), optimizer=opts[0],
+      seeds=seed_range(f, f.value('num_seeds')), optimizer=opts[0],
       protocol=protocol_config(f), data_dir=f.value('data_dir'),
       eval_split=f.value('eval_split'))
 
@@ -317,7 +317,7 @@ def _single(f: Flags, name: str, elsewhere: str) -> tuple[str]:
   return values
 
 
-# The flag of each `online.OnlineConfig` / `freezing.FreezingPolicy` field:
+# The flag of each `online.OnlineConfig` / `policy.FreezingPolicy` field:
 # their checks name the field, the command line answers with the flag.
 ONLINE_FLAGS = {
     'criterion': 'freeze', 'threshold': 'freeze_threshold',
@@ -348,13 +348,13 @@ def online_config(f: Flags, name: str | None = None,
                      'here the fixed protocol is the default: leave --freeze '
                      'out.')
   try:
-    freezing.get_criterion(name)
+    criteria_lib.get_criterion(name)
   except ValueError as e:
     raise ValueError(f'--freeze={name}: {e}') from None
   with cli.as_flags(ONLINE_FLAGS):
     gran = f.value('granularity')
     if not f.given('granularity'):
-      gran = 'layer' if freezing.get_criterion(name).layers_only else 'unit'
+      gran = 'layer' if criteria_lib.get_criterion(name).layers_only else 'unit'
     return online.OnlineConfig(
         criterion=name, steps=steps or f.value('eta0') + f.value('eta1'),
         check_every=f.value('check_every'),
@@ -371,7 +371,7 @@ def online_config(f: Flags, name: str | None = None,
 def validate_online(config: experiment.ExperimentConfig, settings: Any) -> None:
   """`online_experiment.validate_settings`, answered in the flags' names.
 
-  The criterion's own checks (`freezing.FreezingPolicy`: `--max_frozen` in
+  The criterion's own checks (`policy.FreezingPolicy`: `--max_frozen` in
   (0, 1], FreezeOut's `--freezeout_t0`, ...) need the model's shapes, not
   its data: call it before anything is loaded.
   """

@@ -9,7 +9,7 @@ zero, whatever the inner optimizer does (momentum, weight decay, noise).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 import warnings
 
 import chex
@@ -141,35 +141,30 @@ def masked(
 ) -> optax.GradientTransformationExtraArgs:
   """Restricts any optax optimizer to the coordinates where `mask` is True.
 
-  This is the paper's `T|α`: coordinates where the mask is False get an update
-  of exactly zero (no gradient step, no momentum, weight decay or noise), so
-  their values stay bit-identical over any number of steps, whatever the inner
-  optimizer. The inner optimizer sees a gradient of exactly zero at frozen
-  coordinates and its update there is discarded. Its state:
+  This is the paper's `T|α`: where the mask is False the update is exactly
+  zero (no gradient step, momentum, weight decay or noise), whatever the inner
+  optimizer, so frozen values stay bit-identical over any number of steps; the
+  inner optimizer sees a zero gradient there and its update there is discarded.
+  Its state:
 
-  - per-element state, a leaf with exactly its param's shape where
-    `optax.tree_utils.tree_map_params` finds the params (Adam's μ and ν,
-    momentum, pSGLD's V), is kept as it was at frozen coordinates: one
-    unfrozen later resumes from it;
+  - per-element state (a leaf with its param's shape where optax's
+    `tree_map_params` finds the params: Adam's μ and ν, momentum, pSGLD's V)
+    is kept at frozen coordinates: one unfrozen later resumes from it;
   - any other leaf (Adafactor's factored rows and columns, novograd's
-    per-leaf norm, sm3's and muon's differently shaped accumulators, step
-    counts, PRNG keys), and all of the state of an optimizer that
-    `tree_map_params` cannot map (lbfgs, whose memory of past steps is built
-    from the masked gradient), advances as the inner optimizer computes it
-    from the masked gradient: frozen entries contribute 0.
+    per-leaf norm, sm3's and muon's accumulators, step counts, PRNG keys),
+    and all the state of an optimizer `tree_map_params` cannot map (lbfgs),
+    advances as the inner optimizer computes it from the masked gradient.
 
-  Optimizers whose update mixes coordinates (muon, lbfgs, LAMB's per-leaf
-  trust ratio) give trainable coordinates the update of the masked gradient
-  (and of the state frozen coordinates hold). Every optax optimizer is tested
-  under `masked` (tests/test_masking_optax.py). The mask is held as arrays in
-  the state: replace it with `set_mask` (or `MaskedState._replace`) without
-  recompiling the step.
+  Optimizers whose update mixes coordinates (muon, lbfgs, LAMB's trust
+  ratio) give trainable coordinates the update of the masked gradient (and of
+  the state frozen coordinates hold); every optax optimizer is tested under
+  `masked` (tests/test_masking_optax.py). The mask is held as arrays in the
+  state: `set_mask` replaces it without recompiling the step.
 
   Args:
     inner: the optax optimizer to restrict (any `GradientTransformation`).
     mask: the initial mask, a pytree of bool (or 0/1) arrays with the params'
-      shapes, or a callable `params -> mask`. `None` (default) starts with every
-      coordinate trainable, so the step is the plain `T`.
+      shapes, or a callable `params -> mask`; `None` (default): all train (`T`).
 
   Returns:
     A `GradientTransformationExtraArgs` whose state is a `MaskedState`.
@@ -187,13 +182,8 @@ def masked(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    if mask is None:
-      init_mask = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
-    else:
-      init_mask = mask(params) if callable(mask) else mask
-      check_mask(init_mask, params)
-      init_mask = _as_bool(init_mask)
-    return MaskedState(mask=init_mask, inner_state=inner.init(params))
+    return MaskedState(mask=_initial_mask(mask, params),
+                       inner_state=inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     check_tree(updates, state.mask, 'updates (gradients)')
@@ -205,6 +195,16 @@ def masked(
     return _where_mask(state.mask, updates), MaskedState(state.mask, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _initial_mask(mask: PyTree | Callable[[PyTree], PyTree] | None,
+                  params: PyTree) -> PyTree:
+  """`mask` (or `mask(params)`), checked, as bool arrays; None: all True."""
+  if mask is None:
+    return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
+  init_mask = mask(params) if callable(mask) else mask
+  check_mask(init_mask, params)
+  return _as_bool(init_mask)
 
 
 def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,

@@ -37,14 +37,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from paramsel_jax import models
 from paramsel_jax.train import steps
 
 PyTree = Any
@@ -124,6 +126,30 @@ class Task:
       raise ValueError(f'test_images have shape {self.test_images.shape[1:]} '
                        'per example; accepted: the training images\' '
                        f'{self.train_images.shape[1:]}.')
+
+
+def linen_task(model: nn.Module, input_shape: Sequence[int],
+               train: tuple[Any, Any], test: tuple[Any, Any]) -> Task:
+  """The `Task` of a flax linen classifier and two `(images, labels)` splits.
+
+  ``init_fn`` is ``models.init_params`` for inputs of ``input_shape`` (one
+  example's shape), ``apply_fn`` applies the module to ``{'params': params}``.
+
+  Example:
+    >>> import numpy as np, flax.linen as nn
+    >>> x, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+    >>> task = linen_task(nn.Dense(2), (3,), (x, y), (x, y))
+    >>> task.apply_fn(task.init_fn(jax.random.key(0)), task.train_images).shape
+    (4, 2)
+  """
+  shape = tuple(input_shape)
+  return Task(
+      init_fn=lambda key: models.init_params(model, key, shape),
+      # flax types `apply` as returning (output, state) too, for `mutable`.
+      apply_fn=lambda params, x: model.apply(  # type: ignore[arg-type, return-value]
+          {'params': params}, x),
+      train_images=train[0], train_labels=train[1],
+      test_images=test[0], test_labels=test[1])
 
 
 def check_model(task: Task, key: jax.Array) -> int:

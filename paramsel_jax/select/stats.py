@@ -17,6 +17,10 @@ import jax.numpy as jnp
 from paramsel_jax.optim import masking
 
 PyTree = Any
+# Added to the denominator of a ratio of statistics (a signal-to-noise ratio,
+# APF's perturbation, psgld's drift z): keeps 0/0 out, so a coordinate that
+# never moves scores 0.
+TINY = 1e-12
 
 
 class TrajectoryStats(NamedTuple):

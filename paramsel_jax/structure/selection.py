@@ -30,9 +30,9 @@ import dataclasses
 from typing import Any
 
 from paramsel_jax.protocol import checks
-from paramsel_jax import models
 from paramsel_jax.optim import optimizers
 from paramsel_jax.protocol import protocol
+from paramsel_jax.protocol import task as task_lib
 from paramsel_jax import report
 from paramsel_jax.structure import derive as derive_lib
 
@@ -88,20 +88,6 @@ class SelectionConfig:
         prune_rounds=self.prune_rounds, evaluate_after_eta0=True)
 
 
-def make_task(arch: derive_lib.Architecture, conv_impl: str,
-              train: tuple[Any, Any], test: tuple[Any, Any]) -> protocol.Task:
-  """The protocol's :class:`~paramsel_jax.protocol.protocol.Task` of an architecture."""
-  model = derive_lib.DiscreteNet(arch, conv_impl)
-  shape = tuple(arch.input_shape)
-  return protocol.Task(
-      init_fn=lambda key: models.init_params(model, key, shape),
-      # flax types `apply` as returning (output, state) too, for `mutable`.
-      apply_fn=lambda params, x: model.apply(  # type: ignore[arg-type, return-value]
-          {'params': params}, x),
-      train_images=train[0], train_labels=train[1],
-      test_images=test[0], test_labels=test[1])
-
-
 def _stages(run: Mapping[str, Any], arch: derive_lib.Architecture,
             results: Mapping[str, Any]) -> dict[str, Any]:
   cell = results['cells'][0]
@@ -148,7 +134,9 @@ def run_selection(searched_runs: Sequence[Mapping[str, Any]],
     say(f'seed {run["seed"]}: protocol ({config.selector}, {config.mode}) '
         f'on {arch.describe()}')
     results = protocol.run_protocol(
-        make_task(arch, conv_impl, train, test), tx, config.protocol_config(),
+        task_lib.linen_task(derive_lib.DiscreteNet(arch, conv_impl),
+                            arch.input_shape, train, test),
+        tx, config.protocol_config(),
         [config.selector], seeds=(run['seed'],), log=say)
     runs.append({'seed': run['seed'], 'stages': _stages(run, arch, results),
                  'protocol': results})

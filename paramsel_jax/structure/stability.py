@@ -119,8 +119,29 @@ def robustness(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
   checks.integer('repeats', repeats, at_least=1)
   checks.reals('input_sigmas', tuple(input_sigmas), at_least=0)
   checks.reals('weight_sigmas', tuple(weight_sigmas), at_least=0)
-  # One evaluation per (input sigma, weight sigma, draw), the clean one first,
-  # all under one lax.map: a single copy of the network in the program.
+  compute = _noisy_evaluations(apply_fn, input_sigmas, weight_sigmas, repeats,
+                               batch_size)
+  loss, acc, in_acc, w_acc, valid_acc = jax.device_get(compute(
+      params, jnp.asarray(images), jnp.asarray(labels), key,
+      None if valid is None else tuple(jnp.asarray(a) for a in valid)))
+  out = {'accuracy': float(acc), 'loss': float(loss),
+         'input_noise': _per_level(input_sigmas, in_acc, repeats),
+         'weight_noise': _per_level(weight_sigmas, w_acc, repeats)}
+  if valid is not None:
+    out['valid_accuracy'] = float(valid_acc)
+  return out
+
+
+def _noisy_evaluations(apply_fn: ApplyFn, input_sigmas: Sequence[float],
+                       weight_sigmas: Sequence[float], repeats: int,
+                       batch_size: int) -> Callable[..., tuple]:
+  """`robustness`'s jitted evaluation (a new one per call: one compilation).
+
+  One evaluation per (input sigma, weight sigma, draw), the clean one first,
+  all under one lax.map: a single copy of the network in the program. The
+  function returns the clean loss and accuracy, the input-noise and the
+  weight-noise accuracies (per draw) and the clean validation accuracy.
+  """
   n_in, n_w = len(input_sigmas) * repeats, len(weight_sigmas) * repeats
   sig_in = np.concatenate([[0.0], np.repeat(input_sigmas, repeats),
                            np.zeros(n_w)]).astype(np.float32)
@@ -143,19 +164,14 @@ def robustness(apply_fn: ApplyFn, params: PyTree, images: jax.Array,
                  if valid is not None else jnp.zeros(()))
     return losses[0], accs[0], accs[1:1 + n_in], accs[1 + n_in:], valid_acc
 
-  loss, acc, in_acc, w_acc, valid_acc = jax.device_get(compute(
-      params, jnp.asarray(images), jnp.asarray(labels), key,
-      None if valid is None else tuple(jnp.asarray(a) for a in valid)))
-  in_acc = np.asarray(in_acc).reshape(len(input_sigmas), repeats).mean(1)
-  w_acc = np.asarray(w_acc).reshape(len(weight_sigmas), repeats).mean(1)
-  out = {'accuracy': float(acc), 'loss': float(loss),
-         'input_noise': {str(float(s)): float(a)
-                         for s, a in zip(input_sigmas, in_acc)},
-         'weight_noise': {str(float(s)): float(a)
-                          for s, a in zip(weight_sigmas, w_acc)}}
-  if valid is not None:
-    out['valid_accuracy'] = float(valid_acc)
-  return out
+  return compute
+
+
+def _per_level(sigmas: Sequence[float], accuracies: Any, repeats: int
+               ) -> dict[str, float]:
+  """The accuracies averaged over each level's draws, keyed ``'0.1'`` etc."""
+  means = np.asarray(accuracies).reshape(len(sigmas), repeats).mean(1)
+  return {str(float(s)): float(a) for s, a in zip(sigmas, means)}
 
 
 def seed_agreement(indices: Sequence[Mapping[str, int]]) -> dict[str, float]:

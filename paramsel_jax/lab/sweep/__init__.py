@@ -33,14 +33,13 @@ from paramsel_jax.lab.sweep.grid import CONV_SELECTORS
 from paramsel_jax.lab.sweep.grid import default_budget
 from paramsel_jax.lab.sweep.grid import expand_grid
 from paramsel_jax.lab.sweep.grid import expand_groups
-from paramsel_jax.lab.sweep.grid import experiment_config
+from paramsel_jax.lab.sweep.grid import experiment_config_of_run
 from paramsel_jax.lab.sweep.grid import RETRAIN_SELECTORS
 from paramsel_jax.lab.sweep.grid import run_identity
 from paramsel_jax.lab.sweep.grid import run_key
 from paramsel_jax.lab.sweep.grid import STORE_VERSION
 from paramsel_jax.lab.sweep.grid import SweepConfig
 from paramsel_jax.lab.sweep.grid import validate_sweep
-from paramsel_jax.lab.sweep.outputs import aggregate
 from paramsel_jax.lab.sweep.outputs import ANCHORS
 from paramsel_jax.lab.sweep.outputs import cells_csv
 from paramsel_jax.lab.sweep.outputs import format_anchor_table
@@ -49,6 +48,7 @@ from paramsel_jax.lab.sweep.outputs import format_tables
 from paramsel_jax.lab.sweep.outputs import METRICS
 from paramsel_jax.lab.sweep.outputs import PARTS
 from paramsel_jax.lab.sweep.outputs import summary_csv
+from paramsel_jax.lab.sweep.outputs import sweep_results
 from paramsel_jax.lab.sweep.outputs import TARGETS
 from paramsel_jax.lab.sweep.outputs import write_outputs
 from paramsel_jax.lab.sweep.online_sweep import OnlineSweepConfig

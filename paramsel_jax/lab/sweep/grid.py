@@ -154,9 +154,9 @@ def default_budget(models: Sequence[str], mode: str) -> dict[str, Any]:
               train_eval_size=0)
 
 
-def experiment_config(config: SweepConfig, model: str,
-                      optimizer: optimizers_lib.OptimizerConfig
-                      ) -> experiment.ExperimentConfig:
+def experiment_config_of_run(config: SweepConfig, model: str,
+                             optimizer: optimizers_lib.OptimizerConfig
+                             ) -> experiment.ExperimentConfig:
   """The `ExperimentConfig` of one run: every k and l of the grid at once."""
   proto = dataclasses.replace(
       config.protocol, k=None if config.retrain else tuple(config.ks),
@@ -180,7 +180,7 @@ def validate_sweep(config: SweepConfig) -> None:
   """
   for model in config.models:
     for opt in config.optimizers:
-      experiment.validate_config(experiment_config(config, model, opt))
+      experiment.validate_config(experiment_config_of_run(config, model, opt))
 
 
 def expand_grid(config: SweepConfig) -> list[Cell]:

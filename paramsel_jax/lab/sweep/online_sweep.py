@@ -41,10 +41,10 @@ class OnlineSweepConfig:
 
   def __post_init__(self):
     protocol.check_seeds(self.seeds)
-    from paramsel_jax.freeze import policy as freezing  # pylint: disable=g-import-not-at-top
+    from paramsel_jax.freeze import criteria as criteria_lib  # pylint: disable=g-import-not-at-top
     for name in self.criteria:
       if name != 'none':
-        freezing.get_criterion(name)  # one clear error for an unknown name.
+        criteria_lib.get_criterion(name)  # one clear error for an unknown name.
     if len(set(self.criteria)) != len(self.criteria) or not self.criteria:
       raise ValueError(f'criteria={self.criteria!r}: give distinct names.')
     for model in self.models:
@@ -53,17 +53,17 @@ class OnlineSweepConfig:
 
 def _settings(config: OnlineSweepConfig, model: str,
               criterion: str) -> online.OnlineConfig:
-  from paramsel_jax.freeze import policy as freezing  # pylint: disable=g-import-not-at-top
+  from paramsel_jax.freeze import criteria as criteria_lib  # pylint: disable=g-import-not-at-top
   gran = config.online.granularity
-  if criterion != 'none' and freezing.get_criterion(criterion).layers_only:
+  if criterion != 'none' and criteria_lib.get_criterion(criterion).layers_only:
     gran = 'layer'
   return dataclasses.replace(
       config.online, criterion=criterion, granularity=gran,
       seed_axis=experiment.resolve_seed_axis(config.online.seed_axis, model))
 
 
-def run_key(config: OnlineSweepConfig, model: str,
-            opt: optimizers_lib.OptimizerConfig, criterion: str) -> str:
+def online_run_key(config: OnlineSweepConfig, model: str,
+                   opt: optimizers_lib.OptimizerConfig, criterion: str) -> str:
   """A readable, stable name for one run's record."""
   ident = {'dataset': config.dataset, 'model': model,
            'optimizer': dataclasses.asdict(opt.resolved()),
@@ -109,7 +109,7 @@ def run_online_sweep(config: OnlineSweepConfig, output_dir: str,
         data_dir=config.data_dir))
     for opt in config.optimizers:
       for criterion in config.criteria:
-        key = run_key(config, model, opt, criterion)
+        key = online_run_key(config, model, opt, criterion)
         if not store.has('online', key):
           if config.dataset not in datasets:
             datasets[config.dataset] = experiment.load_dataset(exp)
@@ -127,14 +127,14 @@ def run_online_sweep(config: OnlineSweepConfig, output_dir: str,
                         **store.load('online', key)})
   results = {'config': dataclasses.asdict(config), 'runs': records}
   io_lib.write_json_atomic(results, os.path.join(output_dir, 'online.json'))
-  table = format_table(results)
+  table = format_online_tables(results)
   io_lib.write_text_atomic(table + '\n',
                            os.path.join(output_dir, 'online_tables.md'))
   log(table)
   return results
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_online_tables(results: dict[str, Any]) -> str:
   """A markdown table per (model, optimizer); times against the dense run."""
   out = []
   runs = results['runs']

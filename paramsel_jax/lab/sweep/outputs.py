@@ -72,7 +72,7 @@ def _loss_or_inf(cell: dict[str, Any]) -> float:
   return math.inf if math.isnan(mean) else mean
 
 
-def aggregate(config: grid.SweepConfig, store: CellStore) -> dict[str, Any]:
+def sweep_results(config: grid.SweepConfig, store: CellStore) -> dict[str, Any]:
   """The grid's finished cells with summaries; no times, so it is reproducible.
 
   Each cell gets `summary[part][metric]` = `report.summarize` over seeds, and

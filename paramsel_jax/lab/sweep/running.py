@@ -85,7 +85,7 @@ def run_sweep(config: grid.SweepConfig, output_dir: str,
     for opt in config.optimizers:
       _run_one(config, model, opt, store, datasets, progress, log)
   progress.close()
-  results = outputs.aggregate(config, store)
+  results = outputs.sweep_results(config, store)
   paths = outputs.write_outputs(results, output_dir)
   log('')
   log(outputs.format_tables(results))
@@ -116,7 +116,7 @@ def _run_one(config: grid.SweepConfig, model: str,
              progress: progress_lib.Progress,
              log: Callable[[str], None]) -> None:
   """One (model, optimizer): only the groups that still miss a cell."""
-  exp = experiment.resolved(grid.experiment_config(config, model, opt))
+  exp = experiment.resolved(grid.experiment_config_of_run(config, model, opt))
   ks, ls = experiment.validate_config(exp)
   counts = ls if config.retrain else ks
   groups = _missing_groups(config, model, opt, store, counts)

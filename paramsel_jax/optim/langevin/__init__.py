@@ -44,8 +44,8 @@ and the same holds for Li et al. (2016), whose pSGLD noise ``N(0, ε G)`` is our
 ``N(0, 2 γ G / n)``.
 
 The package has one module per concern: ``precondition`` (the pSGLD
-preconditioner and its state), ``noise`` (the Langevin noise, its key and the
-hyper-parameter checks), ``samplers`` (:func:`sgld`, :func:`psgld`) and
+preconditioner and its state), ``noise`` (the Langevin noise and its key),
+``checks`` (the hyper-parameter checks), ``samplers`` (:func:`sgld`, :func:`psgld`) and
 ``accessors`` (:func:`preconditioner`, :func:`second_moment`, :func:`reseed`).
 """
 

@@ -1,16 +1,23 @@
 # Copyright 2026 The paramsel_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""The Langevin noise of (p)SGLD, its PRNG key, and the hyper-parameter checks."""
+"""The Langevin noise of (p)SGLD and its PRNG key.
+
+The key lives in the transform's state and is split on every update, so the
+transform is a pure function: under ``vmap`` over states with different keys
+each chain gets its own noise.
+"""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from paramsel_jax.optim.langevin.checks import check_learning_rate
+from paramsel_jax.optim.langevin.checks import check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_number
 
 
 class LangevinNoiseState(NamedTuple):
@@ -35,28 +42,6 @@ def _canonical_key(seed: int | jax.Array) -> jax.Array:
   return jax.random.key(seed)
 
 
-def _check(name: str, value: Any, ok: Callable[[float], bool],
-           accepted: str) -> None:
-  """ValueError naming `value` unless `ok(value)`; a concrete number only.
-
-  Values that are arrays or schedules (`inject_hyperparams`, optax schedules)
-  are left to the caller.
-  """
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    return
-  if not (math.isfinite(value) and ok(float(value))):
-    raise ValueError(f'{name}={value!r}; accepted: {accepted}.')
-
-
-def _check_learning_rate(learning_rate: Any) -> None:
-  _check('learning_rate', learning_rate, lambda v: v > 0,
-         'a finite number > 0, or an optax schedule')
-
-
-def _check_nonnegative(name: str, value: Any) -> None:
-  _check(name, value, lambda v: v >= 0, 'a finite number >= 0')
-
-
 def add_langevin_noise(
     learning_rate: optax.ScalarOrSchedule,
     *,
@@ -66,34 +51,22 @@ def add_langevin_noise(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adds the Langevin noise of (p)SGLD to updates in parameter units.
 
-  Put it *after* ``optax.scale_by_learning_rate`` in a chain: it adds::
-
-    N(0, 2 γ_t T G / n)    elementwise,
-
-  where ``γ_t`` is ``learning_rate`` (a schedule is evaluated at the same count
-  as ``scale_by_learning_rate`` uses), ``T = temperature``, ``n = num_data``
-  and ``G`` the diagonal preconditioner, passed as the keyword extra argument
-  ``preconditioner`` (a pytree like the updates) to ``update``; without it
-  ``G = 1`` (SGLD). :func:`psgld` passes the ``G`` of
-  :func:`scale_by_psgld_preconditioner`.
-
-  The PRNG key lives in the state and is split on every update, so the
-  transform is a pure function: under ``vmap`` over states with different keys
-  each chain gets its own noise. With ``temperature=0`` (a Python number) the
-  updates pass through unchanged, bit for bit; the key is still split.
+  Put it *after* ``optax.scale_by_learning_rate`` in a chain: it adds
+  ``N(0, 2 γ_t T G / n)`` elementwise (``γ_t`` at the count of
+  ``scale_by_learning_rate``). ``G``, the diagonal preconditioner, is the
+  pytree extra argument ``preconditioner`` of ``update`` (:func:`psgld` passes
+  it); without it ``G = 1`` (SGLD). ``temperature=0`` (a Python number) passes
+  the updates through bit for bit; the key is still split.
 
   Args:
     learning_rate: ``γ``, a scalar or an optax schedule of the step count.
     temperature: ``T`` of the target ``∝ exp(-n L / T)``.
-    num_data: ``n``, the size of the training set that the mean loss ``L``
-      averages over.
-    seed: an int (may be traced, e.g. under ``vmap``) or a key
-      (``jax.random.key``, or a raw ``jax.random.PRNGKey``); the state holds
-      a typed key.
+    num_data: ``n``, the training-set size the mean loss ``L`` averages over.
+    seed: an int (may be traced, e.g. under ``vmap``) or a key (typed, or a
+      raw ``jax.random.PRNGKey``); the state holds a typed key.
 
   Returns:
-    A ``GradientTransformationExtraArgs`` whose state is a
-    `LangevinNoiseState`.
+    A ``GradientTransformationExtraArgs`` whose state is a `LangevinNoiseState`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -104,10 +77,10 @@ def add_langevin_noise(
     >>> round(float(u['w'].var()), 2)  # 2 γ T / n = 0.02
     0.02
   """
-  _check_learning_rate(learning_rate)
-  _check_nonnegative('temperature', temperature)
-  _check('num_data', num_data, lambda v: v > 0,
-         'the training-set size, a number > 0')
+  check_learning_rate(learning_rate)
+  check_nonnegative('temperature', temperature)
+  check_number('num_data', num_data, lambda v: v > 0,
+               'the training-set size, a number > 0')
   no_noise = isinstance(temperature, (int, float)) and temperature == 0
 
   def init_fn(params):
@@ -125,14 +98,20 @@ def add_langevin_noise(
       return updates, new_state
     lr = (learning_rate(state.count) if callable(learning_rate)
           else learning_rate)
-    scale = jnp.sqrt(2 * lr * temperature / num_data)  # a scalar
-    noise = optax.tree.random_like(sample_key, updates, jax.random.normal)
-    if preconditioner is None:
-      std = jax.tree.map(lambda _: scale, updates)
-    else:
-      std = jax.tree.map(lambda p: scale * jnp.sqrt(p), preconditioner)
-    updates = jax.tree.map(
-        lambda u, s, z: (u + s * z).astype(u.dtype), updates, std, noise)
-    return updates, new_state
+    variance = 2 * lr * temperature / num_data  # a scalar
+    return _add_noise(updates, sample_key, variance, preconditioner), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _add_noise(updates: optax.Updates, key: jax.Array, variance: jax.Array,
+               preconditioner: optax.Updates | None) -> optax.Updates:
+  """``updates + sqrt(variance) · sqrt(G) · z``, ``z`` standard normal, dtypes kept."""
+  scale = jnp.sqrt(variance)
+  noise = optax.tree.random_like(key, updates, jax.random.normal)
+  if preconditioner is None:
+    std = jax.tree.map(lambda _: scale, updates)
+  else:
+    std = jax.tree.map(lambda p: scale * jnp.sqrt(p), preconditioner)
+  return jax.tree.map(
+      lambda u, s, z: (u + s * z).astype(u.dtype), updates, std, noise)

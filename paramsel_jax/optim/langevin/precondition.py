@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from paramsel_jax.optim.langevin.noise import _check
-from paramsel_jax.optim.langevin.noise import _check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_nonnegative
+from paramsel_jax.optim.langevin.checks import check_number
 
 PyTree = Any
 
@@ -35,27 +35,22 @@ def scale_by_psgld_preconditioner(
 
     V ← a V + (1 - a) g ⊙ g,    G = 1 / (λ + sqrt(V)),    update = G ⊙ g
 
-  with ``a = decay`` and ``λ = eps``. Unlike ``optax.scale_by_rms``, which
-  starts ``V`` at 0 so that the first update is ``g / sqrt((1-a) g²)``, about
-  ``10 sign(g)`` at ``a = 0.99``, ``V`` is initialised with the *first*
-  squared gradient: the first update is ``g / (λ + |g|) ≈ sign(g)``.
+  Unlike ``optax.scale_by_rms``, whose ``V`` starts at 0 (a first update
+  ``g / sqrt((1-a) g²)``, about ``10 sign(g)`` at ``a = 0.99``), ``V`` starts
+  from the *first* squared gradient: the first update is ``g / (λ + |g|) ≈
+  sign(g)``. Chained with ``optax.scale_by_learning_rate`` this is RMSprop
+  with the pSGLD preconditioner, i.e. :func:`psgld` at temperature 0.
 
-  ``V`` and ``G`` are both kept in the state (``G`` costs one extra copy of
-  the params) so that the Langevin noise and the selectors read the ``G``
-  that was actually used (see :func:`preconditioner`). They have the params'
-  dtype, as in optax.
-
-  Chained with ``optax.scale_by_learning_rate`` this is RMSprop with the pSGLD
-  preconditioner, i.e. :func:`psgld` at temperature 0.
+  ``V`` and ``G`` are both kept in the state, in the params' dtype as in
+  optax (``G`` costs one extra copy of the params), so that the Langevin noise
+  and the selectors read the ``G`` actually used (:func:`preconditioner`).
 
   Args:
     decay: ``a``, the decay rate of the running average of squared gradients.
-    eps: ``λ``, added to ``sqrt(V)`` (outside the square root, as in the
-      paper); it bounds ``G`` by ``1 / λ``.
+    eps: ``λ``, added to ``sqrt(V)`` outside the root, as in the paper: ``G <= 1 / λ``.
 
   Returns:
-    A ``GradientTransformation`` whose state is a
-    `ScaleByPsgldPreconditionerState`.
+    A ``GradientTransformation`` whose state is a `ScaleByPsgldPreconditionerState`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -70,8 +65,8 @@ def scale_by_psgld_preconditioner(
     Dynamics for Deep Neural Networks <https://arxiv.org/abs/1512.07666>`_,
     AAAI 2016.
   """
-  _check('decay', decay, lambda v: 0 <= v < 1, 'a number in [0, 1)')
-  _check_nonnegative('eps', eps)
+  check_number('decay', decay, lambda v: 0 <= v < 1, 'a number in [0, 1)')
+  check_nonnegative('eps', eps)
 
   def init_fn(params):
     return ScaleByPsgldPreconditionerState(
@@ -81,14 +76,7 @@ def scale_by_psgld_preconditioner(
 
   def update_fn(updates, state, params=None):
     del params
-    first = state.count == 0
-
-    def new_nu(g, v):
-      g2 = g * g
-      # On the first update V = g², exactly; afterwards the running average.
-      return jnp.where(first, g2, decay * v + (1 - decay) * g2).astype(v.dtype)
-
-    nu = jax.tree.map(new_nu, updates, state.nu)
+    nu = _second_moment(updates, state.nu, state.count == 0, decay)
     precond = jax.tree.map(
         lambda v: (1 / (eps + jnp.sqrt(v))).astype(v.dtype), nu)
     updates = jax.tree.map(
@@ -97,3 +85,14 @@ def scale_by_psgld_preconditioner(
         count=optax.safe_increment(state.count), nu=nu, preconditioner=precond)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _second_moment(grads: PyTree, nu: PyTree, first: jax.Array,
+                   decay: jax.typing.ArrayLike) -> PyTree:
+  """The new ``V``: ``a V + (1 - a) g²``, or exactly ``g²`` on the first update."""
+
+  def new_nu(g, v):
+    g2 = g * g
+    return jnp.where(first, g2, decay * v + (1 - decay) * g2).astype(v.dtype)
+
+  return jax.tree.map(new_nu, grads, nu)

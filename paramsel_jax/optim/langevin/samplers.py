@@ -1,13 +1,31 @@
 # Copyright 2026 The paramsel_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""The samplers: SGLD and pSGLD, chains of the preconditioner, step and noise."""
+"""The samplers: SGLD and pSGLD, chains of the preconditioner, step and noise.
+
+:func:`psgld` differs from Li et al. (2016), stated:
+
+* The correction term ``Γ(θ) = Σ_j ∂G_ij/∂θ_j`` is dropped, as in the paper's
+  experiments and code (it is small when ``a`` is close to 1, since then
+  ``G`` changes slowly). ``G`` then follows the chain's own fluctuations and
+  biases the stationary law on top of the discretisation bias: measured on
+  a Gaussian target with full gradients (``tests/test_langevin.py``), the
+  variance comes out 15-25% too large at ``decay=0.99`` and 2-3% at
+  ``decay=0.999``.
+* ``V`` averages the squares of the gradient ``g`` of the mean loss that is
+  passed in (prior included when the loss includes it); the paper uses the
+  mean log-likelihood gradient. Only the scale of ``λ`` relative to
+  ``sqrt(V)`` depends on this.
+* ``V`` starts from the first squared gradient (the paper leaves ``V_0``
+  open; ``optax.scale_by_rms`` starts at 0 and makes the first step
+  ``1/sqrt(1 - a)`` ≈ 10x too large at ``a = 0.99``).
+"""
 
 from __future__ import annotations
 
 import jax
 import optax
 
-from paramsel_jax.optim.langevin.noise import _check_learning_rate
+from paramsel_jax.optim.langevin.checks import check_learning_rate
 from paramsel_jax.optim.langevin.noise import add_langevin_noise
 from paramsel_jax.optim.langevin.precondition import scale_by_psgld_preconditioner
 
@@ -84,35 +102,19 @@ def psgld(
     G = 1 / (λ + sqrt(V))
     θ ← θ - γ G ⊙ g + N(0, 2 γ T G / n)
 
-  with ``a = decay``, ``λ = eps``, ``γ = learning_rate``, ``T =
-  temperature``, ``n = num_data``. The paper's step ``ε`` is ``γ = n ε / 2``
-  (its noise ``N(0, ε G)`` is ``N(0, 2 γ G / n)``). ``T = 0`` is RMSprop with
-  this preconditioner (bit for bit the chain of
-  :func:`scale_by_psgld_preconditioner` and ``optax.scale_by_learning_rate``).
-
-  Differences from the paper, stated:
-
-  * The correction term ``Γ(θ) = Σ_j ∂G_ij/∂θ_j`` is dropped, as in the paper's
-    experiments and code (it is small when ``a`` is close to 1, since then
-    ``G`` changes slowly). ``G`` then follows the chain's own fluctuations and
-    biases the stationary law on top of the discretisation bias: measured on
-    a Gaussian target with full gradients (``tests/test_langevin.py``), the
-    variance comes out 15-25% too large at ``decay=0.99`` and 2-3% at
-    ``decay=0.999``.
-  * ``V`` averages the squares of the gradient ``g`` of the mean loss that is
-    passed in (prior included when the loss includes it); the paper uses the
-    mean log-likelihood gradient. Only the scale of ``λ`` relative to
-    ``sqrt(V)`` depends on this.
-  * ``V`` starts from the first squared gradient (the paper leaves ``V_0``
-    open; ``optax.scale_by_rms`` starts at 0 and makes the first step
-    ``1/sqrt(1 - a)`` ≈ 10x too large at ``a = 0.99``).
+  The paper's step ``ε`` is ``γ = n ε / 2`` (its noise ``N(0, ε G)`` is
+  ``N(0, 2 γ G / n)``). ``T = 0`` is RMSprop with this preconditioner, bit
+  for bit the chain of :func:`scale_by_psgld_preconditioner` and
+  ``optax.scale_by_learning_rate``. Stated differences from the paper (the
+  module docstring): ``Γ(θ)`` is dropped (a Gaussian's variance comes out
+  15-25% too large at ``decay=0.99``); ``V`` averages the mean loss's ``g²``
+  and starts from the first.
 
   The state is a tuple ``(ScaleByPsgldPreconditionerState, <learning-rate
-  state>, LangevinNoiseState)``, the layout of ``optax.chain`` of the three
-  pieces; :func:`preconditioner` and :func:`second_moment` find ``G`` and
-  ``V`` in it. Updates keep the gradients' dtype. Under
-  ``paramsel_jax.masked`` frozen coordinates get no drift and no noise, and
-  keep the ``V`` and ``G`` they had when they were frozen.
+  state>, LangevinNoiseState)`` as ``optax.chain`` lays it out
+  (:func:`preconditioner` and :func:`second_moment` find ``G`` and ``V``).
+  Updates keep the gradients' dtype. Under ``paramsel_jax.masked`` frozen
+  coordinates get no drift and no noise and keep their ``V`` and ``G``.
 
   Args:
     learning_rate: ``γ``, a scalar or an optax schedule.
@@ -130,8 +132,7 @@ def psgld(
     >>> from paramsel_jax.optim.langevin import preconditioner
     >>> tx = psgld(1e-3, num_data=60_000, seed=0)
     >>> params = {'w': jnp.array([1.0, -2.0])}
-    >>> state = tx.init(params)
-    >>> u, state = tx.update({'w': jnp.array([0.5, -3.0])}, state, params)
+    >>> u, state = tx.update({'w': jnp.array([0.5, -3.0])}, tx.init(params), params)
     >>> u['w'].shape, [round(float(x), 3) for x in preconditioner(state)['w']]
     ((2,), [2.0, 0.333])
 
@@ -161,7 +162,7 @@ def _langevin_chain(
   f32 when the learning rate is an f32 array, e.g. under
   ``inject_hyperparams(..., hyperparam_dtype=jnp.float32)``).
   """
-  _check_learning_rate(learning_rate)
+  check_learning_rate(learning_rate)
   step = optax.with_extra_args_support(
       optax.scale_by_learning_rate(learning_rate))
   noise = add_langevin_noise(learning_rate, temperature=temperature,

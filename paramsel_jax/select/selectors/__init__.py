@@ -31,6 +31,7 @@ from paramsel_jax.select.selectors import paper
 from paramsel_jax.select.selectors.base import check_count
 from paramsel_jax.select.selectors.base import check_inputs
 from paramsel_jax.select.selectors.base import get_selector
+from paramsel_jax.select.selectors.base import missing_alpha_statistics
 from paramsel_jax.select.selectors.base import register_selector
 from paramsel_jax.select.selectors.base import resolve_count
 from paramsel_jax.select.selectors.base import ScoreFn

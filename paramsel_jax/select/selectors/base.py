@@ -208,7 +208,19 @@ def _no_statistics(ctx: SelectionContext, which: str = 'alpha') -> str | None:
   return None
 
 
-def _statistics_for_alpha(ctx: SelectionContext, which: str) -> str | None:
+def missing_alpha_statistics(ctx: SelectionContext, which: str) -> str | None:
+  """A `Selector.missing` for α scores that read the statistics, β scores not.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from paramsel_jax.select.stats import init_stats
+    >>> p = {'w': jnp.ones(3)}
+    >>> ctx = SelectionContext(p, init_stats(p), (), jax.random.key(0))
+    >>> missing_alpha_statistics(ctx, 'beta') is None
+    True
+    >>> missing_alpha_statistics(ctx, 'alpha')[:42]
+    'no trajectory statistics were collected (s'
+  """
   return _no_statistics(ctx) if which == 'alpha' else None
 
 
@@ -248,8 +260,6 @@ def check_inputs(selector: Selector, which: str, ctx: SelectionContext,
 def _is_concrete(tree: PyTree) -> bool:
   return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
-
-_TINY = 1e-12  # keeps 0/0 out of ratios; a never-moving coordinate scores 0.
 
 
 def scores(selector: Selector, which: str, ctx: SelectionContext,

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax.optim import langevin
-from paramsel_jax.select.selectors.base import _statistics_for_alpha
-from paramsel_jax.select.selectors.base import _TINY
+from paramsel_jax.select.stats import TINY
+from paramsel_jax.select.selectors.base import missing_alpha_statistics
 from paramsel_jax.select.selectors.base import PyTree
 from paramsel_jax.select.selectors.base import register_selector
 from paramsel_jax.select.selectors.base import SelectionContext
@@ -43,7 +43,7 @@ def _topgrad() -> Selector:
   return Selector(
       alpha_scores=lambda ctx: ctx.stats.grad_abs_sum,
       beta_scores=lambda ctx: _abs(ctx.params),
-      stats=frozenset({'grad_abs_sum'}), missing=_statistics_for_alpha,
+      stats=frozenset({'grad_abs_sum'}), missing=missing_alpha_statistics,
       description=('topgrad: α = top-k of Σ|∇L| over the last `window` steps '
                    'of η0; β = top-l of |w| after η0 + η1 steps'))
 
@@ -111,7 +111,7 @@ def _fisher() -> Selector:
 
 
 def _effective_perturbation(ctx: SelectionContext) -> PyTree:
-  return jax.tree.map(lambda d, a: jnp.abs(d) / (a + _TINY),
+  return jax.tree.map(lambda d, a: jnp.abs(d) / (a + TINY),
                       ctx.stats.delta_ema, ctx.stats.delta_abs_ema)
 
 
@@ -119,7 +119,7 @@ def _effective_perturbation(ctx: SelectionContext) -> PyTree:
 def _apf() -> Selector:
   return Selector(
       alpha_scores=_effective_perturbation, beta_scores=lambda ctx: _abs(ctx.params),
-      stats=frozenset({'delta_ema'}), missing=_statistics_for_alpha,
+      stats=frozenset({'delta_ema'}), missing=missing_alpha_statistics,
       description=('apf: α = top |EMA(Δw)| / EMA(|Δw|) (Chen et al. 2021: a '
                    'small effective perturbation means w oscillates around '
                    'a converged value); β = top |w|'))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from paramsel_jax.optim import langevin
 from paramsel_jax.select import stats as stats_lib
-from paramsel_jax.select.selectors.base import _TINY
+from paramsel_jax.select.stats import TINY
 from paramsel_jax.select.selectors.base import PyTree
 from paramsel_jax.select.selectors.base import register_selector
 from paramsel_jax.select.selectors.base import SelectionContext
@@ -61,19 +61,19 @@ def posterior_snr(ctx: SelectionContext) -> PyTree:
 
 
 def _increment_drift_over_diffusion(ctx: SelectionContext) -> PyTree:
-  return jax.tree.map(lambda m, v: jnp.abs(m) / (jnp.sqrt(v) + _TINY),
+  return jax.tree.map(lambda m, v: jnp.abs(m) / (jnp.sqrt(v) + TINY),
                       ctx.stats.delta_mean, stats_lib.delta_variance(ctx.stats))
 
 
 def _preconditioned_drift_over_spread(ctx: SelectionContext) -> PyTree:
   _, std = posterior_mean_std(ctx)
-  return jax.tree.map(lambda g, m, s: g * jnp.abs(m) / (s + _TINY),
+  return jax.tree.map(lambda g, m, s: g * jnp.abs(m) / (s + TINY),
                       _preconditioner(ctx), ctx.stats.grad_mean, std)
 
 
 def _gradient_t_statistic(ctx: SelectionContext) -> PyTree:
   n = ctx.stats.count.astype(jnp.float32)
-  return jax.tree.map(lambda m, v: jnp.abs(m) * jnp.sqrt(n) / (jnp.sqrt(v) + _TINY),
+  return jax.tree.map(lambda m, v: jnp.abs(m) * jnp.sqrt(n) / (jnp.sqrt(v) + TINY),
                       ctx.stats.grad_mean, stats_lib.grad_variance(ctx.stats))
 
 

@@ -1,0 +1,274 @@
+"""Convergence criteria of online freezing: when a group of weights freezes.
+
+A `policy.FreezingPolicy` holds a criterion by name. Each criterion is one
+small registered entry of `CRITERIA` (`register_criterion` adds one): the
+statistics it collects and a `decide` function that reads the policy's
+`FreezeState` at a check and returns the groups that may freeze now.
+
+* `psgld` (the paper): drift against diffusion. Over the steps since the last
+  check, a coordinate's net move `n · mean Δw` is compared with the random
+  walk its increments would make if they were zero-mean noise, `std Δw · √n`:
+  `z = √n · |mean Δw| / std Δw`. A group whose (mean) `z` is below
+  `threshold` is sampling its stationary law, not descending: it freezes
+  (and stays frozen). Under pSGLD the increments are drift plus Langevin
+  diffusion; under Adam the diffusion is the gradient noise.
+* `apf` (Chen et al. 2021): effective perturbation `P = |EMA Δw| / EMA |Δw|`
+  (EMA factor 0.95, across checks). At a check, a group with `P < threshold`
+  is stable: its freezing period grows by one check interval and it freezes
+  for that long; otherwise the period halves. The threshold halves once more
+  than 80% of the parameters are stable. A frozen group thaws when its period
+  ends and is tested again.
+* `autofreeze` (Liu et al. 2021), layers only: `g_l`, the L1 norm of layer
+  l's gradient accumulated since the last check, `r_l = |g_l,prev − g_l| /
+  g_l,prev`; every layer before the first unfrozen layer (in forward order)
+  whose `r_l` is at or above the median `r` of the unfrozen layers freezes:
+  a prefix only.
+* `freezeout` (Brock et al. 2017), no test, a schedule: layer i of L stops at
+  the training fraction `t_i = s(t0 + (1 − t0) · i / (L − 1))`, `s` linear,
+  squared or cubic (the last layer never stops); `freezeout_annealing`
+  anneals each layer's updates as `0.5 · (1 + cos(π t / t_i))`.
+* `fixed`: the paper's protocol as a criterion, for comparison: once, at
+  step `freeze_at` (η0), all but the best `1 − max_frozen` of the groups by
+  mean Σ|g| over the last interval freeze: topgrad's α at that granularity,
+  chosen by the protocol's own rule (`granularity.top_groups`), so the same
+  scores give the same α.
+
+  >>> sorted(CRITERIA)
+  ['apf', 'autofreeze', 'fixed', 'freezeout', 'psgld']
+  >>> get_criterion('autofreeze').layers_only
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramsel_jax.freeze.layer_order import resolve_layer_order
+from paramsel_jax.protocol import checks
+from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.select import stats as stats_lib
+from paramsel_jax.select.stats import TINY
+
+PyTree = Any
+# A `policy.FreezingPolicy` (its groups and settings); not imported here, as
+# the policy imports its criteria.
+Policy = Any
+SCHEDULES = ('linear', 'squared', 'cubic')
+
+
+class FreezeState(NamedTuple):
+  """A policy's running state (arrays; group-level fields `(num_groups,)`)."""
+
+  stats: stats_lib.TrajectoryStats  # of the steps since the last check.
+  frozen: jax.Array  # bool: the group is frozen now.
+  period: jax.Array  # int32: APF's freezing period, in checks.
+  until: jax.Array  # int32: APF: the check at which a frozen group thaws.
+  previous: jax.Array  # float32: AutoFreeze: the last check's gradient norm.
+  threshold: jax.Array  # float32 scalar: the (APF: adaptive) threshold.
+  checks: jax.Array  # int32 scalar: checks done.
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """A freezing criterion: what it collects and how it decides.
+
+  Attributes:
+    stats: the `stats.STAT_GROUPS` its decision reads.
+    keep_stats: keep the statistics across checks (APF's EMAs) instead of
+      resetting them at each check.
+    decide: `(policy, state, step) -> (candidates, order)`: groups that may
+      freeze now (bool) and the order in which a budget takes them (lower
+      first). It may also return a new state as a third element.
+    layers_only: only granularity 'layer' makes sense (a prefix of layers).
+    default_threshold: used when none is given.
+    can_thaw: a frozen group may train again (APF).
+    own_budget: `decide` applies `max_frozen` itself (`fixed`: the
+      protocol's rule); otherwise the policy caps its candidates.
+  """
+
+  stats: frozenset[str]
+  keep_stats: bool
+  decide: Callable[..., tuple]
+  layers_only: bool = False
+  default_threshold: float = 1.0
+  can_thaw: bool = False
+  own_budget: bool = False
+
+
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(name: str, criterion: Criterion) -> Criterion:
+  """Registers a criterion under `name` (replacing one of that name)."""
+  CRITERIA[name] = criterion
+  return criterion
+
+
+def get_criterion(name: str) -> Criterion:
+  """The criterion `name`; ValueError naming the accepted ones."""
+  if name not in CRITERIA:
+    raise ValueError(f'Unknown freezing criterion {name!r}; accepted: '
+                     f'{", ".join(sorted(CRITERIA))}.')
+  return CRITERIA[name]
+
+
+def _mean_per_group(policy: Policy, tree: PyTree) -> jax.Array:
+  return granularity_lib.aggregate(tree, policy.groups, 'mean')
+
+
+def _sum_per_group(policy: Policy, tree: PyTree) -> jax.Array:
+  return granularity_lib.aggregate(tree, policy.groups, 'sum')
+
+
+def _psgld(policy: Policy, state: FreezeState, step: jax.Array):
+  del step
+  s = state.stats
+  n = jnp.maximum(s.count, 1).astype(jnp.float32)
+  z = jax.tree.map(lambda m, v: jnp.sqrt(n) * jnp.abs(m) / (jnp.sqrt(v) + TINY),
+                   s.delta_mean, stats_lib.delta_variance(s))
+  score = _mean_per_group(policy, z)
+  candidates = (score < state.threshold) & (s.count >= 2)
+  return candidates, score
+
+
+def _apf(policy: Policy, state: FreezeState, step: jax.Array):
+  del step
+  s = state.stats
+  p = jax.tree.map(lambda d, a: jnp.abs(d) / (a + TINY), s.delta_ema,
+                   s.delta_abs_ema)
+  score = _mean_per_group(policy, p)
+  thawed = state.frozen & (state.until <= state.checks)
+  tested = ~state.frozen | thawed
+  stable = score < state.threshold
+  period = jnp.where(tested, jnp.where(stable, state.period + 1,
+                                       state.period // 2), state.period)
+  sizes = jnp.asarray(policy.groups.sizes, jnp.float32)
+  stable_share = jnp.sum(sizes * ((stable & tested) | (state.frozen & ~thawed))
+                         ) / jnp.sum(sizes)
+  threshold = jnp.where(stable_share > 0.8, state.threshold / 2, state.threshold)
+  until = jnp.where(tested & stable, state.checks + period, state.until)
+  new = state._replace(frozen=state.frozen & ~thawed, period=period,
+                       until=until, threshold=threshold)
+  return tested & stable & (period > 0), score, new
+
+
+def _autofreeze(policy: Policy, state: FreezeState, step: jax.Array):
+  del step
+  order = jnp.asarray(policy.forward_order())
+  g = _sum_per_group(policy, state.stats.grad_abs_sum)[order]
+  prev = state.previous[order]
+  frozen = state.frozen[order]
+  r = jnp.where(prev > 0, jnp.abs(prev - g) / jnp.where(prev > 0, prev, 1.0),
+                jnp.inf)
+  median = jnp.nanmedian(jnp.where(frozen | ~jnp.isfinite(r), jnp.nan, r))
+  at_or_above = ~frozen & (r >= median)
+  first = jnp.argmax(at_or_above)  # the first unfrozen layer at/above median.
+  ok = jnp.any(at_or_above) & jnp.any(prev > 0)
+  prefix = jnp.where(ok, jnp.arange(order.shape[0]) < first, frozen)
+  candidates = jnp.zeros_like(state.frozen).at[order].set(prefix)
+  new = state._replace(previous=jnp.zeros_like(state.previous).at[order].set(g))
+  return candidates, jnp.zeros_like(state.previous).at[order].set(
+      jnp.arange(order.shape[0], dtype=jnp.float32)), new
+
+
+def freezeout_fractions(num_layers: int, t0: float, schedule: str) -> np.ndarray:
+  """FreezeOut's stop fractions `t_i` of layers 0..L-1 (the last is 1).
+
+  Example:
+    >>> freezeout_fractions(3, 0.5, 'linear').tolist()
+    [0.5, 0.75, 1.0]
+    >>> freezeout_fractions(3, 0.5, 'squared').tolist()
+    [0.25, 0.5625, 1.0]
+  """
+  checks.one_of('schedule', schedule, SCHEDULES)
+  power = SCHEDULES.index(schedule) + 1
+  i = np.arange(num_layers)
+  base = t0 + (1 - t0) * i / max(num_layers - 1, 1)
+  return base ** power
+
+
+def _freezeout(policy: Policy, state: FreezeState, step: jax.Array):
+  order = policy.forward_order()
+  fractions = jnp.asarray(freezeout_fractions(len(order), policy.t0,
+                                              policy.schedule))
+  stop = jnp.zeros(policy.groups.num_groups).at[
+      jnp.asarray(order)].set(fractions * policy.total_steps)
+  return (step >= stop) & (stop < policy.total_steps), stop
+
+
+def _fixed(policy: Policy, state: FreezeState, step: jax.Array):
+  """The paper's fixed protocol as a criterion.
+
+  Once, at `freeze_at`, every group but the best by mean Σ|g| over the last
+  interval freezes: the protocol's choice (`granularity.top_groups`) with
+  `k = round((1 − max_frozen) · N)` parameters kept, or with `costs` the
+  share `1 − max_frozen` of the total cost.
+  """
+  score = _mean_per_group(policy, state.stats.grad_abs_sum)
+  keep = 1.0 - float(policy.max_frozen or 0.0)
+  g = policy.groups
+  if policy.costs is None:
+    kept = granularity_lib.top_groups(score, round(keep * int(g.sizes.sum())), g)
+  else:
+    costs = np.asarray(policy.costs, np.float64)
+    kept = granularity_lib.top_groups(score, 0, g, costs=costs,
+                                      budget=keep * float(costs.sum()))
+  now = step == policy.freeze_at
+  return ~kept & now, score
+
+
+register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
+                                      default_threshold=1.0))
+register_criterion('apf', Criterion(frozenset({'delta_ema'}), True, _apf,
+                                    default_threshold=0.05, can_thaw=True))
+register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
+                                           _autofreeze, layers_only=True))
+register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
+                                          layers_only=True))
+register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
+                                      _fixed, own_budget=True))
+
+
+def freezeout_annealing(params: PyTree, layer_order: Sequence[int | str],
+                        total_steps: int, t0: float = 0.5,
+                        schedule: str = 'linear'
+                        ) -> optax.GradientTransformation:
+  """FreezeOut's per-layer learning-rate annealing, as an optax transform.
+
+  Chain it after the optimizer: layer i's updates are scaled by
+  `0.5 · (1 + cos(π · min(t / (t_i · S), 1)))`, which reaches 0 at its stop
+  step `t_i · S` (`freezeout_fractions`); the last layer is not annealed.
+  `layer_order`: every layer, first first, as module names or group indices
+  (`resolve_layer_order`; e.g. a policy's `layer_order`).
+  """
+  g = granularity_lib.groups(params, 'layer')
+  layer_order = resolve_layer_order(layer_order, g)
+  fractions = np.ones(g.num_groups)
+  fractions[list(layer_order)] = freezeout_fractions(len(layer_order), t0,
+                                                     schedule)
+  stops = jax.tree.map(lambda ids: float(fractions[int(np.ravel(ids)[0])]
+                                         * total_steps), g.ids)
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    t = state.count.astype(jnp.float32)
+    def scale(u, stop):
+      if stop >= total_steps:
+        return u
+      factor = 0.5 * (1 + jnp.cos(math.pi * jnp.minimum(t / stop, 1.0)))
+      return u * factor.astype(u.dtype)
+    return (jax.tree.map(scale, updates, stops),
+            optax.ScaleByScheduleState(count=state.count + 1))
+
+  return optax.GradientTransformation(init_fn, update_fn)
