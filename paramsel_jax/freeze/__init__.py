@@ -7,3 +7,9 @@ trains right, checked before any work), `layer_order` (the forward order of
 the layers), `policy` (`FreezingPolicy`), `criteria` (its convergence
 criteria).
 """
+
+from paramsel_jax.freeze.criteria import CRITERIA
+from paramsel_jax.freeze.criteria import Criterion
+from paramsel_jax.freeze.criteria import register_criterion
+from paramsel_jax.freeze.layer_order import forward_layer_order
+from paramsel_jax.freeze.policy import FreezingPolicy
