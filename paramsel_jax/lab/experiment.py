@@ -28,8 +28,9 @@ from paramsel_jax.protocol import protocol
 from paramsel_jax.protocol import task as task_lib
 from paramsel_jax import report
 from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.train.mesh import resolve_seed_axis  # the lab's callers use it here.
 
-CONV_MODELS = ('lenet5', 'cifar_cnn')
+CONV_MODELS = models_lib.CONV_MODELS
 EVAL_SPLITS = ('test', 'valid')
 SEED_AXES = protocol.SEED_AXES
 
@@ -149,14 +150,6 @@ def _data_shape(config: ExperimentConfig) -> tuple[tuple[int, ...], int, int]:
     return tuple(config.synthetic_shape), 10, config.synthetic_size
   info = data_lib.info(config.dataset)
   return info.image_shape, info.num_classes, info.num_train
-
-
-def resolve_seed_axis(seed_axis: str, model: str) -> str:
-  """'auto' → 'map' for conv nets on CPU, else 'vmap'."""
-  if seed_axis != 'auto':
-    return seed_axis
-  on_cpu = jax.default_backend() == 'cpu'
-  return 'map' if on_cpu and model in CONV_MODELS else 'vmap'
 
 
 def resolved(config: ExperimentConfig) -> ExperimentConfig:

@@ -53,6 +53,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'lenet5': LeNet5,
     'cifar_cnn': CifarCNN,
 }
+CONV_MODELS = ('lenet5', 'cifar_cnn')  # the registered models with convolutions.
 
 
 def create_model(name: str, *, num_classes: int = 10,

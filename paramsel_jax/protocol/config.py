@@ -15,8 +15,7 @@ from typing import Any
 from paramsel_jax.protocol import checks
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.select import selectors as selectors_lib
-
-SEED_AXES = ('auto', 'vmap', 'map')
+from paramsel_jax.train.mesh import SEED_AXES
 MODES = ('prune_at_end', 'retrain')
 STEPS = ('auto', 'masked', 'active')
 BUDGETS = ('params', 'flops')
@@ -67,7 +66,8 @@ class ProtocolConfig:
     evaluate_after_eta0: also evaluate the dense `w` after η0 (a reference
       row; one evaluation beyond the paper's protocol).
     seed_axis: 'vmap' (seeds in parallel), 'map' (in turn, `lax.map`) or
-      'auto' ('vmap' here; `experiment` picks 'map' for conv nets on CPU).
+      'auto' (`mesh.resolve_seed_axis`: 'map' for the conv nets of
+      `models.CONV_MODELS` on CPU when the model is named, else 'vmap').
       With several devices, vmapped seeds are sharded over them.
     shard_batch: with several devices, also shard each training minibatch
       over the devices the seeds leave (data parallelism; `mesh`).

@@ -3,7 +3,7 @@
 `run_online` trains for `steps` steps in intervals of `check_every`. After
 each interval the `freezing.FreezingPolicy` looks at the interval's
 statistics and returns α; the driver then trains the next interval with the
-`T|α` of the new active set (`active_phase.ActivePhase`), so training gets
+`T|α` of the new active set (`phase.active`), so training gets
 cheaper as parameters freeze.
 
 Compilation is bounded: slot counts are rounded up to `buckets` sizes per
@@ -32,14 +32,15 @@ import numpy as np
 import optax
 
 from paramsel_jax.freeze import active as active_lib
-from paramsel_jax.train import phase as active_phase
-from paramsel_jax.protocol import checks
-from paramsel_jax.train import costs as costs_lib
 from paramsel_jax.freeze import policy as freezing
-from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.protocol import checks
 from paramsel_jax.protocol import protocol
+from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import runner as runner_lib
 from paramsel_jax.train import steps as steps_lib
+from paramsel_jax.train import timing
 
 PyTree = Any
 
@@ -142,26 +143,24 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
 
 @dataclasses.dataclass
 class _Switch:
-  """The driver's choice of step: the plan, its index arrays and phase."""
+  """The driver's choice of step, and the (plan, cache path)s compiled."""
 
-  plan: active_lib.Plan | None = None  # None: the dense masked step.
-  idx: Any = None
-  phase: Any = None
-  cache: Any = None
+  phase: phase_lib.Phase  # 'dense' (the masked step) or 'active'.
   compiled: set = dataclasses.field(default_factory=set)
 
 
 def _fits(alpha: PyTree, switch: _Switch, granularity: str) -> bool:
   """Whether α's active units all sit in the current plan's slots."""
-  if switch.plan is None:
+  old = switch.phase.plan
+  if old is None:
     return True
   new, arrays = active_lib.plan(jax.device_get(alpha), granularity)
-  if new.mode != switch.plan.mode:
+  if new.mode != old.mode:
     return False
   if new.mode == active_lib.PACKED:
     return False  # packed indices change with α: refit.
-  old_idx = jax.device_get(switch.idx)
-  for name, kind, old_kind in zip(new.modules, new.kinds, switch.plan.kinds):
+  old_idx = jax.device_get(switch.phase.idx)
+  for name, kind, old_kind in zip(new.modules, new.kinds, old.kinds):
     if kind == 'frozen' or old_kind == 'full':
       continue
     if old_kind == 'frozen' or kind == 'full':
@@ -177,31 +176,29 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
             state: Any, switch: _Switch, log: Callable[[str], None]) -> _Switch:
   """The step for the next interval (see the module docstring)."""
   host_alpha = jax.device_get(alpha)
+  dense = _Switch(phase_lib.dense(runner), switch.compiled)
   if all(np.asarray(a).all() for a in jax.tree.leaves(host_alpha)):
-    return _Switch(None, compiled=switch.compiled)
+    return dense
   new, arrays = active_lib.plan(host_alpha, config.granularity,
                                 buckets=config.buckets)
   if new.mode != active_lib.PACKED and all(k == 'full' for k in new.kinds):
-    return _Switch(None, compiled=switch.compiled)  # nothing to save: dense.
-  if switch.plan == new:
-    return _Switch(new, jax.tree.map(jnp.asarray, arrays['idx']), switch.phase,
-                   switch.cache, switch.compiled)
+    return dense  # nothing to save.
+  if switch.phase.plan == new:
+    return _Switch(switch.phase._replace(
+        idx=jax.tree.map(jnp.asarray, arrays['idx'])), switch.compiled)
   budget_left = len(switch.compiled) < config.max_compiles
   if new in {p for p, _ in switch.compiled} or budget_left:
-    path = active_phase._cache_path(runner, new, state, 'online', log)  # pylint: disable=protected-access
-    phase = runner.active_phase(new, path)
-    cache = None
-    if path:
-      _precompile(runner, phase.build_cache, (state,))
-      cache = phase.build_cache(state)
+    path = phase_lib.cached_module(runner, new, state, 'online', log)
+    phase = phase_lib.with_cache(
+        runner, phase_lib.active(runner, new, arrays['idx'], path), state,
+        _switch_cost(runner))
     switch.compiled.add((new, path))
-    return _Switch(new, jax.tree.map(jnp.asarray, arrays['idx']), phase, cache,
-                   switch.compiled)
+    return _Switch(phase, switch.compiled)
   if _fits(alpha, switch, config.granularity):
     return switch  # keep the plan; the mask holds the newly frozen units.
   log(f'online: {config.max_compiles} step programs compiled; α does not fit '
       'the current plan: the next interval runs the dense masked step.')
-  return _Switch(None, compiled=switch.compiled)
+  return dense
 
 
 def run_online(task: protocol.Task, tx: optax.GradientTransformation,
@@ -225,50 +222,25 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     pytree; everything else plain numbers).
   """
   seeds = protocol.check_seeds(seeds)
-  criterion = None if config.criterion == 'none' else freezing.get_criterion(
+  runner, policy = _make_runner(task, tx, config, seeds)
+  criterion = None if policy is None else freezing.get_criterion(
       config.criterion)
-  groups = criterion.stats if criterion else frozenset()
-  proto = dataclasses.replace(config.protocol_config(), seed_axis=_axis(config))
-  runner = runner_lib.Runner(task, tx, proto, stat_groups=groups, seeds=seeds,
-                             ema_decay=0.95)
-  if criterion:
-    runner.check_active_step()  # a model T|α cannot train fails before work.
-  policy = make_policy(config, runner) if criterion else None
-  if policy is not None and config.criterion == 'freezeout':
-    runner = runner_lib.Runner(  # FreezeOut anneals each layer's steps.
-        task, optax.chain(tx, freezing.freezeout_annealing(
-            policy.params, policy.forward_order(), config.steps, config.t0,
-            config.schedule)),
-        proto, stat_groups=groups, seeds=seeds, ema_decay=0.95)
-  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  state = runner.init(keys)
-  fstate, check = None, None
-  if policy is not None:
-    fstate = jax.vmap(policy.init)(state.params)
-    check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
-  switch = _Switch(None, compiled={(None, None)})
+  state = runner.init(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)))
+  checker = _Checker(runner, policy, state) if policy is not None else None
+  switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
   history, alphas, t = [], [], 0
   used: dict[str, _Switch] = {}  # the steps that ran, by label.
   while t < config.steps:
-    n = min(config.check_every, config.steps - t)
-    label = _label(switch)
+    n, label = min(config.check_every, config.steps - t), _label(switch)
     used.setdefault(label, switch)
     tic, compiled_before = time.perf_counter(), _compile_seconds(runner)
     state, seconds = _interval(runner, state, switch, t, n, criterion, log)
     t += n
-    if policy is not None and check is not None and fstate is not None:
-      check_args = (fstate._replace(stats=state.stats), t)
-      _precompile(runner, check, check_args)
-      alpha, fstate = check(*check_args)
-      set_args = (state._replace(stats=fstate.stats), alpha)
-      _precompile(runner, runner.set_alpha, set_args)
-      state = runner.set_alpha(*set_args)
-      if record_alphas:
-        alphas.append(jax.device_get(alpha))
+    share = [0.0] * len(seeds)
+    if checker is not None:
+      state, alpha, share = checker(state, t)
+      alphas += [jax.device_get(alpha)] if record_alphas else []
       switch = _choose(runner, config, alpha, state, switch, log)
-      share = np.asarray(jax.vmap(policy.frozen_share)(fstate)).tolist()
-    else:
-      share = [0.0] * len(seeds)
     # Host time around the interval (check, switch, enter/leave, cache),
     # compilation left out.
     overhead = (time.perf_counter() - tic - seconds
@@ -282,20 +254,69 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
       log(f'online [{config.criterion}] step {t}: every parameter of every '
           f'seed is frozen; training is over ({config.steps - t} steps not run).')
       break
+  return _results(runner, config, state, used, keep_cases) | {
+      'checks': history, 'alphas': alphas, 'seeds': list(seeds)}
+
+
+def _make_runner(task: protocol.Task, tx: optax.GradientTransformation,
+                 config: OnlineConfig, seeds: tuple[int, ...]
+                 ) -> tuple[runner_lib.Runner, freezing.FreezingPolicy | None]:
+  """The run's Runner, and its policy (None: criterion 'none').
+
+  A model the active step cannot train fails here, before any work. For
+  FreezeOut the optimizer is chained with its annealing of each layer's
+  steps.
+  """
+  criterion = None if config.criterion == 'none' else freezing.get_criterion(
+      config.criterion)
+  groups = criterion.stats if criterion else frozenset()
+  make = lambda tx: runner_lib.Runner(task, tx, config.protocol_config(),
+                                      stat_groups=groups, seeds=seeds,
+                                      ema_decay=0.95)
+  runner = make(tx)
+  if criterion is None:
+    return runner, None
+  runner.check_active_step()
+  policy = make_policy(config, runner)
+  if config.criterion == 'freezeout':
+    runner = make(optax.chain(tx, freezing.freezeout_annealing(
+        policy.params, policy.forward_order(), config.steps, config.t0,
+        config.schedule)))
+  return runner, policy
+
+
+class _Checker:
+  """The policy's check after an interval: α, set on the state, and shares."""
+
+  def __init__(self, runner: runner_lib.Runner,
+               policy: freezing.FreezingPolicy, state: Any):
+    self.runner, self.policy = runner, policy
+    self.fstate = jax.vmap(policy.init)(state.params)
+    self.check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
+
+  def __call__(self, state: Any, t: int) -> tuple[Any, PyTree, list[float]]:
+    """(the state with α set, α, the frozen share per seed) at step `t`."""
+    runner, cost = self.runner, _switch_cost(self.runner)
+    check_args = (self.fstate._replace(stats=state.stats), t)
+    runner.precompile(self.check, check_args, cost)
+    alpha, self.fstate = self.check(*check_args)
+    set_args = (state._replace(stats=self.fstate.stats), alpha)
+    runner.precompile(runner.set_alpha, set_args, cost)
+    state = runner.set_alpha(*set_args)
+    share = jax.vmap(self.policy.frozen_share)(self.fstate)
+    return state, alpha, np.asarray(share).tolist()
+
+
+def _results(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+             used: dict[str, _Switch], keep_cases: bool) -> dict[str, Any]:
+  """The run's costs, compilations, final params and (maybe) timed cases."""
   costs = {label: c.record() for label, c in runner.costs.items()}
-  cases = (_cases(runner, config, state, used, criterion) if keep_cases
-           else {})
-  steps_programs = sum(1 for key in runner._flops  # pylint: disable=protected-access
-                       if key[0] in _chunk_functions(runner, used))
-  return {'checks': history, 'compilations': steps_programs,
+  chunks = _chunk_functions(runner, used)
+  return {'compilations': sum(1 for key in runner.compiled if key[0] in chunks),
           'compile_s': sum(c['compile_s'] for c in costs.values()),
           'timing': {'phases': costs}, 'final_params': state.params,
-          'alphas': alphas, 'seeds': list(seeds), 'cases': cases,
+          'cases': _cases(config, state, used) if keep_cases else {},
           'config': dataclasses.asdict(config)}
-
-
-def _axis(config: OnlineConfig) -> str:
-  return 'vmap' if config.seed_axis == 'auto' else config.seed_axis
 
 
 def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
@@ -307,45 +328,25 @@ def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
   apart).
   """
   window = n if criterion is not None and criterion.stats else 0
-  if switch.plan is None:
-    label = 'T (dense)'
-    before = _seconds(runner, label)
-    state = runner.train(state, t, n, window, log, label, step_name='T')
-    return state, _seconds(runner, label) - before
-  keep = criterion is not None and criterion.keep_stats
-  enter_args = (state, switch.idx, switch.cache, state.stats if keep else None)
-  _precompile(runner, switch.phase.enter, enter_args)
-  astate = switch.phase.enter(*enter_args)
-  label = f'T|α {switch.plan.describe()}'
+  label = _label(switch)
   before = _seconds(runner, label)
-  astate = runner.train(astate, t, n, window, log, label,
-                        chunks=(switch.phase.run_chunk, switch.phase.collect_chunk),
-                        step_name=f'T|α active: {switch.plan.describe()}')
-  leave_args = (astate, state, state.stats)
-  _precompile(runner, switch.phase.leave, leave_args)
-  return (switch.phase.leave(*leave_args), _seconds(runner, label) - before)
+  state = phase_lib.run_phase(runner, switch.phase, state, t, n, window, log,
+                              label, keep_stats=criterion is not None
+                              and criterion.keep_stats)
+  return state, _seconds(runner, label) - before
 
 
-def _precompile(runner: runner_lib.Runner, fn: Any, args: tuple) -> None:
-  """Compiles `fn` for `args` ahead of time once.
-
-  The time counts as compilation, so the run's host overhead leaves it out.
-  """
-  key = (fn, costs_lib.signature(args))
-  if key not in runner._flops:  # pylint: disable=protected-access
-    seconds, flops = costs_lib.flops(fn, *args)
-    runner._flops[key] = flops  # pylint: disable=protected-access
-    runner.costs.setdefault('switches', costs_lib.PhaseCost('enter/leave'))
-    runner.costs['switches'].compile_s += seconds
+def _switch_cost(runner: runner_lib.Runner) -> costs_lib.PhaseCost:
+  """Where the compile time of checks and switches goes."""
+  return runner.cost('switches', 'enter/leave')
 
 
 def _chunk_functions(runner: runner_lib.Runner, used: dict[str, _Switch]
                      ) -> set[Any]:
   """The step programs (training chunks) of the run's steps."""
-  fns = {runner.run_chunk, runner.collect_chunk}
+  fns: set[Any] = {runner.run_chunk, runner.collect_chunk}
   for sw in used.values():
-    if sw.phase is not None:
-      fns |= {sw.phase.run_chunk, sw.phase.collect_chunk}
+    fns |= {sw.phase.run_chunk, sw.phase.collect_chunk}
   return fns
 
 
@@ -354,24 +355,21 @@ def _compile_seconds(runner: runner_lib.Runner) -> float:
 
 
 def _label(switch: _Switch) -> str:
-  return 'T (dense)' if switch.plan is None else f'T|α {switch.plan.describe()}'
+  plan = switch.phase.plan
+  return 'T (dense)' if plan is None else f'T|α {plan.describe()}'
 
 
-def _cases(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
-           used: dict[str, _Switch], criterion: freezing.Criterion | None
+def _cases(config: OnlineConfig, state: Any, used: dict[str, _Switch]
            ) -> dict[str, Any]:
   """A timed case per step that ran: one interval from the final state."""
-  from paramsel_jax.train import timing  # pylint: disable=g-import-not-at-top
   n = jnp.asarray(config.check_every, jnp.int32)
   start = jnp.asarray(0, jnp.int32)
-  collect = criterion is not None and bool(criterion.stats)
+  collect = (config.criterion != 'none'
+             and bool(freezing.get_criterion(config.criterion).stats))
   out = {}
   for label, sw in used.items():
-    if sw.plan is None:
-      chunk, args = (runner.collect_chunk if collect else runner.run_chunk), state
-    else:
-      chunk = sw.phase.collect_chunk if collect else sw.phase.run_chunk
-      args = sw.phase.enter(state, sw.idx, sw.cache, None)
+    chunk = sw.phase.collect_chunk if collect else sw.phase.run_chunk
+    args = phase_lib.enter(sw.phase, state)
     run = (lambda chunk=chunk, args=args:
            jax.block_until_ready(chunk(args, start, n)) and None)
     out[label] = timing.Case(label, label, run, steps=config.check_every)
@@ -391,7 +389,7 @@ def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
               or t == config.steps or force_eval)
   acc = (np.asarray(runner.test_accuracy(state.params)).tolist()
          if evaluate else None)
-  plan = 'dense' if switch.plan is None else switch.plan.describe()
+  plan = 'dense' if switch.phase.plan is None else switch.phase.plan.describe()
   log(f'online [{config.criterion}] step {t}/{config.steps}: frozen '
       f'{100 * np.mean(share):.1f}% of the parameters (seeds '
       f'{[round(100 * s, 1) for s in share]}), next: {plan}; '

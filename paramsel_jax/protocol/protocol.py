@@ -37,12 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paramsel_jax.train import phase as active_phase
 from paramsel_jax.train import checkpoints
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax import models
 from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import steps
 from paramsel_jax.protocol.config import BUDGETS
 from paramsel_jax.protocol.config import check_seeds
@@ -118,12 +118,17 @@ def all_diverged(results: dict[str, Any]) -> bool:
 def _make_runner(task: Task, tx: optax.GradientTransformation,
                  config: ProtocolConfig, names: Sequence[str],
                  seeds: tuple[int, ...]) -> tuple[Runner, jax.Array]:
-  """The Runner for these selectors and seeds, and the seeds' keys."""
+  """The Runner for these selectors and seeds, and the seeds' keys.
+
+  With the active step, the model is checked first (`Runner.check_active_step`).
+  """
   needed = frozenset().union(*(selectors_lib.get_selector(name).stats
                                for name in names))
   mesh = mesh_lib.device_mesh(len(seeds) if config.seed_axis == 'vmap' else 1,
                               config.batch_size if config.shard_batch else None)
   runner = Runner(task, tx, config, stat_groups=needed, mesh=mesh, seeds=seeds)
+  if config.active_step() == 'active':
+    runner.check_active_step()  # before η0: a model it cannot train fails now.
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
   if mesh is not None and mesh.shape['seed'] > 1:
     keys = jax.device_put(keys, jax.sharding.NamedSharding(
@@ -198,12 +203,10 @@ def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float
     start = runner.start_phase1(state0, alpha)
     cell_ls = ls
     label = f'eta1 [{name}, k={count}]'
-    if config.active_step() == 'active':
-      state = active_phase.train_active(runner, start, alpha, state0.stats,
-                                        label, log)
-    else:
-      state = runner.train(start, config.eta0, config.eta1, config.window, log,
-                           label, step_name='T|α masked')
+    phase = phase_lib.for_alpha(runner, start, alpha, label, log)
+    state = phase_lib.run_phase(runner, phase, start, config.eta0, config.eta1,
+                                config.window, log, label,
+                                frozen_stats=state0.stats)
   w_metrics = runner.evaluate(state.params)
   cells = []
   for l in cell_ls:
@@ -266,59 +269,83 @@ def run_protocol(
     the cells' `'arrays'` with `return_arrays`. A seed's `diverged` entry is
     None or `{'phase', 'step'}`.
   """
-  names = check_selector_names(selector_names)
-  seeds = check_seeds(seeds)
-  n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
-  ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
-  check_model(task, jax.random.key(seeds[0]))
-  if config.seed_axis == 'auto':
-    config = dataclasses.replace(config, seed_axis='vmap')
-  retrain = config.mode == 'retrain'
-  if groups is None:
-    groups = [(name, c) for name in names for c in (ls if retrain else ks)]
-
+  names, seeds = check_selector_names(selector_names), check_seeds(seeds)
+  config, n, ks, ls = _checked(task, config, seeds)
   runner, keys = _make_runner(task, tx, config, names, seeds)
-  if config.active_step() == 'active':
-    runner.check_active_step()  # before η0: a model it cannot train fails now.
-  timing: dict[str, Any] = {}
   t0 = time.perf_counter()
-  state0 = runner.init(keys)
-  axis = (('one program' if len(seeds) == 1 else config.seed_axis) +
-          ('' if runner.mesh is None else
-           f'; {mesh_lib.describe_mesh(runner.mesh)}'))
-  counts = f'l = {list(ls)}' if retrain else f'k = {list(ks)}, l = {list(ls)}'
-  log(f'N = {n} parameters, {counts}, {len(seeds)} seeds ({axis}), '
-      f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')
-  restored = eta0_checkpoint is not None and checkpoints.exists(eta0_checkpoint)
-  if eta0_checkpoint is not None and restored:
-    state0 = checkpoints.restore_state(eta0_checkpoint, state0)
-    log(f'eta0: restored from {eta0_checkpoint} (not recomputed)')
-  else:
-    state0 = runner.train(state0, 0, config.eta0, config.window, log, 'eta0')
-    if eta0_checkpoint is not None:
-      checkpoints.save_state(eta0_checkpoint, state0)
-      log(f'eta0: saved to {eta0_checkpoint}')
-  timing['eta0_s'] = time.perf_counter() - t0
-  eta0_diverged = divergence(state0, config.eta0)
-  results: dict[str, Any] = {'num_params': n, 'ks': list(ks), 'ls': list(ls),
-             'seeds': list(seeds), 'mode': config.mode,
-             'after_eta0': (_metrics_lists(runner.evaluate(state0.params),
-                                           eta0_diverged)
-                            if config.evaluate_after_eta0 else None),
-             'after_eta0_diverged': eta0_diverged,
-             'eta0_restored': restored, 'cells': []}
+  log(_describe_run(runner, n, ks, ls, len(seeds)))
+  state0, restored = _eta0(runner, runner.init(keys), eta0_checkpoint, log)
+  timing: dict[str, Any] = {'eta0_s': time.perf_counter() - t0}
+  results = _eta0_results(runner, state0, n, ks, ls, seeds, restored)
+  if groups is None:
+    counts = ls if config.mode == 'retrain' else ks
+    groups = [(name, c) for name in names for c in counts]
   for name, count in groups:
     t1 = time.perf_counter()
-    cells = _run_group(runner, state0, name, count, ls, n, log,
-                       return_arrays)
+    cells = _run_group(runner, state0, name, count, ls, n, log, return_arrays)
     timing[f'{name}/{count}_s'] = time.perf_counter() - t1
     results['cells'].extend(cells)
     if on_cells is not None:
       on_cells(cells)
   timing['total_s'] = time.perf_counter() - t0
-  timing['phases'] = {label: cost.record() for label, cost in runner.costs.items()}
-  results['timing'] = timing
-  return results
+  timing['phases'] = {label: c.record() for label, c in runner.costs.items()}
+  return results | {'timing': timing}
+
+
+def _checked(task: Task, config: ProtocolConfig, seeds: tuple[int, ...]
+             ) -> tuple[ProtocolConfig, int, tuple[Any, ...], tuple[Any, ...]]:
+  """The config with its seed axis resolved, N, and the k's and l's as counts.
+
+  Checks the config against N and the data, and the model on one seed.
+  """
+  n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
+  ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
+  check_model(task, jax.random.key(seeds[0]))
+  config = dataclasses.replace(
+      config, seed_axis=mesh_lib.resolve_seed_axis(config.seed_axis))
+  return config, n, ks, ls
+
+
+def _describe_run(runner: Runner, n: int, ks: Sequence[Any], ls: Sequence[Any],
+                  num_seeds: int) -> str:
+  """The run's opening line: N, the counts, the seeds and their layout."""
+  config = runner.config
+  axis = (('one program' if num_seeds == 1 else runner.seed_axis) +
+          ('' if runner.mesh is None else
+           f'; {mesh_lib.describe_mesh(runner.mesh)}'))
+  counts = (f'l = {list(ls)}' if config.mode == 'retrain' else
+            f'k = {list(ks)}, l = {list(ls)}')
+  return (f'N = {n} parameters, {counts}, {num_seeds} seeds ({axis}), '
+          f'eta0 = {config.eta0}, eta1 = {config.eta1}, mode {config.mode}')
+
+
+def _eta0(runner: Runner, state0: TrainState, checkpoint: str | None,
+          log: Callable[[str], None]) -> tuple[TrainState, bool]:
+  """The state after η0, and whether it was restored from `checkpoint`."""
+  config = runner.config
+  if checkpoint is not None and checkpoints.exists(checkpoint):
+    log(f'eta0: restored from {checkpoint} (not recomputed)')
+    return checkpoints.restore_state(checkpoint, state0), True
+  state0 = phase_lib.run_phase(runner, phase_lib.dense(runner), state0, 0,
+                               config.eta0, config.window, log, 'eta0')
+  if checkpoint is not None:
+    checkpoints.save_state(checkpoint, state0)
+    log(f'eta0: saved to {checkpoint}')
+  return state0, False
+
+
+def _eta0_results(runner: Runner, state0: TrainState, n: int,
+                  ks: Sequence[Any], ls: Sequence[Any], seeds: Sequence[int],
+                  restored: bool) -> dict[str, Any]:
+  """`run_protocol`'s results before any cell: the run and η0's metrics."""
+  config = runner.config
+  diverged = divergence(state0, config.eta0)
+  after = (_metrics_lists(runner.evaluate(state0.params), diverged)
+           if config.evaluate_after_eta0 else None)
+  return {'num_params': n, 'ks': list(ks), 'ls': list(ls),
+          'seeds': list(seeds), 'mode': config.mode, 'after_eta0': after,
+          'after_eta0_diverged': diverged, 'eta0_restored': restored,
+          'cells': []}
 
 
 def round_counts(n: int, l: int, rounds: int) -> list[int]:
@@ -349,7 +376,8 @@ def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
         state._replace(params=steps.prune(state.params, alpha)), alpha)
     label = (f'eta1 [{name}, l={l}]' if rounds == 1 else
              f'eta1 [{name}, l={l}, round {r + 1}/{rounds}: {count} kept]')
-    state = runner.train(start, steps_done, length, config.window, log, label,
-                         step_name='T|α masked')
+    state = phase_lib.run_phase(runner, phase_lib.dense(runner, masked=True),
+                                start, steps_done, length, config.window, log,
+                                label)
     steps_done += length
   return state, alpha, start

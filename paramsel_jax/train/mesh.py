@@ -11,6 +11,31 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from paramsel_jax import models
+
+SEED_AXES = ('auto', 'vmap', 'map')
+
+
+def resolve_seed_axis(seed_axis: str, model: str | None = None) -> str:
+  """The seed axis to run: 'vmap' or 'map' ('auto' resolved; the only place).
+
+  'auto' is 'map' (seeds in turn) for a conv net of `models.CONV_MODELS` on
+  CPU, where vmapping convolutions is ~2.6x slower (BUILD_NOTES.md), and
+  'vmap' (seeds in parallel) otherwise, a task of unknown `model` (None)
+  included.
+
+  Example:
+    >>> resolve_seed_axis('auto'), resolve_seed_axis('map', 'lenet300')
+    ('vmap', 'map')
+  """
+  if seed_axis not in SEED_AXES:
+    raise ValueError(f'seed_axis={seed_axis!r}; accepted: '
+                     f'{", ".join(SEED_AXES)}.')
+  if seed_axis != 'auto':
+    return seed_axis
+  on_cpu = jax.default_backend() == 'cpu'
+  return 'map' if on_cpu and model in models.CONV_MODELS else 'vmap'
+
 
 def device_mesh(num_seeds: int, batch_size: int | None = None
                 ) -> jax.sharding.Mesh | None:

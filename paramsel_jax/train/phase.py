@@ -1,20 +1,47 @@
-"""The protocol's η1 phase on the active set: `T|α` that skips frozen work.
+"""One training phase: `T`, `T|α` as a masked dense step, or `T|α` on the active set.
 
-`runner.Runner` trains η0 (and, with `step='masked'`, η1) as dense steps of
-`masked(tx)`. An `ActivePhase` trains η1 on `active`'s split instead: the
-full params ride along as constants of the step, the active tree is the only
-thing differentiated and optimized (by `masked(tx)` over the active tree, whose
-mask is the padding mask), and, when every module called before the first one
-that trains is frozen and the cache is wanted, that module's inputs are
-computed once over the training set and looked up by the minibatch's indices
-(`cache`), so the frozen prefix is not computed at all.
+A `Phase` says how a phase of training steps: its two chunk functions (one
+`lax.fori_loop` of steps, with or without collecting the selectors'
+statistics, mapped over the seeds), the way in from the Runner's
+`TrainState` and back, and the step's name in the cost tables. Its kinds:
 
-`enter` turns the Runner's `TrainState` into an `ActiveState` (the optimizer
-state sliced, so Adam continues from η0's moments), `leave` turns it back
-(params and optimizer state written back; the statistics of frozen
-coordinates are their η0 statistics, as selectors read them). Batches are the
-Runner's (the same seed and step give the same indices), so the phase gives
-the parameters of the dense `masked` phase to float rounding.
+- 'dense' (`dense`): `T`, the Runner's own chunks on `masked(tx)`, in and
+  out unchanged (a mask of all ones, or the one the optimizer state holds);
+- 'masked' (`dense(runner, masked=True)`): the same program, its optimizer
+  state holding α: `T|α` as the dense step with frozen updates zeroed;
+- 'active' (`active`): `T|α` on `active`'s split, so that the cost follows
+  α (`ActiveStep` below).
+
+`for_alpha` makes the η1 phase of an α (the protocol, the freeze
+benchmark); `run_phase` runs a phase: in, `num_steps` steps in chunks
+(`Runner.train`: progress, divergence, the `costs.PhaseCost`), out. The
+protocol, the online driver and the freeze benchmark all step through it.
+
+On the active set the full params ride along as constants of the step, the
+active tree is the only thing differentiated and optimized (by `masked(tx)`
+over the active tree, whose mask is the padding mask), and, when every module
+called before the first one that trains is frozen and the cache is wanted,
+that module's inputs are computed once over the training set and looked up by
+the minibatch's indices (`with_cache`), so the frozen prefix is not computed
+at all. Going in slices the optimizer state (Adam continues from η0's
+moments); going out writes params and optimizer state back, the statistics
+of frozen coordinates being the `frozen_stats` given (η0's, as selectors
+read them). Batches are the Runner's (`Runner.minibatch`), so the phase
+gives the parameters of the 'masked' one to float rounding.
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> from paramsel_jax.protocol import protocol
+  >>> x = jnp.ones((8, 3)); y = jnp.zeros((8,), jnp.int32)
+  >>> task = protocol.Task(lambda k: {'w': jax.random.normal(k, (3, 2))},
+  ...                      lambda p, x: x @ p['w'], x, y, x, y)
+  >>> config = protocol.ProtocolConfig(eta0=4, eta1=4, window=2, batch_size=4)
+  >>> runner = protocol.Runner(task, optax.sgd(0.1), config)
+  >>> state = runner.init(jax.vmap(jax.random.key)(jnp.arange(2)))
+  >>> state = run_phase(runner, dense(runner), state, 0, 4, 2,
+  ...                   lambda _: None, 'T')
+  >>> runner.costs['T'].steps
+  4
 """
 
 from __future__ import annotations
@@ -30,11 +57,152 @@ from paramsel_jax.freeze import active as active_lib
 from paramsel_jax.freeze import active_check
 from paramsel_jax.optim import masking
 from paramsel_jax.select import stats as stats_lib
+from paramsel_jax.train import costs as costs_lib
 from paramsel_jax.train import steps
-from paramsel_jax.train.runner import BATCH_STREAM
+from paramsel_jax.train.runner import Runner
 from paramsel_jax.train.runner import TrainState
 
 PyTree = Any
+Log = Callable[[str], None]
+
+KINDS = ('dense', 'masked', 'active')
+
+
+class Phase(NamedTuple):
+  """How one phase of training steps (see the module docstring).
+
+  The chunks are `(state, start, num_steps) -> (state, mean loss)` over the
+  phase's own state: the `TrainState` for 'dense' and 'masked', an
+  `ActiveState` for 'active' (`enter` makes it, `leave` undoes it).
+  """
+
+  kind: str  # one of KINDS.
+  name: str  # the step, as the cost tables name it.
+  run_chunk: Callable[..., Any]
+  collect_chunk: Callable[..., Any]  # the same, collecting the statistics.
+  program: ActiveStep | None = None  # 'active': its compiled pieces.
+  plan: active_lib.Plan | None = None  # 'active': the active set.
+  idx: Any = None  # 'active': the plan's index arrays, seed-batched.
+  cache: jax.Array | None = None  # cached inputs of `program.cache_path`.
+
+
+def dense(runner: Runner, masked: bool = False) -> Phase:
+  """`T` on the Runner's own chunks; `masked`: `T|α`, α in the optimizer state.
+
+  The module docstring's example trains a dense phase.
+  """
+  return Phase('masked' if masked else 'dense', 'T|α masked' if masked else 'T',
+               runner.run_chunk, runner.collect_chunk)
+
+
+def active_step(runner: Runner, plan: active_lib.Plan,
+                cache_path: str | None = None) -> ActiveStep:
+  """The compiled pieces of `T|α` on `plan`'s active set (made once per plan).
+
+  `cache_path`: the module whose cached inputs the step reads (None: none).
+  """
+  key = ('active', plan, cache_path)
+  if key not in runner.programs:
+    runner.programs[key] = ActiveStep(runner, plan, cache_path)
+  return runner.programs[key]
+
+
+def active(runner: Runner, plan: active_lib.Plan, idx: Any,
+           cache_path: str | None = None) -> Phase:
+  """`T|α` on `plan`'s active set; `idx`: its index arrays (`active.plan`).
+
+  With a `cache_path` the phase needs its cache (`with_cache`) to train.
+  """
+  program = active_step(runner, plan, cache_path)
+  name = f'T|α active: {plan.describe()}' + (
+      f', {cache_path} inputs cached' if cache_path else '')
+  return Phase('active', name, program.run_chunk, program.collect_chunk,
+               program, plan, jax.tree.map(jnp.asarray, idx))
+
+
+def with_cache(runner: Runner, phase: Phase, start: TrainState,
+               cost: costs_lib.PhaseCost) -> Phase:
+  """`phase` with its cache built from `start`'s params (if it reads one).
+
+  The build is compiled ahead of time, its compile time going to `cost`.
+  """
+  if phase.program is None or phase.program.cache_path is None:
+    return phase
+  runner.precompile(phase.program.build_cache, (start,), cost)
+  return phase._replace(cache=phase.program.build_cache(start))
+
+
+def for_alpha(runner: Runner, start: TrainState, alpha: PyTree, label: str,
+              log: Log) -> Phase:
+  """The η1 phase of α, at the config's step (`ProtocolConfig.active_step`).
+
+  `start` is the Runner's state with α set (`Runner.start_phase1`). On the
+  active set, at the config's granularity, with the frozen prefix cached
+  when the config asks for it and it fits (`cached_module`).
+  """
+  config = runner.config
+  if config.active_step() != 'active':
+    return dense(runner, masked=True)
+  p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity)
+  path = cached_module(runner, p, start, label, log)
+  phase = active(runner, p, arrays['idx'], path)
+  log(f'{label}: T|α on the active set: {p.describe()}'
+      + (f'; cached inputs of {path}' if path else ''))
+  return with_cache(runner, phase, start, runner.cost(label, phase.name))
+
+
+def enter(phase: Phase, state: TrainState,
+          stats: stats_lib.TrajectoryStats | None = None) -> Any:
+  """The phase's state of a Runner's one.
+
+  `stats`: full-shaped statistics to continue on the active set (None: fresh
+  ones; 'dense' and 'masked' always continue `state.stats`).
+  """
+  if phase.program is None:
+    return state
+  return phase.program.enter(state, phase.idx, phase.cache, stats)
+
+
+def leave(phase: Phase, inner: Any, start: TrainState,
+          frozen_stats: stats_lib.TrajectoryStats) -> TrainState:
+  """The Runner's state of the phase's `inner` one, entered from `start`.
+
+  `frozen_stats`: the statistics a frozen coordinate keeps (active set).
+  """
+  if phase.program is None:
+    return inner
+  return phase.program.leave(inner, start, frozen_stats)
+
+
+def run_phase(runner: Runner, phase: Phase, state: TrainState,
+              first_step: int, num_steps: int, window: int, log: Log,
+              label: str, *,
+              frozen_stats: stats_lib.TrajectoryStats | None = None,
+              keep_stats: bool = False) -> TrainState:
+  """Steps `first_step ..` of `phase` from `state`; returns the Runner's state.
+
+  In, `Runner.train` (chunks, statistics over the last `window` steps,
+  progress lines, the cost in `runner.costs[label]`), out. On the active set,
+  going in and out is compiled ahead of time (its time counts as the
+  phase's compilation); `keep_stats`: continue `state.stats` there (else
+  fresh ones); `frozen_stats`: what frozen coordinates keep (default:
+  `state.stats`).
+  """
+  chunks = (phase.run_chunk, phase.collect_chunk)
+  if phase.program is None:
+    return runner.train(state, first_step, num_steps, window, log, label,
+                        chunks=chunks, step_name=phase.name)
+  cost = runner.cost(label, phase.name)
+  enter_args = (state, phase.idx, phase.cache,
+                state.stats if keep_stats else None)
+  runner.precompile(phase.program.enter, enter_args, cost)
+  inner = phase.program.enter(*enter_args)
+  inner = runner.train(inner, first_step, num_steps, window, log, label,
+                       chunks=chunks, step_name=phase.name)
+  leave_args = (inner, state,
+                state.stats if frozen_stats is None else frozen_stats)
+  runner.precompile(phase.program.leave, leave_args, cost)
+  return phase.program.leave(*leave_args)
 
 
 class ActiveState(NamedTuple):
@@ -50,7 +218,7 @@ class ActiveState(NamedTuple):
   cache: jax.Array | None  # the first trainable module's inputs, or None.
 
 
-def cache_bytes(runner: Any, state: TrainState, path: str) -> int:
+def cache_bytes(runner: Runner, state: TrainState, path: str) -> int:
   """Bytes a cache of module `path`'s inputs over the training set takes.
 
   For all seeds, float32.
@@ -66,10 +234,10 @@ def cache_bytes(runner: Any, state: TrainState, path: str) -> int:
   return seeds * int(task.train_images.shape[0]) * per_example * 4
 
 
-class ActivePhase:
-  """The compiled pieces of one plan's η1 phase (one per `active.Plan`)."""
+class ActiveStep:
+  """The compiled pieces of `T|α` on one plan's active set (`active_step`)."""
 
-  def __init__(self, runner: Any, plan: active_lib.Plan,
+  def __init__(self, runner: Runner, plan: active_lib.Plan,
                cache_path: str | None = None):
     self.runner, self.plan, self.cache_path = runner, plan, cache_path
     partial = [m for m, k in zip(plan.modules, plan.kinds) if k == 'partial']
@@ -78,7 +246,7 @@ class ActivePhase:
       active_check.check_active_step(
           task.apply_fn, jax.eval_shape(task.init_fn, jax.random.key(0)),
           steps.to_float(task.train_images[:1]), 'unit', modules=partial)
-    seed_map = runner._seed_map  # pylint: disable=protected-access
+    seed_map = runner.seed_map
     chunk = lambda collect: jax.jit(seed_map(
         functools.partial(self._chunk_one, collect=collect),
         in_axes=(0, None, None)))
@@ -149,14 +317,8 @@ class ActivePhase:
   def _step(self, s: ActiveState, step: jax.Array,
             collect: bool) -> tuple[ActiveState, jax.Array]:
     runner, task, p = self.runner, self.runner.task, self.plan
-    batch_key = jax.random.fold_in(jax.random.fold_in(s.key, BATCH_STREAM), step)
-    bidx = steps.batch_indices(batch_key, task.train_images.shape[0],
-                               runner.config.batch_size)
-    images, labels = task.train_images[bidx], task.train_labels[bidx]
+    bidx, images, labels = runner.minibatch(s.key, step)
     cache = None if s.cache is None else (self.cache_path, s.cache[bidx])
-    if runner._batch_sharding is not None:  # pylint: disable=protected-access
-      images, labels = jax.lax.with_sharding_constraint(
-          (images, labels), runner._batch_sharding)  # pylint: disable=protected-access
 
     def loss_fn(act):
       logits = active_lib.forward(task.apply_fn, p, s.params, act, s.idx,
@@ -187,9 +349,14 @@ class ActivePhase:
     return s, loss_sum / num_steps
 
 
-def _cache_path(runner: Any, p: active_lib.Plan, start: TrainState,
-                label: str, log: Callable[[str], None]) -> str | None:
-  """The module whose inputs to cache, if caching is asked for and fits."""
+def cached_module(runner: Runner, p: active_lib.Plan, start: TrainState,
+                  label: str, log: Log) -> str | None:
+  """The module whose inputs to cache on `p`'s active set, or None.
+
+  One when the config asks for it (`cache_prefix`), every module called
+  before it is frozen, and the cache fits `cache_budget_mb`; the choice, or
+  why none, is logged under `label`.
+  """
   config = runner.config
   if not config.cache_prefix:
     return None
@@ -208,27 +375,3 @@ def _cache_path(runner: Any, p: active_lib.Plan, start: TrainState,
   log(f'{label}: caching the inputs of {path} (everything before it is '
       f'frozen): {need / 2 ** 20:.1f} MB for all seeds.')
   return path
-
-
-def train_active(runner: Any, start: TrainState, alpha: PyTree,
-                 eta0_stats: stats_lib.TrajectoryStats, label: str,
-                 log: Callable[[str], None]) -> TrainState:
-  """η1 of one (selector, k) group on the active set; returns the dense state.
-
-  `start` is the Runner's state with α set (`Runner.start_phase1`), so the
-  optimizer state carried over (η0's moments) and the mask (sliced into the
-  live mask) are what the dense `masked` phase would use.
-  """
-  config = runner.config
-  p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity)
-  path = _cache_path(runner, p, start, label, log)
-  phase = runner.active_phase(p, path)
-  log(f'{label}: T|α on the active set: {p.describe()}'
-      + (f'; cached inputs of {path}' if path else ''))
-  cache = phase.build_cache(start) if path else None
-  state = phase.enter(start, jax.tree.map(jnp.asarray, arrays['idx']), cache)
-  state = runner.train(state, config.eta0, config.eta1, config.window, log,
-                       label, chunks=(phase.run_chunk, phase.collect_chunk),
-                       step_name=f'T|α active: {p.describe()}'
-                       + (f', {path} inputs cached' if path else ''))
-  return phase.leave(state, start, eta0_stats)

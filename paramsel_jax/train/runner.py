@@ -30,12 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paramsel_jax.train import costs as costs_lib
-from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.freeze import active as active_lib
+from paramsel_jax.freeze import active_check
 from paramsel_jax.optim import langevin
 from paramsel_jax.optim import masking
+from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.select import stats as stats_lib
+from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax.train import steps
 
 PyTree = Any
@@ -94,8 +97,8 @@ def _finite_mean_std(values: np.ndarray) -> str:
 class Runner:
   """The protocol's compiled pieces for one task, optimizer and config.
 
-  `task`: a `protocol.Task`. `config`: a `protocol.ProtocolConfig` ('auto'
-  seed axis: 'vmap'). `stat_groups`: the `stats.STAT_GROUPS`
+  `task`: a `protocol.Task`. `config`: a `protocol.ProtocolConfig` (its seed
+  axis resolved by `mesh.resolve_seed_axis`). `stat_groups`: the `stats.STAT_GROUPS`
   collected in the windows (the union of what the compared selectors read).
   `mesh`: a `mesh.device_mesh`; its 'seed' axis shards vmapped seeds, its
   'batch' axis each training minibatch. `seeds`: the seed numbers, for
@@ -117,26 +120,32 @@ class Runner:
       self._batch_sharding = jax.sharding.NamedSharding(
           mesh, jax.sharding.PartitionSpec('batch'))
     spmd = 'seed' if mesh is not None and mesh.shape['seed'] > 1 else None
-    axis = 'vmap' if config.seed_axis == 'auto' else config.seed_axis
-    self._seed_map = functools.partial(seed_map, seed_axis=axis,
-                                       spmd_axis_name=spmd)
-    chunk = lambda collect: jax.jit(self._seed_map(
+    self.seed_axis = mesh_lib.resolve_seed_axis(config.seed_axis)
+    # `seed_map` with this Runner's seed axis and mesh: what every per-seed
+    # function of a phase is mapped with.
+    self.seed_map = functools.partial(seed_map, seed_axis=self.seed_axis,
+                                      spmd_axis_name=spmd)
+    chunk = lambda collect: jax.jit(self.seed_map(
         functools.partial(self._chunk_one, collect=collect),
         in_axes=(0, None, None)))
-    self.init = jax.jit(self._seed_map(self._init_one))
+    self.init = jax.jit(self.seed_map(self._init_one))
     self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
     self.collect_chunk = chunk(True)  # the same, collecting the statistics.
     self._select_fns: dict[tuple[Any, ...], Callable[..., PyTree]] = {}
-    self._flops: dict[tuple[Any, ...], float] = {}  # compiled chunks' FLOPs.
+    # The FLOPs (all seeds) of each program `precompile` compiled, by
+    # (function, argument signature).
+    self.compiled: dict[tuple[Any, ...], float] = {}
     self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
+    # Programs other modules build on this Runner, by their own key (the
+    # active step's, one per plan and cache: `phase.active_step`).
+    self.programs: dict[Any, Any] = {}
     self._groups: granularity_lib.Groups | None = None
-    self._phases: dict[tuple[Any, ...], Any] = {}
     self._call_order: list[str] | None = None
     self._group_flops: np.ndarray | None = None
-    self.start_phase1 = jax.jit(self._seed_map(self._start_phase1_one))
-    self.set_alpha = jax.jit(self._seed_map(self._set_alpha_one))
-    self.evaluate = jax.jit(self._seed_map(self._evaluate_one))
-    self.test_accuracy = jax.jit(self._seed_map(self._test_accuracy_one))
+    self.start_phase1 = jax.jit(self.seed_map(self._start_phase1_one))
+    self.set_alpha = jax.jit(self.seed_map(self._set_alpha_one))
+    self.evaluate = jax.jit(self.seed_map(self._evaluate_one))
+    self.test_accuracy = jax.jit(self.seed_map(self._test_accuracy_one))
 
   def _init_one(self, key: jax.Array) -> TrainState:
     params = self.task.init_fn(jax.random.fold_in(key, INIT_STREAM))
@@ -146,18 +155,31 @@ class Runner:
                       stats=stats_lib.init_stats(params), key=key,
                       diverged_at=jnp.full((), -1, jnp.int32))
 
-  def _step(self, state: TrainState, step: jax.Array,
-            collect: bool) -> tuple[TrainState, jax.Array]:
+  def minibatch(self, key: jax.Array, step: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One seed's minibatch of global step `step`: (indices, images, labels).
+
+    It depends only on the seed's `key` and `step` (its batch sub-stream),
+    so every phase kind trains on the same batches; with a mesh whose 'batch'
+    axis is > 1, the images and labels are sharded over it. Call it inside
+    a seed-mapped step.
+    """
     task = self.task
-    batch_key = jax.random.fold_in(
-        jax.random.fold_in(state.key, BATCH_STREAM), step)
-    images, labels = steps.sample_batch(
-        batch_key, task.train_images, task.train_labels, self.config.batch_size)
+    batch_key = jax.random.fold_in(jax.random.fold_in(key, BATCH_STREAM), step)
+    idx = steps.batch_indices(batch_key, task.train_images.shape[0],
+                              self.config.batch_size)
+    images, labels = task.train_images[idx], task.train_labels[idx]
     if self._batch_sharding is not None:
       images, labels = jax.lax.with_sharding_constraint(
           (images, labels), self._batch_sharding)
+    return idx, images, labels
+
+  def _step(self, state: TrainState, step: jax.Array,
+            collect: bool) -> tuple[TrainState, jax.Array]:
+    _, images, labels = self.minibatch(state.key, step)
     params, opt_state, loss, grads = steps.train_step(
-        task.apply_fn, self.tx, state.params, state.opt_state, images, labels)
+        self.task.apply_fn, self.tx, state.params, state.opt_state, images,
+        labels)
     stats = state.stats
     if collect:
       stats = stats_lib.update_stats(stats, grads, state.params, params,
@@ -193,7 +215,7 @@ class Runner:
     """
     cache_key = (selector, which, k, within_alpha)
     if cache_key not in self._select_fns:
-      self._select_fns[cache_key] = jax.jit(self._seed_map(functools.partial(
+      self._select_fns[cache_key] = jax.jit(self.seed_map(functools.partial(
           self._select_one, selector=selector, which=which, k=k,
           within_alpha=within_alpha)))
     if not np.all(np.asarray(state.diverged_at) >= 0):  # else nothing counts.
@@ -210,25 +232,13 @@ class Runner:
         key=key, eta0_stats=eta0_stats,
         alpha=masking.get_mask(state.opt_state))
 
-  def active_phase(self, plan: Any, cache_path: str | None) -> Any:
-    """The compiled η1 pieces on an active set (`active_phase.ActivePhase`).
-
-    Made once per plan and cache.
-    """
-    from paramsel_jax.train import phase as active_phase  # pylint: disable=g-import-not-at-top
-    key = (plan, cache_path)
-    if key not in self._phases:
-      self._phases[key] = active_phase.ActivePhase(self, plan, cache_path)
-    return self._phases[key]
-
   def call_order(self) -> list[str]:
     """The flax modules in the order a forward pass calls them (once)."""
     if self._call_order is None:
-      from paramsel_jax.freeze import active  # pylint: disable=g-import-not-at-top
       shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
       example = steps.to_float(self.task.train_images[:1])
-      self._call_order = active.module_call_order(self.task.apply_fn, shapes,
-                                                  example)
+      self._call_order = active_lib.module_call_order(self.task.apply_fn,
+                                                      shapes, example)
     return self._call_order
 
   def check_active_step(self) -> None:
@@ -238,11 +248,10 @@ class Runner:
     model, no training; call it before any work when the active step will be
     used.
     """
-    from paramsel_jax.freeze import active_check  # pylint: disable=g-import-not-at-top
     shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
     example = steps.to_float(self.task.train_images[:1])
     active_check.check_active_step(self.task.apply_fn, shapes, example,
-                       self.config.granularity)
+                                   self.config.granularity)
 
   def groups(self) -> granularity_lib.Groups:
     """The groups of α at the config's granularity (computed once)."""
@@ -310,11 +319,11 @@ class Runner:
     reported once, in the chunk where it happens; once every seed has
     diverged, the rest of the phase is skipped (there is nothing to learn).
     `chunks`: the (run, collect) chunk functions (default: this Runner's
-    dense ones; `active_phase.ActivePhase` passes its own, with its state).
+    dense ones; `phase.train` passes the phase's, with its state).
     The phase's cost goes to `self.costs[label]` (`costs.PhaseCost`).
     """
     run_chunk, collect_chunk = chunks or (self.run_chunk, self.collect_chunk)
-    cost = self.costs.setdefault(label, costs_lib.PhaseCost(step_name))
+    cost = self.cost(label, step_name)
     num_seeds = int(np.shape(state.diverged_at)[0])
     cost.opt_state_bytes = costs_lib.optimizer_bytes(state.opt_state, num_seeds)
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
@@ -347,14 +356,36 @@ class Runner:
   def _compile(self, chunk: Callable[..., Any], args: tuple, cost: Any,
                collect: bool, num_seeds: int) -> None:
     """Compiles `chunk` for `args` ahead of time (once), timing it apart."""
-    key = (chunk, costs_lib.signature(args))
-    if key not in self._flops:
-      seconds, flops = costs_lib.flops(chunk, *args)
-      cost.compile_s += seconds
-      vmapped = self._seed_map.keywords['seed_axis'] == 'vmap' and num_seeds > 1
-      self._flops[key] = flops / (num_seeds if vmapped else 1)
+    flops = self.precompile(chunk, args, cost)
     if not collect or cost.flops_per_step is None:
-      cost.flops_per_step = self._flops[key]
+      cost.flops_per_step = self.flops_per_seed(flops, num_seeds)
+
+  def cost(self, label: str, step_name: str) -> costs_lib.PhaseCost:
+    """The running cost of phase `label` (made, naming `step_name`, once)."""
+    return self.costs.setdefault(label, costs_lib.PhaseCost(step_name))
+
+  def precompile(self, fn: Callable[..., Any], args: tuple,
+                 cost: costs_lib.PhaseCost) -> float:
+    """Compiles jitted `fn` for `args` ahead of time, once per signature.
+
+    The compile time goes to `cost.compile_s`, so that the seconds of the
+    call that follows are run time only; the program is kept in
+    `self.compiled`. Returns its FLOPs (all seeds; `flops_per_seed`).
+    """
+    key = (fn, costs_lib.signature(args))
+    if key not in self.compiled:
+      seconds, self.compiled[key] = costs_lib.flops(fn, *args)
+      cost.compile_s += seconds
+    return self.compiled[key]
+
+  def flops_per_seed(self, flops: float, num_seeds: int) -> float:
+    """One seed's share of a program's `flops`.
+
+    Vmapped seeds are one program doing every seed's work; mapped ones
+    (`lax.map`) are counted once, as the loop's body.
+    """
+    vmapped = self.seed_axis == 'vmap' and num_seeds > 1
+    return flops / (num_seeds if vmapped else 1)
 
   def _report_divergence(self, before: np.ndarray, after: np.ndarray,
                          first_step: int, label: str,

@@ -26,7 +26,6 @@ accuracy, S at the latest) by the variant's.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Any, Callable, Sequence
 
@@ -45,9 +44,9 @@ from paramsel_jax.protocol import protocol
 from paramsel_jax.protocol import config as protocol_config
 from paramsel_jax import report
 from paramsel_jax.lab.benchmarks import time_to_accuracy
+from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import runner as runner_lib
 from paramsel_jax.select import selectors as selectors_lib
-from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.train import timing
 
 PyTree = Any
@@ -167,18 +166,9 @@ class Run:
   cached_flops: float = float('nan')
 
 
-@functools.lru_cache(maxsize=None)
-def _test_accuracy_fn(runner: runner_lib.Runner) -> Callable[[PyTree], jax.Array]:
-  """Per-seed test accuracy only (the train split is not evaluated)."""
-  task = runner.task
-  def one(params):
-    return steps_lib.evaluate(task.apply_fn, params, task.test_images,
-                              task.test_labels, runner.config.eval_batch_size)[1]
-  return jax.jit(runner._seed_map(one))  # pylint: disable=protected-access
-
-
 def _accuracy(runner: runner_lib.Runner, params: PyTree) -> list[float]:
-  return np.asarray(_test_accuracy_fn(runner)(params)).tolist()
+  """Per-seed test accuracy only (the train split is not evaluated)."""
+  return np.asarray(runner.test_accuracy(params)).tolist()
 
 
 def _chunk_case(name: str, chunk: Callable, state: Any, start: int,
@@ -219,14 +209,9 @@ def dense_run(config: FreezeConfig, runner: runner_lib.Runner, keys: jax.Array,
   del seconds
   case = _chunk_case('dense T', runner.run_chunk, state, config.eta0,
                       config.time_steps)
-  run = Run('dense T', steps, acc, case, _per_seed(runner, flops, keys),
+  run = Run('dense T', steps, acc, case, runner.flops_per_seed(flops, len(keys)),
             costs_lib.optimizer_bytes(state.opt_state, len(keys)))
   return run, state_eta0, state
-
-
-def _per_seed(runner: runner_lib.Runner, flops: float, keys: jax.Array) -> float:
-  vmapped = runner._seed_map.keywords['seed_axis'] == 'vmap'  # pylint: disable=protected-access
-  return flops / (len(keys) if vmapped and len(keys) > 1 else 1)
 
 
 def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any,
@@ -246,16 +231,12 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
       ' of FLOPs' if budget == 'flops' else '')
   as_i32 = lambda x: jnp.asarray(x, jnp.int32)
   steps, acc = [], []
-  if step == 'masked':
-    chunk, state, to_params = runner.run_chunk, start, lambda s: s.params
-    plan_text = 'dense step, frozen updates zeroed'
-  else:
-    p, arrays = active_lib.plan(jax.device_get(alpha), granularity)
-    phase = runner.active_phase(p, None)
-    state = phase.enter(start, jax.tree.map(jnp.asarray, arrays['idx']), None)
-    chunk = phase.run_chunk
-    to_params = lambda s: phase.leave(s, start, state_eta0.stats).params
-    plan_text = p.describe()
+  phase = phase_lib.for_alpha(runner, start, alpha, name, lambda _: None)
+  chunk, state = phase.run_chunk, phase_lib.enter(phase, start)
+  to_params = lambda s: phase_lib.leave(phase, s, start,
+                                        state_eta0.stats).params
+  plan_text = ('dense step, frozen updates zeroed' if phase.plan is None
+               else phase.plan.describe())
   t, end = config.eta0, config.variant_steps or config.steps
   progress = progress_lib.Progress(end - t, log, prefix=f'  {name}: ')
   while t < end:
@@ -269,12 +250,12 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
   _, flops = costs_lib.flops(chunk, state, as_i32(0), as_i32(config.time_steps))
   run = Run(name, steps, acc,
             _chunk_case(name, chunk, state, config.eta0, config.time_steps),
-            _per_seed(runner, flops, keys),
+            runner.flops_per_seed(flops, len(keys)),
             costs_lib.optimizer_bytes(state.opt_state, len(keys)),
             granularity, selector, k, budget, step, plan_text,
             np.asarray(runner_lib.count_per_seed(alpha)).tolist(), select_s)
   if step == 'active' and config.cache_prefix:
-    _add_cached_case(config, runner, run, p, start, state, keys)
+    _add_cached_case(config, runner, run, phase, start, state, keys)
   log(f'  {name}: {plan_text}; final test accuracy '
       f'{100 * np.mean(acc[-1]):.2f}%')
   return run
@@ -285,19 +266,21 @@ def _num_params(state: Any) -> int:
 
 
 def _add_cached_case(config: FreezeConfig, runner: runner_lib.Runner, run: Run,
-                     p: active_lib.Plan, start: Any, state: Any,
+                     phase: phase_lib.Phase, start: Any, state: Any,
                      keys: jax.Array) -> None:
   """The same variant's step with its frozen prefix cached, if it has one."""
-  path = active_lib.cacheable_prefix(p, runner.call_order())
+  assert phase.plan is not None
+  path = active_lib.cacheable_prefix(phase.plan, runner.call_order())
   if path is None:
     return
-  phase = runner.active_phase(p, path)
-  cache = phase.build_cache(start)
-  cached = state._replace(cache=cache)
+  phase = phase_lib.with_cache(
+      runner, phase_lib.active(runner, phase.plan, phase.idx, path), start,
+      costs_lib.PhaseCost(run.name + ' cached'))
+  cached = state._replace(cache=phase.cache)
   as_i32 = lambda x: jnp.asarray(x, jnp.int32)
   _, flops = costs_lib.flops(phase.run_chunk, cached, as_i32(0),
                              as_i32(config.time_steps))
-  run.cached_flops = _per_seed(runner, flops, keys)
+  run.cached_flops = runner.flops_per_seed(flops, len(keys))
   run.cached_case = _chunk_case(run.name + ' cached', phase.run_chunk, cached,
                                 config.eta0, config.time_steps)
   run.plan += f'; {path} inputs cached'
