@@ -1,11 +1,28 @@
 """Helpers shared by the test files."""
 
-import jax.numpy as jnp
-import pytest
+import os
+import shutil
+import tempfile
 
-from paramsel_jax import data
-from paramsel_jax import models
-from paramsel_jax.protocol import protocol
+# One persistent XLA compilation cache for the whole run, made fresh for it
+# (and removed after): the two xdist workers, the scripts the tests run as
+# subprocesses (they inherit the environment) and tests that rebuild the same
+# program in a new `jit` (a protocol rerun, a second Runner) then compile each
+# program once. Identical programs give identical executables, so no number
+# changes. Set before jax is imported; a cache dir the caller set is kept.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='paramsel_jax_test_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE_DIR
+else:
+  _CACHE_DIR = None
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.25')
+
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+from paramsel_jax import data  # noqa: E402
+from paramsel_jax import models  # noqa: E402
+from paramsel_jax.protocol import protocol  # noqa: E402
 
 
 def synthetic_task(widths, num_train=200, num_test=100):
@@ -26,3 +43,10 @@ def synthetic_task(widths, num_train=200, num_test=100):
 def make_task():
   """`synthetic_task`, for the test files' own `task` fixtures."""
   return synthetic_task
+
+
+def pytest_unconfigure(config):
+  """Removes the run's compilation cache (made by this process only)."""
+  del config
+  if _CACHE_DIR is not None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests for paramsel_jax.models."""
 
+import functools
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -22,6 +24,12 @@ def _assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   jax.tree.map(
       lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
+
+
+@functools.cache
+def _init(name, shape):
+  """`init_params` of model `name` (defaults) at key 0: compiled once per file."""
+  return models.init_params(models.create_model(name), jax.random.key(0), shape)
 
 
 def _reference_conv(x, kernel, padding):
@@ -59,14 +67,17 @@ def test_num_classes_and_overrides():
     ('cifar_cnn', CIFAR, 1_116_970),
 ])
 def test_param_count(name, shape, expected):
-  params = models.init_params(models.create_model(name), jax.random.key(0),
-                              shape)
+  # The count is a property of the shapes: init_params traced, not compiled
+  # (each model's real init runs in other tests: the lenet5 ones below, the
+  # init_params doctest, the slow tier's training tests).
+  model = models.create_model(name)
+  params = jax.eval_shape(
+      lambda key: models.init_params(model, key, shape), jax.random.key(0))
   assert models.count_params(params) == expected
 
 
 def test_lenet5_layer_shapes():
-  params = models.init_params(models.create_model('lenet5'),
-                              jax.random.key(0), MNIST)
+  params = _init('lenet5', MNIST)
   shapes = jax.tree.map(jnp.shape, params)
   assert shapes == {
       'Conv2D_0': {'kernel': (5, 5, 1, 20), 'bias': (20,)},
@@ -265,7 +276,7 @@ def test_adam_in_scan_lowers_loss(name, shape):               # fc400 are mlps.
 @pytest.mark.parametrize('name', ['mlp', 'lenet5'])  # one per module class on
 def test_apply_is_jit_compatible(name):               # MNIST shapes.
   model = models.create_model(name)
-  params = models.init_params(model, jax.random.key(0), MNIST)
+  params = _init(name, MNIST)
   x = jax.random.uniform(jax.random.key(1), (2, *MNIST))
   eager = model.apply({'params': params}, x)
   jitted = jax.jit(model.apply)({'params': params}, x)

@@ -16,7 +16,7 @@ def _count(mask):
   return sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(mask))
 
 
-@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.settings(max_examples=20, deadline=None)
 @hypothesis.given(
     scores=st.lists(st.sampled_from([0.0, 1.0, -1.0, 2.5, float('nan')]),
                     min_size=1, max_size=30),
