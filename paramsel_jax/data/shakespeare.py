@@ -735,13 +735,13 @@ def sample_batches(tokens: np.ndarray, batch_size: int, context: int,
     context: window length, >= 1 and < ``len(tokens)``.
     seed: the offsets' seed.
 
-  Yields:
-    ``{'inputs': int32 (batch_size, context), 'targets': int32 (batch_size,
-    context)}``, host numpy arrays.
+  Returns:
+    An endless iterator of ``{'inputs': int32 (batch_size, context),
+    'targets': int32 (batch_size, context)}``, host numpy arrays.
 
   Raises:
-    ValueError: on the first ``next`` when an argument is bad (a context
-      longer than a split, a batch_size < 1, ...).
+    ValueError: an argument is bad (a context longer than a split, a
+      batch_size < 1, tokens not 1-D integers), when called.
 
   Example:
     >>> import numpy as np
@@ -753,10 +753,14 @@ def sample_batches(tokens: np.ndarray, batch_size: int, context: int,
   tokens = _check_batching(tokens, batch_size, context)
   rng = np.random.default_rng(seed)
   window = np.arange(context + 1)
-  while True:
-    offsets = rng.integers(0, len(tokens) - context, size=batch_size)
-    chunk = tokens[offsets[:, None] + window].astype(np.int32)
-    yield {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:]}
+
+  def batches() -> Iterator[dict[str, np.ndarray]]:
+    while True:
+      offsets = rng.integers(0, len(tokens) - context, size=batch_size)
+      chunk = tokens[offsets[:, None] + window].astype(np.int32)
+      yield {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:]}
+
+  return batches()
 
 
 def num_eval_windows(num_tokens: int, context: int) -> int:
@@ -786,12 +790,13 @@ def eval_batches(tokens: np.ndarray, batch_size: int,
     batch_size: windows per batch, >= 1.
     context: window length, >= 1 and < ``len(tokens)``.
 
-  Yields:
-    ``{'inputs', 'targets'}`` as in :func:`sample_batches` and ``'mask'``,
-    bool ``(batch_size, context)``: True where the target is real.
+  Returns:
+    An iterator of ``{'inputs', 'targets'}`` as in :func:`sample_batches`
+    and ``'mask'``, bool ``(batch_size, context)``: True where the target is
+    real.
 
   Raises:
-    ValueError: on the first ``next`` when an argument is bad.
+    ValueError: an argument is bad, when called (as :func:`sample_batches`).
 
   Example:
     >>> import numpy as np
@@ -804,11 +809,15 @@ def eval_batches(tokens: np.ndarray, batch_size: int,
   tokens = _check_batching(tokens, batch_size, context)
   windows = num_eval_windows(len(tokens), context)
   span = np.arange(context + 1)
-  for first in range(0, windows, batch_size):
-    rows = min(batch_size, windows - first)
-    starts = (first + np.arange(rows)) * context
-    chunk = np.zeros((batch_size, context + 1), np.int32)
-    chunk[:rows] = tokens[starts[:, None] + span]
-    mask = np.zeros((batch_size, context), bool)
-    mask[:rows] = True
-    yield {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:], 'mask': mask}
+
+  def batches() -> Iterator[dict[str, np.ndarray]]:
+    for first in range(0, windows, batch_size):
+      rows = min(batch_size, windows - first)
+      starts = (first + np.arange(rows)) * context
+      chunk = np.zeros((batch_size, context + 1), np.int32)
+      chunk[:rows] = tokens[starts[:, None] + span]
+      mask = np.zeros((batch_size, context), bool)
+      mask[:rows] = True
+      yield {'inputs': chunk[:, :-1], 'targets': chunk[:, 1:], 'mask': mask}
+
+  return batches()
