@@ -67,7 +67,7 @@ Example:
   >>> batch['inputs'].shape, batch['targets'].dtype
   ((2, 4), dtype('int32'))
   >>> plays = shk.load_plays()  # doctest: +SKIP
-  >>> len(plays), len(corpus_vocab())  # doctest: +SKIP
+  >>> len(plays), len(shk.corpus_vocab())  # doctest: +SKIP
   (37, 89)
 """
 
