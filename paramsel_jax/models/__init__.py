@@ -12,6 +12,13 @@ module) and ``nets`` (:class:`MLP`, :class:`LeNet5`, :class:`CifarCNN`). The
 registry :data:`MODELS`, :func:`create_model`, :func:`init_params` and
 :func:`count_params` live here.
 
+``gpt`` (:mod:`paramsel_jax.models.gpt`) is a character-level language model
+in flax NNX, not an image classifier, so it is not in :data:`MODELS`:
+``create_model`` gives a linen module taking ``num_classes`` and
+``init_params`` initializes it on an image shape, where the GPT takes a
+vocabulary and a context and is initialized by ``gpt.init(config, key)``
+(its params a plain nested dict, which :func:`count_params` counts too).
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from paramsel_jax import models
@@ -39,6 +46,7 @@ from paramsel_jax.models.conv import Conv2D
 from paramsel_jax.models.conv import conv2d
 from paramsel_jax.models.conv import max_pool2d
 from paramsel_jax.models.conv import resolve_conv_impl
+from paramsel_jax.models import gpt
 from paramsel_jax.models.nets import CifarCNN
 from paramsel_jax.models.nets import LeNet5
 from paramsel_jax.models.nets import MLP
