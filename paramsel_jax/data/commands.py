@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
+import sys
 
 
 def last_line(stderr: str) -> str:
@@ -54,3 +57,14 @@ def run_command(command: list[str], *, what: str, timeout: float,
     raise RuntimeError(
         f'{what} exited with {done.returncode}: {last_line(done.stderr)}')
   return done
+
+
+def pip_command() -> list[str]:
+  """This interpreter's pip, else the first pip on PATH (uv venvs have none)."""
+  if importlib.util.find_spec('pip') is not None:
+    return [sys.executable, '-m', 'pip']
+  for name in ('pip3', 'pip'):
+    if path := shutil.which(name):
+      return [path]
+  raise RuntimeError('no pip found (neither this interpreter\'s pip module '
+                     'nor pip3/pip on PATH)')

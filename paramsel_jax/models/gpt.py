@@ -177,7 +177,7 @@ class CausalSelfAttention(nnx.Module):
                               deterministic=_deterministic(rngs))
 
 
-class MLP(nnx.Module):
+class FeedForward(nnx.Module):
   """``embed_dim -> mlp_ratio * embed_dim -> GELU -> embed_dim``.
 
   GELU is the exact one (``approximate=False``), as PyTorch's ``nn.GELU()``
@@ -204,7 +204,7 @@ class Block(nnx.Module):
     self.ln1 = _layer_norm(config, rngs)
     self.attn = CausalSelfAttention(config, rngs=rngs)
     self.ln2 = _layer_norm(config, rngs)
-    self.mlp = MLP(config, rngs=rngs)
+    self.mlp = FeedForward(config, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """The same shape as ``x``; dropout with ``rngs``."""

@@ -87,7 +87,7 @@ def runner_case(name: str, label: str, runner: protocol.Runner,
   One `runner` can serve several cases: the chunk length is a traced
   argument, so one compiled chunk serves every length.
   """
-  state = stages.init(runner, stages.seed_keys(seeds))
+  state = stages.initial_state(runner, stages.seed_keys(seeds))
   chunk = lambda s, start: stages.run_chunk(runner, s, start, num_steps)
   return chunk_case(name, label, chunk, state, num_steps, batch_size,
                     len(seeds))

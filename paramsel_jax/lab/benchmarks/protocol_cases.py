@@ -78,7 +78,7 @@ def _full_run(runner: protocol.Runner, proto: protocol.ProtocolConfig,
   """One protocol run, as run_protocol runs it; seconds per part."""
   stage = PartTimer(PARTS)
   metrics = lambda params: stages.seed_metrics(runner, params)
-  state0 = stage('other', stages.init, runner, keys)
+  state0 = stage('other', stages.initial_state, runner, keys)
   state0 = stage('train', stages.train_phase, runner, state0, 0, proto.eta0,
                  proto.window, 'eta0')
   alpha = stage('select', stages.select_mask, runner, state0, selector,
@@ -103,7 +103,7 @@ def _raw_run(runner: protocol.Runner, proto: protocol.ProtocolConfig,
   stage = PartTimer(('train',))
 
   def steps_only():
-    state = stages.init(runner, keys)
+    state = stages.initial_state(runner, keys)
     for first, count in ((0, proto.eta0), (proto.eta0, proto.eta1)):
       for start, m in chunk_spans(first, count, proto.chunk_size):
         state, loss = stages.run_chunk(runner, state, start, m)

@@ -81,7 +81,7 @@ def make_runner(task: protocol.Task, tx: optax.GradientTransformation,
   return protocol.Runner(task, tx, config, stat_groups=stat_groups)
 
 
-def init(runner: protocol.Runner, keys: jax.Array) -> Any:
+def initial_state(runner: protocol.Runner, keys: jax.Array) -> Any:
   """`Runner.init`: the seed-batched training state, one seed per key."""
   return runner.init(keys)
 
