@@ -35,7 +35,7 @@ def _shapes(module, x):
 
 
 def _by_path(mask):
-  return dict(zip(by_name.leaf_paths(mask),
+  return dict(zip(by_name.leaf_names(mask),
                   (bool(m.all()) if m.all() == m.any() else None
                    for m in jax.tree.leaves(mask))))
 
@@ -113,7 +113,7 @@ def test_nnx_gpt_dict():
 def test_nnx_state_drops_value_and_keeps_its_structure():
   model = gpt.GPT(_tiny_gpt(), rngs=nnx.Rngs(0))
   state = nnx.state(model, nnx.Param)
-  assert 'blocks/0/ln1/scale' in by_name.leaf_paths(state)
+  assert 'blocks/0/ln1/scale' in by_name.leaf_names(state)
   mask = mask_by_name(state, freeze=['blocks/1', 'head'])
   assert jax.tree.structure(mask) == jax.tree.structure(state)
   assert isinstance(mask, nnx.State)
@@ -133,7 +133,7 @@ def test_hand_written_lists_and_tuples():
             'layers': [{'w': jnp.ones((2, 2)), 'b': jnp.ones(2)}
                        for _ in range(3)],
             'out': (jnp.ones(2), jnp.ones(1))}
-  assert by_name.leaf_paths(params)[:3] == ['embed', 'layers/0/b',
+  assert by_name.leaf_names(params)[:3] == ['embed', 'layers/0/b',
                                             'layers/0/w']
   mask = mask_by_name(params, freeze=['layers/[12]', 'out/1'])
   assert _frozen(mask) == ['layers/1/b', 'layers/1/w', 'layers/2/b',

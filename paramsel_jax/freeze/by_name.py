@@ -48,9 +48,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from paramsel_jax.select import granularity as granularity_lib
+
 PyTree = Any
 Patterns = str | Sequence[str]
-__all__ = ['leaf_paths', 'mask_by_name', 'path_matches']
+__all__ = ['leaf_names', 'mask_by_name', 'path_matches']
 
 
 def _component(key: Any) -> str:
@@ -66,26 +68,19 @@ def _component(key: Any) -> str:
   return str(key)
 
 
-def _is_value_attr(key: Any) -> bool:
-  return isinstance(key, jax.tree_util.GetAttrKey) and key.name == 'value'
-
-
-def leaf_paths(params: PyTree) -> list[str]:
+def leaf_names(params: PyTree) -> list[str]:
   """Every leaf's '/'-joined path, in `jax.tree.leaves` order.
 
-  An `nnx.State`'s (or `nnx.Variable`'s) trailing `.value` is dropped.
+  The paths are `granularity.leaf_paths`': an `nnx.Variable`'s wrapper key
+  (its `.value`) is not part of a name.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> leaf_paths({'layers': [{'w': jnp.zeros(2)}], 'b': jnp.zeros(1)})
+    >>> leaf_names({'layers': [{'w': jnp.zeros(2)}], 'b': jnp.zeros(1)})
     ['b', 'layers/0/w']
   """
-  out = []
-  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if len(path) > 1 and _is_value_attr(path[-1]):
-      path = path[:-1]
-    out.append('/'.join(_component(k) for k in path))
-  return out
+  return ['/'.join(_component(k) for k in path)
+          for path in granularity_lib.leaf_paths(params)]
 
 
 def _split(pattern: str) -> list[str]:
@@ -218,7 +213,7 @@ def mask_by_name(params: PyTree, *, train: Patterns | None = None,
         'freeze= (what is frozen, the rest trains), or both; got neither.')
   train_p = _as_patterns(train, 'train')
   freeze_p = _as_patterns(freeze, 'freeze')
-  paths = leaf_paths(params)
+  paths = leaf_names(params)
   train_hits = _matches(train_p, paths, 'train')
   freeze_hits = _matches(freeze_p, paths, 'freeze')
   both = [f'{path!r} (train {t}, freeze {f})'
