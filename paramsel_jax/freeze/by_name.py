@@ -162,6 +162,27 @@ def _matches(patterns: tuple[str, ...], paths: list[str], what: str,
   return hits
 
 
+def _check_cover(paths: list[str], train_hits: list, freeze_hits: list, *,
+                 both_given: bool) -> None:
+  """ValueError for a leaf named by both sides, or (both given) by neither."""
+  both = [f'{path!r} (train {t}, freeze {f})'
+          for path, t, f in zip(paths, train_hits, freeze_hits) if t and f]
+  if both:
+    raise ValueError(
+        f'mask_by_name: {len(both)} leaves are matched by both train= and '
+        f'freeze=: {"; ".join(both[:5])}{" ..." if len(both) > 5 else ""}. '
+        'accepted: patterns that name disjoint leaves.')
+  if both_given:
+    neither = [p for p, t, f in zip(paths, train_hits, freeze_hits)
+               if not t and not f]
+    if neither:
+      raise ValueError(
+          f'mask_by_name: with both train= and freeze=, every leaf must be '
+          f'named by one of them; named by neither: {neither[:8]}'
+          f'{" ..." if len(neither) > 8 else ""}. Accepted: patterns covering '
+          'every leaf, or only one of train= / freeze=.')
+
+
 def mask_by_name(params: PyTree, *, train: Patterns | None = None,
                  freeze: Patterns | None = None) -> PyTree:
   """The α that trains or freezes the modules that glob patterns name.
@@ -216,22 +237,8 @@ def mask_by_name(params: PyTree, *, train: Patterns | None = None,
   paths = leaf_names(params)
   train_hits = _matches(train_p, paths, 'train')
   freeze_hits = _matches(freeze_p, paths, 'freeze')
-  both = [f'{path!r} (train {t}, freeze {f})'
-          for path, t, f in zip(paths, train_hits, freeze_hits) if t and f]
-  if both:
-    raise ValueError(
-        f'mask_by_name: {len(both)} leaves are matched by both train= and '
-        f'freeze=: {"; ".join(both[:5])}{" ..." if len(both) > 5 else ""}. '
-        'accepted: patterns that name disjoint leaves.')
-  if train is not None and freeze is not None:
-    neither = [p for p, t, f in zip(paths, train_hits, freeze_hits)
-               if not t and not f]
-    if neither:
-      raise ValueError(
-          f'mask_by_name: with both train= and freeze=, every leaf must be '
-          f'named by one of them; named by neither: {neither[:8]}'
-          f'{" ..." if len(neither) > 8 else ""}. Accepted: patterns covering '
-          'every leaf, or only one of train= / freeze=.')
+  _check_cover(paths, train_hits, freeze_hits,
+               both_given=train is not None and freeze is not None)
   if train is None:
     flags = [not f for f in freeze_hits]
   else:
