@@ -5,9 +5,10 @@
 `active` (the step whose cost follows α), `active_check` (which models it
 trains right, checked before any work), `layer_order` (the forward order of
 the layers), `policy` (`FreezingPolicy`), `criteria` (its convergence
-criteria).
+criteria), `by_name` (`mask_by_name`: α from module names or globs).
 """
 
+from paramsel_jax.freeze.by_name import mask_by_name
 from paramsel_jax.freeze.criteria import CRITERIA
 from paramsel_jax.freeze.criteria import Criterion
 from paramsel_jax.freeze.criteria import register_criterion

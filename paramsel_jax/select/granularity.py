@@ -8,6 +8,15 @@
   are `(in, out)`, `Conv` kernels `(kh, kw, in, out)`, biases `(out,)`).
 * `'layer'`: a whole module.
 
+Params may be a plain nested dict (linen, `nnx.to_pure_dict`) or flax NNX
+state (`nnx.state(model, nnx.Param)`, `nnx.split`): an NNX leaf's path ends
+in its `nnx.Variable`'s `GetAttrKey('value')`, which is the wrapper's, not
+part of the parameter's name, so `hidden/kernel/value` is the leaf `kernel`
+of the module `hidden`, the same groups as its pure dict. A dict entry
+named 'value' (`DictKey`, e.g. an attention's `value` projection) is a real
+name and is kept. NNX's `Linear`, `Conv`, `Embed` and `LayerNorm` keep
+linen's shapes, so their unit axis is the same last axis.
+
 A selector scores elements; its scores are aggregated per group (`aggregate`:
 the mean by default, so a group's score is its score per parameter) and whole
 groups are taken, best first by that score, until their parameters reach the
@@ -57,14 +66,76 @@ def check_granularity(granularity: str) -> str:
   return granularity
 
 
+_VARIABLE_KEY = jax.tree_util.GetAttrKey('value')
+
+
+def _is_variable(x: Any) -> bool:
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  return isinstance(x, nnx.Variable)
+
+
+def unwrap(path: tuple) -> tuple:
+  """A leaf's path without a trailing NNX variable key (`GetAttrKey('value')`).
+
+  The attribute through which `jax.tree_util` reaches an `nnx.Variable`'s
+  array is not part of the parameter's name. Only an attribute key is
+  dropped: a dict entry named 'value' (`DictKey('value')`) is a name.
+
+  Example:
+    >>> from jax.tree_util import DictKey, GetAttrKey
+    >>> unwrap((DictKey('fc'), DictKey('kernel'), GetAttrKey('value')))
+    (DictKey(key='fc'), DictKey(key='kernel'))
+    >>> unwrap((DictKey('attn'), DictKey('value')))
+    (DictKey(key='attn'), DictKey(key='value'))
+  """
+  path = tuple(path)
+  return path[:-1] if path and path[-1] == _VARIABLE_KEY else path
+
+
+def leaf_paths(params: PyTree) -> list[tuple]:
+  """Each leaf's parameter path, in `jax.tree.leaves` order.
+
+  The paths of `jax.tree_util.tree_flatten_with_path`, except that the keys
+  inside an `nnx.Variable` (the wrapper's `value`, whatever key type the
+  flax version uses for it) are dropped: a variable's path names the
+  parameter. Read from the tree's structure, so no real name is dropped.
+
+  Example:
+    >>> from flax import nnx
+    >>> state = nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Param)
+    >>> [module_name(p) for p in leaf_paths(state)]
+    ['bias', 'kernel']
+    >>> [module_name(p) for p in leaf_paths({'attn': {'value': jnp.ones(2)}})]
+    ['attn/value']
+  """
+  flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_variable)[0]
+  paths = []
+  for path, node in flat:
+    inner = jax.tree_util.tree_flatten_with_path(node)[0]
+    if _is_variable(node) and len(inner) == 1:
+      paths.append(tuple(path))
+    else:
+      paths += [tuple(path) + tuple(sub) for sub, _ in inner]
+  return paths
+
+
 def module_path(path: tuple) -> tuple:
-  """The module a leaf belongs to: its path without the last key."""
-  return tuple(path[:-1])
+  """The module a leaf belongs to: its path without the last key.
+
+  A trailing NNX variable key is dropped first (`unwrap`), so a leaf path
+  of NNX state (`fc/kernel/value`) belongs to the same module (`fc`) as
+  its pure dict's (`fc/kernel`).
+  """
+  return unwrap(path)[:-1]
 
 
 def module_name(path: tuple) -> str:
-  """A readable module name, e.g. 'Dense_0' or 'block/Conv2D_1'."""
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path) or '(root)'
+  """A readable module name, e.g. 'Dense_0' or 'block/Conv2D_1'.
+
+  A trailing NNX variable key is not part of it (`unwrap`).
+  """
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k)))
+                  for k in unwrap(path)) or '(root)'
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,7 +169,7 @@ class Groups:
 
 def _modules(params: PyTree) -> tuple[list[tuple], dict[tuple, list[int]]]:
   """Leaf paths, and for each module path the indices of its leaves."""
-  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  paths = leaf_paths(params)
   members: dict[tuple, list[int]] = {}
   for i, path in enumerate(paths):
     members.setdefault(module_path(path), []).append(i)
