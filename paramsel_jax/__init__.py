@@ -25,7 +25,10 @@ from paramsel_jax.optim.masking import set_mask
 from paramsel_jax.protocol.protocol import ProtocolConfig
 from paramsel_jax.protocol.protocol import run_protocol
 from paramsel_jax.protocol.task import check_model
+from paramsel_jax.protocol.task import host_batches
+from paramsel_jax.protocol.task import ImageTask
 from paramsel_jax.protocol.task import Task
+from paramsel_jax.train.feed import OnDevice
 from paramsel_jax.select.selectors import get_selector
 from paramsel_jax.select.selectors import register_selector
 from paramsel_jax.select.selectors import resolve_count

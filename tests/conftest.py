@@ -30,7 +30,7 @@ def synthetic_task(widths, num_train=200, num_test=100):
   ds = data.synthetic(num_train=num_train, num_test=num_test,
                       image_shape=(8, 8, 1), num_classes=4)
   model = models.create_model('mlp', widths=widths, num_classes=4)
-  return protocol.Task(
+  return protocol.ImageTask(
       init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
       apply_fn=lambda p, x: model.apply({'params': p}, x),
       train_images=jnp.asarray(ds.train.images),

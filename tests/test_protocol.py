@@ -162,7 +162,7 @@ from paramsel_jax import models
 from paramsel_jax.protocol import protocol
 ds = data.synthetic(num_train=200, num_test=100, image_shape=(8, 8, 1), num_classes=4)
 model = models.create_model('mlp', widths=(16,), num_classes=4)
-task = protocol.Task(
+task = protocol.ImageTask(
     init_fn=lambda key: models.init_params(model, key, (8, 8, 1)),
     apply_fn=lambda p, x: model.apply({'params': p}, x),
     train_images=jnp.asarray(ds.train.images), train_labels=jnp.asarray(ds.train.labels),

@@ -34,7 +34,7 @@ def _task(images, labels, apply_fn=None):
   model = TinyCNN()
   init = lambda key: model.init(key, jnp.zeros((1, 6, 6, 1)))['params']
   apply = apply_fn or (lambda p, x: model.apply({'params': p}, x))
-  return protocol.Task(init, apply, images, labels, images, labels)
+  return protocol.ImageTask(init, apply, images, labels, images, labels)
 
 
 _CONFIG = protocol.ProtocolConfig(eta0=6, eta1=6, k=0.5, l=0.25, window=3,

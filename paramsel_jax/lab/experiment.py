@@ -176,7 +176,7 @@ def load_dataset(config: ExperimentConfig) -> data_lib.Dataset:
   return data_lib.load(config.dataset, data_dir=config.data_dir, verbose=True)
 
 
-def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.Task:
+def make_task(config: ExperimentConfig, dataset: data_lib.Dataset) -> protocol.ImageTask:
   """The protocol's `Task`: the model's init/apply and the data on device.
 
   The held-out split is `config.eval_split`'s (the test split by default).

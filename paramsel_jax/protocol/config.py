@@ -215,19 +215,24 @@ class ProtocolConfig:
 
 
 def validate_protocol_config(
-    config: ProtocolConfig, num_params: int, num_train: int
+    config: ProtocolConfig, num_params: int, num_train: int | None
 ) -> tuple[tuple[int | float, ...], tuple[int, ...]]:
   """The checks that need N and the data; returns the resolved k's and l's.
+
+  `num_train`: the examples of on-device training data (None: host batches,
+  whose size the data sets: `batch_size` and `train_eval_size` are unused).
 
   In 'retrain' mode the k's are (); with `budget='flops'` they stay the
   fractions of the FLOPs they are.
   """
   size = config.train_eval_size
-  if size is not None and size > num_train:
+  if num_train is None:
+    pass
+  elif size is not None and size > num_train:
     raise ValueError(f'train_eval_size={size!r}; accepted: an integer in '
                      f'[1, {num_train}], or None (0 on the command line) for '
                      'the whole training set.')
-  if config.batch_size > num_train:
+  elif config.batch_size > num_train:
     raise ValueError(f'batch_size={config.batch_size} is larger than the '
                      f'training set ({num_train} examples).')
   resolve = lambda vs, name: tuple(

@@ -35,11 +35,11 @@ from paramsel_jax.freeze import active as active_lib
 from paramsel_jax.freeze import policy as freezing
 from paramsel_jax.protocol import checks
 from paramsel_jax.protocol import protocol
+from paramsel_jax.protocol import task as task_lib
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import costs as costs_lib
 from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import runner as runner_lib
-from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.train import timing
 
 PyTree = Any
@@ -128,11 +128,11 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
   """
   shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
   costs = runner.group_flops() if config.budget == 'flops' else None
-  layer_order = None
-  if freezing.get_criterion(config.criterion).layers_only:
-    example = steps_lib.to_float(runner.task.train_images[:1])
-    layer_order = freezing.forward_layer_order(runner.task.apply_fn, shapes,
-                                               example)
+  layer_order = runner.task.layer_order
+  if layer_order is None and freezing.get_criterion(
+      config.criterion).layers_only:
+    fn, example = runner.task.trace_target()
+    layer_order = freezing.forward_layer_order(fn, shapes, example)
   return freezing.FreezingPolicy(
       config.criterion, shapes, granularity=config.granularity,
       check_every=config.check_every, threshold=config.threshold,
@@ -274,6 +274,7 @@ def _make_runner(task: protocol.Task, tx: optax.GradientTransformation,
                                       stat_groups=groups, seeds=seeds,
                                       ema_decay=0.95)
   runner = make(tx)
+  task_lib.check(task, jax.random.key(seeds[0]))
   if criterion is None:
     return runner, None
   runner.check_active_step()
@@ -315,7 +316,8 @@ def _results(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
   return {'compilations': sum(1 for key in runner.compiled if key[0] in chunks),
           'compile_s': sum(c['compile_s'] for c in costs.values()),
           'timing': {'phases': costs}, 'final_params': state.params,
-          'cases': _cases(config, state, used) if keep_cases else {},
+          'cases': (_cases(runner, config, state, used) if keep_cases
+                    else {}),
           'config': dataclasses.asdict(config)}
 
 
@@ -359,19 +361,21 @@ def _label(switch: _Switch) -> str:
   return 'T (dense)' if plan is None else f'T|α {plan.describe()}'
 
 
-def _cases(config: OnlineConfig, state: Any, used: dict[str, _Switch]
-           ) -> dict[str, Any]:
+def _cases(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+           used: dict[str, _Switch]) -> dict[str, Any]:
   """A timed case per step that ran: one interval from the final state."""
   n = jnp.asarray(config.check_every, jnp.int32)
   start = jnp.asarray(0, jnp.int32)
   collect = (config.criterion != 'none'
              and bool(freezing.get_criterion(config.criterion).stats))
   out = {}
+  feed = runner.feed(0, len(runner.seeds or ()) or 1, 'timing')
+  batches = () if feed is None else (feed.next(config.check_every),)
   for label, sw in used.items():
     chunk = sw.phase.collect_chunk if collect else sw.phase.run_chunk
     args = phase_lib.enter(sw.phase, state)
     run = (lambda chunk=chunk, args=args:
-           jax.block_until_ready(chunk(args, start, n)) and None)
+           jax.block_until_ready(chunk(args, start, n, *batches)) and None)
     out[label] = timing.Case(label, label, run, steps=config.check_every)
   return out
 
@@ -387,13 +391,17 @@ def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
             ) -> dict[str, Any]:
   evaluate = (config.eval_every == 0 or t % config.eval_every == 0
               or t == config.steps or force_eval)
-  acc = (np.asarray(runner.test_accuracy(state.params)).tolist()
-         if evaluate else None)
+  metrics = ({m: np.asarray(v).tolist()
+              for m, v in runner.held_out(state.params).items()}
+             if evaluate else {})
   plan = 'dense' if switch.phase.plan is None else switch.phase.plan.describe()
+  shown = ', '.join(
+      f'{m} {100 * np.mean(v):.2f}%' if m.endswith('accuracy') else
+      f'{m} {np.mean(v):.4f}' for m, v in metrics.items())
   log(f'online [{config.criterion}] step {t}/{config.steps}: frozen '
       f'{100 * np.mean(share):.1f}% of the parameters (seeds '
       f'{[round(100 * s, 1) for s in share]}), next: {plan}; '
-      f'{rate:.0f} steps/s'
-      + ('' if acc is None else f'; held-out acc {100 * np.mean(acc):.2f}%'))
+      f'{rate:.0f} steps/s' + (f'; held-out {shown}' if shown else ''))
   return {'step': t, 'frozen_share': share, 'plan': plan, 'steps_per_s': rate,
-          'test_accuracy': acc}
+          'test_accuracy': metrics.get('test_accuracy'),
+          'metrics': metrics or None}

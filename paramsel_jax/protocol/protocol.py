@@ -58,8 +58,10 @@ from paramsel_jax.train.runner import count_per_seed
 from paramsel_jax.train.runner import frozen_moved
 from paramsel_jax.train.runner import Runner
 from paramsel_jax.train.runner import TrainState
-from paramsel_jax.protocol.task import check_model
+from paramsel_jax.protocol.task import check as check_task
+from paramsel_jax.protocol.task import ImageTask
 from paramsel_jax.protocol.task import Task
+from paramsel_jax.train.feed import OnDevice
 
 PyTree = Any
 
@@ -71,6 +73,7 @@ __all__ = [
     'ProtocolConfig',
     'SEED_AXES',
     'STEPS',
+    'ImageTask',
     'Task',
     'all_diverged',
     'check_seeds',
@@ -299,8 +302,10 @@ def _checked(task: Task, config: ProtocolConfig, seeds: tuple[int, ...]
   Checks the config against N and the data, and the model on one seed.
   """
   n = models.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
-  ks, ls = validate_protocol_config(config, n, int(task.train_images.shape[0]))
-  check_model(task, jax.random.key(seeds[0]))
+  data = task.train_data
+  ks, ls = validate_protocol_config(
+      config, n, data.num_examples if isinstance(data, OnDevice) else None)
+  check_task(task, jax.random.key(seeds[0]))
   config = dataclasses.replace(
       config, seed_axis=mesh_lib.resolve_seed_axis(config.seed_axis))
   return config, n, ks, ls

@@ -5,7 +5,7 @@ The structure search chooses *which network*; the protocol of seed paper 000
 of it to keep training (α, ``k`` of them) and to keep at all (β, ``l``), with
 any registered selector, in ``'prune_at_end'`` or ``'retrain'`` mode. For
 every seed's derived architecture, :func:`run_selection` builds a
-:class:`paramsel_jax.protocol.protocol.Task` (its init, its apply, the data) and runs
+:class:`paramsel_jax.protocol.ImageTask` (its init, its apply, the data) and runs
 the protocol from a fresh initialisation, so one command goes from a searched
 structure to a pruned one. Each stage is reported with its parameters, FLOPs
 and accuracy: the derived net as the pipeline retrained it, after η0 (dense),

@@ -33,7 +33,7 @@ Example:
   >>> import jax, jax.numpy as jnp, optax
   >>> from paramsel_jax.protocol import protocol
   >>> x = jnp.ones((8, 3)); y = jnp.zeros((8,), jnp.int32)
-  >>> task = protocol.Task(lambda k: {'w': jax.random.normal(k, (3, 2))},
+  >>> task = protocol.ImageTask(lambda k: {'w': jax.random.normal(k, (3, 2))},
   ...                      lambda p, x: x @ p['w'], x, y, x, y)
   >>> config = protocol.ProtocolConfig(eta0=4, eta1=4, window=2, batch_size=4)
   >>> runner = protocol.Runner(task, optax.sgd(0.1), config)
@@ -223,15 +223,15 @@ def cache_bytes(runner: Runner, state: TrainState, path: str) -> int:
 
   For all seeds, float32.
   """
-  task = runner.task
+  apply_fn, images = runner.task.cache_inputs()
   one = jax.tree.map(lambda x: x[0], state.params)
-  example = steps.to_float(task.train_images[:1])
+  example = steps.to_float(images[:1])
   shape = jax.eval_shape(
-      lambda p, x: active_lib.module_input(task.apply_fn, p, x, path),
+      lambda p, x: active_lib.module_input(apply_fn, p, x, path),
       one, example).shape
   per_example = int(jnp.prod(jnp.asarray(shape[1:])))
   seeds = int(jax.tree.leaves(state.params)[0].shape[0])
-  return seeds * int(task.train_images.shape[0]) * per_example * 4
+  return seeds * int(images.shape[0]) * per_example * 4
 
 
 class ActiveStep:
@@ -243,13 +243,14 @@ class ActiveStep:
     partial = [m for m, k in zip(plan.modules, plan.kinds) if k == 'partial']
     if partial:  # modules `forward` would split: refused before any work.
       task = runner.task
+      fn, example = task.trace_target()
       active_check.check_active_step(
-          task.apply_fn, jax.eval_shape(task.init_fn, jax.random.key(0)),
-          steps.to_float(task.train_images[:1]), 'unit', modules=partial)
+          fn, jax.eval_shape(task.init_fn, jax.random.key(0)), example,
+          'unit', modules=partial)
     seed_map = runner.seed_map
     chunk = lambda collect: jax.jit(seed_map(
         functools.partial(self._chunk_one, collect=collect),
-        in_axes=(0, None, None)))
+        in_axes=(0, None, None, 0)))
     self.run_chunk = chunk(False)
     self.collect_chunk = chunk(True)
     self.enter = jax.jit(seed_map(self._enter_one))
@@ -302,30 +303,30 @@ class ActiveStep:
     return stats_lib.TrajectoryStats(count=s.stats.count, **fields)
 
   def _cache_one(self, state: TrainState, batch_size: int = 1000) -> jax.Array:
-    task, path = self.runner.task, self.cache_path
+    path = self.cache_path
     assert path is not None, 'build_cache needs a cache_path'
-    images = task.train_images
+    apply_fn, images = self.runner.task.cache_inputs()
     n = images.shape[0]
     batch_size = min(batch_size, n)
     pad = -n % batch_size
     padded = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
     batches = padded.reshape((-1, batch_size) + images.shape[1:])
     inputs = jax.lax.map(lambda x: active_lib.module_input(
-        task.apply_fn, state.params, steps.to_float(x), path), batches)
+        apply_fn, state.params, steps.to_float(x), path), batches)
     return inputs.reshape((-1,) + inputs.shape[2:])[:n]
 
-  def _step(self, s: ActiveState, step: jax.Array,
-            collect: bool) -> tuple[ActiveState, jax.Array]:
+  def _step(self, s: ActiveState, step: jax.Array, collect: bool,
+            feed: Any, i: jax.Array) -> tuple[ActiveState, jax.Array]:
     runner, task, p = self.runner, self.runner.task, self.plan
-    bidx, images, labels = runner.minibatch(s.key, step)
+    bidx, batch = runner.minibatch(s.key, step, feed, i)
     cache = None if s.cache is None else (self.cache_path, s.cache[bidx])
+    loss_of = lambda q, x: task.loss_fn(q, x[0], x[1])
 
     def loss_fn(act):
-      logits = active_lib.forward(task.apply_fn, p, s.params, act, s.idx,
-                                  steps.to_float(images), cache)
-      return steps.cross_entropy(logits, labels)
+      return active_lib.forward(loss_of, p, s.params, act, s.idx,
+                                (batch, runner.loss_key(s.key, step)), cache)
 
-    loss, grads = jax.value_and_grad(loss_fn)(s.active)
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(s.active)
     updates, opt_state = runner.tx.update(grads, s.opt_state, s.active)
     act = optax.apply_updates(s.active, updates)
     stats = s.stats
@@ -339,10 +340,11 @@ class ActiveStep:
                       diverged_at=diverged_at), loss
 
   def _chunk_one(self, s: ActiveState, start: jax.Array, num_steps: jax.Array,
+                 feed: Any = None, *,
                  collect: bool) -> tuple[ActiveState, jax.Array]:
     def body(i, carry):
       s, loss_sum = carry
-      s, loss = self._step(s, start + i, collect)
+      s, loss = self._step(s, start + i, collect, feed, i)
       return s, loss_sum + loss
     s, loss_sum = jax.lax.fori_loop(0, num_steps, body,
                                     (s, jnp.zeros((), jnp.float32)))
@@ -359,6 +361,10 @@ def cached_module(runner: Runner, p: active_lib.Plan, start: TrainState,
   """
   config = runner.config
   if not config.cache_prefix:
+    return None
+  if runner.task.cache_inputs() is None:
+    log(f'{label}: no frozen-prefix cache: it needs the training inputs on '
+        'the device and a linen apply_fn (an ImageTask); training uncached.')
     return None
   path = active_lib.cacheable_prefix(p, runner.call_order())
   if path is None:

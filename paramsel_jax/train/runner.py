@@ -12,7 +12,12 @@ Each seed's key has fixed sub-streams, so that no two uses share one:
 `fold_in(key, 0)` initializes the params, `fold_in(key, 1)` is the parent of
 the minibatch keys (step t uses `fold_in(., t)`), `fold_in(key, 2)` seeds the
 Langevin noise, `fold_in(key, 3)` and `fold_in(key, 4)` are the random
-selector's α and β keys.
+selector's α and β keys, and `fold_in(key, 5)` is the parent of the keys
+`loss_fn` gets (step t: `fold_in(., t)`; dropout, noise).
+
+The training batches come from the task's `train_data`: drawn on the device
+inside the chunk (`task.OnDevice`), or pulled from the host streams chunk by
+chunk (`feed.Feed`, passed to the chunk as its last argument).
 
 A seed whose training loss stops being finite is marked where it happens: the
 state carries the first such step (`diverged_at`, -1 while finite), the
@@ -38,13 +43,15 @@ from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import feed as feed_lib
 from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax.train import steps
 
 PyTree = Any
 
 # Sub-streams of a seed's key (see the module docstring).
-INIT_STREAM, BATCH_STREAM, NOISE_STREAM, ALPHA_STREAM, BETA_STREAM = range(5)
+(INIT_STREAM, BATCH_STREAM, NOISE_STREAM, ALPHA_STREAM, BETA_STREAM,
+ LOSS_STREAM) = range(6)
 
 
 class TrainState(NamedTuple):
@@ -72,7 +79,8 @@ def seed_map(fn: Callable, seed_axis: str, in_axes=0,
     [0.0, 2.0, 4.0]
   """
   def mapped(*args):
-    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    axes = (in_axes[:len(args)] if isinstance(in_axes, tuple)
+            else (in_axes,) * len(args))
     batched = [a for a, ax in zip(args, axes) if ax == 0]
     def one(xs):
       it = iter(xs)
@@ -81,7 +89,7 @@ def seed_map(fn: Callable, seed_axis: str, in_axes=0,
       out = one(jax.tree.map(lambda x: x[0], batched))
       return jax.tree.map(lambda x: x[None], out)
     if seed_axis == 'vmap':
-      return jax.vmap(fn, in_axes=in_axes,
+      return jax.vmap(fn, in_axes=axes,
                       spmd_axis_name=spmd_axis_name)(*args)
     return jax.lax.map(one, batched)
   return mapped
@@ -97,8 +105,9 @@ def _finite_mean_std(values: np.ndarray) -> str:
 class Runner:
   """The protocol's compiled pieces for one task, optimizer and config.
 
-  `task`: a `protocol.Task`. `config`: a `protocol.ProtocolConfig` (its seed
-  axis resolved by `mesh.resolve_seed_axis`). `stat_groups`: the `stats.STAT_GROUPS`
+  `task`: a `protocol.Task` (or its `ImageTask` preset). `config`: a
+  `protocol.ProtocolConfig` (its seed axis resolved by
+  `mesh.resolve_seed_axis`). `stat_groups`: the `stats.STAT_GROUPS`
   collected in the windows (the union of what the compared selectors read).
   `mesh`: a `mesh.device_mesh`; its 'seed' axis shards vmapped seeds, its
   'batch' axis each training minibatch. `seeds`: the seed numbers, for
@@ -113,6 +122,7 @@ class Runner:
                ema_decay: float = 0.99):
     self.task, self.config, self.mesh, self.seeds = task, config, mesh, seeds
     self.ema_decay = ema_decay
+    self.on_device = isinstance(task.train_data, feed_lib.OnDevice)
     self.stat_groups = stats_lib.check_groups(stat_groups)
     self.tx = masking.masked(tx)
     self._batch_sharding = None
@@ -127,9 +137,10 @@ class Runner:
                                       spmd_axis_name=spmd)
     chunk = lambda collect: jax.jit(self.seed_map(
         functools.partial(self._chunk_one, collect=collect),
-        in_axes=(0, None, None)))
+        in_axes=(0, None, None, 0)))
     self.init = jax.jit(self.seed_map(self._init_one))
-    self.run_chunk = chunk(False)  # `(state, start, num_steps)`, no stats.
+    # `(state, start, num_steps[, feed])`, no stats; `feed`: host data only.
+    self.run_chunk = chunk(False)
     self.collect_chunk = chunk(True)  # the same, collecting the statistics.
     self._select_fns: dict[tuple[Any, ...], Callable[..., PyTree]] = {}
     # The FLOPs (all seeds) of each program `precompile` compiled, by
@@ -146,6 +157,7 @@ class Runner:
     self.set_alpha = jax.jit(self.seed_map(self._set_alpha_one))
     self.evaluate = jax.jit(self.seed_map(self._evaluate_one))
     self.test_accuracy = jax.jit(self.seed_map(self._test_accuracy_one))
+    self.held_out = jax.jit(self.seed_map(self._held_out_one))
 
   def _init_one(self, key: jax.Array) -> TrainState:
     params = self.task.init_fn(jax.random.fold_in(key, INIT_STREAM))
@@ -155,31 +167,36 @@ class Runner:
                       stats=stats_lib.init_stats(params), key=key,
                       diverged_at=jnp.full((), -1, jnp.int32))
 
-  def minibatch(self, key: jax.Array, step: jax.Array
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One seed's minibatch of global step `step`: (indices, images, labels).
+  def minibatch(self, key: jax.Array, step: jax.Array, feed: Any = None,
+                i: jax.Array | None = None) -> tuple[jax.Array | None, Any]:
+    """One seed's minibatch of global step `step`: (indices, batch).
 
-    It depends only on the seed's `key` and `step` (its batch sub-stream),
-    so every phase kind trains on the same batches; with a mesh whose 'batch'
-    axis is > 1, the images and labels are sharded over it. Call it inside
-    a seed-mapped step.
+    On-device data: `config.batch_size` examples drawn from the seed's `key`
+    and `step` alone (its batch sub-stream), so every phase kind trains on
+    the same batches; with a mesh whose 'batch' axis is > 1, the batch is
+    sharded over it. Host data: slot `i` of this chunk's `feed` (indices
+    None). Call it inside a seed-mapped step.
     """
-    task = self.task
+    if not self.on_device:
+      return None, jax.tree.map(lambda f: f[i], feed)
+    arrays = self.task.train_data.arrays
     batch_key = jax.random.fold_in(jax.random.fold_in(key, BATCH_STREAM), step)
-    idx = steps.batch_indices(batch_key, task.train_images.shape[0],
+    idx = steps.batch_indices(batch_key, self.task.train_data.num_examples,
                               self.config.batch_size)
-    images, labels = task.train_images[idx], task.train_labels[idx]
+    batch = jax.tree.map(lambda x: x[idx], arrays)
     if self._batch_sharding is not None:
-      images, labels = jax.lax.with_sharding_constraint(
-          (images, labels), self._batch_sharding)
-    return idx, images, labels
+      batch = jax.lax.with_sharding_constraint(batch, self._batch_sharding)
+    return idx, batch
 
-  def _step(self, state: TrainState, step: jax.Array,
-            collect: bool) -> tuple[TrainState, jax.Array]:
-    _, images, labels = self.minibatch(state.key, step)
-    params, opt_state, loss, grads = steps.train_step(
-        self.task.apply_fn, self.tx, state.params, state.opt_state, images,
-        labels)
+  def loss_key(self, key: jax.Array, step: jax.Array) -> jax.Array:
+    """The key `loss_fn` gets at global step `step` (its sub-stream)."""
+    return jax.random.fold_in(jax.random.fold_in(key, LOSS_STREAM), step)
+
+  def _step(self, state: TrainState, step: jax.Array, collect: bool,
+            batch: Any) -> tuple[TrainState, jax.Array]:
+    params, opt_state, loss, grads = steps.loss_step(
+        self.task.loss_fn, self.tx, state.params, state.opt_state, batch,
+        self.loss_key(state.key, step))
     stats = state.stats
     if collect:
       stats = stats_lib.update_stats(stats, grads, state.params, params,
@@ -189,12 +206,14 @@ class Runner:
                             step, state.diverged_at)
     return TrainState(params, opt_state, stats, state.key, diverged_at), loss
 
-  def _chunk_one(self, state: TrainState, start: jax.Array, num_steps: jax.Array,
+  def _chunk_one(self, state: TrainState, start: jax.Array,
+                 num_steps: jax.Array, feed: Any = None, *,
                  collect: bool) -> tuple[TrainState, jax.Array]:
     """Steps `start .. start + num_steps - 1` (global step numbers)."""
     def body(i, carry):
       state, loss_sum = carry
-      state, loss = self._step(state, start + i, collect)
+      _, batch = self.minibatch(state.key, start + i, feed, i)
+      state, loss = self._step(state, start + i, collect, batch)
       return state, loss_sum + loss
     state, loss_sum = jax.lax.fori_loop(
         0, num_steps, body, (state, jnp.zeros((), jnp.float32)))
@@ -236,9 +255,8 @@ class Runner:
     """The flax modules in the order a forward pass calls them (once)."""
     if self._call_order is None:
       shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
-      example = steps.to_float(self.task.train_images[:1])
-      self._call_order = active_lib.module_call_order(self.task.apply_fn,
-                                                      shapes, example)
+      fn, example = self.task.trace_target()
+      self._call_order = active_lib.module_call_order(fn, shapes, example)
     return self._call_order
 
   def check_active_step(self) -> None:
@@ -249,8 +267,8 @@ class Runner:
     used.
     """
     shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
-    example = steps.to_float(self.task.train_images[:1])
-    active_check.check_active_step(self.task.apply_fn, shapes, example,
+    fn, example = self.task.trace_target()
+    active_check.check_active_step(fn, shapes, example,
                                    self.config.granularity)
 
   def groups(self) -> granularity_lib.Groups:
@@ -264,8 +282,8 @@ class Runner:
     """Per group, its weight gradient's FLOPs per example (computed once)."""
     if self._group_flops is None:
       shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
-      example = steps.to_float(self.task.train_images[:1])
-      uses = granularity_lib.module_uses(self.task.apply_fn, shapes, example)
+      fn, example = self.task.trace_target()
+      uses = granularity_lib.module_uses(fn, shapes, example)
       self._group_flops = granularity_lib.weight_grad_flops(self.groups(), uses)
     return self._group_flops
 
@@ -294,19 +312,24 @@ class Runner:
     return state._replace(opt_state=masking.set_mask(state.opt_state, alpha))
 
   def _test_accuracy_one(self, params: PyTree) -> jax.Array:
-    task = self.task
-    return steps.evaluate(task.apply_fn, params, task.test_images,
-                          task.test_labels, self.config.eval_batch_size)[1]
+    return self.task.check_metrics(params,
+                                   self.config.eval_batch_size)['test_accuracy']
+
+  def _held_out_one(self, params: PyTree) -> dict[str, jax.Array]:
+    return self.task.check_metrics(params, self.config.eval_batch_size)
 
   def _evaluate_one(self, params: PyTree) -> dict[str, jax.Array]:
-    task, bs = self.task, self.config.eval_batch_size
-    n = self.config.train_eval_size
-    train = steps.evaluate(task.apply_fn, params, task.train_images[:n],
-                           task.train_labels[:n], bs)
-    test = steps.evaluate(task.apply_fn, params, task.test_images,
-                          task.test_labels, bs)
-    return {'train_loss': train[0], 'train_accuracy': train[1],
-            'test_loss': test[0], 'test_accuracy': test[1]}
+    return self.task.evaluate_splits(params, self.config.eval_batch_size,
+                                     self.config.train_eval_size)
+
+  def feed(self, first_step: int, num_seeds: int,
+           label: str) -> feed_lib.Feed | None:
+    """The host-data `Feed` of a phase from `first_step` (None: on device)."""
+    if self.on_device:
+      return None
+    seeds = self.seeds if self.seeds is not None else tuple(range(num_seeds))
+    return feed_lib.Feed(self.task.train_data, seeds, first_step,
+                         self.config.chunk_size, self.mesh, label)
 
   def train(self, state: Any, first_step: int, num_steps: int, window: int,
             log: Callable[[str], None], label: str,
@@ -329,19 +352,27 @@ class Runner:
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
     collect_from = first_step + num_steps - window
     step, end = first_step, first_step + num_steps
+    chunk_len = lambda step: min(
+        self.config.chunk_size,
+        (end if step >= collect_from else collect_from) - step)
+    feed = self.feed(first_step, num_seeds, label)
     while step < end:
       if np.all(np.asarray(state.diverged_at) >= 0):
         log(f'{label}: every seed has diverged; the remaining '
             f'{end - step} steps of this phase are skipped.')
         break
       collect = step >= collect_from
-      n = min(self.config.chunk_size, (end if collect else collect_from) - step)
+      n = chunk_len(step)
       chunk = collect_chunk if collect else run_chunk
       args = (state, as_i32(step), as_i32(n))
+      if feed is not None:
+        args += (feed.next(n),)
       self._compile(chunk, args, cost, collect, num_seeds)
       before = np.asarray(state.diverged_at)
       tic = time.perf_counter()
       state, loss = chunk(*args)
+      if feed is not None and step + n < end:
+        feed.prefetch(chunk_len(step + n))  # while the device runs.
       loss = np.asarray(loss)  # waits for the chunk.
       seconds = time.perf_counter() - tic
       cost.add(n, seconds)

@@ -106,6 +106,35 @@ def train_step(
   return optax.apply_updates(params, updates), opt_state, loss, grads
 
 
+def loss_step(
+    loss_fn: Callable[[PyTree, Any, jax.Array], tuple[jax.Array, Any]],
+    tx: optax.GradientTransformation,
+    params: PyTree,
+    opt_state: optax.OptState,
+    batch: Any,
+    key: jax.Array,
+) -> tuple[PyTree, optax.OptState, jax.Array, PyTree]:
+  """One step `T` of any loss: `loss_fn(params, batch, key) -> (loss, metrics)`.
+
+  As `train_step`, for the general task (`protocol.Task`); the metrics are
+  dropped.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> loss_fn = lambda p, b, key: (jnp.mean((b['x'] @ p - b['y']) ** 2), {})
+    >>> p, batch = jnp.zeros(2), {'x': jnp.eye(2), 'y': jnp.ones(2)}
+    >>> tx = optax.sgd(0.5)
+    >>> p, _, loss, _ = loss_step(loss_fn, tx, p, tx.init(p), batch,
+    ...                           jax.random.key(0))
+    >>> float(loss), p.tolist()
+    (1.0, [0.5, 0.5])
+  """
+  (loss, _), grads = jax.value_and_grad(
+      lambda p: loss_fn(p, batch, key), has_aux=True)(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss, grads
+
+
 def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation):
   """The jitted `T`: `step(params, opt_state, images, labels)`.
 

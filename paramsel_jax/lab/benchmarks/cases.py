@@ -53,7 +53,7 @@ def synthetic_dataset(num_train: int, num_test: int,
 
 
 def synthetic_task(model_name: str, dataset: data_lib.Dataset
-                   ) -> protocol.Task:
+                   ) -> protocol.ImageTask:
   """The protocol's Task on a `synthetic_dataset` (`experiment.make_task`)."""
   exp = experiment.ExperimentConfig(dataset='synthetic', model=model_name,
                                     synthetic_size=len(dataset.train.labels))
@@ -93,7 +93,7 @@ def runner_case(name: str, label: str, runner: protocol.Runner,
                     len(seeds))
 
 
-def make_scan_chunk(task: protocol.Task, tx: optax.GradientTransformation,
+def make_scan_chunk(task: protocol.ImageTask, tx: optax.GradientTransformation,
                     batch_size: int, num_steps: int,
                     stat_groups: frozenset[str] | None = None) -> Callable:
   """A bare jitted loop of `num_steps` steps, the protocol's minus its extras.
@@ -126,7 +126,7 @@ def make_scan_chunk(task: protocol.Task, tx: optax.GradientTransformation,
   return jax.jit(chunk, donate_argnums=0)
 
 
-def scan_case(name: str, label: str, task: protocol.Task,
+def scan_case(name: str, label: str, task: protocol.ImageTask,
               tx: optax.GradientTransformation, batch_size: int,
               num_steps: int, seed: int = 0,
               stat_groups: frozenset[str] | None = None) -> Case:
@@ -158,7 +158,7 @@ def fixed_batches(dataset: data_lib.Dataset, batch_size: int,
   return dataset.train.images[idx], dataset.train.labels[idx].astype(np.int32)
 
 
-def step_loop_case(name: str, label: str, task: protocol.Task,
+def step_loop_case(name: str, label: str, task: protocol.ImageTask,
                    tx: optax.GradientTransformation, num_steps: int,
                    batches: tuple[np.ndarray, np.ndarray],
                    seed: int = 0) -> Case:
@@ -183,7 +183,7 @@ def step_loop_case(name: str, label: str, task: protocol.Task,
               num_steps * batches[0].shape[1])
 
 
-def first_batch_loss(task: protocol.Task, params: PyTree,
+def first_batch_loss(task: protocol.ImageTask, params: PyTree,
                      batches: tuple[np.ndarray, np.ndarray]) -> float:
   """The loss of the first of `batches` at `params` (checks a twin model)."""
   x0, y0 = jnp.asarray(batches[0][0]), jnp.asarray(batches[1][0])

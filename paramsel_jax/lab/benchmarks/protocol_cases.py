@@ -47,7 +47,7 @@ class ProtocolInfo:
     matches: whether that run gave the warm copy's metrics.
   """
 
-  task: protocol.Task
+  task: protocol.ImageTask
   runner: protocol.Runner
   n: int
   k: int
@@ -114,7 +114,7 @@ def _raw_run(runner: protocol.Runner, proto: protocol.ProtocolConfig,
   return stage.seconds
 
 
-def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
+def protocol_cases(task: protocol.ImageTask, tx: optax.GradientTransformation,
                    proto: protocol.ProtocolConfig, selector_name: str,
                    seed: int = 0) -> tuple[Case, Case, ProtocolInfo]:
   """The protocol with one warm Runner, and the same steps bare.
@@ -152,7 +152,7 @@ def protocol_cases(task: protocol.Task, tx: optax.GradientTransformation,
   return full, raw, info
 
 
-def check_cold(task: protocol.Task, tx: optax.GradientTransformation,
+def check_cold(task: protocol.ImageTask, tx: optax.GradientTransformation,
                proto: protocol.ProtocolConfig, selector_name: str, seed: int,
                info: ProtocolInfo) -> None:
   """Runs `protocol.run_protocol` itself once (it compiles its own Runner).
