@@ -692,7 +692,7 @@ def encode_plays(plays: Mapping[str, str], names: Iterable[str],
 # Batches.
 
 
-def _check_batching(tokens: np.ndarray, batch_size: int,
+def check_batching(tokens: np.ndarray, batch_size: int,
                     context: int) -> np.ndarray:
   tokens = np.asarray(tokens)
   if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
@@ -740,7 +740,7 @@ def sample_batches(tokens: np.ndarray, batch_size: int, context: int,
     >>> bool((b['targets'] == b['inputs'] + 1).all()), b['inputs'].shape
     (True, (2, 3))
   """
-  tokens = _check_batching(tokens, batch_size, context)
+  tokens = check_batching(tokens, batch_size, context)
   rng = np.random.default_rng(seed)
   window = np.arange(context + 1)
 
@@ -796,7 +796,7 @@ def eval_batches(tokens: np.ndarray, batch_size: int,
     >>> batches[1]['inputs'][0].tolist(), batches[1]['targets'][0].tolist()
     ([6, 7, 8], [7, 8, 9])
   """
-  tokens = _check_batching(tokens, batch_size, context)
+  tokens = check_batching(tokens, batch_size, context)
   windows = num_eval_windows(len(tokens), context)
   span = np.arange(context + 1)
 
