@@ -694,6 +694,15 @@ def encode_plays(plays: Mapping[str, str], names: Iterable[str],
 
 def check_batching(tokens: np.ndarray, batch_size: int,
                     context: int) -> np.ndarray:
+  """``tokens`` as a 1-D array; ValueError naming a bad size or split.
+
+  Example:
+    >>> check_batching(np.arange(5), batch_size=2, context=8)
+    Traceback (most recent call last):
+    ...
+    ValueError: context=8 is not shorter than the split (5 tokens): a \
+context longer than a split; accepted: context < 5.
+  """
   tokens = np.asarray(tokens)
   if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
     raise ValueError(f'tokens must be a 1-D integer array, got dtype '
