@@ -295,6 +295,11 @@ class ImageTask(Task):
   calls it before any work).
   """
 
+  # Derived from apply_fn and the splits (so `dataclasses.replace` of an
+  # ImageTask rebuilds them).
+  loss_fn: Any = dataclasses.field(init=False, repr=False)
+  train_data: Any = dataclasses.field(init=False, repr=False)
+  eval_fn: Any = dataclasses.field(init=False, repr=False)
   apply_fn: Callable[[PyTree, jax.Array], jax.Array]
   train_images: jax.Array
   train_labels: jax.Array
@@ -304,7 +309,7 @@ class ImageTask(Task):
   def __init__(self, init_fn: Callable[[jax.Array], PyTree],
                apply_fn: Callable[[PyTree, jax.Array], jax.Array],
                train_images: Any, train_labels: Any, test_images: Any,
-               test_labels: Any):
+               test_labels: Any, layer_order: Sequence[str] | None = None):
     for name, value in (('init_fn', init_fn), ('apply_fn', apply_fn)):
       if not callable(value):
         raise ValueError(f'{name}={value!r}; accepted: a function.')
@@ -327,7 +332,8 @@ class ImageTask(Task):
       object.__setattr__(self, name, value)
     super().__init__(
         init_fn=init_fn, loss_fn=functools.partial(_image_loss, apply_fn),
-        train_data=OnDevice(splits['train']), eval_fn=self.test_metrics)
+        train_data=OnDevice(splits['train']), eval_fn=self.test_metrics,
+        layer_order=layer_order)
 
   def test_metrics(self, params: PyTree,
                    batch_size: int = 1000) -> dict[str, jax.Array]:
