@@ -170,3 +170,41 @@ def test_context_longer_than_a_split():
                      'shorter than the split'):
     char_lm.char_lm_task(TINY_GPT, np.arange(100) % 11,
                          {'val': np.arange(5) % 11}, batch_size=4)
+
+
+_SHARDED_SCRIPT = '''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import optax
+import jax
+import test_general_task as t
+from paramsel_jax.protocol import protocol
+config = protocol.ProtocolConfig(eta0=20, eta1=20, k=0.5, l=0.9, window=10,
+                                 chunk_size=25, granularity='layer',
+                                 step='active', shard_batch=True)
+r = protocol.run_protocol(t.plain_task(), optax.adam(1e-2), config,
+                          ['topgrad'], [0, 1], log=print)
+print('RESULT', json.dumps({'devices': jax.device_count(), 'cells': r['cells']}))
+'''
+
+
+@pytest.mark.slow
+def test_host_batches_sharded_over_8_devices_equal_one_device():
+  """Seeds over 2 devices, each host batch over 4: equal to float rounding."""
+  import json, os, subprocess, sys
+  out = {}
+  for count in (8, 1):
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={count}')
+    done = subprocess.run(
+        [sys.executable, '-c', _SHARDED_SCRIPT, os.path.dirname(__file__)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if count == 8:
+      assert 'each minibatch over 4 devices' in done.stdout
+    line = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')][0]
+    out[count] = json.loads(line[len('RESULT '):])
+  assert (out[8]['devices'], out[1]['devices']) == (8, 1)
+  np.testing.assert_allclose(out[8]['cells'][0]['w']['val_loss'],
+                             out[1]['cells'][0]['w']['val_loss'], rtol=2e-4,
+                             atol=1e-5)
