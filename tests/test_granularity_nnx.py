@@ -84,9 +84,10 @@ def test_nnx_modules_group_like_the_linen_ones(small):
   assert layers.sizes.tolist() == [2 * 2 * 3 + 3, 5 * 4, 4 * 6 + 6,
                                    6 * 2 + 2, 6 + 6]
   units = granularity.groups(state, 'unit')
-  # The last axis: conv channels, embedding features, output neurons, and
-  # the LayerNorm's features (a scale and a bias each).
-  assert units.module_units == (3, 4, 6, 2, 6)
+  # The last axis: conv channels, embedding features, output neurons; the
+  # LayerNorm is one unit, trained or frozen whole (issue 20).
+  assert units.module_units == (3, 4, 6, 2, 1)
+  assert units.module_unit_axes == (1, 1, 1, 1, 0)
   assert units.sizes.tolist()[:3] == [2 * 2 + 1] * 3
   assert (units.ids['l1']['kernel'][...][:, 5] == 3 + 4 + 5).all()
 

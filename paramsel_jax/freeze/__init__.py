@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Freezing: the cheap step on the active set, and online freezing policies.
 
-`active` (the step whose cost follows α), `active_check` (which models it
-trains right, checked before any work), `layer_order` (the forward order of
-the layers), `policy` (`FreezingPolicy`), `criteria` (its convergence
-criteria), `by_name` (`mask_by_name`: α from module names or globs).
+`active` (the step whose cost follows α), `units` (a partly active linen
+module's call), `prefix` (the frozen prefix's input cache), `active_check`
+(which models it trains right, checked before any work), `layer_order`
+(the forward order of the layers), `policy` (`FreezingPolicy`), `criteria`
+(its convergence criteria), `by_name` (`mask_by_name`: α from module names
+or globs).
 """
 
 from paramsel_jax.freeze.by_name import mask_by_name

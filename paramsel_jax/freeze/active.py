@@ -6,14 +6,16 @@ full tree, carried as a constant of the step (no gradient is built for it),
 and the *active* tree, the only thing differentiated and optimized:
 
 * at unit/layer granularity (`Plan.mode == 'units'`), the active tree has the
-  params' structure, each leaf sliced along its unit (last) axis to the
+  params' structure, each leaf sliced along its unit axes (the last axis;
+  attention's q/k/v `(heads, head_dim)` flattened: `Plan.unit_axes`) to the
   module's active units: the whole leaf for a module that trains fully, a
   zero-size slice for a frozen one, `leaf[..., idx]` for a partly active one.
   The forward pass of a partly active module is its frozen output with the
   active units' outputs written in (`out.at[..., idx].set(...)`, a flax
-  method interceptor), so autodiff builds the weight gradient `xᵀ δ[:, idx]`
-  of the active units only, and no backward pass at all below the lowest
-  module that trains. The optimizer's state has the active tree's shapes.
+  method interceptor, `units.call_partial`), so autodiff builds the weight
+  gradient `xᵀ δ[:, idx]` of the active units only, and no backward pass at
+  all below the lowest module that trains. The optimizer's state has the
+  active tree's shapes. What can be partly active: `active_check`.
 * at element granularity (`'packed'`), the active tree is one vector of the
   k active scalars: the step is dense (gather, inner update, scatter), but
   the optimizer's state is O(k), not O(N).
@@ -48,10 +50,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.freeze import units as units_lib
+from paramsel_jax.freeze.active_check import inner_leaves
 from paramsel_jax.freeze.active_check import own_leaves
 from paramsel_jax.freeze.active_check import SPLITTABLE
-from paramsel_jax.freeze.active_check import trace
 from paramsel_jax.freeze.active_check import unsplittable
+# The frozen prefix's cache, re-exported (its home: `prefix`).
+from paramsel_jax.freeze.prefix import cacheable_prefix  # noqa: F401
+from paramsel_jax.freeze.prefix import module_call_order  # noqa: F401
+from paramsel_jax.freeze.prefix import module_input  # noqa: F401
 
 PyTree = Any
 PACKED = 'packed'
@@ -68,6 +75,8 @@ class Plan:
     slots: per module, the active units' slot count (the unit count for
       'full', 0 for 'frozen').
     packed: 'packed' mode: the number of active scalars.
+    unit_axes: per module, its unit axes (`Groups.module_unit_axes`; empty:
+      1 each, the last axis).
   """
 
   mode: str
@@ -75,6 +84,11 @@ class Plan:
   kinds: tuple[str, ...] = ()
   slots: tuple[int, ...] = ()
   packed: int = 0
+  unit_axes: tuple[int, ...] = ()
+
+  def axes(self) -> dict[str, int]:
+    """Per module name, its unit axes."""
+    return dict(zip(self.modules, self.unit_axes or (1,) * len(self.modules)))
 
   def describe(self) -> str:
     """E.g. 'Dense_0 frozen, Dense_1 30 units, Dense_2 full'."""
@@ -100,8 +114,7 @@ def _unit_flags(alpha: PyTree, g: granularity_lib.Groups) -> list[np.ndarray]:
   flags = []
   for m, name in enumerate(g.module_names):
     mine = [a for a, n in zip(leaves, names) if n == name]
-    per_leaf = [a.reshape(a.shape[0], -1, a.shape[-1]) if a.ndim > 1 else a[:, None, None]
-                for a in mine]
+    per_leaf = [a.reshape(a.shape[0], -1, g.module_units[m]) for a in mine]
     units = per_leaf[0][:, 0, :]
     for a in per_leaf:
       if not ((a == units[:, None, :]).all()):
@@ -110,12 +123,12 @@ def _unit_flags(alpha: PyTree, g: granularity_lib.Groups) -> list[np.ndarray]:
             'has both trained and frozen scalars; accepted: an α chosen at '
             "granularity 'unit' or 'layer' (granularity.top_k_groups).")
     flags.append(units.astype(bool))
-    del m
   return flags
 
 
 def plan(alpha: PyTree, granularity: str, batched: bool = True,
-         buckets: int = 0) -> tuple[Plan, dict[str, Any]]:
+         buckets: int = 0, unit_axes: dict[str, int] | None = None
+         ) -> tuple[Plan, dict[str, Any]]:
   """The active set of an element mask α (host side, concrete).
 
   `batched`: α has a leading seed axis (as in the protocol); False: one
@@ -123,7 +136,8 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True,
   slot counts are rounded up to a multiple of 1/buckets of the module's units
   (of N when packed), so that a run whose α keeps changing compiles only a
   few different steps; a module rounded up to all its units trains as a
-  whole, its frozen units held by the mask.
+  whole, its frozen units held by the mask. `unit_axes`: as in
+  `granularity.groups` (the same map α was chosen with).
 
   Returns:
     The static `Plan` and its seed-batched arrays: for 'units', `{'idx':
@@ -134,7 +148,7 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True,
   granularity_lib.check_granularity(granularity)
   if not batched:
     p, arrays = plan(jax.tree.map(lambda a: np.asarray(a)[None], alpha),
-                     granularity, buckets=buckets)
+                     granularity, buckets=buckets, unit_axes=unit_axes)
     return p, jax.tree.map(lambda a: a[0], arrays)
   if granularity == 'element':
     flat = np.concatenate([np.asarray(a).reshape(np.shape(a)[0], -1)
@@ -144,7 +158,8 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True,
     idx = np.stack([_padded(np.flatnonzero(row), k, flat.shape[1]) for row in flat])
     live = np.arange(k)[None, :] < counts[:, None]
     return Plan(PACKED, packed=k), {'idx': idx.astype(np.int32), 'live': live}
-  g = granularity_lib.groups(jax.tree.map(lambda a: a[0], alpha), 'unit')
+  g = granularity_lib.groups(jax.tree.map(lambda a: a[0], alpha), 'unit',
+                            unit_axes)
   kinds: list[str] = []
   slots: list[int] = []
   unit_idx: dict[str, np.ndarray] = {}
@@ -165,7 +180,8 @@ def plan(alpha: PyTree, granularity: str, batched: bool = True,
       unit_idx[name] = np.stack([_padded(np.flatnonzero(f), k, n_units)
                                  for f in flags]).astype(np.int32)
       unit_live[name] = np.arange(k)[None, :] < counts[:, None]
-  return (Plan('units', g.module_names, tuple(kinds), tuple(slots)),
+  return (Plan('units', g.module_names, tuple(kinds), tuple(slots),
+               unit_axes=g.module_unit_axes),
           {'idx': unit_idx, 'live': unit_live})
 
 
@@ -185,22 +201,23 @@ def _padded(active: np.ndarray, k: int, n: int) -> np.ndarray:
   return np.concatenate([active, frozen])
 
 
-def _slice_leaf(leaf: jax.Array, kind: str, idx: jax.Array | None) -> jax.Array:
+def _slice_leaf(leaf: jax.Array, kind: str, idx: jax.Array | None,
+                axes: int) -> jax.Array:
   if kind == 'full':
     return leaf
   if kind == 'frozen' or idx is None:
-    return leaf[..., :0]
-  return jnp.take(leaf, idx, axis=-1)
+    return units_lib.flat_units(leaf, axes)[..., :0]
+  return units_lib.take(leaf, idx, axes)
 
 
 def split(params: PyTree, p: Plan, idx: Any) -> PyTree:
   """The active tree of one seed's `params` (see the module docstring)."""
   if p.mode == PACKED:
     return {PACKED: _flat(params)[idx]}
-  kind = dict(zip(p.modules, p.kinds))
+  kind, axes = dict(zip(p.modules, p.kinds)), p.axes()
   names = _module_of_leaf(params)
   leaves, treedef = jax.tree.flatten(params)
-  return jax.tree.unflatten(treedef, [_slice_leaf(x, kind[n], idx.get(n))
+  return jax.tree.unflatten(treedef, [_slice_leaf(x, kind[n], idx.get(n), axes[n])
                             for x, n in zip(leaves, names)])
 
 
@@ -212,14 +229,14 @@ def merge(params: PyTree, active: PyTree, p: Plan, idx: Any) -> PyTree:
   if p.mode == PACKED:
     flat = _flat(params).at[idx].set(active[PACKED])
     return _unflat(flat, params)
-  kind = dict(zip(p.modules, p.kinds))
+  kind, axes = dict(zip(p.modules, p.kinds)), p.axes()
   names = _module_of_leaf(params)
   def one(x, a, n):
     if kind[n] == 'full':
       return a
     if kind[n] == 'frozen':
       return x
-    return x.at[..., idx[n]].set(a)
+    return units_lib.put(x, a, idx[n], axes[n])
   return jax.tree.map(one, params, active, treedef_names(params, names))
 
 
@@ -265,7 +282,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
   """
   if p.mode == PACKED:
     return apply_fn(merge(params, active, p, idx), x)
-  kind = dict(zip(p.modules, p.kinds))
+  kind, axes = dict(zip(p.modules, p.kinds)), p.axes()
   names = _module_of_leaf(params)
   spliced = jax.tree.map(lambda x0, a, n: a if kind[n] == 'full' else x0,
                          params, active, treedef_names(params, names))
@@ -279,27 +296,21 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
     if busy or ctx.method_name == 'setup':
       return next_fun(*args, **kwargs)
     if path in partial:  # refuse what would train wrong, at trace time.
-      reason = unsplittable(ctx.module, {ctx.method_name}, own[path])
+      reason = unsplittable(ctx.module, {ctx.method_name}, own[path],
+                            inner_leaves(ctx.module), axes[path])
       if reason:
         raise ValueError(f'active.forward: module {path} is partly active '
                          f'but cannot be split into units ({reason}); '
                          f'accepted: {SPLITTABLE} (`active_check.check_active_step`).')
       reached.add(path)
-    if ctx.method_name != '__call__':
-      return next_fun(*args, **kwargs)
-    if cache is not None and path == cache[0]:
+    if ctx.method_name == '__call__' and cache is not None and path == cache[0]:
       args = (cache[1],) + tuple(args[1:])
-    if path not in partial:
+    if path not in partial or ctx.method_name not in ('__call__', 'attend'):
       return next_fun(*args, **kwargs)
-    out = next_fun(*args, **kwargs)
-    sub = ctx.module.clone(parent=None, features=int(idx[path].shape[-1]))
-    busy.append(True)  # the clone's own call is not intercepted.
-    try:
-      act = sub.apply({'params': _module_subtree(active, path)}, *args,
-                      **kwargs)
-    finally:
-      busy.pop()
-    return out.at[..., idx[path]].set(act)
+    return units_lib.call_partial(
+        ctx.module, ctx.method_name, next_fun, args, kwargs,
+        _module_subtree(active, path), _module_subtree(params, path),
+        idx[path], axes[path], busy)
 
   with nn.intercept_methods(intercept):
     out = apply_fn(spliced, x)
@@ -358,51 +369,3 @@ def _module_subtree(tree: PyTree, name: str) -> PyTree:
   for key in name.split('/'):
     node = node[key]
   return node
-
-
-def module_call_order(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
-                      params: PyTree, example: jax.Array) -> list[str]:
-  """The flax modules (names) in the order a forward pass first calls them.
-
-  Names as `granularity.module_name` gives them ('(root)' for the model).
-  """
-  return list(trace(apply_fn, params, example).order)
-
-
-def cacheable_prefix(p: Plan, call_order: list[str]) -> str | None:
-  """The module whose input can be cached, or None.
-
-  The first module with params, in call order, that trains, when every
-  module with params called before it is frozen (None: none can, e.g. the
-  first one trains, α is packed, or a module that trains was not seen in
-  the call order, so where it sits is unknown). Modules without params (the
-  model's root, activations) do not count.
-  """
-  if p.mode == PACKED:
-    return None
-  kind = dict(zip(p.modules, p.kinds))
-  if any(k != 'frozen' and m not in call_order for m, k in kind.items()):
-    return None
-  with_params = [path for path in call_order if path in kind]
-  for i, path in enumerate(with_params):
-    if kind[path] != 'frozen':
-      return path if i > 0 else None
-  return None
-
-
-def module_input(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
-                 params: PyTree, x: jax.Array, path: str) -> jax.Array:
-  """The input of module `path` in a forward pass on `x`.
-
-  The rest of the forward pass is dead code for XLA.
-  """
-  seen: list[jax.Array] = []
-
-  def capture(next_fun, args, kwargs, ctx):
-    if ctx.method_name == '__call__' and '/'.join(ctx.module.path) == path and not seen:
-      seen.append(args[0])
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(capture):
-    apply_fn(params, x)
-  return seen[0]

@@ -6,6 +6,9 @@
   *module* is the parent dict of param leaves (a flax module's `{'kernel',
   'bias'}`); the unit axis is every leaf's last axis (flax's `Dense` kernels
   are `(in, out)`, `Conv` kernels `(kh, kw, in, out)`, biases `(out,)`).
+  Attention's query/key/value `DenseGeneral` (bias `(heads, head_dim)`) has
+  one unit per `(head, d)` pair and a norm (`scale`, `bias`) is one unit
+  (`unit_axes`); `groups(..., unit_axes=)` overrides this per module.
 * `'layer'`: a whole module.
 
 Params may be a plain nested dict (linen, `nnx.to_pure_dict`) or flax NNX
@@ -46,11 +49,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from paramsel_jax.select import unit_axes as unit_axes_lib
 
 PyTree = Any
 
@@ -151,6 +156,8 @@ class Groups:
       the flat index for 'element').
     module_names: the modules, in `jax.tree.leaves` order.
     module_units: the number of units of each module.
+    module_unit_axes: per module, how many trailing axes of its leaves index
+      a unit (`unit_axes`; 1 at 'element' and 'layer').
   """
 
   granularity: str
@@ -160,6 +167,7 @@ class Groups:
   units: np.ndarray
   module_names: tuple[str, ...]
   module_units: tuple[int, ...]
+  module_unit_axes: tuple[int, ...] = ()
 
   @property
   def num_groups(self) -> int:
@@ -176,62 +184,58 @@ def _modules(params: PyTree) -> tuple[list[tuple], dict[tuple, list[int]]]:
   return paths, members
 
 
-def _unit_count(name: str, shapes: Sequence[tuple[int, ...]]) -> int:
-  counts = {shape[-1] if shape else 1 for shape in shapes}
-  if len(counts) != 1:
-    raise ValueError(
-        f"granularity='unit': module {name!r} has leaves of shapes "
-        f'{list(shapes)} whose last axes differ; accepted: leaves that share '
-        'their last axis as the unit axis (a kernel (..., n) and a bias (n,)), '
-        "or granularity='layer'.")
-  return counts.pop()
-
-
-def groups(params: PyTree, granularity: str) -> Groups:
+def groups(params: PyTree, granularity: str,
+           unit_axes: Mapping[str, int] | None = None) -> Groups:
   """The groups of `params` at `granularity`.
 
-  Reads shapes only: works on `jax.eval_shape` output too.
+  Reads shapes only: works on `jax.eval_shape` output too. `unit_axes`: per
+  module name, how many trailing axes of its leaves index a unit (their
+  product is the unit count; 0: the module is one unit), for the modules
+  whose own params do not say it (`unit_axes.default_unit_axes`), e.g. a
+  multi-axis `DenseGeneral` without a bias (`active_check.unit_axes`
+  traces them). Unnamed modules keep the default.
   """
   check_granularity(granularity)
   leaves, treedef = jax.tree.flatten(params)
   shapes = [tuple(np.shape(x)) for x in leaves]
   paths, members = _modules(params)
   ids: list[np.ndarray | None] = [None] * len(leaves)
-  sizes, modules, units, names, counts = [], [], [], [], []
+  sizes, modules, units, names, counts, all_axes = [], [], [], [], [], []
   offset = 0
   for m, (mpath, idxs) in enumerate(members.items()):
     name = module_name(mpath)
     names.append(name)
+    own = {module_name(paths[i][-1:]): shapes[i] for i in idxs}
+    axes = 1
     if granularity == 'element':
-      counts.append(sum(math.prod(shapes[i]) for i in idxs))
-      for i in idxs:
-        n = math.prod(shapes[i])
-        ids[i] = offset + np.arange(n).reshape(shapes[i])
-        sizes += [1] * n
-        modules += [m] * n
-        units += list(range(n))
-        offset += n
+      shape: tuple[int, ...] = (sum(math.prod(shapes[i]) for i in idxs),)
     elif granularity == 'layer':
-      counts.append(1)
-      for i in idxs:
-        ids[i] = np.full(shapes[i], offset)
-      sizes.append(sum(math.prod(shapes[i]) for i in idxs))
-      modules.append(m)
-      units.append(-1)
-      offset += 1
+      shape = ()
     else:
-      n_units = _unit_count(name, [shapes[i] for i in idxs])
-      counts.append(n_units)
-      for i in idxs:
-        ids[i] = np.broadcast_to(offset + np.arange(n_units), shapes[i]).copy()
-      per_unit = sum(math.prod(shapes[i]) for i in idxs) // n_units
-      sizes += [per_unit] * n_units
-      modules += [m] * n_units
-      units += list(range(n_units))
-      offset += n_units
+      axes = (unit_axes or {}).get(name, unit_axes_lib.default_unit_axes(own))
+      shape = unit_axes_lib.unit_shape(name, own, axes)
+    n = math.prod(shape)
+    for i in idxs:
+      if granularity == 'element':
+        ids[i] = offset + np.arange(math.prod(shapes[i])).reshape(shapes[i])
+        offset += math.prod(shapes[i])
+      else:
+        ids[i] = np.broadcast_to(offset + np.arange(n).reshape(shape),
+                                 shapes[i]).copy()
+    offset += 0 if granularity == 'element' else n
+    size = sum(math.prod(shapes[i]) for i in idxs) // n
+    sizes += [1 if granularity == 'element' else size] * n
+    modules += [m] * n
+    if granularity == 'element':  # the flat index within each leaf.
+      units += [u for i in idxs for u in range(math.prod(shapes[i]))]
+    else:
+      units += list(range(n)) if granularity == 'unit' else [-1]
+    counts.append(n)
+    all_axes.append(axes)
   return Groups(granularity, jax.tree.unflatten(treedef, ids),
                 np.asarray(sizes, np.int64), np.asarray(modules, np.int32),
-                np.asarray(units, np.int32), tuple(names), tuple(counts))
+                np.asarray(units, np.int32), tuple(names), tuple(counts),
+                tuple(all_axes))
 
 
 def _flat(tree: PyTree) -> jax.Array:
