@@ -17,6 +17,7 @@ Adam with a tiny eps would blow up to steps of size lr in both runs,
 differently.
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -315,3 +316,35 @@ def test_a_norm_is_never_partly_active():
   with pytest.raises(ValueError, match=r'block0/ln1 \(LayerNorm with params'):
     active_check.check_active_step(apply, params, tokens[:2], 'unit',
                                    modules=['block0/ln1'], unit_axes=forced)
+
+
+@pytest.mark.slow
+def test_protocol_at_unit_granularity_on_a_bias_less_linen_transformer():
+  """run_protocol with a next-token Task: the Runner traces the unit axes
+  (bias-less attention), and T|α on the active set gives the masked step's
+  params; α takes single output features of the attention projections."""
+  from paramsel_jax.protocol import protocol
+  model = LM(use_bias=False)
+  tokens = np.asarray(jax.random.randint(jax.random.key(1), (64, T), 0, V))
+  apply = lambda p, x: model.apply({'params': p}, x)
+  task = paramsel_jax.Task(
+      init_fn=lambda key: model.init(key, tokens[:1])['params'],
+      loss_fn=lambda p, b, key: (_loss(apply(p, b['tokens']), b['tokens']), {}),
+      train_data=paramsel_jax.OnDevice({'tokens': tokens}),
+      eval_fn=lambda p: {'val_loss': _loss(apply(p, tokens), tokens)})
+  config = protocol.ProtocolConfig(eta0=10, eta1=30, k=0.3, l=1.0, window=10,
+                                   batch_size=B, chunk_size=40,
+                                   granularity='unit')
+  runs = {step: protocol.run_protocol(
+      task, TX, dataclasses.replace(config, step=step), ['topgrad'], [0],
+      log=lambda _: None, return_arrays=True) for step in ('masked', 'active')}
+  a, m = runs['active']['cells'][0], runs['masked']['cells'][0]
+  assert a['frozen_moved'] == [False]
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
+                                                       atol=1e-6),
+               a['arrays']['params'], m['arrays']['params'])
+  alpha = np.asarray(a['arrays']['alpha']['block0']['attn']['query']['kernel'][0])
+  assert (alpha == alpha[:1]).all()  # whole (head, d) output features
+  eta1 = next(v for k, v in runs['active']['timing']['phases'].items()
+              if k.startswith('eta1'))
+  assert eta1['step'].startswith('T|α active')

@@ -97,6 +97,8 @@ class FreezingPolicy:
     apply_fn, example: `apply_fn(params, x)` of a flax linen model and an
       input (or its shape): at layer granularity, the forward layer order
       is traced from them.
+    unit_axes: per module, its unit axes at unit granularity
+      (`active_check.unit_axes`; None: read from the params' shapes).
   """
 
   criterion: str
@@ -115,6 +117,8 @@ class FreezingPolicy:
   apply_fn: Callable[[PyTree, Any], Any] | None = dataclasses.field(
       default=None, repr=False)
   example: Any = dataclasses.field(default=None, repr=False)
+  unit_axes: dict[str, int] | None = dataclasses.field(default=None,
+                                                       repr=False)
   groups: granularity_lib.Groups = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
@@ -141,7 +145,7 @@ class FreezingPolicy:
       checks.real('t0', self.t0, above=0)
       checks.one_of('schedule', self.schedule, SCHEDULES)
     object.__setattr__(self, 'groups', granularity_lib.groups(
-        self.params, self.granularity))
+        self.params, self.granularity, self.unit_axes))
     object.__setattr__(self, 'layer_order', self._layer_order(crit))
 
   def _layer_order(self, crit: Criterion) -> tuple[int, ...] | None:

@@ -138,7 +138,7 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
       check_every=config.check_every, threshold=config.threshold,
       max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
       total_steps=config.steps, t0=config.t0, schedule=config.schedule,
-      freeze_at=config.freeze_at)
+      freeze_at=config.freeze_at, unit_axes=runner.unit_axes())
 
 
 @dataclasses.dataclass
@@ -149,12 +149,14 @@ class _Switch:
   compiled: set = dataclasses.field(default_factory=set)
 
 
-def _fits(alpha: PyTree, switch: _Switch, granularity: str) -> bool:
+def _fits(alpha: PyTree, switch: _Switch, granularity: str,
+          unit_axes: dict[str, int] | None = None) -> bool:
   """Whether α's active units all sit in the current plan's slots."""
   old = switch.phase.plan
   if old is None:
     return True
-  new, arrays = active_lib.plan(jax.device_get(alpha), granularity)
+  new, arrays = active_lib.plan(jax.device_get(alpha), granularity,
+                                unit_axes=unit_axes)
   if new.mode != old.mode:
     return False
   if new.mode == active_lib.PACKED:
@@ -180,7 +182,8 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
   if all(np.asarray(a).all() for a in jax.tree.leaves(host_alpha)):
     return dense
   new, arrays = active_lib.plan(host_alpha, config.granularity,
-                                buckets=config.buckets)
+                                buckets=config.buckets,
+                                unit_axes=runner.unit_axes())
   if new.mode != active_lib.PACKED and all(k == 'full' for k in new.kinds):
     return dense  # nothing to save.
   if switch.phase.plan == new:
@@ -194,7 +197,7 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
         _switch_cost(runner))
     switch.compiled.add((new, path))
     return _Switch(phase, switch.compiled)
-  if _fits(alpha, switch, config.granularity):
+  if _fits(alpha, switch, config.granularity, runner.unit_axes()):
     return switch  # keep the plan; the mask holds the newly frozen units.
   log(f'online: {config.max_compiles} step programs compiled; α does not fit '
       'the current plan: the next interval runs the dense masked step.')

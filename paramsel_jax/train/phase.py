@@ -143,7 +143,8 @@ def for_alpha(runner: Runner, start: TrainState, alpha: PyTree, label: str,
   config = runner.config
   if config.active_step() != 'active':
     return dense(runner, masked=True)
-  p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity)
+  p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity,
+                              unit_axes=runner.unit_axes())
   path = cached_module(runner, p, start, label, log)
   phase = active(runner, p, arrays['idx'], path)
   log(f'{label}: T|α on the active set: {p.describe()}'
@@ -246,7 +247,7 @@ class ActiveStep:
       fn, example = task.trace_target()
       active_check.check_active_step(
           fn, jax.eval_shape(task.init_fn, jax.random.key(0)), example,
-          'unit', modules=partial)
+          'unit', modules=partial, unit_axes=runner.unit_axes())
     seed_map = runner.seed_map
     chunk = lambda collect: jax.jit(seed_map(
         functools.partial(self._chunk_one, collect=collect),

@@ -151,6 +151,7 @@ class Runner:
     # active step's, one per plan and cache: `phase.active_step`).
     self.programs: dict[Any, Any] = {}
     self._groups: granularity_lib.Groups | None = None
+    self._unit_axes: dict[str, int] | None = None
     self._call_order: list[str] | None = None
     self._group_flops: np.ndarray | None = None
     self.start_phase1 = jax.jit(self.seed_map(self._start_phase1_one))
@@ -269,13 +270,29 @@ class Runner:
     shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
     fn, example = self.task.trace_target()
     active_check.check_active_step(fn, shapes, example,
-                                   self.config.granularity)
+                                   self.config.granularity,
+                                   unit_axes=self.unit_axes())
+
+  def unit_axes(self) -> dict[str, int] | None:
+    """Per module, its unit axes (`active_check.unit_axes`; traced once).
+
+    None except at unit granularity. The trace names the output axes of a
+    multi-axis `DenseGeneral` without a bias, which shapes cannot say.
+    """
+    if self.config.granularity != 'unit':
+      return None
+    if self._unit_axes is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      fn, example = self.task.trace_target()
+      self._unit_axes = active_check.unit_axes(fn, shapes, example)
+    return self._unit_axes
 
   def groups(self) -> granularity_lib.Groups:
     """The groups of α at the config's granularity (computed once)."""
     if self._groups is None:
       shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
-      self._groups = granularity_lib.groups(shapes, self.config.granularity)
+      self._groups = granularity_lib.groups(shapes, self.config.granularity,
+                                            self.unit_axes())
     return self._groups
 
   def group_flops(self) -> np.ndarray:
