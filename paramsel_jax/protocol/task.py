@@ -279,7 +279,7 @@ def _image_loss(apply_fn: Callable[[PyTree, jax.Array], jax.Array],
   return steps.loss_fn(apply_fn, params, images, labels), {}
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@dataclasses.dataclass(frozen=True, init=False, kw_only=True)
 class ImageTask(Task):
   """The image-classification preset of :class:`Task`.
 
@@ -324,7 +324,8 @@ class ImageTask(Task):
                        f'{splits["test"][0].shape[1:]} per example; accepted: '
                        'the training images\' '
                        f'{splits["train"][0].shape[1:]}.')
-    fields = dict(apply_fn=apply_fn, train_images=splits['train'][0],
+    fields: dict[str, Any] = dict(
+                  apply_fn=apply_fn, train_images=splits['train'][0],
                   train_labels=splits['train'][1],
                   test_images=splits['test'][0],
                   test_labels=splits['test'][1])

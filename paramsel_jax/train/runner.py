@@ -381,7 +381,7 @@ class Runner:
       collect = step >= collect_from
       n = chunk_len(step)
       chunk = collect_chunk if collect else run_chunk
-      args = (state, as_i32(step), as_i32(n))
+      args: tuple[Any, ...] = (state, as_i32(step), as_i32(n))
       if feed is not None:
         args += (feed.next(n),)
       self._compile(chunk, args, cost, collect, num_seeds)

@@ -59,7 +59,7 @@ class _Setup:
 
   config: BenchmarkConfig
   dataset: data_lib.Dataset
-  tasks: dict[str, protocol.Task]
+  tasks: dict[str, protocol.ImageTask]
   adam: optax.GradientTransformation
   torch: Any
   runners: dict[str, protocol.Runner]  # model -> a Runner to reuse.
