@@ -29,6 +29,7 @@ References:
 from paramsel_jax.lab.sweep.grid import Cell
 from paramsel_jax.lab.sweep.grid import cell_identity
 from paramsel_jax.lab.sweep.grid import cell_key
+from paramsel_jax.lab.sweep.grid import check_model_names
 from paramsel_jax.lab.sweep.grid import CONV_SELECTORS
 from paramsel_jax.lab.sweep.grid import default_budget
 from paramsel_jax.lab.sweep.grid import expand_grid
@@ -40,6 +41,7 @@ from paramsel_jax.lab.sweep.grid import run_key
 from paramsel_jax.lab.sweep.grid import STORE_VERSION
 from paramsel_jax.lab.sweep.grid import SweepConfig
 from paramsel_jax.lab.sweep.grid import validate_sweep
+from paramsel_jax.lab.sweep.grid import with_task_ids
 from paramsel_jax.lab.sweep.outputs import ANCHORS
 from paramsel_jax.lab.sweep.outputs import cells_csv
 from paramsel_jax.lab.sweep.outputs import format_anchor_table
@@ -58,3 +60,5 @@ from paramsel_jax.lab.sweep.plots import plot_sweep
 from paramsel_jax.lab.sweep.running import describe_devices
 from paramsel_jax.lab.sweep.running import run_sweep
 from paramsel_jax.lab.sweep.store import CellStore
+from paramsel_jax.lab.sweep.user_tasks import task_identity
+from paramsel_jax.lab.sweep.user_tasks import UserTask
