@@ -42,6 +42,8 @@ from paramsel_jax.lab.sweep.grid import STORE_VERSION
 from paramsel_jax.lab.sweep.grid import SweepConfig
 from paramsel_jax.lab.sweep.grid import validate_sweep
 from paramsel_jax.lab.sweep.grid import with_task_ids
+from paramsel_jax.lab.sweep.metrics import loss_metric
+from paramsel_jax.lab.sweep.metrics import metric_names
 from paramsel_jax.lab.sweep.outputs import ANCHORS
 from paramsel_jax.lab.sweep.outputs import cells_csv
 from paramsel_jax.lab.sweep.outputs import format_anchor_table
