@@ -20,6 +20,11 @@ killed-and-resumed sweep writes the same bytes as an uninterrupted one.
   >>> len(expand_grid(config)), len(expand_groups(config))
   (4, 4)
 
+A model of the grid may also be the user's own general `Task`:
+`run_sweep(config, output_dir, tasks={'my_mlp': make_task})` (`user_tasks`:
+no data set is loaded for it, its cells carry its own metrics, and the
+store names them by the task's identity, `user_tasks.task_identity`).
+
 References:
   Han, Pool, Tran, Dally (2015), Learning both weights and connections for
     efficient neural networks. Frankle, Carbin (2019), The lottery ticket
