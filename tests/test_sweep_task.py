@@ -162,6 +162,9 @@ def test_unknown_model_without_a_task_is_refused(tmp_path):
                     tasks={'my_mpl': make_task})
   with pytest.raises(ValueError, match=r"tasks names 'other', not in models"):
     sweep.validate_sweep(CONFIG, {'my_mlp': make_task, 'other': make_task})
+  with pytest.raises(ValueError, match=r"task name 'a/b'; accepted"):
+    sweep.validate_sweep(dataclasses.replace(CONFIG, models=('a/b',)),
+                         {'a/b': make_task})
   assert not out.exists()
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import numbers
+import re
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -202,6 +203,10 @@ def check_model_names(config: SweepConfig,
       raise ValueError(f'Unknown model {name!r}; accepted: '
                        f'{", ".join(sorted(models_lib.MODELS))}, or a name '
                        f'given a Task in run_sweep(tasks={{name: ...}}){given}.')
+  for name in task_names:
+    if not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
+      raise ValueError(f'task name {name!r}; accepted: letters, digits, '
+                       '_ . - (it names the store\'s files).')
   extra = sorted(set(task_names) - set(config.models))
   if extra:
     raise ValueError(f'tasks names {", ".join(map(repr, extra))}, not in '
