@@ -71,9 +71,9 @@ def run_sweep(config: grid.SweepConfig, output_dir: str,
     tasks: user tasks by model name of `config.models`: a `Task`, a function
       ``() -> Task`` or a `UserTask` (with a `version` and `num_data`). Those
       names need not be registry models (a registry name given a task runs
-      the task), and no data set is loaded for them; their metrics are whatever their `eval_fn` gives. Every factory
-      is called once, before any work; the store names their cells by
-      `user_tasks.task_identity`.
+      the task), and no data set is loaded for them; their metrics are
+      whatever their `eval_fn` gives. Every factory is called once, before
+      any work; the store names their cells by `user_tasks.task_identity`.
 
   Returns:
     The aggregated results (what `results.json` holds).
