@@ -20,6 +20,11 @@ killed-and-resumed sweep writes the same bytes as an uninterrupted one.
   >>> len(expand_grid(config)), len(expand_groups(config))
   (4, 4)
 
+A model of the grid may also be the user's own general `Task`:
+`run_sweep(config, output_dir, tasks={'my_mlp': make_task})` (`user_tasks`:
+no data set is loaded for it, its cells carry its own metrics, and the
+store names them by the task's identity, `user_tasks.task_identity`).
+
 References:
   Han, Pool, Tran, Dally (2015), Learning both weights and connections for
     efficient neural networks. Frankle, Carbin (2019), The lottery ticket
@@ -29,6 +34,7 @@ References:
 from paramsel_jax.lab.sweep.grid import Cell
 from paramsel_jax.lab.sweep.grid import cell_identity
 from paramsel_jax.lab.sweep.grid import cell_key
+from paramsel_jax.lab.sweep.grid import check_model_names
 from paramsel_jax.lab.sweep.grid import CONV_SELECTORS
 from paramsel_jax.lab.sweep.grid import default_budget
 from paramsel_jax.lab.sweep.grid import expand_grid
@@ -40,6 +46,9 @@ from paramsel_jax.lab.sweep.grid import run_key
 from paramsel_jax.lab.sweep.grid import STORE_VERSION
 from paramsel_jax.lab.sweep.grid import SweepConfig
 from paramsel_jax.lab.sweep.grid import validate_sweep
+from paramsel_jax.lab.sweep.grid import with_task_ids
+from paramsel_jax.lab.sweep.metrics import loss_metric
+from paramsel_jax.lab.sweep.metrics import metric_names
 from paramsel_jax.lab.sweep.outputs import ANCHORS
 from paramsel_jax.lab.sweep.outputs import cells_csv
 from paramsel_jax.lab.sweep.outputs import format_anchor_table
@@ -58,3 +67,5 @@ from paramsel_jax.lab.sweep.plots import plot_sweep
 from paramsel_jax.lab.sweep.running import describe_devices
 from paramsel_jax.lab.sweep.running import run_sweep
 from paramsel_jax.lab.sweep.store import CellStore
+from paramsel_jax.lab.sweep.user_tasks import task_identity
+from paramsel_jax.lab.sweep.user_tasks import UserTask

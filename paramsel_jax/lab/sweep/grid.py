@@ -12,13 +12,19 @@ import dataclasses
 import hashlib
 import json
 import numbers
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
 
 from paramsel_jax.lab import experiment
 from paramsel_jax import models as models_lib
 from paramsel_jax.optim import optimizers as optimizers_lib
 from paramsel_jax.protocol import protocol
+from paramsel_jax.protocol import task as task_lib
 from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.train.feed import OnDevice
+from paramsel_jax.lab.sweep import user_tasks
 
 # Part of every cell key; bump when a cell's meaning changes. 2: masked keeps a
 # frozen coordinate's optimizer state (fisher's β) and the random selector's
@@ -55,8 +61,11 @@ class SweepConfig:
   """A grid of selector × k/N × l/N × optimizer × model; checked when made.
 
   Attributes:
-    dataset: a name from `paramsel_jax.data.DATASETS`.
-    models: names from `paramsel_jax.models.MODELS`.
+    dataset: a name from `paramsel_jax.data.DATASETS` (unused by the models
+      given as user tasks).
+    models: names from `paramsel_jax.models.MODELS`, or names that
+      `run_sweep` is given a user `Task` for (`tasks=`; checked by
+      `validate_sweep`, not here).
     optimizers: one `OptimizerConfig` per optimizer compared.
     selectors: registered selector names (all share each run's η0 phase).
     ks: fractions 0 < k/N <= 1 of coordinates that keep training (unused in
@@ -67,6 +76,9 @@ class SweepConfig:
       allowed), mode; its `k` and `l` are ignored (the grid sets them).
     data_dir: the data cache (None: the default).
     synthetic_size, synthetic_shape: for `dataset='synthetic'`.
+    task_ids: (model name, identity) of each model run as a user task;
+      `run_sweep` sets it from its `tasks` (`with_task_ids`), and the store's
+      keys of those models hash it (`user_tasks` states the rule).
   """
 
   dataset: str = 'mnist'
@@ -81,6 +93,7 @@ class SweepConfig:
   data_dir: str | None = None
   synthetic_size: int = 2048
   synthetic_shape: tuple[int, int, int] = (28, 28, 1)
+  task_ids: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
     for field in ('models', 'optimizers', 'selectors', 'seeds'):
@@ -89,10 +102,6 @@ class SweepConfig:
         raise ValueError(f'{field} is empty; give at least one.')
       if len(set(values)) != len(values):
         raise ValueError(f'{field}={tuple(values)!r} repeats a value.')
-    for name in self.models:
-      if name not in models_lib.MODELS:
-        raise ValueError(f'Unknown model {name!r}; accepted: '
-                         f'{", ".join(sorted(models_lib.MODELS))}.')
     protocol.check_selector_names(self.selectors)
     protocol.check_seeds(self.seeds)
     labels = [opt_label(opt) for opt in self.optimizers]
@@ -107,6 +116,10 @@ class SweepConfig:
   def retrain(self) -> bool:
     """Whether the sweep runs the 'retrain' mode (prune, then retrain)."""
     return self.protocol.mode == 'retrain'
+
+  def task_id(self, model: str) -> str | None:
+    """The identity of user task ``model`` (`task_ids`), or None."""
+    return dict(self.task_ids).get(model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +167,18 @@ def default_budget(models: Sequence[str], mode: str) -> dict[str, Any]:
               train_eval_size=0)
 
 
+def protocol_of_run(config: SweepConfig) -> protocol.ProtocolConfig:
+  """The protocol of every run: every k and l of the grid at once."""
+  return dataclasses.replace(
+      config.protocol, k=None if config.retrain else tuple(config.ks),
+      l=tuple(config.ls))
+
+
 def experiment_config_of_run(config: SweepConfig, model: str,
                              optimizer: optimizers_lib.OptimizerConfig
                              ) -> experiment.ExperimentConfig:
-  """The `ExperimentConfig` of one run: every k and l of the grid at once."""
-  proto = dataclasses.replace(
-      config.protocol, k=None if config.retrain else tuple(config.ks),
-      l=tuple(config.ls))
+  """The `ExperimentConfig` of one run of a registry model."""
+  proto = protocol_of_run(config)
   return experiment.ExperimentConfig(
       dataset=config.dataset, model=model, selectors=tuple(config.selectors),
       seeds=tuple(config.seeds), optimizer=optimizer, protocol=proto,
@@ -168,8 +186,69 @@ def experiment_config_of_run(config: SweepConfig, model: str,
       synthetic_shape=tuple(config.synthetic_shape))
 
 
-def validate_sweep(config: SweepConfig) -> None:
+def check_model_names(config: SweepConfig,
+                      task_names: Sequence[str] = ()) -> None:
+  """ValueError unless every model is a registry model or a given task.
+
+  Example:
+    >>> check_model_names(SweepConfig(models=('mine',)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown model 'mine'; accepted: ..., or a name given a Task in run_sweep(...).
+  """
+  for name in config.models:
+    if name not in models_lib.MODELS and name not in task_names:
+      given = (f' (given: {", ".join(sorted(task_names))})' if task_names
+               else '')
+      raise ValueError(f'Unknown model {name!r}; accepted: '
+                       f'{", ".join(sorted(models_lib.MODELS))}, or a name '
+                       f'given a Task in run_sweep(tasks={{name: ...}}){given}.')
+  for name in task_names:
+    if not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
+      raise ValueError(f'task name {name!r}; accepted: letters, digits, '
+                       '_ . - (it names the store\'s files).')
+  extra = sorted(set(task_names) - set(config.models))
+  if extra:
+    raise ValueError(f'tasks names {", ".join(map(repr, extra))}, not in '
+                     f'models={tuple(config.models)!r}; accepted: a task '
+                     'for a model name of the grid.')
+
+
+def user_task_counts(config: SweepConfig, task: task_lib.Task
+                     ) -> tuple[tuple[int | float, ...], tuple[int, ...]]:
+  """A user task's resolved k's and l's (checked against its N and data)."""
+  n = models_lib.count_params(jax.eval_shape(task.init_fn, jax.random.key(0)))
+  data = task.train_data
+  return protocol.validate_protocol_config(
+      protocol_of_run(config), n,
+      data.num_examples if isinstance(data, OnDevice) else None)
+
+
+def _validate_user_task(config: SweepConfig, model: str,
+                        user: user_tasks.UserTask) -> None:
+  """The checks of one user task's runs, traced only (nothing computed)."""
+  task = user.built_task()
+  user_task_counts(config, task)
+  task_lib.check(task, jax.random.key(config.seeds[0]))
+  for opt in config.optimizers:
+    if (opt.name in user_tasks.LANGEVIN_OPTIMIZERS
+        and user.resolved_num_data() is None):
+      raise ValueError(
+          f'optimizer {opt.name!r} scales its noise by the training-set size '
+          f'n, which the host batches of task {model!r} do not give; '
+          f'accepted: tasks={{{model!r}: UserTask(task, num_data=n)}}, or '
+          'OnDevice training data.')
+
+
+def validate_sweep(config: SweepConfig,
+                   tasks: Mapping[str, user_tasks.TaskSpec] | None = None
+                   ) -> None:
   """The checks that need each model's N; one ValueError naming the problem.
+
+  Args:
+    config: the grid.
+    tasks: the user tasks by model name (`run_sweep`'s); a factory is called
+      here to check its task.
 
   Example:
     >>> validate_sweep(SweepConfig(ks=(0.1, 1.5)))  # doctest: +NORMALIZE_WHITESPACE
@@ -178,9 +257,22 @@ def validate_sweep(config: SweepConfig) -> None:
     ValueError: ks contains 1.5; accepted: fractions of N with 0 < k/N <= 1 (floats: the grid spans
     models of different N).
   """
+  users = user_tasks.as_user_tasks(tasks)
+  check_model_names(config, tuple(users))
   for model in config.models:
+    if model in users:
+      _validate_user_task(config, model, users[model].built())
+      continue
     for opt in config.optimizers:
       experiment.validate_config(experiment_config_of_run(config, model, opt))
+
+
+def with_task_ids(config: SweepConfig,
+                  tasks: Mapping[str, user_tasks.UserTask]) -> SweepConfig:
+  """``config`` with the identities of its built user ``tasks`` (`task_ids`)."""
+  return dataclasses.replace(config, task_ids=tuple(
+      (name, user_tasks.task_identity(tasks[name]))
+      for name in config.models if name in tasks))
 
 
 def expand_grid(config: SweepConfig) -> list[Cell]:
@@ -202,6 +294,8 @@ def expand_groups(config: SweepConfig
 
 def seed_axis(config: SweepConfig, model: str) -> str:
   """The seed axis a model's runs use ('auto' resolved)."""
+  if config.task_id(model) is not None:  # a user task: not a registry model.
+    return experiment.resolve_seed_axis(config.protocol.seed_axis, None)
   return experiment.resolve_seed_axis(config.protocol.seed_axis, model)
 
 
@@ -216,8 +310,12 @@ def _optimizer_identity(optimizer: optimizers_lib.OptimizerConfig) -> dict:
 
 def run_identity(config: SweepConfig, model: str,
                  optimizer: optimizers_lib.OptimizerConfig) -> dict[str, Any]:
-  """Everything that determines a run's numbers (not chunk size or paths)."""
+  """Everything that determines a run's numbers (not chunk size or paths).
+
+  A user task's run has its `task_id` in place of the data set's name.
+  """
   p = config.protocol
+  task_id = config.task_id(model)
   ident = {
       'version': STORE_VERSION, 'dataset': config.dataset, 'model': model,
       'optimizer': _optimizer_identity(optimizer), 'mode': p.mode,
@@ -237,7 +335,10 @@ def run_identity(config: SweepConfig, model: str,
       ident[name] = getattr(p, name)
   if p.active_step() != 'masked':  # the same numbers to float rounding only.
     ident['step'] = p.active_step()
-  if config.dataset == 'synthetic':
+  if task_id is not None:
+    del ident['dataset']
+    ident['task'] = task_id
+  elif config.dataset == 'synthetic':
     ident['synthetic'] = [config.synthetic_size, list(config.synthetic_shape)]
   return ident
 

@@ -9,7 +9,8 @@ that shares it: a restarted or extended sweep never recomputes η0.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import jax
 
@@ -23,6 +24,7 @@ from paramsel_jax.lab import progress as progress_lib
 from paramsel_jax.protocol import protocol
 from paramsel_jax.lab.sweep import grid
 from paramsel_jax.lab.sweep import outputs
+from paramsel_jax.lab.sweep import user_tasks
 from paramsel_jax.lab.sweep.store import CellStore
 
 
@@ -55,7 +57,9 @@ def _cell_record(config: grid.SweepConfig, cell: grid.Cell, raw: dict[str, Any],
 
 
 def run_sweep(config: grid.SweepConfig, output_dir: str,
-              log: Callable[[str], None] = _print) -> dict[str, Any]:
+              log: Callable[[str], None] = _print,
+              tasks: Mapping[str, user_tasks.TaskSpec] | None = None
+              ) -> dict[str, Any]:
   """Runs the unfinished part of a sweep, then writes every output.
 
   Args:
@@ -64,11 +68,27 @@ def run_sweep(config: grid.SweepConfig, output_dir: str,
       `cells.csv` (per seed), `summary.csv`, `tables.txt`, `tables.md`, and
       PNG plots.
     log: where progress and tables go.
+    tasks: user tasks by model name of `config.models`: a `Task`, a function
+      ``() -> Task`` or a `UserTask` (with a `version` and `num_data`). Those
+      names need not be registry models (a registry name given a task runs
+      the task), and no data set is loaded for them; their metrics are
+      whatever their `eval_fn` gives. Every factory is called once, before
+      any work; the store names their cells by `user_tasks.task_identity`.
 
   Returns:
     The aggregated results (what `results.json` holds).
+
+  Example:
+    >>> run_sweep(grid.SweepConfig(models=('mine',)), '/tmp/x')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown model 'mine'; accepted: ...
   """
-  grid.validate_sweep(config)
+  users = user_tasks.as_user_tasks(tasks)
+  grid.check_model_names(config, tuple(users))
+  users = {name: user.built() for name, user in users.items()}
+  grid.validate_sweep(config, users)
+  config = grid.with_task_ids(config, users)
   store = CellStore(output_dir)
   cells = grid.expand_grid(config)
   done = sum(store.has('cells', grid.cell_key(config, c)) for c in cells)
@@ -83,13 +103,14 @@ def run_sweep(config: grid.SweepConfig, output_dir: str,
   for model in config.models:
     log(f'[sweep] {model}: {describe_devices(config, model)}')
     for opt in config.optimizers:
-      _run_one(config, model, opt, store, datasets, progress, log)
+      _run_one(config, model, opt, store, datasets, progress, log,
+               users.get(model))
   progress.close()
   results = outputs.sweep_results(config, store)
-  paths = outputs.write_outputs(results, output_dir)
+  paths = outputs.write_outputs(results, output_dir, log)
   log('')
   log(outputs.format_tables(results))
-  if config.retrain:
+  if outputs.has_anchor_table(results):
     log('')
     log(outputs.format_anchor_table(results))
   log(f'[sweep] wrote {", ".join(paths)}')
@@ -110,14 +131,49 @@ def _missing_groups(config: grid.SweepConfig, model: str,
           if (sel, f) in missing]
 
 
+def _task_and_optimizer(
+    config: grid.SweepConfig, opt: optimizers_lib.OptimizerConfig,
+    datasets: dict[str, data_lib.Dataset],
+    source: experiment.ExperimentConfig | user_tasks.UserTask
+) -> tuple[protocol.Task, Any]:
+  """The run's task and optimizer: a built user task's, or a registry model's.
+
+  A registry model's data set is loaded once per sweep (``datasets``).
+  """
+  if isinstance(source, user_tasks.UserTask):
+    # validate_sweep refused a Langevin optimizer without num_data; the
+    # others do not read it.
+    return source.built_task(), optimizers_lib.create_optimizer(
+        opt, num_data=source.resolved_num_data() or 1)
+  if config.dataset not in datasets:
+    datasets[config.dataset] = experiment.load_dataset(source)
+  dataset = datasets[config.dataset]
+  return (experiment.make_task(source, dataset),
+          optimizers_lib.create_optimizer(source.optimizer,
+                                          num_data=len(dataset.train.labels)))
+
+
 def _run_one(config: grid.SweepConfig, model: str,
              opt: optimizers_lib.OptimizerConfig, store: CellStore,
              datasets: dict[str, data_lib.Dataset],
              progress: progress_lib.Progress,
-             log: Callable[[str], None]) -> None:
-  """One (model, optimizer): only the groups that still miss a cell."""
-  exp = experiment.resolved(grid.experiment_config_of_run(config, model, opt))
-  ks, ls = experiment.validate_config(exp)
+             log: Callable[[str], None],
+             user: user_tasks.UserTask | None = None) -> None:
+  """One (model, optimizer): only the groups that still miss a cell.
+
+  ``user``: the built user task run as ``model`` (None: a registry model).
+  """
+  source: experiment.ExperimentConfig | user_tasks.UserTask
+  if user is None:
+    source = experiment.resolved(
+        grid.experiment_config_of_run(config, model, opt))
+    proto = source.protocol
+    ks, ls = experiment.validate_config(source)
+  else:
+    source = user
+    proto = dataclasses.replace(grid.protocol_of_run(config),
+                                seed_axis=grid.seed_axis(config, model))
+    ks, ls = grid.user_task_counts(config, user.built_task())
   counts = ls if config.retrain else ks
   groups = _missing_groups(config, model, opt, store, counts)
   rkey = grid.run_key(config, model, opt)
@@ -127,12 +183,7 @@ def _run_one(config: grid.SweepConfig, model: str,
     return
   log(f'[sweep] {label}: {len(groups)} of {len(config.selectors) * len(counts)}'
       f' η1 groups to run')
-  if config.dataset not in datasets:
-    datasets[config.dataset] = experiment.load_dataset(exp)
-  dataset = datasets[config.dataset]
-  task = experiment.make_task(exp, dataset)
-  tx = optimizers_lib.create_optimizer(exp.optimizer,
-                                       num_data=len(dataset.train.labels))
+  task, tx = _task_and_optimizer(config, opt, datasets, source)
   num_params = models_lib.count_params(
       jax.eval_shape(task.init_fn, jax.random.key(0)))
   k_of = dict(zip(ks, config.ks)) if not config.retrain else {}
@@ -152,7 +203,7 @@ def _run_one(config: grid.SweepConfig, model: str,
 
   eta0_dir = store.state_dir(checkpoints.state_key(
       grid.eta0_identity(config, model, opt)))
-  results = protocol.run_protocol(task, tx, exp.protocol,
+  results = protocol.run_protocol(task, tx, proto,
                                   config.selectors, config.seeds, log=log,
                                   groups=groups, on_cells=on_cells,
                                   eta0_checkpoint=eta0_dir)
