@@ -142,7 +142,7 @@ def gpt_config(config: LMConfig, vocab_size: int) -> gpt.GPTConfig:
 
 def lr_schedule(learning_rate: float, warmup_steps: int,
                 decay_steps: int) -> optax.Schedule:
-  """nanoGPT's ``get_lr``: linear warmup, cosine to lr/10 at ``decay_steps``.
+  """The learning rate of nanoGPT's ``get_lr``: warmup, cosine to lr/10.
 
   Step ``t < warmup``: ``lr (t + 1) / (warmup + 1)``; then cosine from lr to
   ``lr / 10`` at ``decay_steps``, and ``lr / 10`` after.

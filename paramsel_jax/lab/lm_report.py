@@ -90,10 +90,9 @@ def time_side_by_side(runs: Mapping[str, Run], repeats: int,
   Each run's `cases` (`run_online(keep_cases=True)`; one interval from the
   final state) are timed in `repeats` interleaved rounds
   (`timing.run_rounds`). The dense step is timed once, the first (dense)
-  run's: the other runs' cases before their first freeze are left out.
-  Returns
-  per run and label the median steps/s, and each program's paired ratio to
-  the dense run's dense step (rounds paired).
+  run's: the other runs' cases before their first freeze are left out. The
+  result holds, per run and label, the median steps/s and the program's
+  paired ratio to the dense run's dense step (rounds paired).
   """
   cases: dict[tuple[str, str], timing.Case] = {}
   dense_key = (next(iter(runs)), 'T (dense)')
