@@ -29,6 +29,7 @@ frozen/dense steps/s ratio is reported. Writes
 from absl import flags
 
 from paramsel_jax.lab import cli
+from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
 
 D = lm_experiment.LMConfig()
@@ -111,7 +112,7 @@ def config() -> lm_experiment.LMConfig:
       l=_L.value, eta0=_ETA0.value, eta1=_ETA1.value,
       time_steps=_TIME_STEPS.value, time_repeats=_TIME_REPEATS.value)
   with cli.as_flags(lm_experiment.FLAG_NAMES):
-    lm_experiment.validate(c, lm_experiment.vocab_size_of(c.data))
+    lm_experiment.validate(c, lm_data.vocab_size_of(c.data))
   return c
 
 

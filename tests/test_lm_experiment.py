@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment as lm
 from paramsel_jax.lab import lm_report
 from paramsel_jax.models import gpt
@@ -33,7 +34,7 @@ def test_pipeline_writes_json_table_and_plot_with_both_runs(tmp_path):
   config = dataclasses.replace(
       TINY, freeze_modules=('token_embed', 'pos_embed', 'blocks/0'))
   out = lm.run_lm_experiment(config, str(tmp_path),
-                             data=lm.synthetic_data('pretrain'),
+                             data=lm_data.synthetic_data('pretrain'),
                              log=lambda s: None)
   base = tmp_path / 'lm_pretrain_online_fixed'
   result = json.loads(base.with_suffix('.json').read_text())
@@ -128,7 +129,7 @@ def test_protocol_mode_reports_w_and_pruned(tmp_path):
   config = dataclasses.replace(TINY, mode='protocol', eta0=20, eta1=20, k=0.5,
                                l=0.5)
   out = lm.run_lm_experiment(config, str(tmp_path),
-                             data=lm.synthetic_data('pretrain'),
+                             data=lm_data.synthetic_data('pretrain'),
                              log=lambda s: None)
   cell = out['protocol']['cells'][0]
   assert set(cell['w']) == {'val_loss', 'test_loss'}

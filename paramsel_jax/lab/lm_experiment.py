@@ -25,11 +25,11 @@ selector, η1 on the active set, β). :mod:`paramsel_jax.lab.lm_report` makes
 the tables, the figure, and the side-by-side timing of the step programs.
 
 The data are an argument (:class:`LMData`), so a test passes synthetic
-tokens (:func:`synthetic_data`) and reads nothing.
+tokens (:func:`paramsel_jax.lab.lm_data.synthetic_data`) and reads nothing.
 
   >>> config = LMConfig(steps=40, check_every=20, freeze_at=20, seeds=(0,),
   ...                   num_layers=1, embed_dim=16, num_heads=2, context=16)
-  >>> validate(config, vocab_size=16)
+  >>> validate(config, vocab_size=lm_data.vocab_size_of('synthetic'))
   >>> validate(dataclasses.replace(config, freeze='sgd'), 16)
   Traceback (most recent call last):
   ...
@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,9 @@ from paramsel_jax.freeze import by_name
 from paramsel_jax.freeze import criteria as criteria_lib
 from paramsel_jax.freeze import policy as policy_lib
 from paramsel_jax.lab import experiment
+from paramsel_jax.lab import lm_data
+from paramsel_jax.lab.lm_data import LMData
+from paramsel_jax.lab.lm_data import Splits
 from paramsel_jax.lab import lm_report
 from paramsel_jax.models import gpt
 from paramsel_jax.protocol import char_lm
@@ -65,9 +68,9 @@ from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import checkpoints
 
 PyTree = Any
-SCENARIOS = ('pretrain', 'finetune')
+SCENARIOS = lm_data.SCENARIOS
 MODES = ('online', 'protocol')
-DATA = ('shakespeare', 'synthetic')
+DATA = lm_data.DATA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,20 +122,6 @@ class LMConfig:
 # own, and those of the library configs made from it.
 FLAG_NAMES = {**{f.name: f.name for f in dataclasses.fields(LMConfig)},
               'threshold': 'freeze_threshold', 'criterion': 'freeze'}
-# The ids of each data source (Shakespeare: `shakespeare.corpus_vocab()`).
-VOCAB_SIZES = {'shakespeare': 89, 'synthetic': 16}
-
-
-def vocab_size_of(data: str) -> int:
-  """The vocabulary size of data source `data` (before loading it).
-
-  >>> vocab_size_of('shakespeare')
-  89
-  """
-  checks.one_of('data', data, DATA)
-  return VOCAB_SIZES[data]
-
-
 def gpt_config(config: LMConfig, vocab_size: int) -> gpt.GPTConfig:
   """The model of `config` over `vocab_size` ids (ValueError if it is bad)."""
   return gpt.GPTConfig(vocab_size=vocab_size, context=config.context,
@@ -176,79 +165,6 @@ def make_optimizer(config: LMConfig, steps: int) -> optax.GradientTransformation
       optax.adamw(lr_schedule(config.learning_rate, config.warmup_steps, steps),
                   b1=0.9, b2=config.beta2, weight_decay=config.weight_decay,
                   mask=decay))
-
-
-# ---------------------------------------------------------------------------
-# Data.
-
-
-class Splits(NamedTuple):
-  """Token ids of one task's splits (1-D int arrays)."""
-
-  train: np.ndarray
-  val: np.ndarray
-  test: np.ndarray
-
-
-class LMData(NamedTuple):
-  """What a run trains on: the task's splits, and (finetune) the pre-training's."""
-
-  vocab_size: int
-  task: Splits
-  pretrain: Splits | None = None
-  about: dict[str, Any] = {}
-
-
-def synthetic_data(scenario: str, vocab_size: int = VOCAB_SIZES['synthetic'], length: int = 4000,
-                   seed: int = 0) -> LMData:
-  """Tokens of a random sparse Markov chain: learnable, nothing read.
-
-  >>> d = synthetic_data('finetune')
-  >>> d.vocab_size, len(d.task.train), d.pretrain is not None
-  (16, 3200, True)
-  """
-  rng = np.random.default_rng(seed)
-
-  def chain(n, rng):
-    nxt = rng.integers(0, vocab_size, size=(vocab_size, 2))
-    out = np.zeros(n, np.int32)
-    for i in range(1, n):
-      out[i] = nxt[out[i - 1], rng.integers(0, 2)]
-    return out
-
-  def splits(tokens):
-    a, b = int(0.8 * len(tokens)), int(0.9 * len(tokens))
-    return Splits(tokens[:a], tokens[a:b], tokens[b:])
-
-  task = splits(chain(length, rng))
-  pre = splits(chain(length, rng)) if scenario == 'finetune' else None
-  return LMData(vocab_size, task, pre, {'data': 'synthetic'})
-
-
-def shakespeare_data(scenario: str, log: Callable[[str], None] = print
-                     ) -> LMData:
-  """The plays (downloaded once, cached), split by whole plays, encoded."""
-  from paramsel_jax.data import shakespeare  # pylint: disable=g-import-not-at-top
-  plays = shakespeare.load_plays(say=log)
-  vocab = shakespeare.corpus_vocab(say=lambda _: None)
-  encode = lambda split: Splits(*(shakespeare.encode_plays(plays, names, vocab)
-                                  for names in split))
-  about = lambda split: {'train': list(split.train),
-                         'val': list(split.valid), 'test': list(split.test)}
-  if scenario == 'pretrain':
-    split = shakespeare.split_plays(sorted(plays))
-    return LMData(len(vocab), encode(split), None, {'plays': about(split)})
-  both = shakespeare.split_for_finetuning(sorted(plays))
-  return LMData(len(vocab), encode(both.finetune), encode(both.pretrain),
-                {'plays': about(both.finetune),
-                 'pretrain_plays': about(both.pretrain)})
-
-
-def load_data(config: LMConfig, log: Callable[[str], None] = print) -> LMData:
-  """`config.data`'s tokens for `config.scenario`."""
-  if config.data == 'synthetic':
-    return synthetic_data(config.scenario)
-  return shakespeare_data(config.scenario, log)
 
 
 # ---------------------------------------------------------------------------
@@ -466,7 +382,7 @@ def _task(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
       eval_windows_per_split=config.eval_windows, init_params=init_params)
 
 
-def test_losses(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
+def final_test_losses(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
                 params: PyTree) -> list[float]:
   """The test split's loss of seed-batched `params`, per seed (once, at the end)."""
   task = _task(config, model, splits, ('test',), None)
@@ -494,7 +410,7 @@ def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
     log(f'--- {name}: {config.steps} steps, seeds {list(config.seeds)}')
     run = online.run_online(task, tx, online_settings(config, criterion),
                             config.seeds, log=log, keep_cases=config.time_steps)
-    run['test_loss'] = test_losses(config, model, splits, run['final_params'])
+    run['test_loss'] = final_test_losses(config, model, splits, run['final_params'])
     run['peak_memory_bytes'] = lm_report.peak_memory()
     runs[name] = run
   timed = (lm_report.time_side_by_side(runs, config.time_repeats, log)
@@ -514,10 +430,11 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
                       log: Callable[[str], None] = print) -> dict[str, Any]:
   """The whole experiment: prints, writes JSON, table and plot; returns them.
 
-  `data`: the tokens (default: `load_data(config)`; a test passes
+  `data`: the tokens (default: `lm_data.load_data`; a test passes
   `synthetic_data`). Checked before any work (`validate`).
   """
-  data = load_data(config, log) if data is None else data
+  data = (lm_data.load_data(config.data, config.scenario, log) if data is None
+          else data)
   validate(config, data.vocab_size)
   model = gpt_config(config, data.vocab_size)
   init_params, pretrained = None, None
