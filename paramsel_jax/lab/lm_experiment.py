@@ -449,6 +449,15 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
       'data': {**data.about, 'chars': {s: len(getattr(data.task, s))
                                        for s in Splits._fields}},
       'pretrained': pretrained, 'environment': experiment.environment()}
+  before = ''
+  if init_params is not None:
+    start = _task(config, model, data.task, ('val', 'test'), init_params)
+    out['before_finetuning'] = {
+        k: float(v) for k, v in jax.jit(start.eval_fn)(init_params).items()}
+    before = ('\n\nthe pre-trained model on the fine-tuning plays, before '
+              'fine-tuning: ' + ', '.join(
+                  f'{k} {v:.3f}' for k, v in out['before_finetuning'].items()))
+    log(before.strip())
   if config.mode == 'protocol':
     task = _task(config, model, data.task, ('val', 'test'), init_params)
     results = protocol.run_protocol(
@@ -464,6 +473,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
                side_by_side=pair['side_by_side'], clock=pair['clock'])
     table = (lm_report.runs_table(pair['summaries']) + '\n\n'
              + lm_report.programs_table(pair['runs'], pair['side_by_side']))
+  table += before
   log('\n' + table)
   if output_dir is not None:
     base = f'{output_dir}/lm_{config.scenario}_{config.mode}_{config.freeze}'
