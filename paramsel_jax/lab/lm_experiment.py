@@ -415,11 +415,9 @@ def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
     runs[name] = run
   timed = (lm_report.time_side_by_side(runs, config.time_repeats, log)
            if config.time_steps else None)
-  rates = None if timed is None else {
-      label: t['median_steps_per_s'] for r in timed['runs'].values()
-      for label, t in r.items()}
   target = lm_report.val_losses(runs['dense'])[-1]
-  summaries = {name: lm_report.summarize_run(run, target, rates)
+  summaries = {name: lm_report.summarize_run(
+      run, target, lm_report.run_rates(timed, name))
                for name, run in runs.items()}
   return {'runs': runs, 'summaries': summaries, 'side_by_side': timed,
           'clock': 'side by side' if timed else 'as run'}

@@ -25,6 +25,7 @@ import numpy as np
 
 from paramsel_jax import io as io_lib
 from paramsel_jax import report
+from paramsel_jax.freeze import criteria as criteria_lib
 from paramsel_jax.train import timing
 
 Run = dict[str, Any]
@@ -89,16 +90,17 @@ def time_side_by_side(runs: Mapping[str, Run], repeats: int,
 
   Each run's `cases` (`run_online(keep_cases=True)`; one interval from the
   final state) are timed in `repeats` interleaved rounds
-  (`timing.run_rounds`). The dense step is timed once, the first (dense)
-  run's: the other runs' cases before their first freeze are left out. The
-  result holds, per run and label, the median steps/s and the program's
+  (`timing.run_rounds`). A run's dense step is the first (dense) run's
+  program when its criterion collects no statistics: it is timed once then.
+  The result holds, per run and label, the median steps/s and the program's
   paired ratio to the dense run's dense step (rounds paired).
   """
   cases: dict[tuple[str, str], timing.Case] = {}
   dense_key = (next(iter(runs)), 'T (dense)')
   for name, run in runs.items():
     for label, case in run['cases'].items():
-      if name == dense_key[0] or label != 'T (dense)':
+      if (name == dense_key[0] or label != 'T (dense)'
+          or collects_stats(run['config']['criterion'])):
         cases[(name, label)] = case
   log(f'timing {len(cases)} step programs side by side, {repeats} rounds '
       f'of {cases[dense_key].steps} steps each')
@@ -114,6 +116,30 @@ def time_side_by_side(runs: Mapping[str, Run], repeats: int,
         'median_steps_per_s': case.median_rate, 'seconds': case.seconds,
         'ratio_to_dense': timing.paired_ratio(case, dense)}
   return out
+
+
+def collects_stats(criterion: str) -> bool:
+  """Whether the online criterion's steps collect statistics (another program).
+
+  >>> collects_stats('psgld'), collects_stats('none')
+  (True, False)
+  """
+  return criterion != 'none' and bool(criteria_lib.get_criterion(criterion).stats)
+
+
+def run_rates(side_by_side: dict[str, Any] | None, name: str
+              ) -> dict[str, float] | None:
+  """Run `name`'s timed steps/s per step label (None: not timed).
+
+  A dense step not timed for this run is the dense run's program: its rate.
+  """
+  if side_by_side is None:
+    return None
+  dense = next(iter(side_by_side['runs'].values()))['T (dense)']
+  rates = {'T (dense)': dense['median_steps_per_s']}
+  for label, t in side_by_side['runs'][name].items():
+    rates[label] = t['median_steps_per_s']
+  return rates
 
 
 def _ci(values: Sequence[float | None], digits: int = 3,
