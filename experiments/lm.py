@@ -66,6 +66,10 @@ _CHECK_EVERY = flags.DEFINE_integer('check_every', D.check_every,
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', D.batch_size,
                                    'Windows per step.')
 _LR = flags.DEFINE_float('learning_rate', D.learning_rate, 'Peak learning rate.')
+_PRETRAIN_LR = flags.DEFINE_float(
+    'pretrain_learning_rate', D.pretrain_learning_rate,
+    'finetune: the peak learning rate of the pre-training (--learning_rate is '
+    "the fine-tuning's).")
 _WARMUP = flags.DEFINE_integer('warmup_steps', D.warmup_steps,
                                'Linear warmup steps.')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', len(D.seeds),
@@ -104,6 +108,7 @@ def config() -> lm_experiment.LMConfig:
       freeze_threshold=_THRESHOLD.value, steps=_STEPS.value,
       freeze_at=_FREEZE_AT.value, check_every=_CHECK_EVERY.value,
       batch_size=_BATCH_SIZE.value, learning_rate=_LR.value,
+      pretrain_learning_rate=_PRETRAIN_LR.value,
       warmup_steps=_WARMUP.value, seeds=tuple(range(_NUM_SEEDS.value)),
       num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
       embed_dim=_EMBED_DIM.value, context=_CONTEXT.value,

@@ -95,6 +95,7 @@ class LMConfig:
   check_every: int = 250
   batch_size: int = 12
   learning_rate: float = 1e-3
+  pretrain_learning_rate: float = 1e-3
   warmup_steps: int = 100
   weight_decay: float = 0.1
   beta2: float = 0.99
@@ -152,17 +153,21 @@ def lr_schedule(learning_rate: float, warmup_steps: int,
   return schedule
 
 
-def make_optimizer(config: LMConfig, steps: int) -> optax.GradientTransformation:
+def make_optimizer(config: LMConfig, steps: int,
+                   learning_rate: float | None = None
+                   ) -> optax.GradientTransformation:
   """nanoGPT's: clip the global norm, AdamW (β 0.9, 0.99), decay the matrices.
 
   Weight decay applies to the params of 2 or more dimensions (kernels and
   embeddings), not to LayerNorm scales or biases, as nanoGPT's
-  ``configure_optimizers``; the schedule spans ``steps``.
+  ``configure_optimizers``; the schedule spans ``steps`` and peaks at
+  ``learning_rate`` (default ``config.learning_rate``).
   """
   decay = lambda params: jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip),
-      optax.adamw(lr_schedule(config.learning_rate, config.warmup_steps, steps),
+      optax.adamw(lr_schedule(learning_rate or config.learning_rate,
+                              config.warmup_steps, steps),
                   b1=0.9, b2=config.beta2, weight_decay=config.weight_decay,
                   mask=decay))
 
@@ -278,6 +283,8 @@ def _check_fields(config: LMConfig) -> None:
                          'time_repeats'), checks.integer, at_least=1)
   checks.integer('warmup_steps', config.warmup_steps, at_least=0)
   checks.real('learning_rate', config.learning_rate, above=0)
+  checks.real('pretrain_learning_rate', config.pretrain_learning_rate,
+              above=0)
   checks.real('grad_clip', config.grad_clip, above=0)
   checks.real('weight_decay', config.weight_decay, at_least=0)
   checks.real('beta2', config.beta2, above=0, below=1)
@@ -332,7 +339,8 @@ def pretrain_identity(config: LMConfig, model: gpt.GPTConfig) -> dict[str, Any]:
   """Everything that determines the pre-trained params (the checkpoint's name)."""
   return {'model': dataclasses.asdict(model), 'data': config.data,
           'steps': config.pretrain_steps, 'batch_size': config.batch_size,
-          'learning_rate': config.learning_rate, 'warmup': config.warmup_steps,
+          'learning_rate': config.pretrain_learning_rate,
+          'warmup': config.warmup_steps,
           'weight_decay': config.weight_decay, 'beta2': config.beta2,
           'grad_clip': config.grad_clip, 'seed': config.seeds[0]}
 
@@ -359,7 +367,8 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
       eval_batch_size=config.eval_batch_size,
       eval_windows_per_split=config.eval_windows)
   run = online.run_online(
-      task, make_optimizer(config, config.pretrain_steps),
+      task, make_optimizer(config, config.pretrain_steps,
+                           config.pretrain_learning_rate),
       online_settings(config, 'none', config.pretrain_steps),
       config.seeds[:1], log=log)
   params = jax.tree.map(lambda x: x[0], run['final_params'])
