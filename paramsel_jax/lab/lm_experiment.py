@@ -489,8 +489,8 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
     if config.mode == 'online':
       lm_report.plot_val_loss(
           pair['runs'], pair['summaries'], base + '.png',
-          f'char-GPT, {config.scenario}: dense vs {run_label(config)}, '
-          f'{len(config.seeds)} seed(s)')
+          f'char-GPT, {config.scenario} ({config.data}): dense vs '
+          f'{config.freeze}, {len(config.seeds)} seed(s)')
     log(f'wrote {base}.json, .txt' + (', .png' if config.mode == 'online'
                                        else ''))
   return out | {'table': table}
