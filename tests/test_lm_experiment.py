@@ -97,6 +97,7 @@ def test_lr_schedule_is_nanogpts():
   assert float(f(5000)) == pytest.approx(1e-4)
 
 
+@pytest.mark.slow  # a subprocess: jax's import alone is ~10 s here.
 def test_bad_flag_is_one_line_before_any_work():
   done = subprocess.run(
       [sys.executable, SCRIPT, *TINY_FLAGS, '--freeze_threshold=-1',
