@@ -1,0 +1,111 @@
+"""The data of `experiments/lm.py`: token splits of Shakespeare's plays, or synthetic.
+
+An experiment takes an :class:`LMData`: the splits it trains and reports on
+(``task``) and, for the ``finetune`` scenario, the pre-training plays'
+splits (``pretrain``). :func:`shakespeare_data` reads the plays
+(:mod:`paramsel_jax.data.shakespeare`, fetched once and cached) and splits
+them by whole plays; :func:`synthetic_data` makes learnable tokens without
+reading anything (tests and smoke runs).
+
+  >>> d = synthetic_data('pretrain')
+  >>> d.vocab_size, d.pretrain is None, sorted(d.about)
+  (16, True, ['data'])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from paramsel_jax.protocol import checks
+
+SCENARIOS = ('pretrain', 'finetune')
+DATA = ('shakespeare', 'synthetic')
+
+# The ids of each data source (Shakespeare: `shakespeare.corpus_vocab()`).
+VOCAB_SIZES = {'shakespeare': 89, 'synthetic': 16}
+
+
+def vocab_size_of(data: str) -> int:
+  """The vocabulary size of data source `data` (before loading it).
+
+  >>> vocab_size_of('shakespeare')
+  89
+  """
+  checks.one_of('data', data, DATA)
+  return VOCAB_SIZES[data]
+
+
+
+
+class Splits(NamedTuple):
+  """Token ids of one task's splits (1-D int arrays)."""
+
+  train: np.ndarray
+  val: np.ndarray
+  test: np.ndarray
+
+
+class LMData(NamedTuple):
+  """What a run trains on: the task's splits, and (finetune) the pre-training's."""
+
+  vocab_size: int
+  task: Splits
+  pretrain: Splits | None = None
+  about: dict[str, Any] = {}
+
+
+def synthetic_data(scenario: str, vocab_size: int = VOCAB_SIZES['synthetic'], length: int = 4000,
+                   seed: int = 0) -> LMData:
+  """Tokens of a random sparse Markov chain: learnable, nothing read.
+
+  >>> d = synthetic_data('finetune')
+  >>> d.vocab_size, len(d.task.train), d.pretrain is not None
+  (16, 3200, True)
+  """
+  rng = np.random.default_rng(seed)
+
+  def chain(n, rng):
+    nxt = rng.integers(0, vocab_size, size=(vocab_size, 2))
+    out = np.zeros(n, np.int32)
+    for i in range(1, n):
+      out[i] = nxt[out[i - 1], rng.integers(0, 2)]
+    return out
+
+  def splits(tokens):
+    a, b = int(0.8 * len(tokens)), int(0.9 * len(tokens))
+    return Splits(tokens[:a], tokens[a:b], tokens[b:])
+
+  task = splits(chain(length, rng))
+  pre = splits(chain(length, rng)) if scenario == 'finetune' else None
+  return LMData(vocab_size, task, pre, {'data': 'synthetic'})
+
+
+def shakespeare_data(scenario: str, log: Callable[[str], None] = print
+                     ) -> LMData:
+  """The plays (downloaded once, cached), split by whole plays, encoded."""
+  from paramsel_jax.data import shakespeare  # pylint: disable=g-import-not-at-top
+  plays = shakespeare.load_plays(say=log)
+  vocab = shakespeare.corpus_vocab(say=lambda _: None)
+  encode = lambda split: Splits(*(shakespeare.encode_plays(plays, names, vocab)
+                                  for names in split))
+  about = lambda split: {'train': list(split.train),
+                         'val': list(split.valid), 'test': list(split.test)}
+  if scenario == 'pretrain':
+    split = shakespeare.split_plays(sorted(plays))
+    return LMData(len(vocab), encode(split), None, {'plays': about(split)})
+  both = shakespeare.split_for_finetuning(sorted(plays))
+  return LMData(len(vocab), encode(both.finetune), encode(both.pretrain),
+                {'plays': about(both.finetune),
+                 'pretrain_plays': about(both.pretrain)})
+
+
+def load_data(data: str, scenario: str,
+              log: Callable[[str], None] = print) -> LMData:
+  """The tokens of data source `data` for `scenario`."""
+  checks.one_of('data', data, DATA)
+  checks.one_of('scenario', scenario, SCENARIOS)
+  if data == 'synthetic':
+    return synthetic_data(scenario)
+  return shakespeare_data(scenario, log)
