@@ -57,7 +57,9 @@ _MAX_FROZEN = flags.DEFINE_float('max_frozen', D.max_frozen,
                                  'The most share of the parameters frozen '
                                  '(fixed: exactly about this share).')
 _THRESHOLD = flags.DEFINE_float('freeze_threshold', None,
-                                "The criterion's threshold (default: its own).")
+                                "The criterion's threshold (default: the LM's "
+                                'own for psgld, 3.0, chosen on the validation '
+                                'play; else the criterion\'s own).')
 _STEPS = flags.DEFINE_integer('steps', D.steps, 'Training steps per run.')
 _FREEZE_AT = flags.DEFINE_integer('freeze_at', D.freeze_at,
                                   'η0 of fixed: the check at which it freezes.')

@@ -247,12 +247,30 @@ def run_label(config: LMConfig) -> str:
   return f'{config.freeze} {config.granularity}'
 
 
+# The LM's thresholds where a criterion's own default does not fit Adam on
+# this model, chosen on the fine-tuning validation play (BUILD_NOTES, issue
+# 20): psgld's statistic of pure noise is ~3.5 under Adam's momentum, so its
+# default 1.0 froze nothing; 3 and 5 froze the same set.
+LM_THRESHOLDS = {'psgld': 3.0}
+
+
+def threshold(config: LMConfig, criterion: str) -> float | None:
+  """`--freeze_threshold`, else the LM's own (LM_THRESHOLDS), else None.
+
+  >>> threshold(LMConfig(freeze='psgld'), 'psgld'), threshold(LMConfig(), 'apf')
+  (3.0, None)
+  """
+  if config.freeze_threshold is not None:
+    return config.freeze_threshold
+  return LM_THRESHOLDS.get(criterion)
+
+
 def online_settings(config: LMConfig, criterion: str, steps: int | None = None
                     ) -> online.OnlineConfig:
   """The `OnlineConfig` of a run with `criterion` ('none': dense)."""
   return online.OnlineConfig(
       criterion=criterion, steps=steps or config.steps,
-      check_every=config.check_every, threshold=config.freeze_threshold,
+      check_every=config.check_every, threshold=threshold(config, criterion),
       max_frozen=config.max_frozen, granularity=config.granularity,
       batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
       freeze_at=config.freeze_at, seed_axis='vmap')
