@@ -16,6 +16,14 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 else:
   _CACHE_DIR = None
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.25')
+# The suite compiles without LLVM's backend optimizations: XLA's CPU compile
+# takes ~2.5x less time and a test's programs run somewhat slower; its HLO
+# (and so FLOPs) and semantics are the same. Tests compare programs of one
+# run with each other, never with speeds or numbers of an optimized build.
+# Scripts and benchmarks keep the default. Subprocesses inherit it.
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
 
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402

@@ -116,6 +116,7 @@ def test_nnx_lm_active_step_equals_masked_step():
   assert all(np.isfinite(run['cells'][0]['w']['val_loss']))
 
 
+@pytest.mark.slow
 def test_host_seeds_in_one_program_equal_seeds_one_by_one(plain_runs):
   both = plain_runs[1]['cells'][0]['arrays']['params']
   one = _run(plain_task(), seeds=(1,), step='active')['cells'][0]
@@ -124,6 +125,7 @@ def test_host_seeds_in_one_program_equal_seeds_one_by_one(plain_runs):
                both, one['arrays']['params'])
 
 
+@pytest.mark.slow
 def test_on_device_data_for_any_loss():
   x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
   data = paramsel_jax.OnDevice({'x': x, 'y': (x[:, 0] > 0).astype(np.int32)})
@@ -132,6 +134,7 @@ def test_on_device_data_for_any_loss():
   assert np.isfinite(run['cells'][0]['w']['val_loss'][0])
 
 
+@pytest.mark.slow
 def test_online_freezing_on_a_plain_function():
   config = online.OnlineConfig(criterion='autofreeze', steps=40, check_every=10,
                                granularity='layer', threshold=0.5)

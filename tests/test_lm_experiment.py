@@ -30,6 +30,7 @@ TINY_FLAGS = ['--data=synthetic', '--num_layers=1', '--embed_dim=16',
               '--check_every=20', '--freeze_at=20', '--num_seeds=1']
 
 
+@pytest.mark.slow
 def test_pipeline_writes_json_table_and_plot_with_both_runs(tmp_path):
   config = dataclasses.replace(
       TINY, freeze_modules=('token_embed', 'pos_embed', 'blocks/0'))
