@@ -267,6 +267,7 @@ def test_frozen_prefix_cache_gives_the_same_numbers(task):
                                  atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cache_over_budget_is_refused_and_runs_uncached(task):
   import dataclasses
   config = dataclasses.replace(PCONFIG, granularity='layer', k=0.05,

@@ -305,6 +305,7 @@ def test_forward_order_of_twelve_layers_is_the_call_order():
   assert _frozen_layers(policy, alpha) == ['Dense_0', 'Dense_1', 'Dense_2']
 
 
+@pytest.mark.slow
 def test_transformer_layers_freeze_in_forward_order():
   x = jnp.zeros((1, 5), jnp.int32)
   apply_fn, params = _linen(_Transformer(), x)

@@ -55,6 +55,7 @@ def test_numpy_arrays_are_moved_to_the_device_and_give_the_same_result():
   assert _run(from_numpy)['cells'] == _run(from_jax)['cells']
 
 
+@pytest.mark.slow
 def test_float_images_in_unit_range_are_not_divided_again():
   images, labels = _arrays()
   floats, _ = _arrays(float_images=True)
