@@ -57,7 +57,7 @@ def test_pipeline_writes_json_table_and_plot_with_both_runs(tmp_path):
   assert dense['frozen_share'] == [0.0]
   timed = result['side_by_side']['runs']
   assert timed['dense']['T (dense)']['ratio_to_dense'] == 1.0
-  assert [short for short in map(lm_report.short_label, timed[name])] == [
+  assert [short for short in map(lm_report.program_label, timed[name])] == [
       'T|α: 10 of 12 modules frozen']  # its dense part is the dense run's.
   assert result['clock'] == 'side by side'
   assert out['runs']['dense']['checks'][-1]['step'] == 40

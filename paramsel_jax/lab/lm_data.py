@@ -39,7 +39,7 @@ def vocab_size_of(data: str) -> int:
 
 
 
-class Splits(NamedTuple):
+class TokenSplits(NamedTuple):
   """Token ids of one task's splits (1-D int arrays)."""
 
   train: np.ndarray
@@ -51,8 +51,8 @@ class LMData(NamedTuple):
   """What a run trains on: the task's splits, and (finetune) the pre-training's."""
 
   vocab_size: int
-  task: Splits
-  pretrain: Splits | None = None
+  task: TokenSplits
+  pretrain: TokenSplits | None = None
   about: dict[str, Any] = {}
 
 
@@ -75,7 +75,7 @@ def synthetic_data(scenario: str, vocab_size: int = VOCAB_SIZES['synthetic'], le
 
   def splits(tokens):
     a, b = int(0.8 * len(tokens)), int(0.9 * len(tokens))
-    return Splits(tokens[:a], tokens[a:b], tokens[b:])
+    return TokenSplits(tokens[:a], tokens[a:b], tokens[b:])
 
   task = splits(chain(length, rng))
   pre = splits(chain(length, rng)) if scenario == 'finetune' else None
@@ -88,7 +88,7 @@ def shakespeare_data(scenario: str, log: Callable[[str], None] = print
   from paramsel_jax.data import shakespeare  # pylint: disable=g-import-not-at-top
   plays = shakespeare.load_plays(say=log)
   vocab = shakespeare.corpus_vocab(say=lambda _: None)
-  encode = lambda split: Splits(*(shakespeare.encode_plays(plays, names, vocab)
+  encode = lambda split: TokenSplits(*(shakespeare.encode_plays(plays, names, vocab)
                                   for names in split))
   about = lambda split: {'train': list(split.train),
                          'val': list(split.valid), 'test': list(split.test)}

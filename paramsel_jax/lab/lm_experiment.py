@@ -4,7 +4,7 @@ The NNX char-GPT of :mod:`paramsel_jax.models.gpt` on Shakespeare's plays
 (:mod:`paramsel_jax.data.shakespeare`, split by whole plays), trained as
 nanoGPT's ``shakespeare_char`` CPU setting trains it (AdamW, β2 0.99, weight
 decay 0.1 on the matrices, gradient clipping at 1.0, linear warmup then
-cosine decay to lr/10; :func:`make_optimizer`), in two scenarios:
+cosine decay to lr/10; :func:`nanogpt_optimizer`), in two scenarios:
 
 * ``pretrain``: from scratch on the train plays of
   :func:`~paramsel_jax.data.shakespeare.split_plays`;
@@ -56,7 +56,7 @@ from paramsel_jax.freeze import policy as policy_lib
 from paramsel_jax.lab import experiment
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab.lm_data import LMData
-from paramsel_jax.lab.lm_data import Splits
+from paramsel_jax.lab.lm_data import TokenSplits
 from paramsel_jax.lab import lm_report
 from paramsel_jax.models import gpt
 from paramsel_jax.protocol import char_lm
@@ -153,7 +153,7 @@ def lr_schedule(learning_rate: float, warmup_steps: int,
   return schedule
 
 
-def make_optimizer(config: LMConfig, steps: int,
+def nanogpt_optimizer(config: LMConfig, steps: int,
                    learning_rate: float | None = None
                    ) -> optax.GradientTransformation:
   """nanoGPT's: clip the global norm, AdamW (β 0.9, 0.99), decay the matrices.
@@ -294,8 +294,10 @@ def _check_fields(config: LMConfig) -> None:
   checks.one_of('scenario', config.scenario, SCENARIOS)
   checks.one_of('mode', config.mode, MODES)
   checks.one_of('data', config.data, DATA)
-  checks.one_of('freeze', config.freeze,
-                ('none',) + tuple(sorted(criteria_lib.CRITERIA)))
+  # The criteria `freeze_by_name` registers (`names:...`) are not flags.
+  named = tuple(sorted(c for c in criteria_lib.CRITERIA
+                       if not c.startswith('names:')))
+  checks.one_of('freeze', config.freeze, ('none',) + named)
   checks.fields(config, ('steps', 'check_every', 'batch_size', 'eval_windows',
                          'eval_batch_size', 'pretrain_steps', 'eta0', 'eta1',
                          'time_repeats'), checks.integer, at_least=1)
@@ -363,7 +365,7 @@ def pretrain_identity(config: LMConfig, model: gpt.GPTConfig) -> dict[str, Any]:
           'grad_clip': config.grad_clip, 'seed': config.seeds[0]}
 
 
-def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
+def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                       log: Callable[[str], None] = print
                       ) -> tuple[PyTree, dict[str, Any]]:
   """Dense pre-training on `splits` (seed `seeds[0]`), saved under `workdir`.
@@ -385,7 +387,7 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
       eval_batch_size=config.eval_batch_size,
       eval_windows_per_split=config.eval_windows)
   run = online.run_online(
-      task, make_optimizer(config, config.pretrain_steps,
+      task, nanogpt_optimizer(config, config.pretrain_steps,
                            config.pretrain_learning_rate),
       online_settings(config, 'none', config.pretrain_steps),
       config.seeds[:1], log=log)
@@ -401,7 +403,7 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
 # Running.
 
 
-def _task(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
+def _task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
           eval_splits: tuple[str, ...], init_params: PyTree | None) -> Any:
   return char_lm.char_lm_task(
       model, splits.train, {s: getattr(splits, s) for s in eval_splits},
@@ -409,7 +411,7 @@ def _task(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
       eval_windows_per_split=config.eval_windows, init_params=init_params)
 
 
-def final_test_losses(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
+def final_test_losses(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                 params: PyTree) -> list[float]:
   """The test split's loss of seed-batched `params`, per seed (once, at the end)."""
   task = _task(config, model, splits, ('test',), None)
@@ -423,12 +425,12 @@ def _plain(run: dict[str, Any]) -> dict[str, Any]:
           if k not in ('final_params', 'alphas', 'cases')}
 
 
-def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: Splits,
+def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                     init_params: PyTree | None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
   """Dense and the frozen run (same seeds), test losses, side-by-side timing."""
   task = _task(config, model, splits, ('val',), init_params)
-  tx = make_optimizer(config, config.steps)
+  tx = nanogpt_optimizer(config, config.steps)
   names = {'dense': 'none'}
   if config.freeze != 'none':
     names[run_label(config)] = criterion_name(config)
@@ -472,7 +474,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
   out: dict[str, Any] = {
       'config': dataclasses.asdict(config), 'model': dataclasses.asdict(model),
       'data': {**data.about, 'chars': {s: len(getattr(data.task, s))
-                                       for s in Splits._fields}},
+                                       for s in TokenSplits._fields}},
       'pretrained': pretrained, 'environment': experiment.environment()}
   before = ''
   if init_params is not None:
@@ -486,7 +488,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
   if config.mode == 'protocol':
     task = _task(config, model, data.task, ('val', 'test'), init_params)
     results = protocol.run_protocol(
-        task, make_optimizer(config, config.eta0 + config.eta1),
+        task, nanogpt_optimizer(config, config.eta0 + config.eta1),
         protocol_settings(config), [config.selector], config.seeds, log=log)
     results['peak_memory_bytes'] = lm_report.peak_memory()
     out['protocol'] = results

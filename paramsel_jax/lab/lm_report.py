@@ -12,7 +12,7 @@ evaluation left out): :func:`wall_clock`.
   ...     'metrics': {'val_loss': [loss]}, 'frozen_share': [0.0]}
   >>> dense = {'checks': [check(100, 50.0, 2.0), check(200, 50.0, 1.5)]}
   >>> frozen = {'checks': [check(100, 50.0, 2.0), check(200, 100.0, 1.4)]}
-  >>> wall_clock(frozen).tolist(), time_to_loss(frozen, [1.5])
+  >>> run_clock(frozen).tolist(), time_to_loss(frozen, [1.5])
   ([2.0, 3.0], [3.0])
 """
 
@@ -41,7 +41,7 @@ def val_losses(run: Run) -> np.ndarray:
   return np.asarray(rows, np.float64)
 
 
-def wall_clock(run: Run, rates: Mapping[str, float] | None = None
+def run_clock(run: Run, rates: Mapping[str, float] | None = None
                ) -> np.ndarray:
   """Seconds at each check: steps over the step's rate, plus host overhead.
 
@@ -59,16 +59,16 @@ def time_to_loss(run: Run, target: Sequence[float],
                  rates: Mapping[str, float] | None = None
                  ) -> list[float | None]:
   """Per seed, the seconds at the first check with val loss <= its target."""
-  return report.times_to_reach(-val_losses(run), wall_clock(run, rates),
+  return report.times_to_reach(-val_losses(run), run_clock(run, rates),
                                -np.asarray(target, np.float64))
 
 
-def short_label(label: str) -> str:
+def program_label(label: str) -> str:
   """A step program's label, its plan counted instead of listed.
 
-  >>> short_label('T|α a frozen, b full, c frozen')
+  >>> program_label('T|α a frozen, b full, c frozen')
   'T|α: 2 of 3 modules frozen'
-  >>> short_label('T (dense)')
+  >>> program_label('T (dense)')
   'T (dense)'
   """
   if not label.startswith('T|α '):
@@ -168,7 +168,7 @@ def summarize_run(run: Run, target: Sequence[float],
       'flops_per_step': last.get('flops_per_step'),
       'opt_state_bytes': last.get('opt_state_bytes'),
       'time_to_dense_final_s': time_to_loss(run, target, rates),
-      'wall_s': wall_clock(run, rates).tolist(),
+      'wall_s': run_clock(run, rates).tolist(),
       'peak_memory_bytes': run.get('peak_memory_bytes'),
       'compilations': run['compilations'], 'compile_s': run['compile_s']}
 
@@ -200,7 +200,7 @@ def programs_table(runs: Mapping[str, Run],
       if not cost['steps']:
         continue
       timed = (side_by_side or {}).get('runs', {}).get(name, {}).get(label)
-      rows.append((name, short_label(label), _num(cost['steps_per_s'],
+      rows.append((name, program_label(label), _num(cost['steps_per_s'],
                                                   '{:.2f}'),
                    _num(timed and timed['median_steps_per_s'], '{:.2f}'),
                    _num(timed and timed['ratio_to_dense'], '{:.2f}'),
@@ -240,7 +240,7 @@ def protocol_table(results: dict[str, Any]) -> str:
            _ci(cell[key].get('test_loss', []), none='diverged'))
           for what, key in (('w (after η1)', 'w'), ('β⊙w', 'pruned'))]
   out = report.format_table(('params', 'val loss', 'test loss'), rows)
-  phases = [(short_label(label), _num(c['steps_per_s'], '{:.2f}'),
+  phases = [(program_label(label), _num(c['steps_per_s'], '{:.2f}'),
              _num(c['flops_per_step']), _num(c['opt_state_bytes'], '{:,}'))
             for label, c in results['timing']['phases'].items() if c['steps']]
   return out + '\n\n' + report.format_table(
