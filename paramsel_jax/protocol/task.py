@@ -364,9 +364,8 @@ class ImageTask(Task):
   def check_metrics(self, params: PyTree, batch_size: int
                     ) -> dict[str, jax.Array]:
     """The test accuracy (online freezing's checks)."""
-    return {'test_accuracy': steps.evaluate(
-        self.apply_fn, params, self.test_images, self.test_labels,
-        batch_size)[1]}
+    return {'test_accuracy': self.test_metrics(params, batch_size)[
+        'test_accuracy']}
 
   def cache_inputs(self) -> tuple[Callable[[PyTree, Any], Any], Any] | None:
     """``(apply_fn, the training images)``: a frozen prefix can be cached."""
