@@ -22,6 +22,11 @@ from paramsel_jax.protocol import checks
 
 SCENARIOS = ('pretrain', 'finetune')
 DATA = ('shakespeare', 'synthetic')
+# What the fine-tuning task holds out: whole plays (its validation and test
+# plays are other plays than its training ones), or passages (every
+# fine-tuning play's last 20%, in two halves: validation, then test).
+HELDOUT = ('plays', 'passages')
+PASSAGES = (0.8, 0.9)
 
 # The ids of each data source (Shakespeare: `shakespeare.corpus_vocab()`).
 VOCAB_SIZES = {'shakespeare': 89, 'synthetic': 16}
@@ -82,10 +87,15 @@ def synthetic_data(scenario: str, vocab_size: int = VOCAB_SIZES['synthetic'], le
   return LMData(vocab_size, task, pre, {'data': 'synthetic'})
 
 
-def shakespeare_data(scenario: str, log: Callable[[str], None] = print
-                     ) -> LMData:
-  """The plays (downloaded once, cached), split by whole plays, encoded."""
+def shakespeare_data(scenario: str, log: Callable[[str], None] = print,
+                     heldout: str = 'plays') -> LMData:
+  """The plays (downloaded once, cached), split, encoded.
+
+  The pre-training splits are whole plays; the fine-tuning task's held-out
+  text is whole plays or passages (`HELDOUT`; `split_passages`).
+  """
   from paramsel_jax.data import shakespeare  # pylint: disable=g-import-not-at-top
+  checks.one_of('heldout', heldout, HELDOUT)
   plays = shakespeare.load_plays(say=log)
   vocab = shakespeare.corpus_vocab(say=lambda _: None)
   encode = lambda split: TokenSplits(*(shakespeare.encode_plays(plays, names, vocab)
@@ -96,16 +106,41 @@ def shakespeare_data(scenario: str, log: Callable[[str], None] = print
     split = shakespeare.split_plays(sorted(plays))
     return LMData(len(vocab), encode(split), None, {'plays': about(split)})
   both = shakespeare.split_for_finetuning(sorted(plays))
-  return LMData(len(vocab), encode(both.finetune), encode(both.pretrain),
-                {'plays': about(both.finetune),
+  if heldout == 'plays':
+    return LMData(len(vocab), encode(both.finetune), encode(both.pretrain),
+                  {'plays': about(both.finetune),
+                   'pretrain_plays': about(both.pretrain)})
+  names = sorted(sum(both.finetune, ()))
+  task = split_passages([shakespeare.encode_plays(plays, [n], vocab)
+                         for n in names])
+  return LMData(len(vocab), task, encode(both.pretrain),
+                {'passages': {'plays': names, 'cuts': list(PASSAGES)},
                  'pretrain_plays': about(both.pretrain)})
 
 
+def split_passages(plays: list[np.ndarray],
+                   cuts: tuple[float, float] = PASSAGES) -> TokenSplits:
+  """Each play cut at `cuts` (train, val, test spans), spans concatenated.
+
+  >>> split_passages([np.arange(10), np.arange(10, 20)])
+  TokenSplits(train=array([ 0,  1,  2,  3,  4,  5,  6,  7, 10, 11, 12, 13, 14, 15, 16, 17]), \
+val=array([ 8, 18]), test=array([ 9, 19]))
+  """
+  parts: list[list[np.ndarray]] = [[], [], []]
+  for tokens in plays:
+    a, b = (int(c * len(tokens)) for c in cuts)
+    for part, span in zip(parts, (tokens[:a], tokens[a:b], tokens[b:])):
+      part.append(span)
+  return TokenSplits(*(np.concatenate(p) for p in parts))
+
+
 def load_data(data: str, scenario: str,
-              log: Callable[[str], None] = print) -> LMData:
-  """The tokens of data source `data` for `scenario`."""
+              log: Callable[[str], None] = print,
+              heldout: str = 'plays') -> LMData:
+  """The tokens of data source `data` for `scenario` (`heldout`: `HELDOUT`)."""
   checks.one_of('data', data, DATA)
   checks.one_of('scenario', scenario, SCENARIOS)
+  checks.one_of('heldout', heldout, HELDOUT)
   if data == 'synthetic':
     return synthetic_data(scenario)
-  return shakespeare_data(scenario, log)
+  return shakespeare_data(scenario, log, heldout)

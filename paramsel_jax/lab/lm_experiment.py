@@ -117,6 +117,7 @@ class LMConfig:
   time_steps: bool = True
   time_repeats: int = 3
   data: str = 'shakespeare'
+  heldout: str = 'plays'
 
 
 # The flag of each field that a check names (`cli.as_flags`): the config's
@@ -294,6 +295,7 @@ def _check_fields(config: LMConfig) -> None:
   checks.one_of('scenario', config.scenario, SCENARIOS)
   checks.one_of('mode', config.mode, MODES)
   checks.one_of('data', config.data, DATA)
+  checks.one_of('heldout', config.heldout, lm_data.HELDOUT)
   # The criteria `freeze_by_name` registers (`names:...`) are not flags.
   named = tuple(sorted(c for c in criteria_lib.CRITERIA
                        if not c.startswith('names:')))
@@ -492,7 +494,8 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
   `data`: the tokens (default: `lm_data.load_data`; a test passes
   `synthetic_data`). Checked before any work (`validate`).
   """
-  data = (lm_data.load_data(config.data, config.scenario, log) if data is None
+  data = (lm_data.load_data(config.data, config.scenario, log,
+                                    config.heldout) if data is None
           else data)
   validate(config, data.vocab_size)
   model = gpt_config(config, data.vocab_size)

