@@ -77,7 +77,10 @@ def _check_within_budget_and_best_over_cuts(seed):
   per_cut = np.asarray(pb.candidates(rank_by, costs, budget))
   for candidate in per_cut:  # every cut's greedy set is within budget too.
     assert pb.cost_of(candidate, costs) <= budget + 1e-6
-  best = max(_value(c, scores, sizes) for c in per_cut)
+  if not per_cut.any():  # each cut's best-ranked group is too dear alone:
+    assert chosen.sum() == 1  # the cheapest group (it fits).
+    return
+  best = max(_value(c, scores, sizes) for c in per_cut if c.any())
   assert _value(chosen, scores, sizes) == pytest.approx(best, rel=1e-5)
 
 
@@ -184,3 +187,102 @@ def test_bad_layer_order_is_refused():
     pb.layer_positions(g, ['a', 'c'])
   with pytest.raises(ValueError, match=r"repeated: \['a'\]"):
     pb.layer_positions(g, ['a', 'a', 'b'])
+
+
+# --- budget='backward' through the protocol. ---
+
+PCONFIG = protocol.ProtocolConfig(eta0=20, eta1=20, k=0.3, l=0.5, window=10,
+                                  batch_size=64, chunk_size=20,
+                                  eval_batch_size=100, granularity='layer',
+                                  budget='backward')
+
+
+@pytest.fixture(scope='module')
+def task(make_task):
+  return make_task((16, 12))  # Dense_0 (64 -> 16), Dense_1, Dense_2 (-> 4).
+
+
+def test_the_mlp_costs(task):
+  """w = 2·(fan-in + 1)·fan-out per layer, i = 2·kernel above the first."""
+  from paramsel_jax.train import runner as runner_lib
+  runner = runner_lib.Runner(task, optax.adam(1e-2), PCONFIG)
+  costs = runner.backward_costs()
+  assert runner.layer_order() == ('Dense_0', 'Dense_1', 'Dense_2')
+  assert costs.weight.tolist() == [2 * 65 * 16, 2 * 17 * 12, 2 * 13 * 4]
+  assert costs.input.tolist() == [2 * 64 * 16, 2 * 16 * 12, 2 * 12 * 4]
+  assert costs.dense == 2080 + 408 + 104 + 384 + 96
+
+
+def _forward_flops(task, batch_size):
+  """XLA's FLOPs of the loss alone on one minibatch (the step's forward)."""
+  params = task.init_fn(jax.random.key(0))
+  batch = (task.train_images[:batch_size], task.train_labels[:batch_size])
+  fn = jax.jit(lambda p: task.loss_fn(p, batch, jax.random.key(0))[0])
+  cost = fn.lower(params).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)['flops']
+
+
+@pytest.mark.slow
+def test_protocol_trains_an_upper_suffix_within_the_share(task):
+  """Layer granularity, k = 30% of the dense backward pass: training
+  Dense_0 alone would cost 2080 + 480 of 3072 FLOPs per example, so α is
+  Dense_1 and Dense_2 (608): the frozen set is the forward prefix Dense_0.
+  XLA's FLOPs of the active step beyond its forward are at most 30% of the
+  dense step's (the optimizer's update is in both and follows α too)."""
+  run = protocol.run_protocol(task, optax.adam(1e-2), PCONFIG, ['topgrad'],
+                              [0], log=lambda _: None)
+  cell = run['cells'][0]
+  trained = {name.split('/')[0] for name, layer in cell['layers'].items()
+             if layer['alpha'][0] == layer['size']}
+  partial = [name for name, layer in cell['layers'].items()
+             if 0 < layer['alpha'][0] < layer['size']]
+  assert trained == {'Dense_1', 'Dense_2'} and not partial
+  phases = run['timing']['phases']
+  dense = phases['eta0']['flops_per_step']
+  active = phases['eta1 [topgrad, k=0.3]']['flops_per_step']
+  forward = _forward_flops(task, PCONFIG.batch_size)
+  assert active - forward <= 0.3 * (dense - forward)
+
+
+def _plain_task(make_task):
+  """An ImageTask whose apply_fn calls no flax module (layer order untraceable)."""
+  base = make_task((8,))
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    return {'a': {'kernel': 0.1 * jax.random.normal(k1, (64, 8)),
+                  'bias': jnp.zeros(8)},
+            'b': {'kernel': 0.1 * jax.random.normal(k2, (8, 4)),
+                  'bias': jnp.zeros(4)}}
+  def apply(p, x):
+    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p['a']['kernel']
+                    + p['a']['bias'])
+    return h @ p['b']['kernel'] + p['b']['bias']
+  return protocol.ImageTask(init, apply, base.train_images, base.train_labels,
+                            base.test_images, base.test_labels)
+
+
+def test_missing_layer_order_is_refused_before_training(make_task):
+  logs = []
+  with pytest.raises(ValueError, match='layer_order='):
+    protocol.run_protocol(_plain_task(make_task), optax.adam(1e-2),
+                          dataclasses.replace(PCONFIG, step='masked'),
+                          ['topgrad'], [0], log=logs.append)
+  assert not any('eta0' in line for line in logs), logs
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(budget='backwards'),
+     "budget='backwards'; accepted: params, flops, backward"),
+    (dict(budget='backward', granularity='element'),
+     "budget='backward' with granularity='element'"),
+    (dict(budget='backward', k=5), "k=5 with budget='backward'"),
+])
+def test_bad_backward_budget_settings_are_refused(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(PCONFIG, **change)
+
+
+def test_online_freezing_refuses_the_backward_budget():
+  from paramsel_jax.protocol import online
+  with pytest.raises(ValueError, match="budget='backward'; accepted here"):
+    online.OnlineConfig(criterion='fixed', budget='backward')
