@@ -50,7 +50,9 @@ _KS = flags.DEFINE_list('ks', ['0.5', '0.25', '0.1', '0.05'], 'Fractions k/N.')
 _BUDGETS = flags.DEFINE_list(
     'budgets', ['params'], "What k counts at unit/layer granularity: 'params' "
     "(a share of the parameters), 'flops' (a share of the weight-gradient "
-    'FLOPs), or both.')
+    "FLOPs), 'backward' (a cap on the share of the dense backward FLOPs, "
+    'the input gradients above the lowest trained layer included), or '
+    'several.')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
 _VARIANT_STEPS = flags.DEFINE_integer(
     'variant_steps', None, 'How long the frozen runs train (default: 2 S - '
