@@ -59,7 +59,7 @@ def _fits_some(costs, budget):
   return budget >= alone.min()
 
 
-@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize('seed', range(8))
 def test_within_budget_and_best_over_cuts(seed):
   _check_within_budget_and_best_over_cuts(seed)
 
@@ -84,7 +84,7 @@ def _check_within_budget_and_best_over_cuts(seed):
   assert _value(chosen, scores, sizes) == pytest.approx(best, rel=1e-5)
 
 
-@pytest.mark.parametrize('seed', range(12))
+@pytest.mark.parametrize('seed', range(8))
 def test_equal_costs_give_the_best_set_of_all(seed):
   """With equal w the greedy is optimal within a cut, so the best over cuts
   is the brute-force best of every subset within the budget (and the best
@@ -94,7 +94,7 @@ def test_equal_costs_give_the_best_set_of_all(seed):
 
 @pytest.mark.slow
 def test_many_random_instances():
-  for seed in range(12, 200):
+  for seed in range(8, 200):
     _check_within_budget_and_best_over_cuts(seed)
     _check_equal_costs_give_the_best_set_of_all(seed)
 
