@@ -109,11 +109,12 @@ def layer_positions(g: granularity_lib.Groups,
     (('a', 'b'), [1, 0])
   """
   names = g.module_names
-  order = list(layer_order) if not isinstance(layer_order, str) else None
-  if order is None or sorted(order) != sorted(names):
-    unknown = sorted(set(order or [layer_order]) - set(names))
-    missing = sorted(set(names) - set(order or []))
-    repeated = sorted({n for n in order or [] if order.count(n) > 1})
+  order: list[str] = ([] if isinstance(layer_order, str)
+                      else [str(name) for name in layer_order])
+  if isinstance(layer_order, str) or sorted(order) != sorted(names):
+    unknown = sorted(set(order) - set(names))
+    missing = sorted(set(names) - set(order))
+    repeated = sorted({n for n in order if order.count(n) > 1})
     raise ValueError(
         f'layer_order={layer_order!r}; accepted: every module name '
         f'{list(names)} exactly once, first layer first (unknown: {unknown}, '
