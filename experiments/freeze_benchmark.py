@@ -7,7 +7,8 @@ Dense `T` for S steps against the paper's protocol with the cheap `T|α`
 (`paramsel_jax.freeze.active`: η0 < S dense steps, α, η1 = S − η0 steps), per
 granularity (element: today's masked step and the packed one; unit; layer),
 selector and k/N ∈ {50, 25, 10, 5}% (with --budgets=params,flops also k as
-a share of the weight-gradient FLOPs at unit/layer granularity), 3 seeds.
+a share of the weight-gradient FLOPs at unit/layer granularity; 'backward':
+a cap on the share of the dense backward FLOPs), 3 seeds.
 For every run: steps/s against `T` (interleaved timed rounds, one process),
 with the frozen prefix cached
 where one exists, FLOPs per step (XLA's cost analysis), the optimizer's state
