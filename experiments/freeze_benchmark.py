@@ -7,7 +7,8 @@ Dense `T` for S steps against the paper's protocol with the cheap `T|α`
 (`paramsel_jax.freeze.active`: η0 < S dense steps, α, η1 = S − η0 steps), per
 granularity (element: today's masked step and the packed one; unit; layer),
 selector and k/N ∈ {50, 25, 10, 5}% (with --budgets=params,flops also k as
-a share of the weight-gradient FLOPs at unit/layer granularity), 3 seeds.
+a share of the weight-gradient FLOPs at unit/layer granularity; 'backward':
+a cap on the share of the dense backward FLOPs), 3 seeds.
 For every run: steps/s against `T` (interleaved timed rounds, one process),
 with the frozen prefix cached
 where one exists, FLOPs per step (XLA's cost analysis), the optimizer's state
@@ -50,7 +51,9 @@ _KS = flags.DEFINE_list('ks', ['0.5', '0.25', '0.1', '0.05'], 'Fractions k/N.')
 _BUDGETS = flags.DEFINE_list(
     'budgets', ['params'], "What k counts at unit/layer granularity: 'params' "
     "(a share of the parameters), 'flops' (a share of the weight-gradient "
-    'FLOPs), or both.')
+    "FLOPs), 'backward' (a cap on the share of the dense backward FLOPs, "
+    'the input gradients above the lowest trained layer included), or '
+    'several.')
 _STEPS = flags.DEFINE_integer('steps', None, 'S (default per model).')
 _VARIANT_STEPS = flags.DEFINE_integer(
     'variant_steps', None, 'How long the frozen runs train (default: 2 S - '

@@ -357,9 +357,12 @@ def run_experiment(
   results['all_diverged'] = protocol.all_diverged(results)
   _summaries(results)
   n = results['num_params']
+  flops = ('at most {:.0%} of the dense backward FLOPs'
+           if proto.budget == 'backward'
+           else '{:.0%} of the weight-gradient FLOPs')
   counts = lambda cs: ', '.join(
-      f'{c:.0%} of the weight-gradient FLOPs' if isinstance(c, float) else
-      f'{c} ({c / n:.1%})' for c in cs)
+      flops.format(c) if isinstance(c, float) else f'{c} ({c / n:.1%})'
+      for c in cs)
   log('')
   log(f'{config.dataset} / {config.model} / {config.optimizer.name} / '
       f'{proto.mode}: N = {n}, k = {counts(results["ks"]) or "- (= l)"}, '

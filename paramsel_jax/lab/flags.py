@@ -156,8 +156,10 @@ def _define_freezing(d: Any) -> dict[str, Any]:
           "A group's score from its elements' (unit/layer granularity)."),
       'budget': d.enum(
           'budget', 'params', list(protocol.BUDGETS),
-          'What k counts at unit/layer granularity: parameters, or the '
-          'fraction of the weight-gradient FLOPs.'),
+          'What k counts at unit/layer granularity: parameters, the '
+          'fraction of the weight-gradient FLOPs (flops), or a cap on the '
+          'fraction of the dense backward FLOPs, input gradients above the '
+          'lowest trained layer included (backward).'),
       'step': d.enum(
           'step', 'auto', list(protocol.STEPS),
           'T|α: masked (dense, frozen updates zeroed), active (cost follows '

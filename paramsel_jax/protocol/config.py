@@ -18,7 +18,10 @@ from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.train.mesh import SEED_AXES
 MODES = ('prune_at_end', 'retrain')
 STEPS = ('auto', 'masked', 'active')
-BUDGETS = ('params', 'flops')
+BUDGETS = ('params', 'flops', 'backward')
+# The budgets whose k is a share of FLOPs (a fraction), at unit/layer
+# granularity only.
+FLOP_BUDGETS = ('flops', 'backward')
 DEFAULT_K = 0.1  # k when none is given, in mode 'prune_at_end'.
 MAX_SEED = checks.SEED_LIMIT - 1  # seeds become uint32 PRNG keys.
 
@@ -85,8 +88,13 @@ class ProtocolConfig:
     aggregate: how a group's score is made of its elements' (`granularity.
       AGGREGATIONS`; 'mean': score per parameter).
     budget: what k counts at unit/layer granularity: 'params' (k parameters'
-      worth of groups, to the nearest group boundary) or 'flops' (groups
-      until their weight-gradient FLOPs are the fraction k of all).
+      worth of groups, to the nearest group boundary), 'flops' (groups
+      until their weight-gradient FLOPs are the fraction k of all) or
+      'backward' (a cap: α's backward pass, its weight gradients plus the
+      input gradients of every layer above its lowest trained one, costs
+      at most the fraction k of the dense backward pass's FLOPs;
+      `select.prefix_budget`; needs the forward layer order,
+      `Task.layer_order` or traced).
     step: `T|α`'s implementation: 'masked' (the dense step, frozen updates
       zeroed), 'active' (`active`: the cost follows α; packed optimizer state
       at element granularity), 'auto' ('active' at unit/layer granularity,
@@ -159,15 +167,18 @@ class ProtocolConfig:
     checks.one_of('step', self.step, STEPS)
     checks.boolean('cache_prefix', self.cache_prefix)
     checks.real('cache_budget_mb', self.cache_budget_mb, above=0)
-    if self.budget == 'flops':
+    if self.budget in FLOP_BUDGETS:
+      budget = self.budget
       if self.granularity == 'element':
-        raise ValueError("budget='flops' with granularity='element'; accepted: "
-                         "granularity 'unit' or 'layer' (FLOPs are counted per "
-                         'unit).')
+        raise ValueError(f"budget={budget!r} with granularity='element'; "
+                         "accepted: granularity 'unit' or 'layer' (FLOPs are "
+                         'counted per unit).')
       for k in self.ks:
         if isinstance(k, numbers.Integral):
-          raise ValueError(f"k={k!r} with budget='flops': accepted: fractions "
-                           '0 < k <= 1 of the weight-gradient FLOPs.')
+          raise ValueError(f'k={k!r} with budget={budget!r}: accepted: '
+                           'fractions 0 < k <= 1 of the '
+                           + ('weight-gradient' if budget == 'flops'
+                              else 'dense backward') + ' FLOPs.')
     if self.mode == 'retrain' and (self.granularity != 'element'
                                    or self.step == 'active'):
       raise ValueError(
@@ -222,8 +233,8 @@ def validate_protocol_config(
   `num_train`: the examples of on-device training data (None: host batches,
   whose size the data sets: `batch_size` and `train_eval_size` are unused).
 
-  In 'retrain' mode the k's are (); with `budget='flops'` they stay the
-  fractions of the FLOPs they are.
+  In 'retrain' mode the k's are (); with `budget='flops'` or 'backward'
+  they stay the fractions of the FLOPs they are.
   """
   size = config.train_eval_size
   if num_train is None:
@@ -239,7 +250,7 @@ def validate_protocol_config(
       selectors_lib.resolve_count(v, num_params, name) for v in vs)
   ls = resolve(config.ls, 'l')
   ks: tuple[int | float, ...] = resolve(config.ks, 'k')
-  if config.budget == 'flops':  # k is a share of the FLOPs, not a count.
+  if config.budget in FLOP_BUDGETS:  # k is a share of FLOPs, not a count.
     ks = tuple(float(k) for k in config.ks)
   for name, given, counts in (('k', config.ks, ks), ('l', config.ls, ls)):
     if len(set(counts)) != len(counts):

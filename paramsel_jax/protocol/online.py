@@ -45,6 +45,11 @@ from paramsel_jax.train import timing
 PyTree = Any
 
 
+# What `max_frozen` may count. Not 'backward' (`prefix_budget`): the
+# criteria's cap (`FreezingPolicy.max_frozen`) is a per-group sum.
+ONLINE_BUDGETS = ('params', 'flops')
+
+
 @dataclasses.dataclass(frozen=True)
 class OnlineConfig:
   """Settings of an online-freezing run; checked when made.
@@ -104,7 +109,13 @@ class OnlineConfig:
     if self.eval_every % self.check_every:
       raise ValueError(f'eval_every={self.eval_every}; accepted: 0 or a '
                        f'multiple of check_every={self.check_every}.')
-    checks.one_of('budget', self.budget, protocol.BUDGETS)
+    if self.budget == 'backward':
+      raise ValueError(
+          "budget='backward'; accepted here: 'params' or 'flops'. Online "
+          "freezing's max_frozen caps a per-group sum; the backward-cost "
+          "budget (prefix_budget) is the fixed-η0 protocol's "
+          "(ProtocolConfig(budget='backward')).")
+    checks.one_of('budget', self.budget, ONLINE_BUDGETS)
     granularity_lib.check_granularity(self.granularity)
     if self.threshold is not None:
       checks.real('threshold', self.threshold, above=0)

@@ -48,6 +48,7 @@ from paramsel_jax.protocol.config import BUDGETS
 from paramsel_jax.protocol.config import check_seeds
 from paramsel_jax.protocol.config import check_selector_names
 from paramsel_jax.protocol.config import DEFAULT_K
+from paramsel_jax.protocol.config import FLOP_BUDGETS
 from paramsel_jax.protocol.config import MAX_SEED
 from paramsel_jax.protocol.config import MODES
 from paramsel_jax.protocol.config import ProtocolConfig
@@ -68,6 +69,7 @@ PyTree = Any
 __all__ = [
     'BUDGETS',
     'DEFAULT_K',
+    'FLOP_BUDGETS',
     'MAX_SEED',
     'MODES',
     'ProtocolConfig',
@@ -132,6 +134,8 @@ def _make_runner(task: Task, tx: optax.GradientTransformation,
   runner = Runner(task, tx, config, stat_groups=needed, mesh=mesh, seeds=seeds)
   if config.active_step() == 'active':
     runner.check_active_step()  # before η0: a model it cannot train fails now.
+  if config.budget == 'backward':
+    runner.backward_costs()  # before η0: no layer order fails now.
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
   if mesh is not None and mesh.shape['seed'] > 1:
     keys = jax.device_put(keys, jax.sharding.NamedSharding(

@@ -37,9 +37,11 @@ import optax
 
 from paramsel_jax.freeze import active as active_lib
 from paramsel_jax.freeze import active_check
+from paramsel_jax.freeze import layer_order as layer_order_lib
 from paramsel_jax.optim import langevin
 from paramsel_jax.optim import masking
 from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.select import prefix_budget
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.train import costs as costs_lib
@@ -154,6 +156,7 @@ class Runner:
     self._unit_axes: dict[str, int] | None = None
     self._call_order: list[str] | None = None
     self._group_flops: np.ndarray | None = None
+    self._backward_costs: prefix_budget.BackwardCosts | None = None
     self.start_phase1 = jax.jit(self.seed_map(self._start_phase1_one))
     self.set_alpha = jax.jit(self.seed_map(self._set_alpha_one))
     self.evaluate = jax.jit(self.seed_map(self._evaluate_one))
@@ -227,13 +230,16 @@ class Runner:
     """Per-seed α (`which='alpha'`) or β masks, each with exactly `k` ones.
 
     `k`: a count; with a FLOPs budget at unit/layer granularity, α's share of
-    the weight-gradient FLOPs. `within_alpha`: choose only among the
+    the weight-gradient FLOPs ('flops') or of the dense backward pass's
+    FLOPs ('backward', `prefix_budget`). `within_alpha`: choose only among the
     coordinates of the current α (the
     optimizer's mask); `k` must not exceed its size. The selector's inputs
     are checked first (`selectors.check_inputs`), on the host, unless every
     seed has diverged (their phases were skipped; their numbers are dropped).
     """
     cache_key = (selector, which, k, within_alpha)
+    if self.config.budget == 'backward' and which == 'alpha':
+      self.backward_costs()  # traced here, on the host, not inside the jit.
     if cache_key not in self._select_fns:
       self._select_fns[cache_key] = jax.jit(self.seed_map(functools.partial(
           self._select_one, selector=selector, which=which, k=k,
@@ -304,6 +310,34 @@ class Runner:
       self._group_flops = granularity_lib.weight_grad_flops(self.groups(), uses)
     return self._group_flops
 
+  def layer_order(self) -> tuple[str, ...]:
+    """The layers' module names, first called first.
+
+    The task's `layer_order`, or traced (`freeze.forward_layer_order`, which
+    raises a ValueError naming the layers it could not place).
+    """
+    given = getattr(self.task, 'layer_order', None)
+    if given is not None:
+      return tuple(given)
+    shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+    fn, example = self.task.trace_target()
+    return layer_order_lib.forward_layer_order(fn, shapes, example)
+
+  def backward_costs(self) -> prefix_budget.BackwardCosts:
+    """Per group w(g), its layer's forward position, per layer i(l).
+
+    What `budget='backward'` charges (`prefix_budget`), per example;
+    computed once. Raises before any training when the layer order is
+    neither given (`Task.layer_order`) nor traceable.
+    """
+    if self._backward_costs is None:
+      shapes = jax.eval_shape(self.task.init_fn, jax.random.key(0))
+      fn, example = self.task.trace_target()
+      uses = granularity_lib.module_uses(fn, shapes, example)
+      self._backward_costs = prefix_budget.backward_costs(
+          shapes, self.groups(), uses, self.layer_order())
+    return self._backward_costs
+
   def _select_one(self, state: TrainState, eta0_stats, *, selector, which, k,
                   within_alpha) -> PyTree:
     ctx = self._context(state, eta0_stats, which)
@@ -312,6 +346,10 @@ class Runner:
     if which == 'beta' or config.granularity == 'element':
       return selectors_lib.select(selector, which, ctx, k, within=within)
     scores = selectors_lib.scores(selector, which, ctx, within)
+    if config.budget == 'backward':
+      return prefix_budget.top_k_groups(scores, self.groups(),
+                                        self.backward_costs(), k,
+                                        config.aggregate)
     if config.budget == 'flops':
       cost = self.group_flops()
       return granularity_lib.top_k_groups(scores, 0, self.groups(),

@@ -65,7 +65,8 @@ class FreezeConfig:
       and eta0).
     granularities, selectors, ks: the variants (k as fractions of N).
     budgets: what k counts at unit/layer granularity: 'params' (a share of
-      the parameters) and/or 'flops' (a share of the weight-gradient FLOPs,
+      the parameters), 'flops' (a share of the weight-gradient FLOPs) and/or
+      'backward' (a cap on the share of the dense backward FLOPs; both
       `ProtocolConfig.budget`); element variants always count parameters.
     masked_element: also run today's dense `masked` step at element
       granularity.
@@ -219,7 +220,7 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
                 keys: jax.Array, log: Callable[[str], None]) -> Run:
   """One variant's η1 trajectory from the dense state at η0."""
   budget = runner.config.budget
-  count = (k if budget == 'flops' else
+  count = (k if budget in protocol_config.FLOP_BUDGETS else
            selectors_lib.resolve_count(k, _num_params(state_eta0), 'k'))
   tic = time.perf_counter()
   alpha = runner.select(state_eta0, selectors_lib.get_selector(selector),
@@ -228,7 +229,7 @@ def variant_run(config: FreezeConfig, runner: runner_lib.Runner, state_eta0: Any
   jax.block_until_ready(start)
   select_s = time.perf_counter() - tic
   name = f'{granularity} {step} {selector} k={k:.0%}' + (
-      ' of FLOPs' if budget == 'flops' else '')
+      {'flops': ' of FLOPs', 'backward': ' of backward FLOPs'}.get(budget, ''))
   as_i32 = lambda x: jnp.asarray(x, jnp.int32)
   steps, acc = [], []
   phase = phase_lib.for_alpha(runner, start, alpha, name, lambda _: None)
