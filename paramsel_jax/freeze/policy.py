@@ -79,6 +79,7 @@ PyTree = Any
 # The policy, and the names its users import from here with it (the
 # criteria's home is `criteria`, the layer order's `layer_order`).
 __all__ = ['FreezingPolicy', 'FreezeState', 'CRITERIA', 'Criterion',
+           'BLOCK_ORDERS',
            'get_criterion', 'register_criterion', 'freezeout_annealing',
            'forward_layer_order']
 

@@ -68,6 +68,9 @@ class OnlineConfig:
     seed_axis: 'auto', 'vmap' or 'map'.
     t0, schedule: FreezeOut's schedule.
     freeze_at: criterion 'fixed': the step of its one decision (η0).
+    gamma, blocks, block_order, block_seed, train_outside: the block
+      criteria's settings (`policy.FreezingPolicy`; lisa, badam,
+      psgld_prefix).
   """
 
   criterion: str = 'psgld'
@@ -88,6 +91,11 @@ class OnlineConfig:
   t0: float = 0.5
   schedule: str = 'linear'
   freeze_at: int = 0
+  gamma: int = 1
+  blocks: tuple[str, ...] | None = None
+  block_order: str = 'descending'
+  block_seed: int = 0
+  train_outside: bool | None = None
 
   def __post_init__(self):
     if self.criterion != 'none':
@@ -108,6 +116,11 @@ class OnlineConfig:
     granularity_lib.check_granularity(self.granularity)
     if self.threshold is not None:
       checks.real('threshold', self.threshold, above=0)
+    checks.integer('gamma', self.gamma, at_least=1)
+    checks.integer('block_seed', self.block_seed, at_least=0)
+    checks.one_of('block_order', self.block_order, freezing.BLOCK_ORDERS)
+    if self.train_outside is not None:
+      checks.boolean('train_outside', self.train_outside)
 
   def protocol_config(self) -> protocol.ProtocolConfig:
     """What the Runner reads (chunks of one interval)."""
@@ -124,13 +137,14 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
   """The config's `FreezingPolicy` over the task's params.
 
   The layer criteria get the task's forward layer order
-  (`freezing.forward_layer_order`, traced on one training example).
+  (`freezing.forward_layer_order`, traced on one training example); the
+  block criteria get it when the task has one.
   """
   shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
   costs = runner.group_flops() if config.budget == 'flops' else None
   layer_order = runner.task.layer_order
   if layer_order is None and freezing.get_criterion(
-      config.criterion).layers_only:
+      config.criterion).needs_order:
     fn, example = runner.task.trace_target()
     layer_order = freezing.forward_layer_order(fn, shapes, example)
   return freezing.FreezingPolicy(
@@ -138,7 +152,17 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
       check_every=config.check_every, threshold=config.threshold,
       max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
       total_steps=config.steps, t0=config.t0, schedule=config.schedule,
-      freeze_at=config.freeze_at, unit_axes=runner.unit_axes())
+      freeze_at=config.freeze_at, unit_axes=runner.unit_axes(),
+      **block_settings(config))
+
+
+def block_settings(config: OnlineConfig) -> dict[str, Any]:
+  """The block criteria's fields of `config`, for `FreezingPolicy`."""
+  return {name: getattr(config, name) for name in BLOCK_FIELDS}
+
+
+BLOCK_FIELDS = ('gamma', 'blocks', 'block_order', 'block_seed',
+                'train_outside')
 
 
 @dataclasses.dataclass
