@@ -62,8 +62,9 @@ compiled `T|α` plan serves them all, and a run is reproducible. Like every
 criterion, they decide at the checks: the first interval (before the first
 check) trains densely.
 
-  >>> sorted(CRITERIA)
-  ['apf', 'autofreeze', 'badam', 'fixed', 'freezeout', 'lisa', 'psgld', 'psgld_prefix']
+  >>> sorted(CRITERIA)  # doctest: +NORMALIZE_WHITESPACE
+  ['apf', 'autofreeze', 'badam', 'fixed', 'freezeout', 'lisa', 'psgld',
+   'psgld_prefix']
   >>> get_criterion('autofreeze').layers_only
   True
 """
