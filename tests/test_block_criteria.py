@@ -37,12 +37,16 @@ def _policy(criterion, params=None, **kw):
 
 
 def _frozen_over_checks(policy, num_checks, seeds=2):
-  """Per check, the frozen groups `(seeds, groups)` of a vmapped policy."""
+  """Per interval, the frozen groups `(seeds, groups)` of a vmapped policy.
+
+  The first is `init`'s (lisa and badam decide the first interval there),
+  then one per check.
+  """
   params = jax.tree.map(lambda x: jnp.stack([x] * seeds), policy.params)
-  state = jax.vmap(policy.init)(params)
+  state = jax.jit(jax.vmap(policy.init))(params)
   check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
-  out = []
-  for c in range(num_checks):
+  out = [np.asarray(state.frozen)]
+  for c in range(num_checks - 1):
     _, state = check(state, 5 * (c + 1))
     out.append(np.asarray(state.frozen))
   return out
@@ -337,14 +341,17 @@ def _check_run(run, config, shares_change=True):
 
 
 def test_run_online_badam_on_an_mlp():
-  # Intervals: dense, then blocks 0, 1, 2 and 0 again (its program reused).
+  # Intervals: blocks 0, 1, 2, 0 (its program reused) and 1.
   config = online.OnlineConfig(criterion='badam', steps=25, check_every=5,
                                granularity='layer', batch_size=16,
                                block_order='ascending', buckets=0)
   run = online.run_online(_mlp_task(), optax.adam(3e-2), config, [0, 1],
                           log=lambda _: None, record_alphas=True)
   _check_run(run, config)
-  assert run['compilations'] <= 4  # the dense step and one per block.
+  assert run['alphas'][0]['layers']['0']['w'].all()  # sampled from step 0.
+  assert not run['alphas'][0]['layers']['1']['w'].any()
+  assert run['checks'][0]['label'] != 'T (dense)'
+  assert run['compilations'] <= 3  # one per block; the dense step never ran.
 
 
 @pytest.mark.slow

@@ -58,9 +58,11 @@ layer granularity:
 `lisa` and `badam` sample from `block_seed` and the check count only
 (`jax.random.fold_in(jax.random.key(block_seed), checks)`), not from the
 training seed: every seed of one vmapped run gets the same α, so one
-compiled `T|α` plan serves them all, and a run is reproducible. Like every
-criterion, they decide at the checks: the first interval (before the first
-check) trains densely.
+compiled `T|α` plan serves them all, and a run is reproducible. As in LISA
+and BAdam, the first interval is already sampled: `policy.init` holds the
+first decision (`decides_at_init`; `run_online` sets it before the first
+step), and each check decides the next interval. The other criteria start
+dense (nothing frozen until the first check).
 
   >>> sorted(CRITERIA)  # doctest: +NORMALIZE_WHITESPACE
   ['apf', 'autofreeze', 'badam', 'fixed', 'freezeout', 'lisa', 'psgld',
@@ -124,6 +126,9 @@ class Criterion:
       protocol's rule); otherwise the policy caps its candidates.
     needs_order: it reads the layers' forward order (`policy.forward_order`).
     blocks: it works on the model's blocks (`policy.block_set`).
+    decides_at_init: `policy.init` already holds its first decision (the
+      α of the first interval; lisa, badam); otherwise nothing is frozen
+      until the first check.
   """
 
   stats: frozenset[str]
@@ -135,6 +140,7 @@ class Criterion:
   own_budget: bool = False
   needs_order: bool = False
   blocks: bool = False
+  decides_at_init: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -368,10 +374,12 @@ register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
                                           layers_only=True, needs_order=True))
 register_criterion('lisa', Criterion(frozenset(), False, _lisa,
                                      layers_only=True, can_thaw=True,
-                                     own_budget=True, blocks=True))
+                                     own_budget=True, blocks=True,
+                                     decides_at_init=True))
 register_criterion('badam', Criterion(frozenset(), False, _badam,
                                       layers_only=True, can_thaw=True,
-                                      own_budget=True, blocks=True))
+                                      own_budget=True, blocks=True,
+                                      decides_at_init=True))
 register_criterion('psgld_prefix', Criterion(
     frozenset({'delta'}), False, _psgld_prefix, layers_only=True,
     default_threshold=1.0, needs_order=True, blocks=True))

@@ -14,8 +14,9 @@ default rule, or `blocks=` patterns), at layer granularity: `lisa` trains
 `gamma` sampled blocks per interval, `badam` one block at a time in
 `block_order`, both sampling from `block_seed` (the same α for every seed
 of a vmapped run), and `train_outside` says whether the layers outside the
-blocks train (default: lisa yes, badam no). They thaw, and take no
-`max_frozen`.
+blocks train (default: lisa yes, badam no). They thaw, take no
+`max_frozen`, and `init` already holds their first interval's α (as LISA and
+BAdam sample from step 0).
 
 The layer criteria (`autofreeze`, `freezeout`, `psgld_prefix`) need the
 layers in forward
@@ -245,15 +246,24 @@ class FreezingPolicy:
     return tuple(int(i) for i in self.layer_order)
 
   def init(self, params: PyTree) -> FreezeState:
-    """Nothing frozen, empty statistics."""
+    """Empty statistics; nothing frozen, or the first decision.
+
+    A criterion that `decides_at_init` (lisa, badam) has made its first
+    decision (the first interval's α, `alpha(state)`; one check counted);
+    the others have frozen nothing.
+    """
     n = self.groups.num_groups
-    threshold = (get_criterion(self.criterion).default_threshold
-                 if self.threshold is None else self.threshold)
-    return FreezeState(stats_lib.init_stats(params), jnp.zeros(n, bool),
-                       jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32),
-                       jnp.zeros(n, jnp.float32),
-                       jnp.asarray(threshold, jnp.float32),
-                       jnp.zeros((), jnp.int32))
+    crit = get_criterion(self.criterion)
+    threshold = (crit.default_threshold if self.threshold is None
+                 else self.threshold)
+    state = FreezeState(stats_lib.init_stats(params), jnp.zeros(n, bool),
+                        jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32),
+                        jnp.zeros(n, jnp.float32),
+                        jnp.asarray(threshold, jnp.float32),
+                        jnp.zeros((), jnp.int32))
+    if crit.decides_at_init:
+      state = self.check(state, 0)[1]
+    return state
 
   def update(self, state: FreezeState, grads: PyTree, old_params: PyTree,
              new_params: PyTree) -> FreezeState:

@@ -4,7 +4,9 @@
 each interval the `freezing.FreezingPolicy` looks at the interval's
 statistics and returns α; the driver then trains the next interval with the
 `T|α` of the new active set (`phase.active`), so training gets
-cheaper as parameters freeze.
+cheaper as parameters freeze. A criterion that decides at init (lisa,
+badam: blocks sampled from step 0) has its α set before the first interval;
+for the others the first interval is dense.
 
 Compilation is bounded: slot counts are rounded up to `buckets` sizes per
 module (`active.plan(buckets=...)`), a plan already compiled is reused, and
@@ -236,9 +238,11 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   """Trains with online freezing; returns the curve, the costs, the α's.
 
   `record_alphas`: also return, per check, the α it chose (host arrays,
-  seed-batched), e.g. to replay the run by hand. `keep_cases`: also return,
-  per step that ran (by label), a `benchmarks.timing.Case` of one interval
-  of it from the final state, for side-by-side timing. Each check's record
+  seed-batched), e.g. to replay the run by hand; for a criterion that
+  decides at init (lisa, badam), the first is the first interval's α.
+  `keep_cases`: also return, per step that ran (by label), a
+  `benchmarks.timing.Case` of one interval of it from the final state, for
+  side-by-side timing. Each check's record
   says which step ran (`label`) and the host time around it (`overhead_s`:
   check, switch, enter/leave, compilation).
 
@@ -256,6 +260,10 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   checker = _Checker(runner, policy, state) if policy is not None else None
   switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
   history, alphas, t = [], [], 0
+  if criterion is not None and criterion.decides_at_init:
+    state, alpha = checker.start(state)  # lisa, badam: sampled from step 0.
+    alphas += [jax.device_get(alpha)] if record_alphas else []
+    switch = _choose(runner, config, alpha, state, switch, log)
   used: dict[str, _Switch] = {}  # the steps that ran, by label.
   while t < config.steps:
     n, label = min(config.check_every, config.steps - t), _label(switch)
@@ -321,6 +329,11 @@ class _Checker:
     self.runner, self.policy = runner, policy
     self.fstate = jax.vmap(policy.init)(state.params)
     self.check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
+
+  def start(self, state: Any) -> tuple[Any, PyTree]:
+    """(the state with the policy's initial α set, that α)."""
+    alpha = jax.vmap(self.policy.alpha)(self.fstate)
+    return self.runner.set_alpha(state, alpha), alpha
 
   def __call__(self, state: Any, t: int) -> tuple[Any, PyTree, list[float]]:
     """(the state with α set, α, the frozen share per seed) at step `t`."""
