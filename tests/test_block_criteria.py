@@ -393,3 +393,25 @@ def test_run_online_on_the_nnx_char_gpt(criterion):
     assert frozen[order][:k].all(), frozen[order]
   assert any(c['frozen_share'][0] > 0 for c in run['checks'])
   assert run['compilations'] <= config.max_compiles
+
+
+@pytest.mark.slow
+def test_badam_run_equals_its_alphas_replayed_with_dense_masked_steps():
+  from paramsel_jax.train import runner as runner_lib  # pylint: disable=g-import-not-at-top
+  config = online.OnlineConfig(criterion='badam', steps=20, check_every=5,
+                               granularity='layer', batch_size=16, buckets=0,
+                               block_order='random')
+  task, tx, seeds = _mlp_task(), optax.adam(3e-2), [0, 1]
+  run = online.run_online(task, tx, config, seeds, log=lambda _: None,
+                          record_alphas=True)
+  runner = runner_lib.Runner(task, tx, config.protocol_config(),
+                             stat_groups=frozenset(), seeds=tuple(seeds))
+  state = runner.init(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)))
+  for i in range(config.steps // config.check_every):  # α set first, as LISA.
+    state = runner.set_alpha(state, run['alphas'][i])
+    state = runner.train(state, i * config.check_every, config.check_every, 0,
+                         lambda _: None, 'x')
+  for got, want in zip(jax.tree.leaves(run['final_params']),
+                       jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4,
+                               atol=1e-5)
