@@ -328,7 +328,7 @@ def _badam(policy: Policy, state: FreezeState, step: jax.Array):
   return _train_blocks(policy, state, jnp.arange(num) == block)
 
 
-def prefix_units(policy: Policy) -> np.ndarray:
+def _prefix_units(policy: Policy) -> np.ndarray:
   """Bool `(units, groups)`: the blocks and the outside layers, forward.
 
   A unit is a block or one layer outside the blocks, ordered by its first
@@ -350,7 +350,7 @@ def prefix_units(policy: Policy) -> np.ndarray:
 def _psgld_prefix(policy: Policy, state: FreezeState, step: jax.Array):
   """psgld's test per unit; only a forward prefix of units freezes."""
   _, z = _psgld(policy, state, step)
-  units = jnp.asarray(prefix_units(policy), jnp.float32)
+  units = jnp.asarray(_prefix_units(policy), jnp.float32)
   sizes = jnp.asarray(policy.groups.sizes, jnp.float32)
   unit_z = (units * sizes) @ z / jnp.maximum(units @ sizes, 1.0)
   below = (unit_z < state.threshold) & (state.stats.count >= 2)

@@ -19,12 +19,11 @@ blocks train (default: lisa yes, badam no). They thaw, take no
 BAdam sample from step 0).
 
 The layer criteria (`autofreeze`, `freezeout`, `psgld_prefix`) need the
-layers in forward
-order, which the params' (sorted) key order is not (`Block_10` sorts before
-`Block_2`, a head `Dense_0` before `Embed_0`): give the policy `apply_fn` and
-an `example` input of a flax linen model (`forward_layer_order` traces it), or
-`layer_order` (module names or group indices, first layer first). Without
-either they refuse to start.
+layers in forward order, which the params' (sorted) key order is not
+(`Block_10` sorts before `Block_2`, a head `Dense_0` before `Embed_0`): give
+the policy `apply_fn` and an `example` input of a flax linen model
+(`forward_layer_order` traces it), or `layer_order` (module names or group
+indices, first layer first). Without either they refuse to start.
 
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
 `costs`, e.g. the weight-gradient FLOPs): the most converged groups freeze

@@ -159,7 +159,13 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
 
 
 def block_settings(config: OnlineConfig) -> dict[str, Any]:
-  """The block criteria's fields of `config`, for `FreezingPolicy`."""
+  """The block criteria's fields of `config`, for `FreezingPolicy`.
+
+  Example:
+    >>> block_settings(OnlineConfig(criterion='lisa', granularity='layer',
+    ...                             gamma=2))['gamma']
+    2
+  """
   return {name: getattr(config, name) for name in BLOCK_FIELDS}
 
 
