@@ -233,6 +233,13 @@ def _check_online_flags(f):
     ('--freeze=freezeout --granularity=element', '--freeze=freezeout freezes'),
     ('--freeze=nope', "--freeze=nope: Unknown freezing criterion 'nope'"),
     ('--freeze=fixed', '--freeze=fixed: '),
+    # The block criteria (lenet300's Dense_i are layers, not blocks).
+    ('--freeze=lisa --gamma=0', '--gamma=0; accepted: an int >= 1.'),
+    ('--freeze=lisa', '--freeze=lisa trains blocks, and the model has none'),
+    ('--freeze=lisa --blocks=Dense_0,Dense_1 --gamma=3',
+     '--gamma=3; accepted: 1..2 (the model has 2 blocks: Dense_0, Dense_1).'),
+    ('--freeze=badam --blocks=Dense_0,Dense_9',
+     "blocks: pattern 'Dense_9' names no layer"),
 ])
 def test_online_freezing_flags_are_checked_before_any_work(argv, message):
   f = _mnist_flags(*argv.split())
@@ -246,6 +253,13 @@ def test_good_online_freezing_flags_pass_the_checks():
   settings = _check_online_flags(_mnist_flags(
       '--freeze=freezeout', '--max_frozen=0.5', '--freezeout_t0=0.3'))
   assert settings.granularity == 'layer' and settings.t0 == 0.3
+  settings = _check_online_flags(_mnist_flags(
+      '--freeze=badam', '--blocks=Dense_0,Dense_1', '--block_order=random',
+      '--block_seed=3', '--train_outside'))
+  assert settings.granularity == 'layer' and settings.blocks == ('Dense_0',
+                                                                 'Dense_1')
+  assert (settings.block_order, settings.block_seed,
+          settings.train_outside) == ('random', 3, True)
   assert _check_online_flags(_mnist_flags()) is None  # no --freeze.
 
 

@@ -33,8 +33,40 @@ statistics it collects and a `decide` function that reads the policy's
   chosen by the protocol's own rule (`granularity.top_groups`), so the same
   scores give the same α.
 
-  >>> sorted(CRITERIA)
-  ['apf', 'autofreeze', 'fixed', 'freezeout', 'psgld']
+
+The block criteria work on the model's blocks (`blocks.find_blocks`: by
+default `blocks/0`, `Block_1`, ...; or the policy's `blocks=` patterns), at
+layer granularity:
+
+* `lisa` (Pan et al. 2024, "LISA: Layerwise Importance Sampling"): the
+  layers outside the blocks (embeddings, final norm, head) always train
+  (`train_outside`, default True); at every check `gamma` blocks, sampled
+  without replacement, train for the next interval and the others are
+  frozen (K = check_every). A block thaws when sampled again.
+* `badam` (Luo et al. 2024, "BAdam"): one block trains at a time, K =
+  check_every steps each, in `block_order` 'descending' (BAdam's default:
+  the last block first), 'ascending' (the first block first) or 'random' (a
+  fresh permutation per sweep over the blocks). The layers outside the
+  blocks are frozen (`train_outside`, default False: BAdam's default leaves
+  the embedding and the head out of its block list).
+* `psgld_prefix`: psgld's z (`_psgld`, at layer granularity), averaged per
+  unit (a block, or a layer outside the blocks) weighted by parameters; a
+  unit whose z is below `threshold` freezes only when every unit before it
+  in forward order is frozen or freezes now, so the frozen layers are
+  always a forward prefix (the backward pass stops there).
+
+`lisa` and `badam` sample from `block_seed` and the check count only
+(`jax.random.fold_in(jax.random.key(block_seed), checks)`), not from the
+training seed: every seed of one vmapped run gets the same α, so one
+compiled `T|α` plan serves them all, and a run is reproducible. As in LISA
+and BAdam, the first interval is already sampled: `policy.init` holds the
+first decision (`decides_at_init`; `run_online` sets it before the first
+step), and each check decides the next interval. The other criteria start
+dense (nothing frozen until the first check).
+
+  >>> sorted(CRITERIA)  # doctest: +NORMALIZE_WHITESPACE
+  ['apf', 'autofreeze', 'badam', 'fixed', 'freezeout', 'lisa', 'psgld',
+   'psgld_prefix']
   >>> get_criterion('autofreeze').layers_only
   True
 """
@@ -61,6 +93,7 @@ PyTree = Any
 # the policy imports its criteria.
 Policy = Any
 SCHEDULES = ('linear', 'squared', 'cubic')
+BLOCK_ORDERS = ('descending', 'ascending', 'random')
 
 
 class FreezeState(NamedTuple):
@@ -91,6 +124,11 @@ class Criterion:
     can_thaw: a frozen group may train again (APF).
     own_budget: `decide` applies `max_frozen` itself (`fixed`: the
       protocol's rule); otherwise the policy caps its candidates.
+    needs_order: it reads the layers' forward order (`policy.forward_order`).
+    blocks: it works on the model's blocks (`policy.block_set`).
+    decides_at_init: `policy.init` already holds its first decision (the
+      α of the first interval; lisa, badam); otherwise nothing is frozen
+      until the first check.
   """
 
   stats: frozenset[str]
@@ -100,6 +138,9 @@ class Criterion:
   default_threshold: float = 1.0
   can_thaw: bool = False
   own_budget: bool = False
+  needs_order: bool = False
+  blocks: bool = False
+  decides_at_init: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -224,14 +265,124 @@ def _fixed(policy: Policy, state: FreezeState, step: jax.Array):
   return ~kept & now, score
 
 
+def _train_blocks(policy: Policy, state: FreezeState,
+                  trains: jax.Array) -> tuple:
+  """(candidates, order, new state): all but `trains` (per block) frozen.
+
+  The state's frozen set is cleared, so the groups frozen now are exactly
+  the candidates (the block criteria thaw).
+  """
+  b = policy.block_set
+  masks = jnp.asarray(b.masks())
+  outside = jnp.asarray(b.outside_mask()) & policy.trains_outside()
+  training = jnp.any(masks & trains[:, None], axis=0) | outside
+  order = jnp.zeros(b.num_groups, jnp.float32)
+  return ~training, order, state._replace(frozen=jnp.zeros_like(state.frozen))
+
+
+def _lisa(policy: Policy, state: FreezeState, step: jax.Array):
+  """LISA: `gamma` blocks sampled without replacement train."""
+  del step
+  num = len(policy.block_set.names)
+  # The same key for every seed: from block_seed and the check count only.
+  key = jax.random.fold_in(jax.random.key(policy.block_seed), state.checks)
+  chosen = jax.random.choice(key, num, (policy.gamma,), replace=False)
+  trains = jnp.zeros(num, bool).at[chosen].set(True)
+  return _train_blocks(policy, state, trains)
+
+
+def badam_block(order: str, num_blocks: int, check: jax.Array,
+                key: jax.Array) -> jax.Array:
+  """BAdam's block (index in forward order) for the interval after `check`.
+
+  'ascending': 0, 1, ...; 'descending': the last first; 'random': a
+  permutation of the blocks per sweep, from `fold_in(key, sweep)`.
+
+  Example:
+    >>> key = jax.random.key(0)
+    >>> [int(badam_block('descending', 3, jnp.asarray(c), key))
+    ...  for c in range(4)]
+    [2, 1, 0, 2]
+    >>> sweep = [int(badam_block('random', 3, jnp.asarray(c), key))
+    ...          for c in range(3)]
+    >>> sorted(sweep)
+    [0, 1, 2]
+  """
+  checks.one_of('block_order', order, BLOCK_ORDERS)
+  position = check % num_blocks
+  if order == 'ascending':
+    return position
+  if order == 'descending':
+    return num_blocks - 1 - position
+  perm = jax.random.permutation(jax.random.fold_in(key, check // num_blocks),
+                                num_blocks)
+  return perm[position]
+
+
+def _badam(policy: Policy, state: FreezeState, step: jax.Array):
+  """BAdam: one block at a time, in `block_order`."""
+  del step
+  num = len(policy.block_set.names)
+  block = badam_block(policy.block_order, num, state.checks,
+                      jax.random.key(policy.block_seed))
+  return _train_blocks(policy, state, jnp.arange(num) == block)
+
+
+def _prefix_units(policy: Policy) -> np.ndarray:
+  """Bool `(units, groups)`: the blocks and the outside layers, forward.
+
+  A unit is a block or one layer outside the blocks, ordered by its first
+  layer in the forward order.
+  """
+  b = policy.block_set
+  position = np.empty(b.num_groups, int)
+  position[list(policy.forward_order())] = np.arange(b.num_groups)
+  rows = list(b.masks())
+  for g in b.outside:
+    row = np.zeros(b.num_groups, bool)
+    row[g] = True
+    rows.append(row)
+  units = np.stack(rows) if rows else np.zeros((0, b.num_groups), bool)
+  first = [position[row].min() for row in units]
+  return units[np.argsort(first, kind='stable')]
+
+
+def _psgld_prefix(policy: Policy, state: FreezeState, step: jax.Array):
+  """psgld's test per unit; only a forward prefix of units freezes."""
+  _, z = _psgld(policy, state, step)
+  units = jnp.asarray(_prefix_units(policy), jnp.float32)
+  sizes = jnp.asarray(policy.groups.sizes, jnp.float32)
+  unit_z = (units * sizes) @ z / jnp.maximum(units @ sizes, 1.0)
+  below = (unit_z < state.threshold) & (state.stats.count >= 2)
+  all_frozen = (units @ state.frozen.astype(jnp.float32)) >= units.sum(1)
+  prefix = jnp.cumprod((below | all_frozen).astype(jnp.int32)) > 0
+  candidates = (prefix.astype(jnp.float32) @ units) > 0
+  position = jnp.zeros(policy.groups.num_groups, jnp.float32).at[
+      jnp.asarray(policy.forward_order())].set(
+          jnp.arange(policy.groups.num_groups, dtype=jnp.float32))
+  return candidates, position
+
+
 register_criterion('psgld', Criterion(frozenset({'delta'}), False, _psgld,
                                       default_threshold=1.0))
 register_criterion('apf', Criterion(frozenset({'delta_ema'}), True, _apf,
                                     default_threshold=0.05, can_thaw=True))
 register_criterion('autofreeze', Criterion(frozenset({'grad_abs_sum'}), False,
-                                           _autofreeze, layers_only=True))
+                                           _autofreeze, layers_only=True,
+                                           needs_order=True))
 register_criterion('freezeout', Criterion(frozenset(), False, _freezeout,
-                                          layers_only=True))
+                                          layers_only=True, needs_order=True))
+register_criterion('lisa', Criterion(frozenset(), False, _lisa,
+                                     layers_only=True, can_thaw=True,
+                                     own_budget=True, blocks=True,
+                                     decides_at_init=True))
+register_criterion('badam', Criterion(frozenset(), False, _badam,
+                                      layers_only=True, can_thaw=True,
+                                      own_budget=True, blocks=True,
+                                      decides_at_init=True))
+register_criterion('psgld_prefix', Criterion(
+    frozenset({'delta'}), False, _psgld_prefix, layers_only=True,
+    default_threshold=1.0, needs_order=True, blocks=True))
 register_criterion('fixed', Criterion(frozenset({'grad_abs_sum'}), False,
                                       _fixed, own_budget=True))
 

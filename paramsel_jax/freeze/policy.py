@@ -5,15 +5,25 @@ while training runs, in any training loop: it holds running statistics of the
 steps in arrays (`stats.TrajectoryStats`), is fed each step's gradients and
 parameters (`update`), and every `check_every` steps (`check`) returns the new
 α at the chosen granularity. All of it is pure and jittable. What decides is
-its criterion, by name: `psgld`, `apf`, `autofreeze`, `freezeout` or `fixed`
-(`criteria.CRITERIA`; `criteria.register_criterion` adds one).
+its criterion, by name: `psgld`, `apf`, `autofreeze`, `freezeout`, `fixed`,
+or the block criteria `lisa`, `badam` and `psgld_prefix` (`criteria.CRITERIA`;
+`criteria.register_criterion` adds one).
 
-The layer criteria (`autofreeze`, `freezeout`) need the layers in forward
-order, which the params' (sorted) key order is not (`Block_10` sorts before
-`Block_2`, a head `Dense_0` before `Embed_0`): give the policy `apply_fn` and
-an `example` input of a flax linen model (`forward_layer_order` traces it), or
-`layer_order` (module names or group indices, first layer first). Without
-either they refuse to start.
+The block criteria work on the model's blocks (`blocks.find_blocks`; the
+default rule, or `blocks=` patterns), at layer granularity: `lisa` trains
+`gamma` sampled blocks per interval, `badam` one block at a time in
+`block_order`, both sampling from `block_seed` (the same α for every seed
+of a vmapped run), and `train_outside` says whether the layers outside the
+blocks train (default: lisa yes, badam no). They thaw, take no
+`max_frozen`, and `init` already holds their first interval's α (as LISA and
+BAdam sample from step 0).
+
+The layer criteria (`autofreeze`, `freezeout`, `psgld_prefix`) need the
+layers in forward order, which the params' (sorted) key order is not
+(`Block_10` sorts before `Block_2`, a head `Dense_0` before `Embed_0`): give
+the policy `apply_fn` and an `example` input of a flax linen model
+(`forward_layer_order` traces it), or `layer_order` (module names or group
+indices, first layer first). Without either they refuse to start.
 
 A budget (`max_frozen`) caps the frozen share of the parameters (or, with
 `costs`, e.g. the weight-gradient FLOPs): the most converged groups freeze
@@ -50,6 +60,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from paramsel_jax.freeze import blocks as blocks_lib
+from paramsel_jax.freeze.criteria import BLOCK_ORDERS
 from paramsel_jax.freeze.criteria import CRITERIA
 from paramsel_jax.freeze.criteria import Criterion
 from paramsel_jax.freeze.criteria import FreezeState
@@ -67,6 +79,7 @@ PyTree = Any
 # The policy, and the names its users import from here with it (the
 # criteria's home is `criteria`, the layer order's `layer_order`).
 __all__ = ['FreezingPolicy', 'FreezeState', 'CRITERIA', 'Criterion',
+           'BLOCK_ORDERS',
            'get_criterion', 'register_criterion', 'freezeout_annealing',
            'forward_layer_order']
 
@@ -99,6 +112,16 @@ class FreezingPolicy:
       is traced from them.
     unit_axes: per module, its unit axes at unit granularity
       (`active_check.unit_axes`; None: read from the params' shapes).
+    gamma: `lisa`'s number of blocks that train per interval (1..the
+      number of blocks).
+    blocks: the block criteria's blocks, one glob pattern per block (None:
+      `blocks.find_blocks`'s default rule, e.g. `blocks/0`, `Block_1`).
+    block_order: `badam`'s order: 'descending' (its default), 'ascending'
+      or 'random'.
+    block_seed: the seed of `lisa`'s sampling and `badam`'s 'random' order
+      (shared by every training seed).
+    train_outside: the layers outside the blocks train (None: the
+      criterion's default; lisa True, badam False).
   """
 
   criterion: str
@@ -119,7 +142,14 @@ class FreezingPolicy:
   example: Any = dataclasses.field(default=None, repr=False)
   unit_axes: dict[str, int] | None = dataclasses.field(default=None,
                                                        repr=False)
+  gamma: int = 1
+  blocks: Sequence[str] | None = None
+  block_order: str = 'descending'
+  block_seed: int = 0
+  train_outside: bool | None = None
   groups: granularity_lib.Groups = dataclasses.field(init=False, repr=False)
+  block_set: blocks_lib.Blocks | None = dataclasses.field(init=False,
+                                                          repr=False)
 
   def __post_init__(self):
     crit = get_criterion(self.criterion)
@@ -147,6 +177,44 @@ class FreezingPolicy:
     object.__setattr__(self, 'groups', granularity_lib.groups(
         self.params, self.granularity, self.unit_axes))
     object.__setattr__(self, 'layer_order', self._layer_order(crit))
+    object.__setattr__(self, 'block_set', self._block_set(crit))
+
+  def _block_set(self, crit: Criterion) -> blocks_lib.Blocks | None:
+    """The blocks of a block criterion, its settings checked."""
+    if not crit.blocks:
+      return None
+    if self.train_outside is not None:
+      checks.boolean('train_outside', self.train_outside)
+    checks.integer('block_seed', self.block_seed, at_least=0)
+    checks.one_of('block_order', self.block_order, BLOCK_ORDERS)
+    if crit.own_budget and self.max_frozen is not None:
+      raise ValueError(f'max_frozen={self.max_frozen}: criterion '
+                       f'{self.criterion!r} chooses which blocks train, not '
+                       'how many parameters freeze; accepted: None.')
+    found = blocks_lib.find_blocks(self.groups.module_names, self.blocks,
+                                   self.layer_order)
+    if self.criterion == 'psgld_prefix':
+      return found
+    if not found.names:
+      raise ValueError(
+          f'criterion {self.criterion!r} trains blocks, and the model has '
+          'none by the default rule (a path component that is an integer, '
+          "or 'Name_<int>' with sub-modules); accepted: blocks= patterns, "
+          'one per block, over the layers '
+          f'{list(self.groups.module_names[:16])}.')
+    if self.criterion == 'lisa':
+      checks.integer('gamma', self.gamma, at_least=1)
+      if self.gamma > len(found.names):
+        raise ValueError(f'gamma={self.gamma}; accepted: 1..'
+                         f'{len(found.names)} (the model has '
+                         f'{found.describe()}).')
+    return found
+
+  def trains_outside(self) -> bool:
+    """Whether the layers outside the blocks train (block criteria)."""
+    if self.train_outside is not None:
+      return bool(self.train_outside)
+    return self.criterion != 'badam'
 
   def _layer_order(self, crit: Criterion) -> tuple[int, ...] | None:
     """The given or traced forward order (None: not needed, not given)."""
@@ -159,7 +227,7 @@ class FreezingPolicy:
     if self.apply_fn is not None and self.granularity == 'layer':
       return resolve_layer_order(forward_layer_order(
           self.apply_fn, self.params, self.example), self.groups)
-    if crit.layers_only:
+    if crit.needs_order:
       raise ValueError(
           f'criterion {self.criterion!r} freezes layers in forward order, '
           'and none was given (the params\' key order is not it); accepted: '
@@ -177,15 +245,24 @@ class FreezingPolicy:
     return tuple(int(i) for i in self.layer_order)
 
   def init(self, params: PyTree) -> FreezeState:
-    """Nothing frozen, empty statistics."""
+    """Empty statistics; nothing frozen, or the first decision.
+
+    A criterion that `decides_at_init` (lisa, badam) has made its first
+    decision (the first interval's α, `alpha(state)`; one check counted);
+    the others have frozen nothing.
+    """
     n = self.groups.num_groups
-    threshold = (get_criterion(self.criterion).default_threshold
-                 if self.threshold is None else self.threshold)
-    return FreezeState(stats_lib.init_stats(params), jnp.zeros(n, bool),
-                       jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32),
-                       jnp.zeros(n, jnp.float32),
-                       jnp.asarray(threshold, jnp.float32),
-                       jnp.zeros((), jnp.int32))
+    crit = get_criterion(self.criterion)
+    threshold = (crit.default_threshold if self.threshold is None
+                 else self.threshold)
+    state = FreezeState(stats_lib.init_stats(params), jnp.zeros(n, bool),
+                        jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32),
+                        jnp.zeros(n, jnp.float32),
+                        jnp.asarray(threshold, jnp.float32),
+                        jnp.zeros((), jnp.int32))
+    if crit.decides_at_init:
+      state = self.check(state, 0)[1]
+    return state
 
   def update(self, state: FreezeState, grads: PyTree, old_params: PyTree,
              new_params: PyTree) -> FreezeState:

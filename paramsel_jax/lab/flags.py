@@ -201,6 +201,19 @@ def _define_online(d: Any) -> dict[str, Any]:
           "FreezeOut's schedule of stop times."),
       'freezeout_t0': d.float('freezeout_t0', 0.5,
                                          "FreezeOut's first layer stop fraction."),
+      'gamma': d.integer('gamma', 1, "lisa: the blocks that train per "
+                         'interval (sampled at each check).'),
+      'blocks': d.list('blocks', None, 'lisa, badam, psgld_prefix: the '
+                       'blocks, one glob per block (default: blocks/0, '
+                       'Block_1, ...).'),
+      'block_order': d.enum('block_order', 'descending',
+                            list(criteria_lib.BLOCK_ORDERS),
+                            "badam: the blocks' order."),
+      'block_seed': d.integer('block_seed', 0, 'lisa, badam: the seed of '
+                              'the block sampling (shared by the seeds).'),
+      'train_outside': d.bool('train_outside', None, 'lisa, badam: the '
+                              'layers outside the blocks train (default: '
+                              'lisa yes, badam no).'),
   }
 
 
@@ -328,6 +341,8 @@ ONLINE_FLAGS = {
     'max_compiles': 'max_compiles', 'cache_budget_mb': 'cache_budget_mb',
     'batch_size': 'batch_size', 't0': 'freezeout_t0',
     'schedule': 'freezeout_schedule', 'seed_axis': 'seed_axis',
+    'gamma': 'gamma', 'blocks': 'blocks', 'block_order': 'block_order',
+    'block_seed': 'block_seed', 'train_outside': 'train_outside',
 }
 
 
@@ -367,7 +382,12 @@ def online_config(f: Flags, name: str | None = None,
         cache_prefix=f.value('cache_prefix'),
         cache_budget_mb=f.value('cache_budget_mb'),
         batch_size=f.value('batch_size'), seed_axis=f.value('seed_axis'),
-        t0=f.value('freezeout_t0'), schedule=f.value('freezeout_schedule'))
+        t0=f.value('freezeout_t0'), schedule=f.value('freezeout_schedule'),
+        gamma=f.value('gamma'), block_order=f.value('block_order'),
+        blocks=(None if f.value('blocks') is None
+                else tuple(f.value('blocks'))),
+        block_seed=f.value('block_seed'),
+        train_outside=f.value('train_outside'))
 
 
 def validate_online(config: experiment.ExperimentConfig, settings: Any) -> None:

@@ -112,7 +112,7 @@ def validate_settings(config: experiment.ExperimentConfig,
       granularity=settings.granularity, check_every=settings.check_every,
       threshold=settings.threshold, max_frozen=settings.max_frozen,
       total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,
-      freeze_at=settings.freeze_at)
+      freeze_at=settings.freeze_at, **online.block_settings(settings))
 
 
 def run_online_experiment(config: experiment.ExperimentConfig,

@@ -4,7 +4,9 @@
 each interval the `freezing.FreezingPolicy` looks at the interval's
 statistics and returns α; the driver then trains the next interval with the
 `T|α` of the new active set (`phase.active`), so training gets
-cheaper as parameters freeze.
+cheaper as parameters freeze. A criterion that decides at init (lisa,
+badam: blocks sampled from step 0) has its α set before the first interval;
+for the others the first interval is dense.
 
 Compilation is bounded: slot counts are rounded up to `buckets` sizes per
 module (`active.plan(buckets=...)`), a plan already compiled is reused, and
@@ -73,6 +75,9 @@ class OnlineConfig:
     seed_axis: 'auto', 'vmap' or 'map'.
     t0, schedule: FreezeOut's schedule.
     freeze_at: criterion 'fixed': the step of its one decision (η0).
+    gamma, blocks, block_order, block_seed, train_outside: the block
+      criteria's settings (`policy.FreezingPolicy`; lisa, badam,
+      psgld_prefix).
   """
 
   criterion: str = 'psgld'
@@ -93,6 +98,11 @@ class OnlineConfig:
   t0: float = 0.5
   schedule: str = 'linear'
   freeze_at: int = 0
+  gamma: int = 1
+  blocks: tuple[str, ...] | None = None
+  block_order: str = 'descending'
+  block_seed: int = 0
+  train_outside: bool | None = None
 
   def __post_init__(self):
     if self.criterion != 'none':
@@ -119,6 +129,11 @@ class OnlineConfig:
     granularity_lib.check_granularity(self.granularity)
     if self.threshold is not None:
       checks.real('threshold', self.threshold, above=0)
+    checks.integer('gamma', self.gamma, at_least=1)
+    checks.integer('block_seed', self.block_seed, at_least=0)
+    checks.one_of('block_order', self.block_order, freezing.BLOCK_ORDERS)
+    if self.train_outside is not None:
+      checks.boolean('train_outside', self.train_outside)
 
   def protocol_config(self) -> protocol.ProtocolConfig:
     """What the Runner reads (chunks of one interval)."""
@@ -135,13 +150,14 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
   """The config's `FreezingPolicy` over the task's params.
 
   The layer criteria get the task's forward layer order
-  (`freezing.forward_layer_order`, traced on one training example).
+  (`freezing.forward_layer_order`, traced on one training example); the
+  block criteria get it when the task has one.
   """
   shapes = jax.eval_shape(runner.task.init_fn, jax.random.key(0))
   costs = runner.group_flops() if config.budget == 'flops' else None
   layer_order = runner.task.layer_order
   if layer_order is None and freezing.get_criterion(
-      config.criterion).layers_only:
+      config.criterion).needs_order:
     fn, example = runner.task.trace_target()
     layer_order = freezing.forward_layer_order(fn, shapes, example)
   return freezing.FreezingPolicy(
@@ -149,7 +165,23 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
       check_every=config.check_every, threshold=config.threshold,
       max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
       total_steps=config.steps, t0=config.t0, schedule=config.schedule,
-      freeze_at=config.freeze_at, unit_axes=runner.unit_axes())
+      freeze_at=config.freeze_at, unit_axes=runner.unit_axes(),
+      **block_settings(config))
+
+
+def block_settings(config: OnlineConfig) -> dict[str, Any]:
+  """The block criteria's fields of `config`, for `FreezingPolicy`.
+
+  Example:
+    >>> block_settings(OnlineConfig(criterion='lisa', granularity='layer',
+    ...                             gamma=2))['gamma']
+    2
+  """
+  return {name: getattr(config, name) for name in BLOCK_FIELDS}
+
+
+BLOCK_FIELDS = ('gamma', 'blocks', 'block_order', 'block_seed',
+                'train_outside')
 
 
 @dataclasses.dataclass
@@ -223,9 +255,11 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   """Trains with online freezing; returns the curve, the costs, the α's.
 
   `record_alphas`: also return, per check, the α it chose (host arrays,
-  seed-batched), e.g. to replay the run by hand. `keep_cases`: also return,
-  per step that ran (by label), a `benchmarks.timing.Case` of one interval
-  of it from the final state, for side-by-side timing. Each check's record
+  seed-batched), e.g. to replay the run by hand; for a criterion that
+  decides at init (lisa, badam), the first is the first interval's α.
+  `keep_cases`: also return, per step that ran (by label), a
+  `benchmarks.timing.Case` of one interval of it from the final state, for
+  side-by-side timing. Each check's record
   says which step ran (`label`) and the host time around it (`overhead_s`:
   check, switch, enter/leave, compilation).
 
@@ -243,6 +277,10 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   checker = _Checker(runner, policy, state) if policy is not None else None
   switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
   history, alphas, t = [], [], 0
+  if criterion is not None and criterion.decides_at_init:
+    state, alpha = checker.start(state)  # lisa, badam: sampled from step 0.
+    alphas += [jax.device_get(alpha)] if record_alphas else []
+    switch = _choose(runner, config, alpha, state, switch, log)
   used: dict[str, _Switch] = {}  # the steps that ran, by label.
   while t < config.steps:
     n, label = min(config.check_every, config.steps - t), _label(switch)
@@ -308,6 +346,11 @@ class _Checker:
     self.runner, self.policy = runner, policy
     self.fstate = jax.vmap(policy.init)(state.params)
     self.check = jax.jit(jax.vmap(policy.check, in_axes=(0, None)))
+
+  def start(self, state: Any) -> tuple[Any, PyTree]:
+    """(the state with the policy's initial α set, that α)."""
+    alpha = jax.vmap(self.policy.alpha)(self.fstate)
+    return self.runner.set_alpha(state, alpha), alpha
 
   def __call__(self, state: Any, t: int) -> tuple[Any, PyTree, list[float]]:
     """(the state with α set, α, the frozen share per seed) at step `t`."""
