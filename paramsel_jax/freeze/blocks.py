@@ -127,7 +127,8 @@ def _by_pattern(names: Sequence[str], patterns: Sequence[str]
     raise ValueError(f'blocks={patterns!r}; accepted: a sequence of glob '
                      "patterns, one per block, e.g. ['blocks/0', 'blocks/1'], "
                      f'over the layers {_layers(names)}.')
-  members, owner = [], {}
+  members: list[list[int]] = []
+  owner: dict[int, int] = {}
   for pattern in patterns:
     hit = [i for i, n in enumerate(names) if by_name.path_matches(pattern, n)]
     if not hit:

@@ -348,7 +348,7 @@ def _prefix_units(policy: Policy) -> np.ndarray:
 
 
 def _psgld_prefix(policy: Policy, state: FreezeState, step: jax.Array):
-  """psgld's test per unit; only a forward prefix of units freezes."""
+  """Psgld's test per unit; only a forward prefix of units freezes."""
   _, z = _psgld(policy, state, step)
   units = jnp.asarray(_prefix_units(policy), jnp.float32)
   sizes = jnp.asarray(policy.groups.sizes, jnp.float32)

@@ -191,8 +191,10 @@ class FreezingPolicy:
       raise ValueError(f'max_frozen={self.max_frozen}: criterion '
                        f'{self.criterion!r} chooses which blocks train, not '
                        'how many parameters freeze; accepted: None.')
+    order = (None if self.layer_order is None
+             else [int(i) for i in self.layer_order])  # indices by now.
     found = blocks_lib.find_blocks(self.groups.module_names, self.blocks,
-                                   self.layer_order)
+                                   order)
     if self.criterion == 'psgld_prefix':
       return found
     if not found.names:

@@ -33,8 +33,8 @@ tokens (:func:`paramsel_jax.lab.lm_data.synthetic_data`) and reads nothing.
   >>> validate(dataclasses.replace(config, freeze='sgd'), 16)
   Traceback (most recent call last):
   ...
-  ValueError: freeze='sgd'; accepted: none, apf, autofreeze, fixed, \
-freezeout, psgld.
+  ValueError: freeze='sgd'; accepted: none, apf, autofreeze, badam, fixed, \
+freezeout, lisa, psgld, psgld_prefix.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ import optax
 from paramsel_jax import io as io_lib
 from paramsel_jax.freeze import by_name
 from paramsel_jax.freeze import criteria as criteria_lib
-from paramsel_jax.freeze import policy as policy_lib
 from paramsel_jax.lab import experiment
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab.lm_data import LMData
@@ -339,12 +338,7 @@ def check_policy(settings: online.OnlineConfig, shapes: PyTree,
   """Builds the run's `FreezingPolicy` on `shapes`: its ValueError, if any."""
   if settings.criterion == 'none':
     return
-  policy_lib.FreezingPolicy(
-      settings.criterion, shapes, granularity=settings.granularity,
-      check_every=settings.check_every, threshold=settings.threshold,
-      max_frozen=settings.max_frozen, layer_order=char_lm.layer_order(model),
-      total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,
-      freeze_at=settings.freeze_at)
+  online.policy_for(settings, shapes, layer_order=char_lm.layer_order(model))
 
 
 def model_shapes(config: LMConfig, vocab_size: int

@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from paramsel_jax.lab import experiment
-from paramsel_jax.freeze import policy as freezing
 from paramsel_jax import io as io_lib
 from paramsel_jax.protocol import online
 from paramsel_jax.optim import optimizers
@@ -107,12 +106,7 @@ def validate_settings(config: experiment.ExperimentConfig,
   if settings.criterion == 'none':
     return
   apply_fn, shapes, example = experiment.model_outline(config)
-  freezing.FreezingPolicy(
-      settings.criterion, shapes, apply_fn=apply_fn, example=example,
-      granularity=settings.granularity, check_every=settings.check_every,
-      threshold=settings.threshold, max_frozen=settings.max_frozen,
-      total_steps=settings.steps, t0=settings.t0, schedule=settings.schedule,
-      freeze_at=settings.freeze_at, **online.block_settings(settings))
+  online.policy_for(settings, shapes, apply_fn=apply_fn, example=example)
 
 
 def run_online_experiment(config: experiment.ExperimentConfig,

@@ -160,13 +160,30 @@ def make_policy(config: OnlineConfig, runner: runner_lib.Runner
       config.criterion).needs_order:
     fn, example = runner.task.trace_target()
     layer_order = freezing.forward_layer_order(fn, shapes, example)
+  return policy_for(config, shapes, costs=costs, layer_order=layer_order,
+                    unit_axes=runner.unit_axes())
+
+
+def policy_for(config: OnlineConfig, shapes: PyTree, **fields: Any
+               ) -> freezing.FreezingPolicy:
+  """The `FreezingPolicy` of `config`'s criterion settings over `shapes`.
+
+  `fields`: what the config does not hold (the model's `layer_order` or
+  `apply_fn` and `example`, `costs`, `unit_axes`). Building it runs every
+  check of the settings against the model, so a script calls it on the
+  params' shapes before any work.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> policy_for(OnlineConfig(check_every=10), {'w': jnp.zeros(3)}).criterion
+    'psgld'
+  """
   return freezing.FreezingPolicy(
       config.criterion, shapes, granularity=config.granularity,
       check_every=config.check_every, threshold=config.threshold,
-      max_frozen=config.max_frozen, costs=costs, layer_order=layer_order,
-      total_steps=config.steps, t0=config.t0, schedule=config.schedule,
-      freeze_at=config.freeze_at, unit_axes=runner.unit_axes(),
-      **block_settings(config))
+      max_frozen=config.max_frozen, total_steps=config.steps, t0=config.t0,
+      schedule=config.schedule, freeze_at=config.freeze_at,
+      **block_settings(config), **fields)
 
 
 def block_settings(config: OnlineConfig) -> dict[str, Any]:
@@ -277,7 +294,8 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   checker = _Checker(runner, policy, state) if policy is not None else None
   switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
   history, alphas, t = [], [], 0
-  if criterion is not None and criterion.decides_at_init:
+  if checker is not None and criterion is not None and (
+      criterion.decides_at_init):
     state, alpha = checker.start(state)  # lisa, badam: sampled from step 0.
     alphas += [jax.device_get(alpha)] if record_alphas else []
     switch = _choose(runner, config, alpha, state, switch, log)
