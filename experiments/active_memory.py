@@ -75,6 +75,7 @@ def measure(task, trains, mode: str, steps: int = 4) -> dict[str, float]:
 
 
 def main() -> None:
+  """Reads the flags, prints one line per active set and mode."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--embed_dim', type=int, default=64)

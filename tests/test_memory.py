@@ -94,8 +94,8 @@ def phase_runs(task):
     before, seen = memory.device_bytes(), []
     out = phase_lib.run_phase(
         runner, phase, start, 4, 8, 0,
-        lambda _: seen.append(memory.device_bytes() - before), 'x',
-        consume=True)
+        lambda _, seen=seen, before=before: seen.append(
+            memory.device_bytes() - before), 'x', consume=True)
     runs[mode] = max(seen), out
   return runs
 
@@ -204,6 +204,7 @@ def test_revisits_compile_once_and_a_short_run_declines_the_cache(task):
   assert not any('caching the inputs of' in x for x in logs)
 
 
+@pytest.mark.slow
 def test_same_bucketed_unit_sets_share_one_program(task):
   run, _ = _online(task, 'test_alternate_units', granularity='unit',
                    steps=100)

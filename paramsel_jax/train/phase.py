@@ -217,6 +217,7 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
   inner = runner.train(inner, first_step, num_steps, window, log, label,
                        chunks=chunks, step_name=phase.name)
   frozen = state.stats if frozen_stats is None else frozen_stats
+  leave_args: tuple[Any, ...]
   if mode == 'reset':
     leave_fn, leave_args = phase.program.leave_fresh, (inner, frozen)
   else:
