@@ -215,3 +215,37 @@ def test_same_bucketed_unit_sets_share_one_program(task):
   assert len(set(plans)) == 1, plans  # the same slot counts every time.
   # The dense step and one active program, though α changes at every check.
   assert run['compilations'] == 2, run['compilations']
+
+
+# --- The measurement of experiments/active_memory.py, on a small char-GPT. ---
+
+
+@pytest.mark.slow
+def test_one_block_holds_at_most_one_over_l_of_dense_adam():
+  import importlib.util
+  import os
+  from paramsel_jax.lab import lm_data
+  from paramsel_jax.models import gpt
+  from paramsel_jax.protocol import char_lm
+  path = os.path.join(os.path.dirname(__file__), '..', 'experiments',
+                      'active_memory.py')
+  spec = importlib.util.spec_from_file_location('active_memory', path)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  layers = 4
+  data = lm_data.synthetic_data('scratch', vocab_size=16, length=2000)
+  config = gpt.GPTConfig(vocab_size=16, context=16, num_layers=layers,
+                         embed_dim=32, num_heads=2)
+  task = char_lm.char_lm_task(config, data.task.train, {'val': data.task.val},
+                              batch_size=4, eval_windows_per_split=4)
+  limits = {'one block (BAdam-like)': 1 / layers,
+            'embeddings + head + one block (LISA-like)': 0.35}
+  for name, trains in script.active_sets(1).items():
+    m = script.measure(task, trains, steps=2)
+    for mode in ('host', 'reset'):
+      assert m[mode]['adam_on_device'] <= limits[name] * m[mode]['dense_adam']
+      freed = m['device']['phase_extra_live'] - m[mode]['phase_extra_live']
+      # What the phase no longer holds is the dense state (μ, ν, mask), up to
+      # scalars (optax's count) it shares with the active state.
+      dense = m[mode]['dense_adam'] + m[mode]['dense_mask']
+      assert abs(freed - dense) <= 64, (name, freed, dense)
