@@ -22,6 +22,9 @@ BUDGETS = ('params', 'flops', 'backward')
 # The budgets whose k is a share of FLOPs (a fraction), at unit/layer
 # granularity only.
 FLOP_BUDGETS = ('flops', 'backward')
+# Where an active phase keeps the optimizer state of what does not train
+# (`phase.run_phase`).
+INACTIVE_STATES = ('device', 'host', 'reset')
 DEFAULT_K = 0.1  # k when none is given, in mode 'prune_at_end'.
 MAX_SEED = checks.SEED_LIMIT - 1  # seeds become uint32 PRNG keys.
 
@@ -105,6 +108,11 @@ class ProtocolConfig:
     cache_budget_mb: the most memory the cache may take (all seeds); a cache
       that would not fit is refused with a message and the phase runs
       uncached.
+    inactive_state: with step 'active', where the full optimizer state waits
+      while a phase trains the active set: 'device' (stays on the device),
+      'host' (moved to host memory and back, bit-identical), 'reset' (dropped;
+      the slots that did not train get fresh `tx.init` values when the phase
+      ends, as BAdam does at a block switch). See `phase.run_phase`.
 
   Example:
     >>> ProtocolConfig(mode='retrian')
@@ -133,6 +141,7 @@ class ProtocolConfig:
   step: str = 'auto'
   cache_prefix: bool = False
   cache_budget_mb: float = 2048.0
+  inactive_state: str = 'device'
 
   def __post_init__(self):
     for name in ('eta0', 'eta1', 'window', 'batch_size', 'chunk_size',
@@ -167,6 +176,7 @@ class ProtocolConfig:
     checks.one_of('step', self.step, STEPS)
     checks.boolean('cache_prefix', self.cache_prefix)
     checks.real('cache_budget_mb', self.cache_budget_mb, above=0)
+    checks.one_of('inactive_state', self.inactive_state, INACTIVE_STATES)
     if self.budget in FLOP_BUDGETS:
       budget = self.budget
       if self.granularity == 'element':

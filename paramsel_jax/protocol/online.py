@@ -68,7 +68,11 @@ class OnlineConfig:
     buckets: slot sizes per module (`active.plan`); 0: exact sizes.
     max_compiles: the most step programs a run compiles (the dense one
       included).
-    cache_prefix, cache_budget_mb: cache a frozen prefix's outputs.
+    cache_prefix, cache_budget_mb: cache a frozen prefix's outputs (built
+      only when the run's remaining steps repay it: `phase.cache_repays`).
+    inactive_state: where the optimizer state of what does not train waits
+      during an active interval: 'device', 'host' or 'reset'
+      (`ProtocolConfig.inactive_state`, `phase.run_phase`).
     batch_size, eval_batch_size: minibatch sizes.
     eval_every: test accuracy every this many steps (a multiple of
       check_every; 0: at every check).
@@ -91,6 +95,7 @@ class OnlineConfig:
   max_compiles: int = 8
   cache_prefix: bool = False
   cache_budget_mb: float = 2048.0
+  inactive_state: str = 'device'
   batch_size: int = 128
   eval_batch_size: int = 1000
   eval_every: int = 0
@@ -126,6 +131,8 @@ class OnlineConfig:
           "budget (prefix_budget) is the fixed-η0 protocol's "
           "(ProtocolConfig(budget='backward')).")
     checks.one_of('budget', self.budget, ONLINE_BUDGETS)
+    checks.one_of('inactive_state', self.inactive_state,
+                  phase_lib.INACTIVE_STATES)
     granularity_lib.check_granularity(self.granularity)
     if self.threshold is not None:
       checks.real('threshold', self.threshold, above=0)
@@ -142,7 +149,8 @@ class OnlineConfig:
         eta0=n, eta1=n, window=n, batch_size=self.batch_size, chunk_size=n,
         eval_batch_size=self.eval_batch_size, seed_axis=self.seed_axis,
         granularity=self.granularity, budget=self.budget, step='active',
-        cache_prefix=self.cache_prefix, cache_budget_mb=self.cache_budget_mb)
+        cache_prefix=self.cache_prefix, cache_budget_mb=self.cache_budget_mb,
+        inactive_state=self.inactive_state)
 
 
 def make_policy(config: OnlineConfig, runner: runner_lib.Runner
@@ -235,8 +243,12 @@ def _fits(alpha: PyTree, switch: _Switch, granularity: str,
 
 
 def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
-            state: Any, switch: _Switch, log: Callable[[str], None]) -> _Switch:
-  """The step for the next interval (see the module docstring)."""
+            state: Any, switch: _Switch, log: Callable[[str], None],
+            steps_left: int | None = None) -> _Switch:
+  """The step for the next interval (see the module docstring).
+
+  `steps_left`: the run's steps still to come (what a cache must repay).
+  """
   host_alpha = jax.device_get(alpha)
   dense = _Switch(phase_lib.dense(runner), switch.compiled)
   if all(np.asarray(a).all() for a in jax.tree.leaves(host_alpha)):
@@ -251,7 +263,8 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
         idx=jax.tree.map(jnp.asarray, arrays['idx'])), switch.compiled)
   budget_left = len(switch.compiled) < config.max_compiles
   if new in {p for p, _ in switch.compiled} or budget_left:
-    path = phase_lib.cached_module(runner, new, state, 'online', log)
+    path = phase_lib.cached_module(runner, new, state, 'online', log,
+                                   steps_left=steps_left)
     phase = phase_lib.with_cache(
         runner, phase_lib.active(runner, new, arrays['idx'], path), state,
         _switch_cost(runner))
@@ -310,7 +323,8 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     if checker is not None:
       state, alpha, share = checker(state, t)
       alphas += [jax.device_get(alpha)] if record_alphas else []
-      switch = _choose(runner, config, alpha, state, switch, log)
+      switch = _choose(runner, config, alpha, state, switch, log,
+                       steps_left=config.steps - t)
     # Host time around the interval (check, switch, enter/leave, cache),
     # compilation left out.
     overhead = (time.perf_counter() - tic - seconds
@@ -409,7 +423,7 @@ def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
   before = _seconds(runner, label)
   state = phase_lib.run_phase(runner, switch.phase, state, t, n, window, log,
                               label, keep_stats=criterion is not None
-                              and criterion.keep_stats)
+                              and criterion.keep_stats, consume=True)
   return state, _seconds(runner, label) - before
 
 

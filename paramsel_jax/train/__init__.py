@@ -5,5 +5,6 @@
 `steps` (`T`, `T|α`, `β⊙`, evaluation), `runner` (seeds as one
 program, phases in chunks), `phase` (the η1 phase on the active set),
 `mesh` (seeds and minibatches over the devices), `checkpoints` (orbax),
-`costs` and `timing` (what a phase costs, measured side by side).
+`costs` and `timing` (what a phase costs, measured side by side), `memory`
+(device bytes; parking a pytree in host memory).
 """

@@ -56,8 +56,11 @@ import optax
 from paramsel_jax.freeze import active as active_lib
 from paramsel_jax.freeze import active_check
 from paramsel_jax.optim import masking
+from paramsel_jax.protocol import checks
+from paramsel_jax.protocol.config import INACTIVE_STATES
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import memory
 from paramsel_jax.train import steps
 from paramsel_jax.train.runner import Runner
 from paramsel_jax.train.runner import TrainState
@@ -138,14 +141,16 @@ def for_alpha(runner: Runner, start: TrainState, alpha: PyTree, label: str,
 
   `start` is the Runner's state with α set (`Runner.start_phase1`). On the
   active set, at the config's granularity, with the frozen prefix cached
-  when the config asks for it and it fits (`cached_module`).
+  when the config asks for it, it fits and the phase's `eta1` steps repay
+  it (`cached_module`).
   """
   config = runner.config
   if config.active_step() != 'active':
     return dense(runner, masked=True)
   p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity,
                               unit_axes=runner.unit_axes())
-  path = cached_module(runner, p, start, label, log)
+  path = cached_module(runner, p, start, label, log,
+                       steps_left=config.eta1)
   phase = active(runner, p, arrays['idx'], path)
   log(f'{label}: T|α on the active set: {p.describe()}'
       + (f'; cached inputs of {path}' if path else ''))
@@ -179,7 +184,7 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
               first_step: int, num_steps: int, window: int, log: Log,
               label: str, *,
               frozen_stats: stats_lib.TrajectoryStats | None = None,
-              keep_stats: bool = False) -> TrainState:
+              keep_stats: bool = False, consume: bool = False) -> TrainState:
   """Steps `first_step ..` of `phase` from `state`; returns the Runner's state.
 
   In, `Runner.train` (chunks, statistics over the last `window` steps,
@@ -188,6 +193,14 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
   phase's compilation); `keep_stats`: continue `state.stats` there (else
   fresh ones); `frozen_stats`: what frozen coordinates keep (default:
   `state.stats`).
+
+  While the active set trains, the full optimizer state waits as the
+  config's `inactive_state` says (`park`): on the device, on the host, or
+  not at all ('reset': `leave` gives the slots that did not train fresh
+  `tx.init` values). `consume`: nothing else reads `state.opt_state` after
+  this call, so its device buffers are freed once the phase is in (what
+  makes 'host' and 'reset' save device memory; the online driver passes it,
+  the protocol, whose η1 phases share η0's state, does not).
   """
   chunks = (phase.run_chunk, phase.collect_chunk)
   if phase.program is None:
@@ -198,12 +211,64 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
                 state.stats if keep_stats else None)
   runner.precompile(phase.program.enter, enter_args, cost)
   inner = phase.program.enter(*enter_args)
+  mode = inactive_state(runner)
+  parked = park(state.opt_state, mode, consume, keep=inner)
+  state = state._replace(opt_state=None)
   inner = runner.train(inner, first_step, num_steps, window, log, label,
                        chunks=chunks, step_name=phase.name)
-  leave_args = (inner, state,
-                state.stats if frozen_stats is None else frozen_stats)
-  runner.precompile(phase.program.leave, leave_args, cost)
-  return phase.program.leave(*leave_args)
+  frozen = state.stats if frozen_stats is None else frozen_stats
+  leave_args: tuple[Any, ...]
+  if mode == 'reset':
+    leave_fn, leave_args = phase.program.leave_fresh, (inner, frozen)
+  else:
+    leave_fn = phase.program.leave
+    leave_args = (inner, state._replace(opt_state=unpark(parked)), frozen)
+  runner.precompile(leave_fn, leave_args, cost)
+  return leave_fn(*leave_args)
+
+
+def inactive_state(runner: Runner) -> str:
+  """The Runner's config's `inactive_state` ('device' when it has none)."""
+  return getattr(runner.config, 'inactive_state', 'device')
+
+
+class Parked(NamedTuple):
+  """A full optimizer state while its active part trains (`park`)."""
+
+  tree: Any  # 'device': the state; 'host': its host copy; 'reset': None.
+  shardings: Any  # where each leaf goes back to ('host').
+
+
+def park(opt_state: optax.OptState, mode: str, consume: bool,
+         keep: Any = None) -> Parked:
+  """`opt_state` kept as `mode` says while a phase trains its active part.
+
+  'device': as it is; 'host': copied to host memory (`memory.to_host`);
+  'reset': dropped. With `consume` (and a mode other than 'device') the
+  device buffers are freed, except those `keep` (the phase's state) shares.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> parked = park({'mu': jnp.ones(3)}, 'host', consume=True)
+    >>> unpark(parked)['mu'].tolist()
+    [1.0, 1.0, 1.0]
+  """
+  checks.one_of('inactive_state', mode, INACTIVE_STATES)
+  if mode == 'device':
+    return Parked(opt_state, None)
+  placed = memory.shardings(opt_state)
+  tree = memory.to_host(opt_state) if mode == 'host' else None
+  if consume:
+    jax.block_until_ready(tree)
+    memory.free(opt_state, keep=(keep, tree))
+  return Parked(tree, placed)
+
+
+def unpark(parked: Parked) -> optax.OptState:
+  """The device state `park` kept ('device', 'host'); None for 'reset'."""
+  if parked.shardings is None or parked.tree is None:
+    return parked.tree
+  return memory.to_device(parked.tree, parked.shardings)
 
 
 class ActiveState(NamedTuple):
@@ -256,6 +321,8 @@ class ActiveStep:
     self.collect_chunk = chunk(True)
     self.enter = jax.jit(seed_map(self._enter_one))
     self.leave = jax.jit(seed_map(self._leave_one))
+    # `inactive_state='reset'`: leave without the full state.
+    self.leave_fresh = jax.jit(seed_map(self._leave_fresh_one))
     self.build_cache = jax.jit(seed_map(self._cache_one))
 
   def _enter_one(self, state: TrainState, idx: Any,
@@ -285,6 +352,20 @@ class ActiveStep:
                                          s.params, p, s.idx)
     return TrainState(params, opt_state, self._merge_stats(s, eta0_stats),
                       s.key, s.diverged_at)
+
+  def _leave_fresh_one(self, s: ActiveState,
+                       eta0_stats: stats_lib.TrajectoryStats) -> TrainState:
+    """`_leave_one` with fresh `tx.init` values where nothing trained.
+
+    The mask is α again (the active one written over all-False); the
+    non-params-shaped parts (optax's step counts, Langevin keys) continue
+    from the active state, as in `_leave_one`.
+    """
+    fresh = self.runner.tx.init(s.params)
+    fresh = masking.set_mask(fresh, jax.tree.map(
+        lambda x: jnp.zeros(jnp.shape(x), bool), s.params))
+    start = TrainState(s.params, fresh, eta0_stats, s.key, s.diverged_at)
+    return self._leave_one(s, start, eta0_stats)
 
   def _merge_stats(self, s: ActiveState, eta0: stats_lib.TrajectoryStats
                    ) -> stats_lib.TrajectoryStats:
@@ -352,12 +433,57 @@ class ActiveStep:
     return s, loss_sum / num_steps
 
 
+CACHE_MARGIN = 2.0  # a cache must repay its build this many times over.
+
+
+def cache_repays(build_cost: float, saving_per_step: float, steps_left: int,
+                 margin: float = CACHE_MARGIN) -> bool:
+  """Whether building a cache pays: `margin · build < steps_left · saving`.
+
+  Both costs in one unit (FLOPs, seconds). `margin` covers what the
+  estimate leaves out: compiling the build, the cache's gather in the step.
+
+  Example:
+    >>> cache_repays(6e9, 1e7, steps_left=500)  # one tenth of an epoch.
+    False
+    >>> cache_repays(6e9, 1e7, steps_left=5000)
+    True
+  """
+  checks.integer('steps_left', steps_left, at_least=0)
+  checks.real('margin', margin, above=0)
+  return margin * build_cost < steps_left * saving_per_step
+
+
+def cache_estimates(runner: Runner, state: TrainState, path: str
+                    ) -> tuple[float, float]:
+  """(build FLOPs, FLOPs saved per step) of caching module `path`'s inputs.
+
+  From XLA's cost analysis of the frozen prefix's forward on one example
+  (one seed): the build runs it over the training set, each cached step
+  skips it on a minibatch of the config's `batch_size`.
+  """
+  apply_fn, images = runner.task.cache_inputs()
+  one = jax.tree.map(lambda x: x[0], state.params)
+  example = steps.to_float(images[:1])
+  lowered = jax.jit(lambda p, x: active_lib.module_input(
+      apply_fn, p, x, path)).lower(one, example)
+  analysis = lowered.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  per_example = float((analysis or {}).get('flops', 0.0))
+  return (per_example * int(images.shape[0]),
+          per_example * runner.config.batch_size)
+
+
 def cached_module(runner: Runner, p: active_lib.Plan, start: TrainState,
-                  label: str, log: Log) -> str | None:
+                  label: str, log: Log, steps_left: int | None = None
+                  ) -> str | None:
   """The module whose inputs to cache on `p`'s active set, or None.
 
   One when the config asks for it (`cache_prefix`), every module called
-  before it is frozen, and the cache fits `cache_budget_mb`; the choice, or
+  before it is frozen, the cache fits `cache_budget_mb`, and, given
+  `steps_left` (the steps the cache would serve; None: not asked), it
+  repays its build (`cache_repays` of `cache_estimates`); the choice, or
   why none, is logged under `label`.
   """
   config = runner.config
@@ -379,6 +505,15 @@ def cached_module(runner: Runner, p: active_lib.Plan, start: TrainState,
         f'training set take {need / 2 ** 20:.0f} MB, over the budget of '
         f'{config.cache_budget_mb:g} MB (cache_budget_mb); training uncached.')
     return None
+  if steps_left is not None:
+    build, saving = cache_estimates(runner, start, path)
+    pays = cache_repays(build, saving, steps_left)
+    log(f'{label}: frozen-prefix cache of {path}: build ~{build:.3g} FLOPs '
+        f'per seed vs {steps_left} steps left x ~{saving:.3g} FLOPs saved '
+        f'per step = {steps_left * saving:.3g} (margin {CACHE_MARGIN:g}x): '
+        + ('building it.' if pays else 'DECLINED, training uncached.'))
+    if not pays:
+      return None
   log(f'{label}: caching the inputs of {path} (everything before it is '
       f'frozen): {need / 2 ** 20:.1f} MB for all seeds.')
   return path

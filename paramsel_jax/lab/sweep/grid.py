@@ -333,6 +333,8 @@ def run_identity(config: SweepConfig, model: str,
                         ('budget', 'params'), ('cache_prefix', False)):
     if getattr(p, name) != default:
       ident[name] = getattr(p, name)
+  if p.inactive_state == 'reset':  # η1's final optimizer state differs
+    ident['inactive_state'] = 'reset'  # ('host' is bit-identical).
   if p.active_step() != 'masked':  # the same numbers to float rounding only.
     ident['step'] = p.active_step()
   if task_id is not None:
@@ -347,7 +349,7 @@ def run_identity(config: SweepConfig, model: str,
 # depend on them.
 ETA1_ONLY = ('mode', 'eta1', 'eval_batch_size', 'train_eval_size',
              'prune_rounds', 'granularity', 'aggregate', 'budget',
-             'cache_prefix', 'step')
+             'cache_prefix', 'step', 'inactive_state')
 
 
 def eta0_identity(config: SweepConfig, model: str,
