@@ -22,7 +22,7 @@ steps/s, FLOPs per step, optimizer bytes and peak memory (where the backend
 reports it).
 
   >>> sorted(ARMS)[:3]
-  ['autofreeze', 'badam', 'dense']
+  ['autofreeze', 'badam', 'badam_reset']
   >>> arm_overrides('lisa', {'lisa': {'gamma': 2}})
   {'gamma': 2, 'max_frozen': None}
 """
@@ -53,6 +53,7 @@ ARMS: dict[str, tuple[str, Overrides]] = {
     'dense': ('none', {}),
     'lisa': ('lisa', {'gamma': 1, 'max_frozen': None}),
     'badam': ('badam', {'max_frozen': None}),
+    'badam_reset': ('badam', {'max_frozen': None, 'inactive_state': 'reset'}),
     'psgld_prefix': ('psgld_prefix', {'threshold': 3.0, 'max_frozen': 0.75}),
     'psgld': ('psgld', {'threshold': 3.0, 'max_frozen': 0.5}),
     'fixed': ('fixed', {'max_frozen': 0.5}),
@@ -67,19 +68,20 @@ ARMS: dict[str, tuple[str, Overrides]] = {
 GRID: dict[str, list[Overrides]] = {
     'lisa': [{'gamma': 1}, {'gamma': 2}],
     'badam': [{'block_order': 'descending'}, {'block_order': 'random'}],
+    'badam_reset': [{'block_order': 'descending'}, {'block_order': 'random'}],
     'psgld_prefix': [{'threshold': 3.0}, {'threshold': 5.0}],
 }
 
 
 # The benchmark's defaults of the LM flags it shares with `experiments/lm.py`:
-# 600 fine-tuning steps, checked (K for LISA and BAdam) every 50, at a
-# fine-tuning learning rate, held out as passages of the fine-tuning plays
-# (on lm.py's held-out plays, dense fine-tuning does not lower the
-# validation loss at all, so a time to reach it measures nothing:
-# BUILD_NOTES, issue 21).
+# 600 fine-tuning steps, checked (K for LISA and BAdam) every 50, held out
+# as passages of the fine-tuning plays (on lm.py's held-out plays dense
+# fine-tuning never lowers the validation loss, so a time to reach it
+# measures nothing). The learning rate stays nanoGPT's 1e-3: on the
+# validation passages (seed 0, 600 steps) it ends at 1.781 against 1.802
+# for 3e-4 (BUILD_NOTES, issue 21).
 LM_DEFAULTS = {'steps': 600, 'check_every': 50, 'freeze_at': 100,
-               'learning_rate': 3e-4, 'time_repeats': 2,
-               'heldout': 'passages'}
+               'time_repeats': 2, 'heldout': 'passages'}
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, Overrides]:
