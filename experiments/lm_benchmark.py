@@ -26,6 +26,7 @@ from absl import flags
 from paramsel_jax.lab import cli
 from paramsel_jax.lab import lm_benchmark
 from paramsel_jax.lab import lm_data
+from paramsel_jax.lab import lm_experiment
 from paramsel_jax.lab import lm_flags
 
 D = lm_benchmark.BenchmarkConfig()
@@ -56,7 +57,8 @@ def config() -> lm_benchmark.BenchmarkConfig:
       arms=tuple(_ARMS.value), tune=_TUNE.value,
       tune_seeds=cli.ints(_TUNE_SEEDS.value, 'tune_seeds'),
       overrides=lm_benchmark.parse_settings(_SET.value))
-  lm_benchmark.validate(c, lm_data.vocab_size_of(c.lm.data))
+  with cli.as_flags(lm_experiment.FLAG_NAMES):
+    lm_benchmark.validate(c, lm_data.vocab_size_of(c.lm.data))
   return c
 
 

@@ -64,7 +64,8 @@ def test_summary_speedup_and_loss_at_equal_wall_clock():
 def test_benchmark_with_tuning_writes_json_table_and_plot(tmp_path):
   config = bench.BenchmarkConfig(
       lm=dataclasses.replace(TINY, workdir=str(tmp_path / 'work')),
-      scenarios=('finetune',), arms=('dense', 'psgld', 'fixed'), tune=True,
+      scenarios=('finetune',), arms=('dense', 'lisa', 'psgld_prefix', 'fixed'),
+      tune=True,
       tune_seeds=(7,))
   out = bench.run_lm_benchmark(
       config, str(tmp_path),
@@ -73,9 +74,11 @@ def test_benchmark_with_tuning_writes_json_table_and_plot(tmp_path):
   base = tmp_path / 'lm_benchmark_finetune'
   result = json.loads(base.with_suffix('.json').read_text())
   assert base.with_suffix('.png').read_bytes()[:4] == b'\x89PNG'
-  assert set(result['summaries']) == {'dense', 'psgld', 'fixed'}
+  assert set(result['summaries']) == {'dense', 'lisa', 'psgld_prefix', 'fixed'}
+  # fixed has no grid: it ran with ARMS' settings, once, untuned.
+  assert [t['overrides'] for t in result['tuning']['fixed']] == [{}]
   # Each tuned arm tried its grid, and its chosen setting is what ran.
-  for arm in ('psgld', 'fixed'):
+  for arm in ('lisa', 'psgld_prefix'):
     tried = [t['overrides'] for t in result['tuning'][arm]]
     assert tried == bench.GRID[arm]
     chosen = result['arms'][arm]['settings']

@@ -10,6 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from paramsel_jax.lab import experiment
+from paramsel_jax.lab.benchmarks import online_bench
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'online_benchmark.py')
 
@@ -69,3 +72,13 @@ def test_bad_method_is_refused_before_any_work():
   assert done.returncode != 0
   assert "'psgld:row'" in done.stderr and 'GRANULARITY' in done.stderr
   assert 'Traceback' not in done.stderr
+
+
+def test_block_criteria_train_one_layer_at_a_time_on_a_plain_stack():
+  methods = online_bench.make_methods(['dense', 'badam:layer', 'lisa:layer',
+                                       'psgld_prefix:layer'])
+  exp = experiment.ExperimentConfig(model='lenet300')
+  out = {m.criterion: m.blocks for m in online_bench.with_blocks(methods, exp)}
+  # Every layer is a block, in forward order; other criteria are untouched.
+  assert out['badam'] == out['lisa'] == ('Dense_0', 'Dense_1', 'Dense_2')
+  assert out['none'] is None and out['psgld_prefix'] is None

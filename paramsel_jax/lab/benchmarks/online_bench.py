@@ -42,6 +42,7 @@ class Method:
   threshold: float | None = None
   max_frozen: float | None = None
   cache_prefix: bool = True
+  blocks: tuple[str, ...] | None = None  # lisa, badam (None: the model's).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,7 @@ def _settings(config: OnlineBenchConfig, method: Method) -> online.OnlineConfig:
       check_every=config.check_every, threshold=method.threshold,
       max_frozen=method.max_frozen, granularity=method.granularity,
       cache_prefix=method.cache_prefix, freeze_at=config.eta0,
+      blocks=method.blocks,
       seed_axis=experiment.resolve_seed_axis('auto', config.model))
 
 
@@ -148,7 +150,7 @@ def compare_methods(config: OnlineBenchConfig,
   task = experiment.make_task(exp, dataset)
   tx = optax.adam(config.learning_rate)
   runs = {}
-  methods = config.methods or default_methods()
+  methods = with_blocks(config.methods or default_methods(), exp)
   progress = progress_lib.Progress(
       sum(_settings(config, m).steps for m in methods), log,
       prefix=f'{config.dataset} / {config.model}, all methods: ')
@@ -164,6 +166,26 @@ def compare_methods(config: OnlineBenchConfig,
   cases = [c for r in runs.values() for c in r['cases'].values()]
   time_to_accuracy.measure_rates(cases, config.repeats, log)
   return method_results(config, runs)
+
+
+def with_blocks(methods: Sequence[Method], exp: experiment.ExperimentConfig
+                ) -> tuple[Method, ...]:
+  """`methods`, each block criterion given every layer as a block.
+
+  The image models are plain stacks of layers (no repeated blocks; see
+  `freeze.blocks`), so LISA and BAdam train one layer at a time here (LISA:
+  `gamma` random layers, nothing always trained). A method with its own
+  `blocks` keeps them.
+  """
+  block_criteria = {'lisa', 'badam'}
+  if not any(m.criterion in block_criteria and m.blocks is None
+             for m in methods):
+    return tuple(methods)
+  apply_fn, shapes, example = experiment.model_outline(exp)
+  layers = freezing.forward_layer_order(apply_fn, shapes, example)
+  return tuple(dataclasses.replace(m, blocks=tuple(layers))
+               if m.criterion in block_criteria and m.blocks is None else m
+               for m in methods)
 
 
 def _wall_clock(run: dict[str, Any]) -> np.ndarray:
