@@ -197,12 +197,14 @@ def tune(config: BenchmarkConfig, model: Any, splits: Any,
          ) -> tuple[dict[str, Overrides], dict[str, Any]]:
   """Each arm's settings chosen on the validation plays (see the module doc).
 
-  Returns the chosen overrides per arm and every candidate's score.
+  Only the arms with more than one candidate run. Returns the chosen
+  overrides per tuned arm and every candidate's score.
   """
   lm = dataclasses.replace(config.lm, seeds=config.tune_seeds,
                            time_steps=False)
+  tuned = [a for a in config.arms[1:] if len(_candidates(config, a)) > 1]
   arms = {'dense': arm_settings(lm, 'dense', {})}
-  for arm in config.arms[1:]:
+  for arm in tuned:
     for i, overrides in enumerate(_candidates(config, arm)):
       arms[f'{arm}#{i}'] = arm_settings(lm, arm, arm_overrides(
           arm, {arm: overrides}))
@@ -211,7 +213,7 @@ def tune(config: BenchmarkConfig, model: Any, splits: Any,
   out = lm_experiment.run_online_arms(lm, model, splits, init_params, arms,
                                       log)
   chosen, scores = {}, {}
-  for arm in config.arms[1:]:
+  for arm in tuned:
     tried = {name: _score(out['summaries'][name]) for name in out['summaries']
              if name.split('#')[0] == arm}
     best = min(tried, key=lambda n: tried[n])
