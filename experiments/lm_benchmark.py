@@ -29,7 +29,7 @@ from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
 from paramsel_jax.lab import lm_flags
 
-D = lm_benchmark.BenchmarkConfig()
+D = lm_benchmark.LMBenchmarkConfig()
 
 # The benchmark's own defaults for the shared LM flags: a fine-tuning run of
 # 600 steps at a fine-tuning learning rate, checked (K) every 50 steps.
@@ -50,15 +50,15 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/lm_benchmark',
                                   'Where the JSON, tables and plots go.')
 
 
-def config() -> lm_benchmark.BenchmarkConfig:
+def config() -> lm_benchmark.LMBenchmarkConfig:
   """The config of the flags, checked (ValueError naming the flag)."""
-  c = lm_benchmark.BenchmarkConfig(
+  c = lm_benchmark.LMBenchmarkConfig(
       lm=lm_flags.lm_config(), scenarios=tuple(_SCENARIOS.value),
       arms=tuple(_ARMS.value), tune=_TUNE.value,
       tune_seeds=cli.ints(_TUNE_SEEDS.value, 'tune_seeds'),
       overrides=lm_benchmark.parse_settings(_SET.value))
   with cli.as_flags(lm_experiment.FLAG_NAMES):
-    lm_benchmark.validate(c, lm_data.vocab_size_of(c.lm.data))
+    lm_benchmark.validate_benchmark(c, lm_data.vocab_size_of(c.lm.data))
   return c
 
 

@@ -34,10 +34,10 @@ TINY = lm.LMConfig(steps=40, check_every=10, freeze_at=20, seeds=(0, 1),
           arms=('dense', 'psgld')), 'threshold=nan'),
 ])
 def test_bad_settings_are_refused_before_any_work(change, message):
-  config = dataclasses.replace(bench.BenchmarkConfig(lm=TINY), **change)
+  config = dataclasses.replace(bench.LMBenchmarkConfig(lm=TINY), **change)
   with pytest.raises(ValueError, match=message.replace('.', r'\.')
                      .replace('(', r'\(')):
-    bench.validate(config, 16)
+    bench.validate_benchmark(config, 16)
 
 
 def test_parse_settings_refuses_a_malformed_item():
@@ -53,7 +53,7 @@ def test_summary_speedup_and_loss_at_equal_wall_clock():
                          'time_to_dense_final_s': [4.0, 4.0]},
                'fast': {'wall_s': [1.0, 2.0],
                         'time_to_dense_final_s': [2.0, None]}}
-  out = bench.summarize(runs, summaries)
+  out = bench.summarize_arms(runs, summaries)
   assert out['equal_wall_s'] == 2.0
   assert out['arms']['fast']['speedup'] == [2.0, None]
   assert out['arms']['dense']['val_loss_at_equal_wall'] == [2.0, 2.1]
@@ -62,7 +62,7 @@ def test_summary_speedup_and_loss_at_equal_wall_clock():
 
 @pytest.mark.slow
 def test_benchmark_with_tuning_writes_json_table_and_plot(tmp_path):
-  config = bench.BenchmarkConfig(
+  config = bench.LMBenchmarkConfig(
       lm=dataclasses.replace(TINY, workdir=str(tmp_path / 'work')),
       scenarios=('finetune',), arms=('dense', 'lisa', 'psgld_prefix', 'fixed'),
       tune=True,

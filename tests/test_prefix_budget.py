@@ -67,7 +67,7 @@ def test_within_budget_and_best_over_cuts(seed):
 def _check_within_budget_and_best_over_cuts(seed):
   rng = np.random.default_rng(seed)
   scores, sizes, costs, budget = _instance(rng)
-  chosen = np.asarray(pb.choose(scores, sizes, costs, budget))
+  chosen = np.asarray(pb.choose_prefix(scores, sizes, costs, budget))
   assert chosen.any()
   if not _fits_some(costs, budget):  # the one cheapest group, over budget.
     assert chosen.sum() == 1
@@ -104,7 +104,7 @@ def _check_equal_costs_give_the_best_set_of_all(seed):
   scores, sizes, costs, budget = _instance(rng, equal_costs=True)
   if not _fits_some(costs, budget):
     budget = float(costs.weight[0] + costs.above.max())
-  chosen = np.asarray(pb.choose(scores, sizes, costs, budget))
+  chosen = np.asarray(pb.choose_prefix(scores, sizes, costs, budget))
   feasible = [s for s in _subsets(len(scores))
               if s.any() and pb.cost_of(s, costs) <= budget + 1e-9]
   best = max(_value(s, scores, sizes) for s in feasible)
@@ -128,7 +128,7 @@ def test_no_input_costs_first_cut_is_the_per_group_choice(seed):
       rank_by, costs.weight, budget, 'at_most'))
   first_cut = np.asarray(pb.candidates(rank_by, costs, budget))[0]
   np.testing.assert_array_equal(first_cut, per_group)
-  chosen = np.asarray(pb.choose(scores, sizes, costs, budget))
+  chosen = np.asarray(pb.choose_prefix(scores, sizes, costs, budget))
   if per_group.any():
     assert (_value(chosen, scores, sizes)
             >= _value(per_group, scores, sizes) - 1e-5)
@@ -143,7 +143,7 @@ def test_one_layer_equals_the_per_group_choice():
   budget = 0.5 * costs.dense
   per_group = granularity.choose_groups(
       granularity.rank(scores, sizes, weight), weight, budget, 'at_most')
-  np.testing.assert_array_equal(pb.choose(scores, sizes, costs, budget),
+  np.testing.assert_array_equal(pb.choose_prefix(scores, sizes, costs, budget),
                                 per_group)
 
 
@@ -160,7 +160,7 @@ def test_large_input_costs_train_an_upper_suffix():
       granularity.rank(scores, sizes, costs.weight), costs.weight, budget,
       'at_most'))
   assert per_group[:2].all()  # ignoring i, layer 0 is taken.
-  chosen = np.asarray(pb.choose(scores, sizes, costs, budget))
+  chosen = np.asarray(pb.choose_prefix(scores, sizes, costs, budget))
   np.testing.assert_array_equal(chosen, position >= 2)
   assert pb.cost_of(chosen, costs) == 104.0
 
@@ -168,16 +168,16 @@ def test_large_input_costs_train_an_upper_suffix():
 def test_budget_below_every_group_takes_the_cheapest():
   costs = pb.BackwardCosts(np.array([5., 1.]), np.array([0, 1], np.int32),
                            np.array([0., 9.]))
-  chosen = pb.choose(np.array([1., 1.]), np.ones(2), costs, 0.5)
+  chosen = pb.choose_prefix(np.array([1., 1.]), np.ones(2), costs, 0.5)
   assert chosen.tolist() == [False, True]
 
 
 def test_choose_is_jittable_with_a_traced_budget():
   rng = np.random.default_rng(3)
   scores, sizes, costs, budget = _instance(rng)
-  jitted = jax.jit(lambda s, b: pb.choose(s, sizes, costs, b))
+  jitted = jax.jit(lambda s, b: pb.choose_prefix(s, sizes, costs, b))
   np.testing.assert_array_equal(jitted(scores, budget),
-                                pb.choose(scores, sizes, costs, budget))
+                                pb.choose_prefix(scores, sizes, costs, budget))
 
 
 def test_bad_layer_order_is_refused():

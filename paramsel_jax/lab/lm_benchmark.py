@@ -15,7 +15,7 @@ dense run's final validation loss soonest is kept (ties, or none reaching it:
 the lowest final validation loss). The reported runs then use the seeds of
 the config; the test plays are evaluated once per run, at the end.
 
-Reported per arm (:func:`summarize`): the time to the dense run's final
+Reported per arm (:func:`summarize_arms`): the time to the dense run's final
 validation loss and its speedup over dense (per seed, 95% t-intervals), the
 validation loss at equal wall-clock (at the end of the shortest run),
 steps/s, FLOPs per step, optimizer bytes and peak memory (where the backend
@@ -114,8 +114,8 @@ def _value(text: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchmarkConfig:
-  """What `run_lm_benchmark` runs; checked by `validate`.
+class LMBenchmarkConfig:
+  """What `run_lm_benchmark` runs; checked by `validate_benchmark`.
 
   Attributes:
     lm: the model, data, optimizer and run settings (an `LMConfig`; its
@@ -147,7 +147,7 @@ def arm_settings(config: LMConfig, arm: str, overrides: Overrides,
   return dataclasses.replace(base, granularity='layer', **overrides)
 
 
-def validate(config: BenchmarkConfig, vocab_size: int) -> None:
+def validate_benchmark(config: LMBenchmarkConfig, vocab_size: int) -> None:
   """Every check that needs no data: ValueError naming the bad value."""
   if not config.arms or config.arms[0] != 'dense':
     raise ValueError(f'arms={",".join(config.arms)}; accepted: dense first '
@@ -174,7 +174,7 @@ def validate(config: BenchmarkConfig, vocab_size: int) -> None:
           config.lm, arm, arm_overrides(arm, {arm: overrides})), shapes, model)
 
 
-def _candidates(config: BenchmarkConfig, arm: str) -> list[Overrides]:
+def _candidates(config: LMBenchmarkConfig, arm: str) -> list[Overrides]:
   """The settings `tune` tries for `arm` (one: the given or default ones)."""
   if arm in config.overrides or not config.tune or arm not in GRID:
     return [dict(config.overrides.get(arm, {}))]
@@ -192,7 +192,7 @@ def _score(summary: dict[str, Any]) -> tuple[float, float]:
   return float(np.mean(times)), float(np.mean(summary['final_val_loss']))
 
 
-def tune(config: BenchmarkConfig, model: Any, splits: Any,
+def tune(config: LMBenchmarkConfig, model: Any, splits: Any,
          init_params: PyTree | None, log: Callable[[str], None] = print
          ) -> tuple[dict[str, Overrides], dict[str, Any]]:
   """Each arm's settings chosen on the validation plays (see the module doc).
@@ -229,18 +229,6 @@ def tune(config: BenchmarkConfig, model: Any, splits: Any,
 # Summaries.
 
 
-def speedups(dense: dict[str, Any], arm: dict[str, Any]) -> list[float | None]:
-  """Per seed, dense's time to its final val loss over `arm`'s (None: never).
-
-  >>> speedups({'time_to_dense_final_s': [10.0, 12.0]},
-  ...          {'time_to_dense_final_s': [5.0, None]})
-  [2.0, None]
-  """
-  return [None if a is None or d is None else d / a
-          for d, a in zip(dense['time_to_dense_final_s'],
-                          arm['time_to_dense_final_s'])]
-
-
 def loss_at(summary: dict[str, Any], run: dict[str, Any], seconds: float
             ) -> list[float]:
   """Per seed, the val loss of the last check at or before `seconds`.
@@ -256,13 +244,14 @@ def loss_at(summary: dict[str, Any], run: dict[str, Any], seconds: float
   return losses[i].tolist()
 
 
-def summarize(runs: Mapping[str, dict[str, Any]],
+def summarize_arms(runs: Mapping[str, dict[str, Any]],
               summaries: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
   """Per arm: speedup per seed, and val loss at the shortest run's end."""
   equal = min(s['wall_s'][-1] for s in summaries.values())
   dense = next(iter(summaries.values()))
   return {'equal_wall_s': equal, 'arms': {
-      name: {'speedup': speedups(dense, s),
+      name: {'speedup': report.speedups(dense['time_to_dense_final_s'],
+                                        s['time_to_dense_final_s']),
              'val_loss_at_equal_wall': loss_at(s, runs[name], equal)}
       for name, s in summaries.items()}}
 
@@ -298,7 +287,7 @@ def benchmark_table(summaries: Mapping[str, dict[str, Any]],
 # The benchmark.
 
 
-def run_scenario(config: BenchmarkConfig, scenario: str, data: LMData,
+def run_scenario(config: LMBenchmarkConfig, scenario: str, data: LMData,
                  output_dir: str | None, log: Callable[[str], None] = print
                  ) -> dict[str, Any]:
   """One scenario: tune (maybe), run every arm, write JSON, table and plot."""
@@ -320,7 +309,7 @@ def run_scenario(config: BenchmarkConfig, scenario: str, data: LMData,
           for arm in config.arms}
   out = lm_experiment.run_online_arms(lm, model, data.task, init_params, arms,
                                       log)
-  extra = summarize(out['runs'], out['summaries'])
+  extra = summarize_arms(out['runs'], out['summaries'])
   table = (benchmark_table(out['summaries'], extra) + '\n\n'
            + lm_report.programs_table(out['runs'], out['side_by_side']))
   log(f'\n{scenario}: {len(lm.seeds)} seeds, {lm.steps} steps, clock '
@@ -345,15 +334,15 @@ def run_scenario(config: BenchmarkConfig, scenario: str, data: LMData,
   return result | {'table': table}
 
 
-def run_lm_benchmark(config: BenchmarkConfig, output_dir: str | None,
+def run_lm_benchmark(config: LMBenchmarkConfig, output_dir: str | None,
                      data: Mapping[str, LMData] | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
   """Every scenario of `config`; `data` per scenario (default: Shakespeare).
 
-  Checked before any work (`validate`).
+  Checked before any work (`validate_benchmark`).
   """
   vocab = lm_data.vocab_size_of(config.lm.data)
-  validate(config, vocab)
+  validate_benchmark(config, vocab)
   results = {}
   for scenario in config.scenarios:
     d = (lm_data.load_data(config.lm.data, scenario, log,

@@ -414,7 +414,7 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplit
 # Running.
 
 
-def make_task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
+def lm_task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
               eval_splits: tuple[str, ...], init_params: PyTree | None) -> Any:
   """The char-LM task on `splits`, evaluated on `eval_splits` (val, test)."""
   return char_lm.char_lm_task(
@@ -426,7 +426,7 @@ def make_task(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
 def final_test_losses(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                 params: PyTree) -> list[float]:
   """The test split's loss of seed-batched `params`, per seed (once, at the end)."""
-  task = make_task(config, model, splits, ('test',), None)
+  task = lm_task(config, model, splits, ('test',), None)
   return np.asarray(jax.jit(jax.vmap(task.eval_fn))(params)['test_loss']
                     ).tolist()
 
@@ -449,7 +449,7 @@ def run_online_arms(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
   interleaved rounds (`lm_report.time_side_by_side`) and the clocks use those
   rates.
   """
-  task = make_task(config, model, splits, ('val',), init_params)
+  task = lm_task(config, model, splits, ('val',), init_params)
   runs = {}
   for name, settings in arms.items():
     log(f'--- {name}: {settings.steps} steps, seeds {list(config.seeds)}')
@@ -507,7 +507,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
       'pretrained': pretrained, 'environment': experiment.environment()}
   before = ''
   if init_params is not None:
-    start = make_task(config, model, data.task, ('val', 'test'), init_params)
+    start = lm_task(config, model, data.task, ('val', 'test'), init_params)
     out['before_finetuning'] = {
         k: float(v) for k, v in jax.jit(start.eval_fn)(init_params).items()}
     before = ('\n\nthe pre-trained model on the fine-tuning plays, before '
@@ -515,7 +515,7 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
                   f'{k} {v:.3f}' for k, v in out['before_finetuning'].items()))
     log(before.strip())
   if config.mode == 'protocol':
-    task = make_task(config, model, data.task, ('val', 'test'), init_params)
+    task = lm_task(config, model, data.task, ('val', 'test'), init_params)
     results = protocol.run_protocol(
         task, nanogpt_optimizer(config, config.eta0 + config.eta1),
         protocol_settings(config), [config.selector], config.seeds, log=log)

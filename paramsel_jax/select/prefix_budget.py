@@ -12,7 +12,7 @@ m(S) the lowest layer (in forward order) with a trained group, w the weight
 gradient's FLOPs and i(l) layer l's input gradient's (`input_grad_flops`).
 The dense backward pass is cost(all groups) (`BackwardCosts.dense`).
 
-Not a per-group sum, so one greedy ranking does not apply. `choose` tries
+Not a per-group sum, so one greedy ranking does not apply. `choose_prefix` tries
 every cut m: the budget left after Σ_{l > m} i(l) goes to the groups of
 layers ≥ m by `granularity.choose_groups` (the library's greedy rule,
 `'at_most'`, ranked by score per FLOP as `granularity.rank`), and the cut
@@ -35,9 +35,9 @@ the budget, and the higher cut's own candidate, charged less, is tried too.
   >>> costs.dense  # 3 weight gradients, 2 input gradients
   50.0
   >>> # Layer a scores best, but training it costs 10 + 20: b and c (30) win.
-  >>> choose(np.array([3., 2., 2.]), np.ones(3), costs, 30.).tolist()
+  >>> choose_prefix(np.array([3., 2., 2.]), np.ones(3), costs, 30.).tolist()
   [False, True, True]
-  >>> choose(np.array([3., 2., 2.]), np.ones(3), costs, 50.).tolist()
+  >>> choose_prefix(np.array([3., 2., 2.]), np.ones(3), costs, 50.).tolist()
   [True, True, True]
 """
 
@@ -54,9 +54,9 @@ from paramsel_jax.select import granularity as granularity_lib
 
 PyTree = Any
 
-__all__ = ['BackwardCosts', 'backward_costs', 'candidates', 'choose',
-           'cost_of', 'input_grad_flops', 'layer_positions', 'top_groups',
-           'top_k_groups']
+__all__ = ['BackwardCosts', 'backward_costs', 'candidates', 'choose_prefix',
+           'cost_of', 'input_grad_flops', 'layer_positions',
+           'top_prefix_groups', 'top_k_prefix_groups']
 
 
 def input_grad_flops(params: PyTree, uses_per_module: Sequence[int]
@@ -124,7 +124,7 @@ def layer_positions(g: granularity_lib.Groups,
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BackwardCosts:
-  """The costs `choose` reads (static, numpy; FLOPs per example).
+  """The costs `choose_prefix` reads (static, numpy; FLOPs per example).
 
   Attributes:
     weight: `(num_groups,)` each group's weight-gradient FLOPs, w(g).
@@ -209,7 +209,8 @@ def candidates(rank_by: jax.Array, costs: BackwardCosts,
       for m in range(above.shape[0])])
 
 
-def choose(group_scores: jax.typing.ArrayLike, sizes: jax.typing.ArrayLike,
+def choose_prefix(group_scores: jax.typing.ArrayLike,
+                  sizes: jax.typing.ArrayLike,
            costs: BackwardCosts, budget: jax.typing.ArrayLike) -> jax.Array:
   """Bool per group: the best cut's greedy set, cost(S) ≤ `budget`.
 
@@ -234,22 +235,23 @@ def choose(group_scores: jax.typing.ArrayLike, sizes: jax.typing.ArrayLike,
   return jnp.where(jnp.any(sets), sets[best], cheapest)
 
 
-def top_groups(group_scores: jax.typing.ArrayLike, g: granularity_lib.Groups,
-               costs: BackwardCosts, share: jax.typing.ArrayLike) -> jax.Array:
-  """`choose` within `share` (in (0, 1]) of the dense backward FLOPs.
+def top_prefix_groups(group_scores: jax.typing.ArrayLike,
+                      g: granularity_lib.Groups, costs: BackwardCosts,
+                      share: jax.typing.ArrayLike) -> jax.Array:
+  """`choose_prefix` within `share` (in (0, 1]) of the dense backward FLOPs.
 
   The protocol's `budget='backward'`: k is `share`.
   """
-  return choose(group_scores, g.sizes, costs, share * costs.dense)
+  return choose_prefix(group_scores, g.sizes, costs, share * costs.dense)
 
 
-def top_k_groups(scores: PyTree, g: granularity_lib.Groups,
-                 costs: BackwardCosts, share: jax.typing.ArrayLike,
-                 how: str = 'mean') -> PyTree:
-  """The element mask of `top_groups` of the per-element `scores`.
+def top_k_prefix_groups(scores: PyTree, g: granularity_lib.Groups,
+                        costs: BackwardCosts, share: jax.typing.ArrayLike,
+                        how: str = 'mean') -> PyTree:
+  """The element mask of `top_prefix_groups` of the per-element `scores`.
 
   The scores are aggregated per group (`granularity.aggregate(how)`).
   """
   return granularity_lib.expand(
-      top_groups(granularity_lib.aggregate(scores, g, how), g, costs, share),
-      g)
+      top_prefix_groups(granularity_lib.aggregate(scores, g, how), g, costs,
+                        share), g)

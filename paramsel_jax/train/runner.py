@@ -347,7 +347,7 @@ class Runner:
       return selectors_lib.select(selector, which, ctx, k, within=within)
     scores = selectors_lib.scores(selector, which, ctx, within)
     if config.budget == 'backward':
-      return prefix_budget.top_k_groups(scores, self.groups(),
+      return prefix_budget.top_k_prefix_groups(scores, self.groups(),
                                         self.backward_costs(), k,
                                         config.aggregate)
     if config.budget == 'flops':
