@@ -71,7 +71,7 @@ def configs() -> list[online_bench.OnlineBenchConfig]:
     out = _configs()
   for config in out:
     exp = experiment.ExperimentConfig(dataset=config.dataset, model=config.model)
-    for method in config.methods:
+    for method in online_bench.with_blocks(config.methods, exp):
       try:
         online_experiment.validate_settings(
             exp, online_bench._settings(config, method))  # pylint: disable=protected-access
