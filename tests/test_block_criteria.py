@@ -356,7 +356,7 @@ def test_run_online_badam_on_an_mlp():
 
 @pytest.mark.slow
 def test_run_online_lisa_on_an_mlp():
-  config = online.OnlineConfig(criterion='lisa', steps=60, check_every=5,
+  config = online.OnlineConfig(criterion='lisa', steps=30, check_every=5,
                                granularity='layer', batch_size=16, buckets=0)
   run = online.run_online(_mlp_task(), optax.adam(3e-2), config, [0, 1],
                           log=lambda _: None, record_alphas=True)
