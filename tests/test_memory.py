@@ -43,16 +43,26 @@ def _cycle(trains_of_check):
                             can_thaw=True)
 
 
-# Layer granularity: layer 0 trains at even checks, layer 1 at odd ones.
-criteria.register_criterion('test_alternate_layers', _cycle(
-    lambda c, g, policy: g == c % 2))
-# Layer granularity: every layer but the first trains (a frozen prefix).
-criteria.register_criterion('test_freeze_first', _cycle(
-    lambda c, g, policy: g > 0))
-# Unit granularity: the even units at even checks, the odd ones at odd
-# checks (same counts per module, different units).
-criteria.register_criterion('test_alternate_units', _cycle(
-    lambda c, g, policy: g % 2 == c % 2))
+# The test criteria, registered for this module's tests only (CRITERIA is
+# process-wide: a name left behind would show in other tests' lists).
+_TEST_CRITERIA = {
+    # Layer granularity: layer 0 trains at even checks, layer 1 at odd ones.
+    'test_alternate_layers': _cycle(lambda c, g, policy: g == c % 2),
+    # Layer granularity: every layer but the first trains (a frozen prefix).
+    'test_freeze_first': _cycle(lambda c, g, policy: g > 0),
+    # Unit granularity: the even units at even checks, the odd ones at odd
+    # checks (same counts per module, different units).
+    'test_alternate_units': _cycle(lambda c, g, policy: g % 2 == c % 2),
+}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _test_criteria():
+  for name, criterion in _TEST_CRITERIA.items():
+    criteria.register_criterion(name, criterion)
+  yield
+  for name in _TEST_CRITERIA:
+    del criteria.CRITERIA[name]
 
 
 def _online(task, criterion, granularity='layer', **change):
