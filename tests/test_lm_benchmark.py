@@ -82,7 +82,8 @@ def test_tuning_keeps_the_candidate_reaching_dense_soonest(monkeypatch):
 def test_benchmark_writes_json_table_and_plot(tmp_path):
   config = bench.LMBenchmarkConfig(
       lm=dataclasses.replace(TINY, workdir=str(tmp_path / 'work'), steps=20),
-      scenarios=('finetune',), arms=('dense', 'lisa'))
+      scenarios=('finetune',), arms=('dense', 'lisa'),
+      overrides={'lisa': {'gamma': 1}})
   out = bench.run_lm_benchmark(
       config, str(tmp_path),
       data={'finetune': lm_data.synthetic_data('finetune')},
@@ -91,7 +92,7 @@ def test_benchmark_writes_json_table_and_plot(tmp_path):
   result = json.loads(base.with_suffix('.json').read_text())
   assert base.with_suffix('.png').read_bytes()[:4] == b'\x89PNG'
   assert set(result['summaries']) == {'dense', 'lisa'}
-  assert result['arms']['lisa']['settings']['gamma'] == 1
+  assert result['arms']['lisa']['settings']['gamma'] == 1  # --set wins.
   assert result['benchmark']['arms']['dense']['speedup'] == [1.0, 1.0]
   lisa = result['summaries']['lisa']
   assert 0 < np.mean(lisa['frozen_share']) < 1  # one of 2 blocks trains.

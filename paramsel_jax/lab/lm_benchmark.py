@@ -23,8 +23,8 @@ reports it).
 
   >>> sorted(ARMS)[:3]
   ['autofreeze', 'badam', 'badam_reset']
-  >>> arm_overrides('lisa', {'lisa': {'gamma': 2}})
-  {'gamma': 2, 'max_frozen': None}
+  >>> arm_overrides('lisa', {'lisa': {'gamma': 1}})
+  {'gamma': 1, 'max_frozen': None}
 """
 
 from __future__ import annotations
@@ -47,14 +47,17 @@ from paramsel_jax.protocol import online
 PyTree = Any
 Overrides = dict[str, Any]
 
-# name -> (criterion, its `OnlineConfig` settings before tuning). Every arm
-# trains at layer granularity (the cheap step then skips whole modules).
+# name -> (criterion, its `OnlineConfig` settings). Every arm trains at layer
+# granularity (the cheap step then skips whole modules). LISA's γ, BAdam's
+# order and psgld_prefix's threshold are those `tune` chose on the
+# validation passages (BUILD_NOTES, issue 21).
 ARMS: dict[str, tuple[str, Overrides]] = {
     'dense': ('none', {}),
-    'lisa': ('lisa', {'gamma': 1, 'max_frozen': None}),
-    'badam': ('badam', {'max_frozen': None}),
-    'badam_reset': ('badam', {'max_frozen': None, 'inactive_state': 'reset'}),
-    'psgld_prefix': ('psgld_prefix', {'threshold': 3.0, 'max_frozen': 0.75}),
+    'lisa': ('lisa', {'gamma': 2, 'max_frozen': None}),
+    'badam': ('badam', {'max_frozen': None, 'block_order': 'random'}),
+    'badam_reset': ('badam', {'max_frozen': None, 'block_order': 'random',
+                              'inactive_state': 'reset'}),
+    'psgld_prefix': ('psgld_prefix', {'threshold': 5.0, 'max_frozen': 0.75}),
     'psgld': ('psgld', {'threshold': 3.0, 'max_frozen': 0.5}),
     'fixed': ('fixed', {'max_frozen': 0.5}),
     'autofreeze': ('autofreeze', {'max_frozen': 0.75}),
