@@ -25,8 +25,14 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_backend_optimization_level=0').strip()
 
+import hypothesis  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
+
+# The property tests draw the same examples in every run (a run's result
+# must not depend on the draw; a failing example goes into @example).
+hypothesis.settings.register_profile('paramsel', derandomize=True)
+hypothesis.settings.load_profile('paramsel')
 
 from paramsel_jax import data  # noqa: E402
 from paramsel_jax import models  # noqa: E402

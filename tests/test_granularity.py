@@ -68,6 +68,9 @@ def test_choose_groups_takes_the_prefix_nearest_to_the_budget():
 @hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
                   frac=st.floats(0.05, 1.0), seed=st.integers(0, 100))
+# k far below every group: the best group alone (here a 5-unit of Dense_1,
+# larger than the first module's units) is taken. Found by CI, 2026-12-03.
+@hypothesis.example(widths=[4, 2], frac=0.0625, seed=1)
 def test_top_k_groups_meets_k_to_within_half_a_group(widths, frac, seed):
   params, n_in = {}, 3
   for i, w in enumerate(widths):
@@ -80,7 +83,9 @@ def test_top_k_groups_meets_k_to_within_half_a_group(widths, frac, seed):
                         params)
   mask = granularity.top_k_groups(scores, k, g)
   chosen = sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(mask))
-  assert abs(chosen - k) <= g.sizes.max() / 2 + 1e-9 or chosen == g.sizes[0:1].sum()
+  # Within half a group of k, or (k below that) exactly one group, the best.
+  assert (abs(chosen - k) <= g.sizes.max() / 2 + 1e-9
+          or chosen in set(g.sizes.tolist())), (chosen, k, g.sizes)
   # Whole units only: every unit is all in or all out.
   for leaf_ids, leaf_mask in zip(jax.tree.leaves(g.ids), jax.tree.leaves(mask)):
     for unit in np.unique(leaf_ids):
