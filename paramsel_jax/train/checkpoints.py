@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -73,21 +74,236 @@ def restore_state(path: str, like: PyTree) -> PyTree:
   It takes the structure, dtypes and shardings of ``like`` (e.g. a freshly
   initialized state).
   """
-  raw_like = _raw(like)
-  target = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=getattr(x, 'sharding', None)),
-      raw_like)
   with ocp.StandardCheckpointer() as checkpointer:
-    restored = checkpointer.restore(os.path.abspath(path), target)
-  # orbax returns tuples where the state has NamedTuples: same leaf order.
-  leaves = jax.tree.leaves(restored)
-  raw = jax.tree.unflatten(jax.tree.structure(raw_like), leaves)
-  return jax.tree.map(
-      lambda x, r: jax.random.wrap_key_data(
-          r, impl=jax.random.key_impl(x)) if _is_key(x) else r, like, raw)
+    restored = checkpointer.restore(os.path.abspath(path), _abstract(like))
+  return _unraw(like, restored)
 
 
 def exists(path: str) -> bool:
   """Whether a complete checkpoint is at ``path``."""
   return os.path.isdir(path) and bool(os.listdir(path))
+
+
+# Periodic checkpoints of a resumable run ------------------------------------
+
+IDENTITY_FILE = 'identity.json'
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """A JSON-like dict as {'a.b': leaf}; lists stay leaves."""
+  if isinstance(tree, dict) and tree:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def identity_differences(saved: dict[str, Any], given: dict[str, Any]
+                         ) -> list[str]:
+  """`'name: saved -> given'` for each setting that differs (dotted names).
+
+  Example:
+    >>> identity_differences({'eta0': 500, 'opt': {'lr': 1e-3}},
+    ...                      {'eta0': 400, 'opt': {'lr': 1e-3}})
+    ['eta0: 500 -> 400']
+  """
+  a, b = _flatten(saved), _flatten(given)
+  missing = object()
+  return [f'{k}: {a.get(k, "(unset)")!r} -> {b.get(k, "(unset)")!r}'
+          for k in sorted(set(a) | set(b))
+          if a.get(k, missing) != b.get(k, missing)]
+
+
+def _slug(label: str) -> str:
+  """A directory name for a phase label: readable, unique by a hash."""
+  safe = ''.join(c if c.isalnum() or c in '-_.=' else '_' for c in label)
+  digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+  return f'{safe.strip("_")[:60]}-{digest}'
+
+
+class Checkpointer:
+  """The checkpoints of one resumable run under `directory`.
+
+  The directory belongs to one run: its `identity` (a JSON-able dict of
+  everything that determines the results, e.g. the run's config) is written
+  there on first use, and a later run with another identity is refused
+  (ValueError naming the settings that differ) before any work, so that
+  states are never mixed. Each phase of the run (a label: 'eta0', 'eta1
+  [topgrad, k=0.1]', ...) keeps its own checkpoints (`phase`), saved every
+  `every` global steps and at the phase's end, the last `keep` of them.
+
+  Args:
+    directory: where the checkpoints go (e.g. ``<workdir>/checkpoints``).
+    every: save every this many global steps (> 0).
+    identity: what the run is (JSON-able).
+    keep: how many checkpoints each phase keeps.
+    log: where notes go (a corrupt checkpoint, a restore).
+
+  Example:
+    >>> import tempfile, jax.numpy as jnp
+    >>> d = tempfile.mkdtemp()
+    >>> ckpt = Checkpointer(d, every=10, identity={'eta0': 500}, log=lambda _: None)
+    >>> phase = ckpt.phase('eta0')
+    >>> phase.save(10, {'w': jnp.ones(2)}, {'note': 'x'}); phase.wait()
+    >>> phase.restore({'w': jnp.zeros(2)})[0], phase.restore({'w': jnp.zeros(2)})[2]
+    (10, {'note': 'x'})
+    >>> Checkpointer(d, 10, {'eta0': 400})
+    Traceback (most recent call last):
+    ...
+    ValueError: ...was written by another run: eta0: 500 -> 400; accepted: ...
+  """
+
+  def __init__(self, directory: str, every: int, identity: dict[str, Any],
+               keep: int = 3, log: Callable[[str], None] = print):
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+      raise ValueError(f'checkpoint_every={every!r}; accepted: an int >= 1 '
+                       '(0 turns checkpoints off where a script offers it).')
+    if not isinstance(keep, int) or keep < 1:
+      raise ValueError(f'keep={keep!r}; accepted: an int >= 1.')
+    self.directory, self.every, self.keep, self.log = (
+        os.path.abspath(directory), every, keep, log)
+    self.identity = json.loads(json.dumps(identity, sort_keys=True,
+                                          default=str))
+    self._phases: dict[str, PhaseCheckpoints] = {}
+    self._check_identity()
+
+  def _check_identity(self) -> None:
+    path = os.path.join(self.directory, IDENTITY_FILE)
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        saved = json.load(f)
+      diff = identity_differences(saved, self.identity)
+      if diff:
+        raise ValueError(
+            f'{self.directory} was written by another run: '
+            f'{"; ".join(diff)}; accepted: the same settings as that run (to '
+            'resume it), or another --workdir (or delete this one) for a new '
+            'run.')
+      return
+    if jax.process_index() == 0:
+      from paramsel_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+      io_lib.write_json_atomic(self.identity, path)
+
+  def phase(self, label: str) -> PhaseCheckpoints:
+    """The checkpoints of the phase called `label` (made once)."""
+    if label not in self._phases:
+      self._phases[label] = PhaseCheckpoints(
+          os.path.join(self.directory, _slug(label)), label, self.every,
+          self.keep, self.log)
+    return self._phases[label]
+
+  def wait(self) -> None:
+    """Blocks until every pending (asynchronous) save is on disk."""
+    for phase in self._phases.values():
+      phase.wait()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the phases' managers."""
+    for phase in self._phases.values():
+      phase.close()
+    self._phases.clear()
+
+
+class PhaseCheckpoints:
+  """One phase's checkpoints: (global step, state pytree, JSON metadata).
+
+  Saved asynchronously by orbax (the arrays are copied off first, so the
+  state may change at once), atomically (a temporary directory renamed when
+  complete: a killed save leaves nothing that `restore` reads), the last
+  `keep` kept. A checkpoint that cannot be read is reported, moved aside
+  (``corrupt-<step>``) and the one before it is used.
+  """
+
+  def __init__(self, directory: str, label: str, every: int, keep: int,
+               log: Callable[[str], None]):
+    self.directory, self.label, self.every, self.log = (
+        directory, label, every, log)
+    self._manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, cleanup_tmp_directories=True,
+            enable_async_checkpointing=True))
+
+  def next_save(self, step: int) -> int:
+    """The first global step after `step` at which a checkpoint is due.
+
+    Example:
+        >>> p = PhaseCheckpoints.__new__(PhaseCheckpoints); p.every = 100
+      >>> p.next_save(0), p.next_save(250), p.next_save(300)
+      (100, 300, 400)
+    """
+    return (step // self.every + 1) * self.every
+
+  def steps(self) -> list[int]:
+    """The steps of the complete checkpoints on disk, oldest first."""
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: PyTree, meta: dict[str, Any] | None = None
+           ) -> None:
+    """Saves `state` (a pytree of arrays) and `meta` (JSON) as `step`.
+
+    A step already saved is left as it is.
+    """
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_raw(state)),
+        meta=ocp.args.JsonSave(meta or {})))
+
+  def restore(self, like: PyTree
+              ) -> tuple[int, PyTree, dict[str, Any]] | None:
+    """(step, state, meta) of the latest readable checkpoint; None if none.
+
+    `like`: a state of the same structure, dtypes and shardings (e.g. the
+    freshly initialized one). Bit-identical to what was saved.
+    """
+    self._manager.wait_until_finished()
+    for step in reversed(self.steps()):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(like)),
+            meta=ocp.args.JsonRestore()))
+        state = _unraw(like, restored['state'])
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(step, e)
+        continue
+      self.log(f'{self.label}: resumed from the checkpoint of step {step} '
+               f'({self.directory})')
+      return step, state, dict(restored['meta'] or {})
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    path = os.path.join(self.directory, str(step))
+    aside = os.path.join(self.directory, f'corrupt-{step}')
+    if jax.process_index() == 0 and os.path.isdir(path):
+      os.replace(path, aside)
+    self._manager.reload()
+    self.log(f'{self.label}: WARNING: the checkpoint of step {step} cannot be '
+             f'read ({type(error).__name__}: {str(error)[:200]}); it was moved '
+             f'to {aside} and the one before it is used.')
+
+  def wait(self) -> None:
+    """Blocks until the pending save (if any) is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for the pending save and releases orbax's resources."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _abstract(like: PyTree) -> PyTree:
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
+                                     sharding=getattr(x, 'sharding', None)),
+      _raw(like))
+
+
+def _unraw(like: PyTree, restored: PyTree) -> PyTree:
+  """`restored` (orbax's tree of raw arrays) in `like`'s structure and keys."""
+  leaves = jax.tree.leaves(restored)
+  raw = jax.tree.unflatten(jax.tree.structure(_raw(like)), leaves)
+  return jax.tree.map(
+      lambda x, r: jax.random.wrap_key_data(
+          r, impl=jax.random.key_impl(x)) if _is_key(x) else r, like, raw)
