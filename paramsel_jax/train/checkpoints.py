@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -165,7 +166,8 @@ class Checkpointer:
         os.path.abspath(directory), every, keep, log)
     self.identity = json.loads(json.dumps(identity, sort_keys=True,
                                           default=str))
-    self._phases: dict[str, PhaseCheckpoints] = {}
+    self._phases: dict[str, PhaseCheckpoints] = {}  # shared by every scope.
+    self.prefix = ''  # of the phase labels (`scope`).
     self._check_identity()
 
   def _check_identity(self) -> None:
@@ -185,8 +187,26 @@ class Checkpointer:
       from paramsel_jax import io as io_lib  # pylint: disable=g-import-not-at-top
       io_lib.write_json_atomic(self.identity, path)
 
+  def scope(self, name: str) -> Checkpointer:
+    """A view whose phases are named ``'<name>/<label>'``.
+
+    For several runs in one process (the arms of a benchmark, the cells of a
+    sweep): each gets its own scope, so their phase labels never collide.
+    The view shares this one's directory, identity and pending saves.
+
+    Example:
+      >>> import tempfile
+      >>> ckpt = Checkpointer(tempfile.mkdtemp(), 10, {}, log=lambda _: None)
+      >>> ckpt.scope('arm a').phase('eta0').label
+      'arm a/eta0'
+    """
+    view = copy.copy(self)
+    view.prefix = f'{self.prefix}{name}/'
+    return view
+
   def phase(self, label: str) -> PhaseCheckpoints:
     """The checkpoints of the phase called `label` (made once)."""
+    label = self.prefix + label
     if label not in self._phases:
       self._phases[label] = PhaseCheckpoints(
           os.path.join(self.directory, _slug(label)), label, self.every,
