@@ -17,7 +17,9 @@ every script needs for that and would otherwise repeat:
 * `parse_count`: the count-or-fraction rule of `k` and `l` as typed on a
   command line (see `paramsel_jax.select.selectors.resolve_count`);
 * `ints`, `floats`, `bools`: comma-separated lists with messages naming the
-  flag.
+  flag;
+* `define_run_dir`: ``--workdir`` (``--output_dir``, its deprecated name),
+  ``--checkpoint_every`` and ``--keep_checkpoints``, the same in every script.
 
   >>> parse_count('500'), parse_count('0.1'), parse_count('1.0'), parse_count('5%')
   (500, 0.1, 1.0, 0.05)
@@ -31,9 +33,10 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, NamedTuple, NoReturn, Sequence, TypeVar
 
 from absl import app
+from absl import flags
 import jax
 
 T = TypeVar('T')
@@ -263,3 +266,71 @@ def bools(values: Sequence[str], name: str) -> tuple[bool, ...]:
       raise ValueError(f'--{name} contains {v!r}; accepted: 1 or 0 (also '
                        'true/false, yes/no, on/off) per entry.')
   return tuple(out)
+
+
+class RunDir(NamedTuple):
+  """Where a script's run lives: its ``--workdir`` and checkpoint settings.
+
+  ``checkpoint_every``: save every this many steps (0: no checkpoints);
+  ``keep``: checkpoints kept per phase. Checkpoints go under
+  ``checkpoint_dir``.
+  """
+
+  workdir: str
+  checkpoint_every: int
+  keep: int
+
+  @property
+  def checkpoint_dir(self) -> str:
+    """``<workdir>/checkpoints``."""
+    return os.path.join(self.workdir, 'checkpoints')
+
+
+def define_run_dir(default_workdir: str | None,
+                   help_workdir: str = 'Where the results (and checkpoints) go.'
+                   ) -> Callable[[], RunDir]:
+  """Defines the run-directory flags; returns their reader.
+
+  The flags: ``--workdir`` (and its deprecated name ``--output_dir``),
+  ``--checkpoint_every`` and ``--keep_checkpoints``. Every script names its output directory ``--workdir`` (the flax examples'
+  name). ``--output_dir`` is still accepted, with a deprecation line on
+  stderr; giving both with different values is an error (`fail`). Call the
+  reader in ``main``.
+  """
+  workdir = flags.DEFINE_string('workdir', default_workdir, help_workdir)
+  output_dir = flags.DEFINE_string(
+      'output_dir', None, 'Deprecated: the old name of --workdir.')
+  every = flags.DEFINE_integer(
+      'checkpoint_every', 0, 'Save a checkpoint every this many steps under '
+      '<workdir>/checkpoints, and resume from it when the same command runs '
+      'again; 0: no checkpoints.', lower_bound=0)
+  keep = flags.DEFINE_integer('keep_checkpoints', 3,
+                              'Checkpoints kept per phase.', lower_bound=1)
+
+  def read() -> RunDir:
+    path = resolve_workdir(workdir.value, output_dir.value,
+                           workdir.present > 0)
+    if path is None:
+      fail('--workdir is not set; accepted: a directory path.')
+    return RunDir(path, every.value, keep.value)
+  return read
+
+
+def resolve_workdir(workdir: str | None, output_dir: str | None,
+                    workdir_given: bool) -> str | None:
+  """``--workdir``, or the deprecated ``--output_dir`` (with a note).
+
+  Example:
+    >>> resolve_workdir('results', None, False)
+    'results'
+    >>> resolve_workdir('results', 'out', False)
+    'out'
+  """
+  if output_dir is None:
+    return workdir
+  print(f'{prog()}: --output_dir is deprecated; use --workdir={output_dir} '
+        '(the same meaning).', file=sys.stderr, flush=True)
+  if workdir_given and workdir != output_dir:
+    fail(f'--workdir={workdir} and --output_dir={output_dir} differ; accepted: '
+         '--workdir alone (--output_dir is its deprecated name).')
+  return output_dir
