@@ -292,8 +292,9 @@ def define_run_dir(default_workdir: str | None,
   """Defines the run-directory flags; returns their reader.
 
   The flags: ``--workdir`` (and its deprecated name ``--output_dir``),
-  ``--checkpoint_every`` and ``--keep_checkpoints``. Every script names its output directory ``--workdir`` (the flax examples'
-  name). ``--output_dir`` is still accepted, with a deprecation line on
+  ``--checkpoint_every`` and ``--keep_checkpoints``.
+  Every script names its output directory ``--workdir`` (the flax examples'
+  name); ``--output_dir`` is still accepted, with a deprecation line on
   stderr; giving both with different values is an error (`fail`). Call the
   reader in ``main``.
   """
