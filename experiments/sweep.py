@@ -18,8 +18,30 @@ cells. Flags left at 'auto' take the measured defaults of
 `paramsel_jax.lab.sweep.default_budget` (a reduced selector set and fewer steps
 when a conv net is in the grid; longer training and l/N ∈ {8, 5, 2}% in
 --mode=retrain); the chosen values are printed.
+
+Several processes may run one sweep at once in one --output_dir, each a
+shard of its η1 groups (paramsel_jax.lab.sweep.shards):
+
+  for i in 0 1 2 3; do
+    python experiments/sweep.py --model=lenet300 --num_shards=4 \
+        --shard_index=$i --output_dir=results/sweep/lenet300 &
+  done; wait
+
+Without --shard_index/--num_shards, a SLURM job-array task is its shard
+(`sbatch --array=0-3 ...`: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
+SLURM_ARRAY_TASK_COUNT), and a process of a multi-process jax.distributed
+run is shard jax.process_index() of jax.process_count(); otherwise one
+process runs everything. Each group is claimed before it is computed, so
+none is computed twice; the shard that stores the last cell writes the
+tables (the same bytes as one process's), the others print how many cells
+remain and who computes them. `--collect_only` writes the tables of a
+finished sweep (or says what is missing, exit status 1) without computing.
 """
 
+import os
+
+from absl import flags
+import jax
 
 from paramsel_jax.lab import cli
 from paramsel_jax.lab import flags as experiment_flags
@@ -29,6 +51,15 @@ FLAGS = experiment_flags.define(
     selector=['auto'], k=['0.01', '0.05', '0.1', '0.25'], l=['auto'],
     eta0=None, eta1=None, window=None, num_seeds=None, train_eval_size=None,
     output_dir='results/sweep')
+SHARD_INDEX = flags.DEFINE_integer(
+    'shard_index', None, 'This process\'s shard, 0 .. --num_shards - 1 '
+    '(default: the SLURM array task, the jax process, or 0).', lower_bound=0)
+NUM_SHARDS = flags.DEFINE_integer(
+    'num_shards', None, 'How many processes share the sweep\'s work (give '
+    'with --shard_index).', lower_bound=1)
+COLLECT_ONLY = flags.DEFINE_bool(
+    'collect_only', False, 'Compute nothing: write the tables of the stored '
+    'cells if the grid is complete, else list what remains (exit status 1).')
 
 
 def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
@@ -81,12 +112,28 @@ def online_config_from_flags() -> sweep.OnlineSweepConfig:
   return config
 
 
+def shard_from_flags() -> tuple[int, int]:
+  """--shard_index/--num_shards, else a SLURM array task, else jax's process.
+
+  (Under jax.distributed, call it after `jax.distributed.initialize`.)
+  """
+  return sweep.shards.resolve(SHARD_INDEX.value, NUM_SHARDS.value, os.environ,
+                              (jax.process_index(), jax.process_count()))
+
+
 def main(argv):
   """Runs (or resumes) the sweep of the flags into --output_dir."""
   cli.check_no_arguments(argv)
+  shard = cli.config_or_exit(shard_from_flags)
+  collect_only = COLLECT_ONLY.value
   if FLAGS.value('freeze') != 'none':
     settings = cli.config_or_exit(online_config_from_flags)
-    sweep.run_online_sweep(settings, FLAGS.value('output_dir'))
+    online = sweep.run_online_sweep(settings, FLAGS.value('output_dir'),
+                                    shard=shard, collect_only=collect_only)
+    if collect_only and len(online['runs']) < (
+        len(settings.models) * len(settings.optimizers)
+        * len(settings.criteria)):
+      cli.fail('--collect_only: the sweep is not complete (see above).', 1)
     return
 
   def build():
@@ -98,7 +145,10 @@ def main(argv):
   if notes:
     print(f'[sweep] defaults for {",".join(config.models)} / {config.protocol.mode}'
           f' (sweep.default_budget): {"; ".join(notes)}', flush=True)
-  sweep.run_sweep(config, FLAGS.value('output_dir'))
+  results = sweep.run_sweep(config, FLAGS.value('output_dir'), shard=shard,
+                            collect_only=collect_only)
+  if collect_only and not sweep.is_complete(results):
+    cli.fail('--collect_only: the sweep is not complete (see above).', 1)
 
 
 if __name__ == '__main__':

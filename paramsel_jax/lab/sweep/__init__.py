@@ -14,6 +14,13 @@ groups that still miss a cell (`running`). The aggregated outputs (`outputs`:
 tables, CSV, JSON; `plots`: PNGs) hold no times or dates, so a
 killed-and-resumed sweep writes the same bytes as an uninterrupted one.
 
+Shardable: `run_sweep(..., shard=(i, n))` runs shard i's block of η1 groups
+(`shards`), so n processes (a job array, `jax.distributed` processes) can
+share one workdir at once: each group is claimed before it is computed
+(`CellStore.claim`, an ``O_EXCL`` file), each run's η0 is computed by one
+of them, and the process that stores the last cell writes the outputs —
+the one-process sweep's, byte for byte.
+
   >>> config = SweepConfig(dataset='synthetic', models=('mlp',),
   ...                      selectors=('random', 'topgrad'), ks=(0.1, 0.5),
   ...                      ls=(0.05,), seeds=(0, 1))
@@ -54,6 +61,7 @@ from paramsel_jax.lab.sweep.outputs import cells_csv
 from paramsel_jax.lab.sweep.outputs import format_anchor_table
 from paramsel_jax.lab.sweep.outputs import format_markdown
 from paramsel_jax.lab.sweep.outputs import format_tables
+from paramsel_jax.lab.sweep.outputs import is_complete
 from paramsel_jax.lab.sweep.outputs import METRICS
 from paramsel_jax.lab.sweep.outputs import PARTS
 from paramsel_jax.lab.sweep.outputs import summary_csv
@@ -66,6 +74,7 @@ from paramsel_jax.lab.sweep.online_sweep import validate_online_sweep
 from paramsel_jax.lab.sweep.plots import plot_sweep
 from paramsel_jax.lab.sweep.running import describe_devices
 from paramsel_jax.lab.sweep.running import run_sweep
+from paramsel_jax.lab.sweep import shards
 from paramsel_jax.lab.sweep.store import CellStore
 from paramsel_jax.lab.sweep.user_tasks import task_identity
 from paramsel_jax.lab.sweep.user_tasks import UserTask

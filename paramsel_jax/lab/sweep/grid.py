@@ -393,3 +393,46 @@ def run_key(config: SweepConfig, model: str,
             optimizer: optimizers_lib.OptimizerConfig) -> str:
   """A readable, stable file name of a run: model, optimizer and a hash."""
   return f'{model}-{optimizer.name}-{_hash(run_identity(config, model, optimizer))}'
+
+
+def group_key(config: SweepConfig, model: str,
+              optimizer: optimizers_lib.OptimizerConfig, selector: str,
+              fraction: float) -> str:
+  """A readable, stable name of an η1 group (`expand_groups`): its claim's.
+
+  Example:
+    >>> c = SweepConfig(dataset='synthetic', models=('mlp',))
+    >>> group_key(c, *expand_groups(c)[0])[:20]
+    'mlp-adam-random-0.01'
+  """
+  ident = dict(run_identity(config, model, optimizer), selector=selector,
+               group=fraction)
+  return f'{model}-{optimizer.name}-{selector}-{fraction:g}-{_hash(ident)}'
+
+
+def group_cells(config: SweepConfig, model: str,
+                optimizer: optimizers_lib.OptimizerConfig, selector: str,
+                fraction: float) -> list[Cell]:
+  """The cells an η1 group gives: every l of (selector, k); one in 'retrain'."""
+  if config.retrain:
+    return [Cell(model, optimizer, selector, None, fraction)]
+  return [Cell(model, optimizer, selector, fraction, l) for l in config.ls]
+
+
+def checkpoint_identity(config: SweepConfig, model: str,
+                        optimizer: optimizers_lib.OptimizerConfig
+                        ) -> dict[str, Any]:
+  """What a run's in-phase checkpoints depend on: its identity and selectors.
+
+  Its phases are η0 (which reads the selectors' statistics) and one η1 per
+  (selector, k) group, each labelled by selector and k.
+  """
+  return dict(run_identity(config, model, optimizer),
+              selectors=sorted(config.selectors))
+
+
+def checkpoint_name(config: SweepConfig, model: str,
+                    optimizer: optimizers_lib.OptimizerConfig) -> str:
+  """The directory name of a run's checkpoints (`checkpoint_identity`)."""
+  return (f'{model}-{optimizer.name}-'
+          f'{_hash(checkpoint_identity(config, model, optimizer))}')

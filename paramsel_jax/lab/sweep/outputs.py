@@ -121,6 +121,19 @@ def sweep_results(config: grid.SweepConfig, store: CellStore) -> dict[str, Any]:
   return json.loads(json.dumps(results))  # as results.json holds it.
 
 
+def is_complete(results: dict[str, Any]) -> bool:
+  """Whether ``results`` hold every cell and every run's record of the grid.
+
+  Example:
+    >>> is_complete({'finished_cells': 3, 'total_cells': 4, 'runs': [],
+    ...              'config': {'models': ['mlp'], 'optimizers': [{}]}})
+    False
+  """
+  cfg = results['config']
+  return (results['finished_cells'] == results['total_cells'] and
+          len(results['runs']) == len(cfg['models']) * len(cfg['optimizers']))
+
+
 def _ci(s: dict[str, Any], scale: float = 1.0, digits: int = 4) -> str:
   return report.plus_minus(s, scale, digits, spread='ci95')
 
