@@ -152,7 +152,7 @@ class Runner:
     # (function, argument signature).
     self.compiled: dict[tuple[Any, ...], float] = {}
     self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
-    # The phases `train` resumed from a checkpoint: label -> global step.
+    # The phases `train` resumed: checkpoint label -> the global step.
     self.resumed: dict[str, int] = {}
     # Programs other modules build on this Runner, by their own key (the
     # active step's, one per plan and cache: `phase.active_step`).
@@ -408,9 +408,9 @@ class Runner:
 
     `checkpoints`: the phase's (`checkpoints.PhaseCheckpoints`). The phase
     then starts from its latest checkpoint (restored into `state`'s
-    structure; `self.resumed[label]` says from which step), chunks also end
-    at every multiple of `checkpoints.every`, and the state is saved there
-    and where the phase ends (or stops, every seed diverged). A chunk's
+    structure; `self.resumed` says from which step, by the checkpoints'
+    label), chunks also end at every multiple of `checkpoints.every`, and
+    the state is saved there and where the phase ends (or stops, every seed diverged). A chunk's
     length does not change the numbers (one `fori_loop` of a dynamic
     length), so a resumed phase ends bit-identical to an uninterrupted one.
     """
@@ -425,7 +425,7 @@ class Runner:
     if checkpoints is not None:
       state, saved = _resume(checkpoints, state, first_step, end, label)
       if saved is not None:
-        self.resumed[label] = step = saved
+        self.resumed[checkpoints.label] = step = saved
     next_save = lambda step: (end if checkpoints is None
                               else min(end, checkpoints.next_save(step)))
     chunk_len = lambda step: min(
