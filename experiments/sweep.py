@@ -1,9 +1,9 @@
 r"""A resumable grid: selector × k/N × l/N × optimizer × model, several seeds.
 
-  python experiments/sweep.py --model=lenet300 --output_dir=results/sweep/lenet300
-  python experiments/sweep.py --model=lenet5 --output_dir=results/sweep/lenet5
+  python experiments/sweep.py --model=lenet300 --workdir=results/sweep/lenet300
+  python experiments/sweep.py --model=lenet5 --workdir=results/sweep/lenet5
   python experiments/sweep.py --mode=retrain --model=lenet300 \
-      --output_dir=results/sweep/anchors_lenet300
+      --workdir=results/sweep/anchors_lenet300
   # The anchors in the README: gradual pruning, L2, long retraining.
   python experiments/sweep.py --mode=retrain --model=lenet300 \
       --selector=magnitude --weight_decay=1e-4 --prune_rounds=16 --eta1=32000
@@ -11,7 +11,7 @@ r"""A resumable grid: selector × k/N × l/N × optimizer × model, several seed
 The flags are experiments/mnist.py's (same names), with lists where a grid
 needs them: --model, --optimizer (name[:learning_rate]), --selector, --k and
 --l (fractions of N). Every finished cell is saved atomically under
---output_dir; run the same command again after a kill and only the missing
+--workdir; run the same command again after a kill and only the missing
 cells are computed. The outputs (tables.txt, tables.md, results.json,
 cells.csv, summary.csv, PNG plots) are rewritten at the end from the stored
 cells. Flags left at 'auto' take the measured defaults of
@@ -28,7 +28,7 @@ from paramsel_jax.lab import sweep
 FLAGS = experiment_flags.define(
     selector=['auto'], k=['0.01', '0.05', '0.1', '0.25'], l=['auto'],
     eta0=None, eta1=None, window=None, num_seeds=None, train_eval_size=None,
-    output_dir='results/sweep')
+    workdir='results/sweep')
 
 
 def config_from_flags() -> tuple[sweep.SweepConfig, list[str]]:
@@ -82,11 +82,16 @@ def online_config_from_flags() -> sweep.OnlineSweepConfig:
 
 
 def main(argv):
-  """Runs (or resumes) the sweep of the flags into --output_dir."""
+  """Runs (or resumes) the sweep of the flags into --workdir."""
   cli.check_no_arguments(argv)
+  run_dir = FLAGS.run_dir()
+  if run_dir.checkpoint_every:
+    cli.fail(f'--checkpoint_every={run_dir.checkpoint_every}: not in sweep.py '
+             'yet; accepted: 0 (a sweep resumes by cells: run the same '
+             'command again).')
   if FLAGS.value('freeze') != 'none':
     settings = cli.config_or_exit(online_config_from_flags)
-    sweep.run_online_sweep(settings, FLAGS.value('output_dir'))
+    sweep.run_online_sweep(settings, run_dir.workdir)
     return
 
   def build():
@@ -98,7 +103,7 @@ def main(argv):
   if notes:
     print(f'[sweep] defaults for {",".join(config.models)} / {config.protocol.mode}'
           f' (sweep.default_budget): {"; ".join(notes)}', flush=True)
-  sweep.run_sweep(config, FLAGS.value('output_dir'))
+  sweep.run_sweep(config, run_dir.workdir)
 
 
 if __name__ == '__main__':

@@ -202,7 +202,7 @@ def _mnist_flags(*argv):
   f = experiment_flags.define(
       values, selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500,
       eta1=1500, window=100, num_seeds=3, train_eval_size=0,
-      output_dir='results')
+      workdir='results')
   values(['mnist.py', *argv])
   return f
 
