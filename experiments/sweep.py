@@ -85,10 +85,9 @@ def main(argv):
   """Runs (or resumes) the sweep of the flags into --workdir."""
   cli.check_no_arguments(argv)
   run_dir = FLAGS.run_dir()
-  if run_dir.checkpoint_every:
-    cli.fail(f'--checkpoint_every={run_dir.checkpoint_every}: not in sweep.py '
-             'yet; accepted: 0 (a sweep resumes by cells: run the same '
-             'command again).')
+  if run_dir.checkpoint_every:  # a sweep resumes by cells (the same command).
+    cli.fail(f'--checkpoint_every={run_dir.checkpoint_every}: sweep.py does '
+             'not save checkpoints yet; accepted: 0.')
   if FLAGS.value('freeze') != 'none':
     settings = cli.config_or_exit(online_config_from_flags)
     sweep.run_online_sweep(settings, run_dir.workdir)

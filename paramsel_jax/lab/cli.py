@@ -288,8 +288,8 @@ class RunDir(NamedTuple):
 
 def define_run_dir(default_workdir: str | None,
                    help_workdir: str = 'Where the results (and checkpoints) go.',
-                   flag_values: flags.FlagValues = flags.FLAGS
-                   ) -> Callable[[], RunDir]:
+                   flag_values: flags.FlagValues = flags.FLAGS,
+                   checkpoints: bool = True) -> Callable[[], RunDir]:
   """Defines the run-directory flags; returns their reader.
 
   The flags: ``--workdir`` (and its deprecated name ``--output_dir``),
@@ -298,7 +298,8 @@ def define_run_dir(default_workdir: str | None,
   name); ``--output_dir`` is still accepted, with a deprecation line on
   stderr; giving both with different values is an error (`fail`). Call the
   reader in ``main``. `flag_values`: where they are declared (a test passes
-  its own).
+  its own). `checkpoints=False`: a script that does not checkpoint yet; its
+  reader refuses ``--checkpoint_every`` > 0 with one line.
   """
   workdir = flags.DEFINE_string('workdir', default_workdir, help_workdir,
                                 flag_values=flag_values)
@@ -318,6 +319,9 @@ def define_run_dir(default_workdir: str | None,
                            workdir.present > 0)
     if path is None:
       fail('--workdir is not set; accepted: a directory path.')
+    if every.value and not checkpoints:
+      fail(f'--checkpoint_every={every.value}: {prog()} does not save '
+           'checkpoints yet; accepted: 0.')
     return RunDir(path, every.value, keep.value)
   return read
 

@@ -367,7 +367,7 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     history.append(_record(runner, config, state, switch, t, share,
                            rate, log, force_eval=over)
                    | {'label': label, 'steps_run': n, 'overhead_s': overhead})
-    if saver is not None:
+    if saver is not None and checkpointer is not None:
       saver.save(t, state, history, alphas, switch, over, used)
       checkpointer.discard(_interval_label(t - n, n))
     if over:
@@ -503,8 +503,9 @@ def _plan_of(saved: dict[str, Any] | None) -> active_lib.Plan | None:
   """
   if saved is None:
     return None
-  return active_lib.Plan(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in saved.items()})
+  fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in saved.items()}
+  return active_lib.Plan(**fields)
 
 
 def _programs(runner: runner_lib.Runner, used: dict[str, _Switch]) -> set[str]:
