@@ -73,22 +73,24 @@ def _killed_then_finished(tmp_path, flags, kills):
 
 @pytest.mark.slow
 def test_mnist_killed_in_eta1_resumes_bit_identical(tmp_path):
-  flags = ['--selector=random,topgrad', '--checkpoint_every=20']
+  flags = ['--selector=random,topgrad', '--checkpoint_every=10']
   _run(_command(tmp_path / 'whole', *flags))
-  # In η1 of topgrad (global step 50, saved at 40), random's η1 done.
+  # In η1 of topgrad (global step 50), random's η1 done. A kill loses the
+  # save still being written (orbax's asynchronous one, of step 50), never
+  # the one before it: a phase's save waits for its previous one.
   workdir, out = _killed_then_finished(
       tmp_path, flags, [('eta1 [topgrad, k=', ': step 30/40')])
-  assert 'resumed from the checkpoint of step 40' in out
   resumed, whole = _results(workdir), _results(tmp_path / 'whole')
   k = resumed['ks'][0]
-  assert resumed['resumed'] == {'eta0': 20, f'eta1 [random, k={k}]': 60,
-                                f'eta1 [topgrad, k={k}]': 40}
+  steps = resumed['resumed']
+  assert steps['eta0'] == 20 and steps[f'eta1 [random, k={k}]'] in (50, 60)
+  assert steps[f'eta1 [topgrad, k={k}]'] in (40, 50), steps
+  assert f'resumed from the checkpoint of step {steps["eta0"]}' in out
   assert _metrics(resumed) == _metrics(whole)
   assert resumed['cells'] and resumed['after_eta0'] is not None
 
   # Another flag in the same workdir: one line naming it, exit status 2.
-  done = subprocess.run(_command(workdir, *flags[:-1], '--checkpoint_every=20',
-                                 '--eta1=30'),
+  done = subprocess.run(_command(workdir, *flags, '--eta1=30'),
                         capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert done.returncode == 2, done.stderr[-2000:]
   (line,) = [x for x in done.stderr.splitlines() if 'error' in x]
