@@ -13,7 +13,7 @@ backwards in odd ones, the groups in a shuffled order. A table gives each
 variant's median rate and spread; each ratio is the median over rounds of
 the two variants' rates *in the same round*. All numbers go, with the date,
 the machine and the versions, to
-``--output_dir/benchmark_<backend>_<time>.json`` (written atomically).
+``<workdir>/benchmark_<backend>_<time>.json`` (written atomically).
 
 Parts (``--parts``):
 
@@ -134,8 +134,7 @@ _OMP_WAIT_POLICY = flags.DEFINE_enum(
     'there), else the OpenMP default; unset: the OpenMP default.')
 _SEED = flags.DEFINE_integer('seed', _D.seed,
                              'Seed of the data, inits and order.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/benchmark',
-                                  'Where the JSON goes.')
+RUN_DIR = cli.define_run_dir('results/benchmark', checkpoints=False)
 
 
 def config_from_flags() -> config_lib.BenchmarkConfig:
@@ -160,8 +159,9 @@ def config_from_flags() -> config_lib.BenchmarkConfig:
 def main(argv: Sequence[str]) -> None:
   """Flags → config (one error line and exit 2 on a bad value) → run."""
   cli.check_no_arguments(argv)
+  run_dir = RUN_DIR()
   config = cli.config_or_exit(config_from_flags)
-  run.run_benchmark(config, _OUTPUT_DIR.value,
+  run.run_benchmark(config, run_dir.workdir,
                     log=functools.partial(print, flush=True))
 
 

@@ -13,7 +13,7 @@ For every run: steps/s against `T` (interleaved timed rounds, one process),
 with the frozen prefix cached
 where one exists, FLOPs per step (XLA's cost analysis), the optimizer's state
 in bytes, the test accuracy at S, and the training wall-clock to the dense
-run's final test accuracy. Writes `<output_dir>/<dataset>_<model>.{json,md,
+run's final test accuracy. Writes `<workdir>/<dataset>_<model>.{json,md,
 png}` (the plot: test accuracy against wall-clock) and prints the tables.
 
 Models and their defaults (--steps/--eta0/--time_steps override all):
@@ -68,8 +68,7 @@ _MASKED_ELEMENT = flags.DEFINE_bool(
     'masked_element', True, "Also run today's masked step at element granularity.")
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one program.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The data cache.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/freeze_benchmark',
-                                  'Where the JSON, tables and plots go.')
+RUN_DIR = cli.define_run_dir('results/freeze_benchmark', checkpoints=False)
 
 
 # The flag of each FreezeConfig field, for the config's own messages.
@@ -112,9 +111,10 @@ def _configs() -> list[freeze.FreezeConfig]:
 def main(argv):
   """Runs every (model, data set) and writes its outputs."""
   cli.check_no_arguments(argv)
+  run_dir = RUN_DIR()
   for config in cli.config_or_exit(configs):
     result = freeze.compare_variants(config, log=lambda s: print(s, flush=True))
-    paths = freeze_report.write(result, _OUTPUT_DIR.value,
+    paths = freeze_report.write(result, run_dir.workdir,
                                 f'{config.dataset}_{config.model}')
     print(freeze_report.variants_table(result), flush=True)
     print(f'wrote {", ".join(paths)}', flush=True)

@@ -14,7 +14,7 @@ layers, 4 heads, 128 dimensions, context 64, batch 12, 2000 steps, AdamW with
 cosine decay to lr/10), on whole plays (train / validation / test plays).
 
 --scenario=pretrain trains from scratch; --scenario=finetune pre-trains once
-(dense, --pretrain_steps, saved under --workdir and reused) and fine-tunes on
+(dense, --pretrain_steps, saved under <workdir>/pretrained and reused) and fine-tunes on
 plays the pre-training never saw. --mode=online runs dense training and the
 --freeze criterion side by side (same seeds, one process; --freeze=none: dense
 only), evaluated on the validation plays every --check_every steps and on the
@@ -23,7 +23,7 @@ test plays once at the end; --freeze_modules freezes the named modules at
 protocol (η0 dense, α by --selector, η1 on the active set, β). With
 --time_steps the step programs that ran are then timed side by side and the
 frozen/dense steps/s ratio is reported. Writes
-<output_dir>/lm_<scenario>_<mode>_<freeze>.{json,txt,png}.
+<workdir>/lm_<scenario>_<mode>_<freeze>.{json,txt,png}.
 """
 
 from absl import flags
@@ -63,14 +63,13 @@ _K = flags.DEFINE_float('k', D.k, 'protocol: fraction of params kept training.')
 _L = flags.DEFINE_float('l', D.l, 'protocol: fraction of weights kept (β).')
 _ETA0 = flags.DEFINE_integer('eta0', D.eta0, 'protocol: dense steps.')
 _ETA1 = flags.DEFINE_integer('eta1', D.eta1, 'protocol: steps of T|α.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/lm',
-                                  'Where the JSON, table and plot go.')
+RUN_DIR = lm_flags.define_run_dir('results/lm')
 
 
 def config() -> lm_experiment.LMConfig:
   """The config of the flags, checked (ValueError naming the flag)."""
   c = lm_flags.lm_config(
-      scenario=_SCENARIO.value, mode=_MODE.value, freeze=_FREEZE.value,
+      RUN_DIR().workdir, scenario=_SCENARIO.value, mode=_MODE.value, freeze=_FREEZE.value,
       freeze_modules=tuple(_FREEZE_MODULES.value),
       granularity=_GRANULARITY.value, max_frozen=_MAX_FROZEN.value,
       freeze_threshold=_THRESHOLD.value, selector=_SELECTOR.value, k=_K.value,
@@ -84,7 +83,7 @@ def main(argv):
   """Runs the experiment of the flags."""
   cli.check_no_arguments(argv)
   c = cli.config_or_exit(config)
-  lm_experiment.run_lm_experiment(c, _OUTPUT_DIR.value,
+  lm_experiment.run_lm_experiment(c, RUN_DIR().workdir,
                                   log=lambda s: print(s, flush=True))
 
 

@@ -18,7 +18,8 @@ and peak memory. --tune first chooses each arm's settings (its threshold, K,
 γ, order or budget) on the validation plays with --tune_seeds; --set fixes
 an arm's setting instead (arm.field=value, an `OnlineConfig` field). The
 test plays are evaluated once per run, at the end. Writes
-<output_dir>/lm_benchmark_<scenario>.{json,txt,png}.
+<workdir>/lm_benchmark_<scenario>.{json,txt,png} (the pre-trained model:
+<workdir>/pretrained).
 """
 
 from absl import flags
@@ -46,14 +47,13 @@ _TUNE_SEEDS = flags.DEFINE_list('tune_seeds', [str(s) for s in D.tune_seeds],
                                 'Seeds of the tuning runs (not reported).')
 _SET = flags.DEFINE_list('set', [], 'Arm settings, arm.field=value (e.g. '
                          'lisa.gamma=2,badam.order=random).')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/lm_benchmark',
-                                  'Where the JSON, tables and plots go.')
+RUN_DIR = lm_flags.define_run_dir('results/lm_benchmark')
 
 
 def config() -> lm_benchmark.LMBenchmarkConfig:
   """The config of the flags, checked (ValueError naming the flag)."""
   c = lm_benchmark.LMBenchmarkConfig(
-      lm=lm_flags.lm_config(), scenarios=tuple(_SCENARIOS.value),
+      lm=lm_flags.lm_config(RUN_DIR().workdir), scenarios=tuple(_SCENARIOS.value),
       arms=tuple(_ARMS.value), tune=_TUNE.value,
       tune_seeds=cli.ints(_TUNE_SEEDS.value, 'tune_seeds'),
       overrides=lm_benchmark.parse_settings(_SET.value))
@@ -66,7 +66,7 @@ def main(argv):
   """Runs the benchmark of the flags."""
   cli.check_no_arguments(argv)
   c = cli.config_or_exit(config)
-  lm_benchmark.run_lm_benchmark(c, _OUTPUT_DIR.value,
+  lm_benchmark.run_lm_benchmark(c, RUN_DIR().workdir,
                                 log=lambda s: print(s, flush=True))
 
 

@@ -12,7 +12,7 @@ interleaved rounds, and each run's wall-clock is rebuilt from those rates
 plus its measured host overhead (compilation apart, reported). Prints a table
 per (model, data set) — test accuracy at S, frozen share, time to the dense
 run's final accuracy and the speedup, mean ± 95% CI over 3 seeds, the number
-of compiled step programs — and writes `<output_dir>/online_<dataset>_<model>
+of compiled step programs — and writes `<workdir>/online_<dataset>_<model>
 .{json,md,png}` (the plot: test accuracy against wall-clock).
 """
 
@@ -55,8 +55,7 @@ _THRESHOLDS = flags.DEFINE_list(
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved timed rounds.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds, one program.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'The data cache.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/online_benchmark',
-                                  'Where the JSON, tables and plots go.')
+RUN_DIR = cli.define_run_dir('results/online_benchmark', checkpoints=False)
 
 
 # The flag of each config field, for the configs' own messages.
@@ -106,9 +105,10 @@ def _configs() -> list[online_bench.OnlineBenchConfig]:
 def main(argv):
   """Runs each (model, data set) and writes its outputs."""
   cli.check_no_arguments(argv)
+  run_dir = RUN_DIR()
   for config in cli.config_or_exit(configs):
     result = online_bench.compare_methods(config, log=lambda s: print(s, flush=True))
-    base = f'{_OUTPUT_DIR.value}/online_{config.dataset}_{config.model}'
+    base = f'{run_dir.workdir}/online_{config.dataset}_{config.model}'
     io_lib.write_json_atomic(result, base + '.json')
     table = online_bench.methods_table(result)
     io_lib.write_text_atomic(table + '\n', base + '.md')

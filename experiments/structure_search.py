@@ -58,8 +58,10 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data cache directory.')
 _VALID_SIZE = flags.DEFINE_integer(
     'valid_size', None, 'Validation examples carved from train (the structure '
     "logits' data); default: the data set's.")
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Output dir; default results/structure_search/<dataset>.')
+DEFAULT_WORKDIR = 'results/structure_search/<dataset>'
+RUN_DIR = cli.define_run_dir(DEFAULT_WORKDIR, 'Output dir; <dataset>: the '
+                             "data set's name (+ _conv for --space=conv).",
+                             checkpoints=False)
 _SYNTHETIC_SHAPE = flags.DEFINE_list(
     'synthetic_shape', ['28', '28', '1'], '--dataset=synthetic: image shape '
     'H,W,C (e.g. 32,32,3 for CIFAR-shaped).')
@@ -323,10 +325,11 @@ def build() -> tuple[config_lib.PipelineConfig, Callable[[], Any]]:
 def main(argv: Sequence[str]) -> None:
   """Runs the structure-search pipeline of the flags into its workdir."""
   cli.check_no_arguments(argv)
+  run_dir = RUN_DIR()
   config, load = cli.config_or_exit(build)
   suffix = '_conv' if config.space == 'conv' else ''
-  workdir = _WORKDIR.value or os.path.join('results', 'structure_search',
-                                           config.dataset + suffix)
+  workdir = (os.path.join('results', 'structure_search', config.dataset + suffix)
+             if run_dir.workdir == DEFAULT_WORKDIR else run_dir.workdir)
   pipeline.run_pipeline(config, load(), workdir)
 
 

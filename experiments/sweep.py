@@ -1,9 +1,9 @@
 r"""A resumable grid: selector × k/N × l/N × optimizer × model, several seeds.
 
-  python experiments/sweep.py --model=lenet300 --output_dir=results/sweep/lenet300
-  python experiments/sweep.py --model=lenet5 --output_dir=results/sweep/lenet5
+  python experiments/sweep.py --model=lenet300 --workdir=results/sweep/lenet300
+  python experiments/sweep.py --model=lenet5 --workdir=results/sweep/lenet5
   python experiments/sweep.py --mode=retrain --model=lenet300 \
-      --output_dir=results/sweep/anchors_lenet300
+      --workdir=results/sweep/anchors_lenet300
   # The anchors in the README: gradual pruning, L2, long retraining.
   python experiments/sweep.py --mode=retrain --model=lenet300 \
       --selector=magnitude --weight_decay=1e-4 --prune_rounds=16 --eta1=32000
@@ -11,7 +11,7 @@ r"""A resumable grid: selector × k/N × l/N × optimizer × model, several seed
 The flags are experiments/mnist.py's (same names), with lists where a grid
 needs them: --model, --optimizer (name[:learning_rate]), --selector, --k and
 --l (fractions of N). Every finished cell is saved atomically under
---output_dir; run the same command again after a kill and only the missing
+--workdir; run the same command again after a kill and only the missing
 cells are computed. The outputs (tables.txt, tables.md, results.json,
 cells.csv, summary.csv, PNG plots) are rewritten at the end from the stored
 cells. Flags left at 'auto' take the measured defaults of
@@ -50,7 +50,7 @@ from paramsel_jax.lab import sweep
 FLAGS = experiment_flags.define(
     selector=['auto'], k=['0.01', '0.05', '0.1', '0.25'], l=['auto'],
     eta0=None, eta1=None, window=None, num_seeds=None, train_eval_size=None,
-    output_dir='results/sweep')
+    workdir='results/sweep')
 SHARD_INDEX = flags.DEFINE_integer(
     'shard_index', None, 'This process\'s shard, 0 .. --num_shards - 1 '
     '(default: the SLURM array task, the jax process, or 0).', lower_bound=0)
@@ -122,14 +122,17 @@ def shard_from_flags() -> tuple[int, int]:
 
 
 def main(argv):
-  """Runs (or resumes) the sweep of the flags into --output_dir."""
+  """Runs (or resumes) the sweep of the flags into --workdir."""
   cli.check_no_arguments(argv)
+  run_dir = FLAGS.run_dir()
   shard = cli.config_or_exit(shard_from_flags)
   collect_only = COLLECT_ONLY.value
+  checkpointing = {'checkpoint_every': run_dir.checkpoint_every,
+                   'keep_checkpoints': run_dir.keep}
   if FLAGS.value('freeze') != 'none':
     settings = cli.config_or_exit(online_config_from_flags)
-    online = sweep.run_online_sweep(settings, FLAGS.value('output_dir'),
-                                    shard=shard, collect_only=collect_only)
+    online = sweep.run_online_sweep(settings, run_dir.workdir, shard=shard,
+                                    collect_only=collect_only, **checkpointing)
     if collect_only and len(online['runs']) < (
         len(settings.models) * len(settings.optimizers)
         * len(settings.criteria)):
@@ -145,8 +148,8 @@ def main(argv):
   if notes:
     print(f'[sweep] defaults for {",".join(config.models)} / {config.protocol.mode}'
           f' (sweep.default_budget): {"; ".join(notes)}', flush=True)
-  results = sweep.run_sweep(config, FLAGS.value('output_dir'), shard=shard,
-                            collect_only=collect_only)
+  results = sweep.run_sweep(config, run_dir.workdir, shard=shard,
+                            collect_only=collect_only, **checkpointing)
   if collect_only and not sweep.is_complete(results):
     cli.fail('--collect_only: the sweep is not complete (see above).', 1)
 

@@ -27,7 +27,7 @@ TINY = ['--models=lenet300', f'--parts={",".join(PARTS)}', '--repeats=1', '--mlp
 def test_every_part_runs_tiny_and_writes_results(tmp_path):
   has_torch = importlib.util.find_spec('torch') is not None
   done = subprocess.run(
-      [sys.executable, SCRIPT, *TINY, f'--output_dir={tmp_path}'],
+      [sys.executable, SCRIPT, *TINY, f'--workdir={tmp_path}'],
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   out = done.stdout

@@ -21,7 +21,7 @@ TINY = ['--dataset=synthetic', '--model=mlp', '--eta0=20', '--eta1=20',
 
 def _script(*args, tmp_path):
   return subprocess.run(
-      [sys.executable, SCRIPT, *args, f'--output_dir={tmp_path}'],
+      [sys.executable, SCRIPT, *args, f'--workdir={tmp_path}'],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -202,7 +202,7 @@ def _mnist_flags(*argv):
   f = experiment_flags.define(
       values, selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500,
       eta1=1500, window=100, num_seeds=3, train_eval_size=0,
-      output_dir='results')
+      workdir='results')
   values(['mnist.py', *argv])
   return f
 
@@ -269,7 +269,7 @@ def test_bad_online_flag_fails_in_one_line_before_loading_data(tmp_path):
   # reference trained before FreezingPolicy refused max_frozen.
   done = subprocess.run(
       [sys.executable, SCRIPT, '--freeze=psgld', '--max_frozen=1.5',
-       f'--data_dir={tmp_path / "no_data_here"}', f'--output_dir={tmp_path}'],
+       f'--data_dir={tmp_path / "no_data_here"}', f'--workdir={tmp_path}'],
       capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert done.returncode == 2
   assert done.stderr.strip() == (

@@ -21,7 +21,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
        '--steps=100', '--eta0=50', '--eval_every=25', '--time_steps=10',
        '--repeats=1', '--ks=0.1', '--granularities=element,layer',
        '--nomasked_element', '--window=20', '--budgets=params,flops',
-       '--selectors=topgrad', '--seeds=0,1', f'--output_dir={tmp_path}'],
+       '--selectors=topgrad', '--seeds=0,1', f'--workdir={tmp_path}'],
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   assert '| dense T |' in done.stdout

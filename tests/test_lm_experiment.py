@@ -113,7 +113,7 @@ def test_bad_flag_is_one_line_before_any_work():
 def test_script_smoke_run_and_finetune_reuses_the_pretrained_model(tmp_path):
   flags = [*TINY_FLAGS, '--scenario=finetune', '--freeze=psgld',
            '--freeze_threshold=3', '--pretrain_steps=20', '--time_steps=false',
-           f'--workdir={tmp_path}/work', f'--output_dir={tmp_path}']
+           f'--workdir={tmp_path}']
   runs = [subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True,
                          text=True, timeout=600, cwd=ROOT) for _ in range(2)]
   for done in runs:

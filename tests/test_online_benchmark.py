@@ -24,7 +24,7 @@ def test_tiny_benchmark_writes_consistent_results(tmp_path):
        '--steps=50', '--method_steps=75', '--check_every=25', '--eta0=25',
        '--repeats=1', '--seeds=0,1', '--thresholds=psgld=3',
        '--methods=dense,fixed:unit,psgld:unit,apf:unit',
-       f'--output_dir={tmp_path}'],
+       f'--workdir={tmp_path}'],
       capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   assert '| dense |' in done.stdout

@@ -141,7 +141,7 @@ def test_bad_config_raises_one_clear_error(change, message):
 def test_bad_flag_fails_before_any_work(tmp_path):
   done = subprocess.run(
       [sys.executable, SCRIPT, '--dataset=synthetic', '--model=mlp',
-       '--selector=topgrad,nope', f'--output_dir={tmp_path / "out"}'],
+       '--selector=topgrad,nope', f'--workdir={tmp_path / "out"}'],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert done.returncode != 0
   assert "Unknown selector 'nope'; accepted:" in done.stderr

@@ -287,8 +287,9 @@ class RunDir(NamedTuple):
 
 
 def define_run_dir(default_workdir: str | None,
-                   help_workdir: str = 'Where the results (and checkpoints) go.'
-                   ) -> Callable[[], RunDir]:
+                   help_workdir: str = 'Where the results (and checkpoints) go.',
+                   flag_values: flags.FlagValues = flags.FLAGS,
+                   checkpoints: bool = True) -> Callable[[], RunDir]:
   """Defines the run-directory flags; returns their reader.
 
   The flags: ``--workdir`` (and its deprecated name ``--output_dir``),
@@ -296,23 +297,31 @@ def define_run_dir(default_workdir: str | None,
   Every script names its output directory ``--workdir`` (the flax examples'
   name); ``--output_dir`` is still accepted, with a deprecation line on
   stderr; giving both with different values is an error (`fail`). Call the
-  reader in ``main``.
+  reader in ``main``. `flag_values`: where they are declared (a test passes
+  its own). `checkpoints=False`: a script that does not checkpoint yet; its
+  reader refuses ``--checkpoint_every`` > 0 with one line.
   """
-  workdir = flags.DEFINE_string('workdir', default_workdir, help_workdir)
+  workdir = flags.DEFINE_string('workdir', default_workdir, help_workdir,
+                                flag_values=flag_values)
   output_dir = flags.DEFINE_string(
-      'output_dir', None, 'Deprecated: the old name of --workdir.')
+      'output_dir', None, 'Deprecated: the old name of --workdir.',
+      flag_values=flag_values)
   every = flags.DEFINE_integer(
       'checkpoint_every', 0, 'Save a checkpoint every this many steps under '
       '<workdir>/checkpoints, and resume from it when the same command runs '
-      'again; 0: no checkpoints.', lower_bound=0)
+      'again; 0: no checkpoints.', lower_bound=0, flag_values=flag_values)
   keep = flags.DEFINE_integer('keep_checkpoints', 3,
-                              'Checkpoints kept per phase.', lower_bound=1)
+                              'Checkpoints kept per phase.', lower_bound=1,
+                              flag_values=flag_values)
 
   def read() -> RunDir:
     path = resolve_workdir(workdir.value, output_dir.value,
                            workdir.present > 0)
     if path is None:
       fail('--workdir is not set; accepted: a directory path.')
+    if every.value and not checkpoints:
+      fail(f'--checkpoint_every={every.value}: {prog()} does not save '
+           'checkpoints yet; accepted: 0.')
     return RunDir(path, every.value, keep.value)
   return read
 

@@ -323,6 +323,7 @@ def run_experiment(
     config: ExperimentConfig,
     output_dir: str | None = None,
     log: Callable[[str], None] = _print,
+    checkpointer: Any = None,
 ) -> dict[str, Any]:
   """Runs the protocol as configured, prints the table, writes the JSON.
 
@@ -331,6 +332,9 @@ def run_experiment(
     output_dir: results go to `results_path(config, output_dir)`; None writes
       nothing.
     log: where progress and the table go.
+    checkpointer: a `checkpoints.Checkpointer` whose identity is this run's
+      (resolved) config: the phases save and resume (`run_protocol`), and
+      the results say which resumed (`'resumed'`).
 
   Returns:
     The results dict that was written (config, per-seed metrics, summary,
@@ -350,7 +354,8 @@ def run_experiment(
       f'{config.optimizer.name} (lr {config.optimizer.learning_rate:g}), '
       f'selectors {", ".join(config.selectors)}, backend {jax.default_backend()}')
   results = protocol.run_protocol(task, tx, proto, config.selectors,
-                                  config.seeds, log=log)
+                                  config.seeds, log=log,
+                                  checkpointer=checkpointer)
   results['wall_s'] = time.perf_counter() - start
   results['config'] = dataclasses.asdict(config)
   results['environment'] = environment()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import types
-from typing import Any
+from typing import Any, Callable
 
 from absl import flags
 
@@ -27,6 +29,7 @@ from paramsel_jax import models
 from paramsel_jax.optim import optimizers
 from paramsel_jax.protocol import protocol
 from paramsel_jax.select import selectors
+from paramsel_jax.train import checkpoints
 
 AUTO = None  # a default of None reads "auto": the script chooses.
 
@@ -36,6 +39,9 @@ class Flags:
   """The flag holders `define` made, by name (`holders['eta0'].value`)."""
 
   holders: dict[str, Any]
+  # `--workdir` (`--output_dir`), `--checkpoint_every`, `--keep_checkpoints`
+  # (`cli.define_run_dir`): call it in `main`.
+  run_dir: Callable[[], cli.RunDir]
 
   def value(self, name: str) -> Any:
     """The value of `--name` (its default when not given)."""
@@ -55,8 +61,6 @@ def _define_data_and_model(d: Any, defaults: dict[str, Any]) -> dict[str, Any]:
           '~/.cache/paramsel_jax).'),
       'model': d.list('model', defaults.get('model', ['lenet300']),
                                  f'Comma-separated, of {", ".join(models.MODELS)}.'),
-      'output_dir': d.string('output_dir', defaults['output_dir'],
-                                        'Where the results go.'),
       'eval_split': d.enum(
           'eval_split', 'test', list(experiment.EVAL_SPLITS),
           "The held-out split of the 'test' metrics: test, or valid to choose "
@@ -222,14 +226,15 @@ def define(flag_values: flags.FlagValues = flags.FLAGS,
   """Declares the shared flags with a script's defaults (None: auto).
 
   Keys: selector, k, l (lists of strings), eta0, eta1, window, num_seeds,
-  train_eval_size, output_dir, and optionally dataset and model.
+  train_eval_size, workdir, and optionally dataset and model.
   `flag_values`: where they are declared (absl's global `FLAGS`; a test
   passes its own and parses a command line into it).
   """
   d = _definer(flag_values)
   holders = {**_define_data_and_model(d, defaults), **_define_optimizer(d),
              **_define_protocol(d, defaults)}
-  return Flags(holders)
+  return Flags(holders, cli.define_run_dir(defaults['workdir'],
+                                           flag_values=flag_values))
 
 
 def _definer(flag_values: flags.FlagValues) -> Any:
@@ -401,3 +406,38 @@ def validate_online(config: experiment.ExperimentConfig, settings: Any) -> None:
   if settings is not None:
     with cli.as_flags(ONLINE_FLAGS):
       online_experiment.validate_settings(config, settings)
+
+
+# The flag of each identity setting whose name is not the flag's own.
+IDENTITY_FLAGS = {**ONLINE_FLAGS, 'selectors': 'selector',
+                  'seeds': 'seed/--num_seeds', 'name': 'optimizer',
+                  'steps': 'eta0/--eta1', 'model': 'model'}
+
+
+def checkpointer(run_dir: cli.RunDir, identity: dict[str, Any],
+                 log: Callable[[str], None] = print
+                 ) -> checkpoints.Checkpointer | None:
+  """The run's `checkpoints.Checkpointer` (None: `--checkpoint_every=0`).
+
+  `identity`: everything that determines the results (the resolved config).
+  A workdir whose checkpoints are another run's is refused with one
+  `ValueError` naming the flags that differ, before any work.
+  """
+  if not run_dir.checkpoint_every:
+    return None
+  given = json.loads(json.dumps(identity, sort_keys=True, default=str))
+  path = os.path.join(run_dir.checkpoint_dir, checkpoints.IDENTITY_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      diff = checkpoints.identity_differences(json.load(f), given)
+    if diff:
+      names = sorted({'--' + IDENTITY_FLAGS.get(d.split(':')[0].split('.')[-1],
+                                                d.split(':')[0].split('.')[-1])
+                      for d in diff})
+      raise ValueError(
+          f'{", ".join(names)} differ from the run checkpointed in '
+          f'{run_dir.checkpoint_dir} ({"; ".join(diff)}); accepted: that '
+          "run's flags (to resume it), or another --workdir for a new run.")
+  return checkpoints.Checkpointer(run_dir.checkpoint_dir,
+                                  run_dir.checkpoint_every, given,
+                                  keep=run_dir.keep, log=log)

@@ -8,10 +8,12 @@ flags are); `lm_config` reads them, in a script's `main` only, into an
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
 from absl import flags
 
+from paramsel_jax.lab import cli
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
 
@@ -48,16 +50,34 @@ _EVAL_WINDOWS = flags.DEFINE_integer('eval_windows', D.eval_windows,
                                      'Evaluation windows per held-out split.')
 _PRETRAIN_STEPS = flags.DEFINE_integer('pretrain_steps', D.pretrain_steps,
                                        'finetune: dense pre-training steps.')
-_WORKDIR = flags.DEFINE_string('workdir', D.workdir,
-                               'finetune: where the pre-trained model is kept.')
 _TIME_STEPS = flags.DEFINE_bool('time_steps', D.time_steps,
                                 'Time the step programs side by side.')
 _TIME_REPEATS = flags.DEFINE_integer('time_repeats', D.time_repeats,
                                      'Interleaved timing rounds.')
 
 
-def lm_config(**fields: Any) -> lm_experiment.LMConfig:
-  """The shared flags' `LMConfig`, with a script's own `fields` set too."""
+PRETRAINED = 'pretrained'  # under the script's --workdir.
+
+
+def define_run_dir(default_workdir: str) -> Callable[[], cli.RunDir]:
+  """`cli.define_run_dir` of an LM script.
+
+  Its --workdir holds the results and, under ``pretrained/``, the
+  pre-trained model (finetune). Checkpoints are not wired into the LM runs
+  yet: ``--checkpoint_every`` > 0 is refused with one line.
+  """
+  return cli.define_run_dir(
+      default_workdir, 'Where the JSON, tables and plots go, and (finetune) '
+      f'the pre-trained model, under {PRETRAINED}/ (reused when there).',
+      checkpoints=False)
+
+
+def lm_config(workdir: str, **fields: Any) -> lm_experiment.LMConfig:
+  """The shared flags' `LMConfig`, with a script's own `fields` set too.
+
+  `workdir`: the script's --workdir; the pre-trained model is kept under
+  ``<workdir>/pretrained``.
+  """
   if _NUM_SEEDS.value < 1:
     raise ValueError(f'--num_seeds={_NUM_SEEDS.value}; accepted: an int >= 1.')
   return lm_experiment.LMConfig(
@@ -69,5 +89,5 @@ def lm_config(**fields: Any) -> lm_experiment.LMConfig:
       num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
       embed_dim=_EMBED_DIM.value, context=_CONTEXT.value,
       eval_windows=_EVAL_WINDOWS.value, pretrain_steps=_PRETRAIN_STEPS.value,
-      workdir=_WORKDIR.value, time_steps=_TIME_STEPS.value,
+      workdir=os.path.join(workdir, PRETRAINED), time_steps=_TIME_STEPS.value,
       time_repeats=_TIME_REPEATS.value, **fields)

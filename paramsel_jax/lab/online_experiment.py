@@ -112,8 +112,14 @@ def validate_settings(config: experiment.ExperimentConfig,
 def run_online_experiment(config: experiment.ExperimentConfig,
                           settings: online.OnlineConfig,
                           output_dir: str | None = None,
-                          log: Callable[[str], None] = print) -> dict[str, Any]:
-  """The online run and its dense reference; prints, writes, returns both."""
+                          log: Callable[[str], None] = print,
+                          checkpointer: Any = None) -> dict[str, Any]:
+  """The online run and its dense reference; prints, writes, returns both.
+
+  `checkpointer`: a `checkpoints.Checkpointer` of this run (its identity:
+  the resolved config and `settings`): both runs save and resume
+  (`online.run_online`), as its scopes 'dense' and the criterion's name.
+  """
   experiment.validate_config(config)
   validate_settings(config, settings)
   config = experiment.resolved(config)
@@ -127,9 +133,13 @@ def run_online_experiment(config: experiment.ExperimentConfig,
       f'{settings.steps} steps, checks every {settings.check_every}, '
       f'criterion {settings.criterion} at granularity {settings.granularity}; '
       f'dense reference first')
+  scope = lambda name: (None if checkpointer is None
+                        else checkpointer.scope(name))
   dense = online.run_online(task, tx, dataclasses.replace(
-      settings, criterion='none'), config.seeds, log=log)
-  frozen = online.run_online(task, tx, settings, config.seeds, log=log)
+      settings, criterion='none'), config.seeds, log=log,
+                            checkpointer=scope('dense'))
+  frozen = online.run_online(task, tx, settings, config.seeds, log=log,
+                             checkpointer=scope(settings.criterion))
   comparison = compare(dense, frozen)
   log('')
   log(format_summary(settings.criterion, dense, frozen, comparison,

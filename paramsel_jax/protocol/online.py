@@ -25,6 +25,7 @@ float rounding (tested).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any, Callable, Sequence
 
@@ -35,10 +36,12 @@ import optax
 
 from paramsel_jax.freeze import active as active_lib
 from paramsel_jax.freeze import policy as freezing
+from paramsel_jax.optim import masking
 from paramsel_jax.protocol import checks
 from paramsel_jax.protocol import protocol
 from paramsel_jax.protocol import task as task_lib
 from paramsel_jax.select import granularity as granularity_lib
+from paramsel_jax.train import checkpoints
 from paramsel_jax.train import costs as costs_lib
 from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import runner as runner_lib
@@ -215,6 +218,7 @@ class _Switch:
 
   phase: phase_lib.Phase  # 'dense' (the masked step) or 'active'.
   compiled: set = dataclasses.field(default_factory=set)
+  alpha: PyTree = None  # the α `phase`'s plan and indices were made of.
 
 
 def _fits(alpha: PyTree, switch: _Switch, granularity: str,
@@ -281,7 +285,9 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
                config: OnlineConfig, seeds: Sequence[int],
                log: Callable[[str], None] = print,
                record_alphas: bool = False,
-               keep_cases: bool = False) -> dict[str, Any]:
+               keep_cases: bool = False,
+               checkpointer: checkpoints.Checkpointer | None = None
+               ) -> dict[str, Any]:
   """Trains with online freezing; returns the curve, the costs, the α's.
 
   `record_alphas`: also return, per check, the α it chose (host arrays,
@@ -293,11 +299,19 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   says which step ran (`label`) and the host time around it (`overhead_s`:
   check, switch, enter/leave, compilation).
 
+  `checkpointer`: a `checkpoints.Checkpointer` of this run. The driver's
+  state is saved at every interval's end (the dense state, the policy's,
+  the records, what rebuilds the current step: `_DriverCheckpoints`), each
+  interval saves inside it as a phase does (`phase.run_phase`), and a rerun
+  resumes where the last run stopped: the results equal an uninterrupted
+  run's except the timings (and `'cases'`, the steps run since the resume).
+
   Returns:
     `{'checks': [{'step', 'frozen_share': [per seed], 'plan',
     'steps_per_s', 'test_accuracy': [per seed] or None}], 'compilations',
     'compile_s', 'timing', 'final_params'}` (the params as a seed-batched
-    pytree; everything else plain numbers).
+    pytree; everything else plain numbers). With a `checkpointer`, also
+    `'resumed'`: {checkpoint label: the global step it resumed from}.
   """
   seeds = protocol.check_seeds(seeds)
   runner, policy = _make_runner(task, tx, config, seeds)
@@ -306,40 +320,207 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   state = runner.init(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)))
   checker = _Checker(runner, policy, state) if policy is not None else None
   switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
-  history, alphas, t = [], [], 0
-  if checker is not None and criterion is not None and (
+  history: list[dict[str, Any]] = []
+  alphas: list[PyTree] = []
+  t, over = 0, False
+  saver = (None if checkpointer is None else
+           _DriverCheckpoints(checkpointer, runner, config, state, checker,
+                              record_alphas))
+  restored = None if saver is None else saver.restore(state, log)
+  if restored is not None:
+    state, t, history, alphas, switch, over = restored
+    if history and checkpointer is not None:  # if a kill came before.
+      checkpointer.discard(_interval_label(t - history[-1]['steps_run'],
+                                           history[-1]['steps_run']))
+  elif checker is not None and criterion is not None and (
       criterion.decides_at_init):
     state, alpha = checker.start(state)  # lisa, badam: sampled from step 0.
     alphas += [jax.device_get(alpha)] if record_alphas else []
     switch = _choose(runner, config, alpha, state, switch, log)
+    switch.alpha = alpha
   used: dict[str, _Switch] = {}  # the steps that ran, by label.
-  while t < config.steps:
+  while t < config.steps and not over:
     n, label = min(config.check_every, config.steps - t), _label(switch)
     used.setdefault(label, switch)
     tic, compiled_before = time.perf_counter(), _compile_seconds(runner)
-    state, seconds = _interval(runner, state, switch, t, n, criterion, log)
+    state, seconds, timed = _interval(
+        runner, state, switch, t, n, criterion, log,
+        None if checkpointer is None else checkpointer.phase(_interval_label(
+            t, n)))
     t += n
     share = [0.0] * len(seeds)
     if checker is not None:
       state, alpha, share = checker(state, t)
       alphas += [jax.device_get(alpha)] if record_alphas else []
-      switch = _choose(runner, config, alpha, state, switch, log,
+      chosen = _choose(runner, config, alpha, state, switch, log,
                        steps_left=config.steps - t)
+      if chosen is not switch:  # else kept: its plan is an earlier α's.
+        chosen.alpha = alpha
+      switch = chosen
     # Host time around the interval (check, switch, enter/leave, cache),
     # compilation left out.
     overhead = (time.perf_counter() - tic - seconds
                 - (_compile_seconds(runner) - compiled_before))
     over = (criterion is not None and not criterion.can_thaw
             and min(share) >= 1.0 - 1e-9 and t < config.steps)
+    rate = timed / seconds if seconds > 0 else float('nan')
     history.append(_record(runner, config, state, switch, t, share,
-                           n / seconds, log, force_eval=over)
+                           rate, log, force_eval=over)
                    | {'label': label, 'steps_run': n, 'overhead_s': overhead})
+    if saver is not None and checkpointer is not None:
+      saver.save(t, state, history, alphas, switch, over, used)
+      checkpointer.discard(_interval_label(t - n, n))
     if over:
       log(f'online [{config.criterion}] step {t}: every parameter of every '
           f'seed is frozen; training is over ({config.steps - t} steps not run).')
-      break
-  return _results(runner, config, state, used, keep_cases) | {
-      'checks': history, 'alphas': alphas, 'seeds': list(seeds)}
+  results = _results(runner, config, state, used, keep_cases,
+                     saver.programs if saver is not None else None)
+  if checkpointer is not None:
+    checkpointer.wait()
+    results['resumed'] = dict(runner.resumed)
+  return results | {'checks': history, 'alphas': alphas, 'seeds': list(seeds)}
+
+
+def _interval_label(t: int, n: int) -> str:
+  """The checkpoints' label of the interval of steps `t .. t + n - 1`."""
+  return f'interval {t}..{t + n}'
+
+
+class _DriverCheckpoints:
+  """`run_online`'s own state at interval ends, saved and restored.
+
+  Saved (arrays): the dense state, the policy's state, the α the current
+  step's plan was made of (`_Switch.alpha`) and, with `record_alphas`, the
+  α's so far (stacked, padded to the run's number of checks + 1). Saved
+  (JSON): the step, the records, whether training is over, the current
+  step's kind and cached module, the (plan, cached module)s compiled (what
+  `_choose`'s `max_compiles` reads) and the chunk programs compiled (the
+  results' `compilations`). The current `_Switch` is rebuilt from them:
+  the plan of its α, its cache from the state (the cached prefix has been
+  frozen since the cache was built, so its inputs are the same).
+  """
+
+  LABEL = 'driver'
+
+  def __init__(self, checkpointer: checkpoints.Checkpointer,
+               runner: runner_lib.Runner, config: OnlineConfig, state: Any,
+               checker: _Checker | None, record_alphas: bool):
+    self.runner, self.config, self.checker = runner, config, checker
+    self.phase = checkpointer.phase(self.LABEL)
+    self.max_alphas = (-(-config.steps // config.check_every) + 1
+                       if record_alphas else 0)
+    self.programs: set[str] = set()  # chunk programs compiled before.
+    self._alpha_like = _as_bool(masking.get_mask(state.opt_state))
+
+  def _tree(self, state: Any, switch_alpha: PyTree, alphas: list[PyTree]
+            ) -> dict[str, Any]:
+    stacked = None if not self.max_alphas else jax.tree.map(
+        lambda like, *xs: np.concatenate([
+            np.stack([np.asarray(x, bool) for x in xs]) if xs else
+            np.zeros((0,) + like.shape, bool),
+            np.zeros((self.max_alphas - len(xs),) + like.shape, bool)]),
+        self._alpha_like, *alphas)
+    return {'state': state,
+            'fstate': None if self.checker is None else self.checker.fstate,
+            'switch_alpha': _as_bool(switch_alpha), 'alphas': stacked}
+
+  def save(self, t: int, state: Any, history: list[dict[str, Any]],
+           alphas: list[PyTree], switch: _Switch, over: bool,
+           used: dict[str, _Switch]) -> None:
+    """Saves the driver at step `t` (an interval's end), and waits for it."""
+    alpha = (switch.alpha if switch.alpha is not None
+             else masking.get_mask(state.opt_state))
+    phase = switch.phase
+    meta = {'t': t, 'history': history, 'over': over,
+            'num_alphas': len(alphas),
+            'switch': {'active': phase.plan is not None,
+                       'plan': _plan_json(phase.plan),
+                       'cache_path': (None if phase.program is None
+                                      else phase.program.cache_path)},
+            'compiled': [[_plan_json(p), path]
+                         for p, path in sorted(switch.compiled, key=repr)],
+            'programs': sorted(self.programs | _programs(self.runner, used))}
+    self.phase.save(t, self._tree(state, alpha, alphas), meta)
+    self.phase.wait()  # before the interval's checkpoints are discarded.
+
+  def restore(self, state: Any, log: Callable[[str], None]
+              ) -> tuple[Any, int, list[Any], list[PyTree], _Switch, bool] | None:
+    """(state, t, records, α's, the current step, over), or None: no save."""
+    like = self._tree(state, self._alpha_like, [])
+    restored = self.phase.restore(like)
+    if restored is None:
+      return None
+    t, tree, meta = restored
+    self.runner.resumed[self.phase.label] = t
+    if self.checker is not None:
+      self.checker.fstate = tree['fstate']
+    state = tree['state']
+    compiled = {(_plan_of(p), path) for p, path in meta['compiled']}
+    self.programs = set(meta['programs'])
+    switch = _Switch(phase_lib.dense(self.runner), compiled)
+    if meta['switch']['active']:
+      switch = self._active(tree['switch_alpha'], meta['switch'], state,
+                            compiled)
+    alphas = [jax.tree.map(lambda x, i=i: x[i], tree['alphas'])
+              for i in range(meta['num_alphas'])]
+    log(f'online [{self.config.criterion}]: resumed at step {t} '
+        f'({len(meta["history"])} checks done)')
+    return state, t, meta['history'], alphas, switch, meta['over']
+
+  def _active(self, alpha: PyTree, saved: dict[str, Any], state: Any,
+              compiled: set[Any]) -> _Switch:
+    runner, config = self.runner, self.config
+    plan, arrays = active_lib.plan(jax.device_get(alpha), config.granularity,
+                                   buckets=config.buckets,
+                                   unit_axes=runner.unit_axes())
+    if _plan_json(plan) != saved['plan']:
+      raise ValueError(f'online: the saved step\'s plan {saved["plan"]} is not '
+                       f'the plan of its saved α ({plan.describe()}); the '
+                       'checkpoint is of another version of the driver.')
+    phase = phase_lib.with_cache(
+        runner, phase_lib.active(runner, plan, arrays['idx'],
+                                 saved['cache_path']),
+        state, _switch_cost(runner))
+    return _Switch(phase, compiled, alpha)
+
+
+def _as_bool(tree: PyTree) -> PyTree:
+  return jax.tree.map(lambda x: jnp.asarray(x, bool), tree)
+
+
+def _plan_json(plan: active_lib.Plan | None) -> dict[str, Any] | None:
+  return None if plan is None else json.loads(json.dumps(
+      dataclasses.asdict(plan)))
+
+
+def _plan_of(saved: dict[str, Any] | None) -> active_lib.Plan | None:
+  """The `active.Plan` of `_plan_json`.
+
+  Example:
+    >>> p = active_lib.Plan('units', ('a', 'b'), ('full', 'frozen'), (3, 0))
+    >>> _plan_of(_plan_json(p)) == p
+    True
+  """
+  if saved is None:
+    return None
+  fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in saved.items()}
+  return active_lib.Plan(**fields)
+
+
+def _programs(runner: runner_lib.Runner, used: dict[str, _Switch]) -> set[str]:
+  """The chunk programs compiled in this process, as names (`_results`)."""
+  names = {}
+  for sw in used.values():
+    phase = sw.phase
+    program = ('dense' if phase.plan is None else
+               repr((phase.plan, phase.program and phase.program.cache_path)))
+    names[phase.run_chunk] = f'{program} run'
+    names[phase.collect_chunk] = f'{program} collect'
+  names.setdefault(runner.run_chunk, 'dense run')
+  names.setdefault(runner.collect_chunk, 'dense collect')
+  return {f'{names[fn]} {signature}' for fn, signature in runner.compiled
+          if fn in names}
 
 
 def _make_runner(task: protocol.Task, tx: optax.GradientTransformation,
@@ -398,11 +579,19 @@ class _Checker:
 
 
 def _results(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
-             used: dict[str, _Switch], keep_cases: bool) -> dict[str, Any]:
-  """The run's costs, compilations, final params and (maybe) timed cases."""
+             used: dict[str, _Switch], keep_cases: bool,
+             programs: set[str] | None = None) -> dict[str, Any]:
+  """The run's costs, compilations, final params and (maybe) timed cases.
+
+  `programs`: the chunk programs an earlier run (this one, resumed) compiled
+  (`_programs`); None: none.
+  """
   costs = {label: c.record() for label, c in runner.costs.items()}
   chunks = _chunk_functions(runner, used)
-  return {'compilations': sum(1 for key in runner.compiled if key[0] in chunks),
+  compilations = (sum(1 for key in runner.compiled if key[0] in chunks)
+                  if programs is None
+                  else len(programs | _programs(runner, used)))
+  return {'compilations': compilations,
           'compile_s': sum(c['compile_s'] for c in costs.values()),
           'timing': {'phases': costs}, 'final_params': state.params,
           'cases': (_cases(runner, config, state, used) if keep_cases
@@ -412,19 +601,24 @@ def _results(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
 
 def _interval(runner: runner_lib.Runner, state: Any, switch: _Switch, t: int,
               n: int, criterion: freezing.Criterion | None,
-              log: Callable[[str], None]) -> tuple[Any, float]:
+              log: Callable[[str], None],
+              phase_checkpoints: checkpoints.PhaseCheckpoints | None = None
+              ) -> tuple[Any, float, int]:
   """One interval of `n` steps on the current step.
 
-  Returns the dense state and the interval's training seconds (compilation
-  apart).
+  Returns the dense state, the interval's training seconds (compilation
+  apart) and the steps they timed (`n` less those a resume skipped).
   """
   window = n if criterion is not None and criterion.stats else 0
   label = _label(switch)
   before = _seconds(runner, label)
   state = phase_lib.run_phase(runner, switch.phase, state, t, n, window, log,
                               label, keep_stats=criterion is not None
-                              and criterion.keep_stats, consume=True)
-  return state, _seconds(runner, label) - before
+                              and criterion.keep_stats, consume=True,
+                              checkpoints=phase_checkpoints)
+  skipped = 0 if phase_checkpoints is None else runner.resumed.get(
+      phase_checkpoints.label, t) - t
+  return state, _seconds(runner, label) - before, n - skipped
 
 
 def _switch_cost(runner: runner_lib.Runner) -> costs_lib.PhaseCost:

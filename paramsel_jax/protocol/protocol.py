@@ -194,15 +194,22 @@ def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
   }
 
 
+def _phase_checkpoints(checkpointer: checkpoints.Checkpointer | None,
+                       label: str) -> checkpoints.PhaseCheckpoints | None:
+  return None if checkpointer is None else checkpointer.phase(label)
+
+
 def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float,
                ls: tuple[int, ...], n: int, log,
-               return_arrays: bool = False) -> list[dict[str, Any]]:
+               return_arrays: bool = False,
+               checkpointer: checkpoints.Checkpointer | None = None
+               ) -> list[dict[str, Any]]:
   """One η1 phase (one (selector, k), or (selector, l) in 'retrain') → cells."""
   config = runner.config
   selector = selectors_lib.get_selector(name)
   if config.mode == 'retrain':
     state, alpha, start = _prune_and_retrain(runner, state0, selector, name,
-                                             int(count), n, log)
+                                             int(count), n, log, checkpointer)
     cell_ls: Sequence[int] = [int(count)]
   else:
     alpha = runner.select(state0, selector, 'alpha', count, state0.stats,
@@ -213,7 +220,9 @@ def _run_group(runner: Runner, state0: TrainState, name: str, count: int | float
     phase = phase_lib.for_alpha(runner, start, alpha, label, log)
     state = phase_lib.run_phase(runner, phase, start, config.eta0, config.eta1,
                                 config.window, log, label,
-                                frozen_stats=state0.stats)
+                                frozen_stats=state0.stats,
+                                checkpoints=_phase_checkpoints(checkpointer,
+                                                               label))
   w_metrics = runner.evaluate(state.params)
   cells = []
   for l in cell_ls:
@@ -235,6 +244,7 @@ def run_protocol(
     on_cells: Callable[[list[dict[str, Any]]], None] | None = None,
     return_arrays: bool = False,
     eta0_checkpoint: str | None = None,
+    checkpointer: checkpoints.Checkpointer | None = None,
 ) -> dict[str, Any]:
   """Runs the protocol for several selectors, k's, l's and seeds.
 
@@ -264,6 +274,12 @@ def run_protocol(
       is not recomputed; else η0 runs and the state is saved there. The
       caller names it by everything that determines η0 (the sweep:
       `grid.eta0_identity`); results say `'eta0_restored'`.
+    checkpointer: a `checkpoints.Checkpointer` of this run (its identity:
+      everything that determines the results): every phase ('eta0', each
+      η1 label, each 'retrain' round) saves every `checkpointer.every`
+      global steps and at its end, and a rerun resumes each phase from its
+      latest checkpoint; the results are bit-identical to an uninterrupted
+      run's, and say which phases resumed from which step (`'resumed'`).
 
   Returns:
     `{'num_params', 'ks', 'ls', 'seeds', 'mode', 'after_eta0': {metric: [per
@@ -274,14 +290,16 @@ def run_protocol(
     layers α trained and β kept (`layer_summary`). All values are Python
     numbers (None for a diverged seed's metrics), ready for JSON, except
     the cells' `'arrays'` with `return_arrays`. A seed's `diverged` entry is
-    None or `{'phase', 'step'}`.
+    None or `{'phase', 'step'}`. With a `checkpointer`, also `'resumed':
+    {phase label: the global step it resumed from}`.
   """
   names, seeds = check_selector_names(selector_names), check_seeds(seeds)
   config, n, ks, ls = _checked(task, config, seeds)
   runner, keys = _make_runner(task, tx, config, names, seeds)
   t0 = time.perf_counter()
   log(_describe_run(runner, n, ks, ls, len(seeds)))
-  state0, restored = _eta0(runner, runner.init(keys), eta0_checkpoint, log)
+  state0, restored = _eta0(runner, runner.init(keys), eta0_checkpoint, log,
+                           _phase_checkpoints(checkpointer, 'eta0'))
   timing: dict[str, Any] = {'eta0_s': time.perf_counter() - t0}
   results = _eta0_results(runner, state0, n, ks, ls, seeds, restored)
   if groups is None:
@@ -289,13 +307,17 @@ def run_protocol(
     groups = [(name, c) for name in names for c in counts]
   for name, count in groups:
     t1 = time.perf_counter()
-    cells = _run_group(runner, state0, name, count, ls, n, log, return_arrays)
+    cells = _run_group(runner, state0, name, count, ls, n, log, return_arrays,
+                       checkpointer)
     timing[f'{name}/{count}_s'] = time.perf_counter() - t1
     results['cells'].extend(cells)
     if on_cells is not None:
       on_cells(cells)
   timing['total_s'] = time.perf_counter() - t0
   timing['phases'] = {label: c.record() for label, c in runner.costs.items()}
+  if checkpointer is not None:
+    checkpointer.wait()
+    results['resumed'] = dict(runner.resumed)
   return results | {'timing': timing}
 
 
@@ -329,14 +351,20 @@ def _describe_run(runner: Runner, n: int, ks: Sequence[Any], ls: Sequence[Any],
 
 
 def _eta0(runner: Runner, state0: TrainState, checkpoint: str | None,
-          log: Callable[[str], None]) -> tuple[TrainState, bool]:
-  """The state after η0, and whether it was restored from `checkpoint`."""
+          log: Callable[[str], None],
+          phase_checkpoints: checkpoints.PhaseCheckpoints | None = None
+          ) -> tuple[TrainState, bool]:
+  """The state after η0, and whether it was restored from `checkpoint`.
+
+  `phase_checkpoints`: η0's periodic ones (`run_protocol`'s checkpointer).
+  """
   config = runner.config
   if checkpoint is not None and checkpoints.exists(checkpoint):
     log(f'eta0: restored from {checkpoint} (not recomputed)')
     return checkpoints.restore_state(checkpoint, state0), True
   state0 = phase_lib.run_phase(runner, phase_lib.dense(runner), state0, 0,
-                               config.eta0, config.window, log, 'eta0')
+                               config.eta0, config.window, log, 'eta0',
+                               checkpoints=phase_checkpoints)
   if checkpoint is not None:
     checkpoints.save_state(checkpoint, state0)
     log(f'eta0: saved to {checkpoint}')
@@ -369,7 +397,9 @@ def round_counts(n: int, l: int, rounds: int) -> list[int]:
 
 
 def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
-                       l: int, n: int, log) -> tuple[TrainState, PyTree, TrainState]:
+                       l: int, n: int, log,
+                       checkpointer: checkpoints.Checkpointer | None = None
+                       ) -> tuple[TrainState, PyTree, TrainState]:
   """'retrain' mode: prune to `l` weights in rounds, retraining after each.
 
   Returns the final state, the final mask and the last round's start state.
@@ -387,6 +417,8 @@ def _prune_and_retrain(runner: Runner, state0: TrainState, selector, name: str,
              f'eta1 [{name}, l={l}, round {r + 1}/{rounds}: {count} kept]')
     state = phase_lib.run_phase(runner, phase_lib.dense(runner, masked=True),
                                 start, steps_done, length, config.window, log,
-                                label)
+                                label,
+                                checkpoints=_phase_checkpoints(checkpointer,
+                                                               label))
     steps_done += length
   return state, alpha, start

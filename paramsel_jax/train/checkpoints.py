@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -52,10 +53,20 @@ def _is_key(x: Any) -> bool:
       x.dtype, jax.dtypes.prng_key)
 
 
+def _is_empty(x: Any) -> bool:
+  return np.size(x) == 0
+
+
 def _raw(tree: PyTree) -> PyTree:
-  """PRNG key arrays as their uint32 data (what orbax can store)."""
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                      tree)
+  """What orbax can store: PRNG key arrays as their uint32 data.
+
+  A zero-size array (e.g. the active part of a frozen module) as a uint8
+  placeholder: orbax refuses zero-size arrays, and one holds no data (it is
+  restored as the like state's).
+  """
+  return jax.tree.map(
+      lambda x: (np.zeros((), np.uint8) if _is_empty(x) else
+                 jax.random.key_data(x) if _is_key(x) else x), tree)
 
 
 def save_state(path: str, state: PyTree) -> None:
@@ -213,6 +224,19 @@ class Checkpointer:
           self.keep, self.log)
     return self._phases[label]
 
+  def discard(self, label: str) -> None:
+    """Removes the checkpoints of phase `label` (one no longer needed).
+
+    E.g. an online run's interval once the run's state after it is saved.
+    Its pending save is waited for first.
+    """
+    phase = self._phases.pop(self.prefix + label, None)
+    if phase is not None:
+      phase.close()
+    path = os.path.join(self.directory, _slug(self.prefix + label))
+    if jax.process_index() == 0 and os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+
   def wait(self) -> None:
     """Blocks until every pending (asynchronous) save is on disk."""
     for phase in self._phases.values():
@@ -325,5 +349,5 @@ def _unraw(like: PyTree, restored: PyTree) -> PyTree:
   leaves = jax.tree.leaves(restored)
   raw = jax.tree.unflatten(jax.tree.structure(_raw(like)), leaves)
   return jax.tree.map(
-      lambda x, r: jax.random.wrap_key_data(
+      lambda x, r: x if _is_empty(x) else jax.random.wrap_key_data(
           r, impl=jax.random.key_impl(x)) if _is_key(x) else r, like, raw)

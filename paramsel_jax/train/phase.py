@@ -47,7 +47,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +64,9 @@ from paramsel_jax.train import memory
 from paramsel_jax.train import steps
 from paramsel_jax.train.runner import Runner
 from paramsel_jax.train.runner import TrainState
+
+if TYPE_CHECKING:
+  from paramsel_jax.train import checkpoints as checkpoints_lib
 
 PyTree = Any
 Log = Callable[[str], None]
@@ -184,7 +187,9 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
               first_step: int, num_steps: int, window: int, log: Log,
               label: str, *,
               frozen_stats: stats_lib.TrajectoryStats | None = None,
-              keep_stats: bool = False, consume: bool = False) -> TrainState:
+              keep_stats: bool = False, consume: bool = False,
+              checkpoints: checkpoints_lib.PhaseCheckpoints | None = None
+              ) -> TrainState:
   """Steps `first_step ..` of `phase` from `state`; returns the Runner's state.
 
   In, `Runner.train` (chunks, statistics over the last `window` steps,
@@ -201,11 +206,17 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
   this call, so its device buffers are freed once the phase is in (what
   makes 'host' and 'reset' save device memory; the online driver passes it,
   the protocol, whose η1 phases share η0's state, does not).
+
+  `checkpoints`: the phase's (`checkpoints.PhaseCheckpoints`): it resumes
+  from the latest one and saves as `Runner.train` says. On the active set
+  the state saved is the active one without its cache (rebuilt from
+  `state`), restored into the one just entered.
   """
   chunks = (phase.run_chunk, phase.collect_chunk)
   if phase.program is None:
     return runner.train(state, first_step, num_steps, window, log, label,
-                        chunks=chunks, step_name=phase.name)
+                        chunks=chunks, step_name=phase.name,
+                        checkpoints=checkpoints)
   cost = runner.cost(label, phase.name)
   enter_args = (state, phase.idx, phase.cache,
                 state.stats if keep_stats else None)
@@ -215,7 +226,8 @@ def run_phase(runner: Runner, phase: Phase, state: TrainState,
   parked = park(state.opt_state, mode, consume, keep=inner)
   state = state._replace(opt_state=None)
   inner = runner.train(inner, first_step, num_steps, window, log, label,
-                       chunks=chunks, step_name=phase.name)
+                       chunks=chunks, step_name=phase.name,
+                       checkpoints=checkpoints)
   frozen = state.stats if frozen_stats is None else frozen_stats
   leave_args: tuple[Any, ...]
   if mode == 'reset':

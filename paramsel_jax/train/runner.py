@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,9 @@ from paramsel_jax.train import costs as costs_lib
 from paramsel_jax.train import feed as feed_lib
 from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax.train import steps
+
+if TYPE_CHECKING:
+  from paramsel_jax.train import checkpoints as checkpoints_lib
 
 PyTree = Any
 
@@ -149,6 +152,8 @@ class Runner:
     # (function, argument signature).
     self.compiled: dict[tuple[Any, ...], float] = {}
     self.costs: dict[str, costs_lib.PhaseCost] = {}  # per phase label.
+    # The phases `train` resumed: checkpoint label -> the global step.
+    self.resumed: dict[str, int] = {}
     # Programs other modules build on this Runner, by their own key (the
     # active step's, one per plan and cache: `phase.active_step`).
     self.programs: dict[Any, Any] = {}
@@ -389,7 +394,8 @@ class Runner:
   def train(self, state: Any, first_step: int, num_steps: int, window: int,
             log: Callable[[str], None], label: str,
             chunks: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
-            step_name: str = 'T') -> Any:
+            step_name: str = 'T',
+            checkpoints: checkpoints_lib.PhaseCheckpoints | None = None) -> Any:
     """Steps `first_step ..` in chunks; statistics over the last `window`.
 
     Step `t`'s minibatch depends only on the seed and `t`, so every selector's
@@ -399,6 +405,14 @@ class Runner:
     `chunks`: the (run, collect) chunk functions (default: this Runner's
     dense ones; `phase.train` passes the phase's, with its state).
     The phase's cost goes to `self.costs[label]` (`costs.PhaseCost`).
+
+    `checkpoints`: the phase's (`checkpoints.PhaseCheckpoints`). The phase
+    then starts from its latest checkpoint (restored into `state`'s
+    structure; `self.resumed` says from which step, by the checkpoints'
+    label), chunks also end at every multiple of `checkpoints.every`, and
+    the state is saved there and where the phase ends (or stops, every seed diverged). A chunk's
+    length does not change the numbers (one `fori_loop` of a dynamic
+    length), so a resumed phase ends bit-identical to an uninterrupted one.
     """
     run_chunk, collect_chunk = chunks or (self.run_chunk, self.collect_chunk)
     cost = self.cost(label, step_name)
@@ -407,10 +421,18 @@ class Runner:
     as_i32 = lambda x: jnp.asarray(x, jnp.int32)
     collect_from = first_step + num_steps - window
     step, end = first_step, first_step + num_steps
+    saved = None  # the step of the phase's latest checkpoint.
+    if checkpoints is not None:
+      state, saved = _resume(checkpoints, state, first_step, end, label)
+      if saved is not None:
+        self.resumed[checkpoints.label] = step = saved
+    next_save = lambda step: (end if checkpoints is None
+                              else min(end, checkpoints.next_save(step)))
     chunk_len = lambda step: min(
         self.config.chunk_size,
-        (end if step >= collect_from else collect_from) - step)
-    feed = self.feed(first_step, num_seeds, label)
+        (end if step >= collect_from else collect_from) - step,
+        next_save(step) - step)
+    feed = self.feed(step, num_seeds, label)
     while step < end:
       if np.all(np.asarray(state.diverged_at) >= 0):
         log(f'{label}: every seed has diverged; the remaining '
@@ -432,11 +454,16 @@ class Runner:
       seconds = time.perf_counter() - tic
       cost.add(n, seconds)
       step += n
+      if checkpoints is not None and step == next_save(step - n):
+        _save(checkpoints, step, state, first_step, end)  # before the line.
+        saved = step
       log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
           f'mean) {_finite_mean_std(loss)} over seeds  '
           f'[{n / seconds:.0f} steps/s]')
       self._report_divergence(before, np.asarray(state.diverged_at),
                               first_step, label, log)
+    if checkpoints is not None and saved != step:  # stopped: all diverged.
+      _save(checkpoints, step, state, first_step, end)
     return state
 
   def _compile(self, chunk: Callable[..., Any], args: tuple, cost: Any,
@@ -481,6 +508,43 @@ class Runner:
       log(f'{label}: WARNING: seed {seed} diverged: its training loss is not '
           f'finite from step {after[i] - first_step + 1} of this phase (global '
           f'step {after[i]}); its numbers are left out of the summaries.')
+
+
+def _saved_part(state: Any) -> Any:
+  """What a phase's checkpoint holds of its `state`.
+
+  All of it, except the frozen-prefix cache of an active-set state (a
+  `cache` field): that is rebuilt from the phase's start state, which it
+  depends on alone.
+  """
+  if 'cache' in getattr(state, '_fields', ()):
+    return state._replace(cache=None)
+  return state
+
+
+def _save(checkpoints: checkpoints_lib.PhaseCheckpoints, step: int,
+          state: Any, first_step: int, end: int) -> None:
+  checkpoints.save(step, _saved_part(state),
+                   {'first_step': first_step, 'end': end})
+
+
+def _resume(checkpoints: checkpoints_lib.PhaseCheckpoints, state: Any,
+            first_step: int, end: int, label: str) -> tuple[Any, int | None]:
+  """(`state` or the phase's latest checkpoint in it, that step or None)."""
+  restored = checkpoints.restore(_saved_part(state))
+  if restored is None:
+    return state, None
+  step, saved, meta = restored
+  if ((meta.get('first_step'), meta.get('end')) != (first_step, end)
+      or not first_step <= step <= end):
+    raise ValueError(
+        f'{label}: the checkpoint of step {step} ({checkpoints.directory}) is '
+        f"of steps {meta.get('first_step')}..{meta.get('end')}, not of this "
+        f'phase\'s {first_step}..{end}; accepted: the checkpoints of the same '
+        'run (another --workdir for a new one).')
+  if saved is not state and 'cache' in getattr(state, '_fields', ()):
+    saved = saved._replace(cache=state.cache)
+  return saved, step
 
 
 def count_per_seed(mask: PyTree) -> jax.Array:
