@@ -76,3 +76,22 @@ def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
   if mesh.shape['batch'] > 1:
     parts.append(f'each minibatch over {mesh.shape["batch"]} devices')
   return ', '.join(parts)
+
+
+def seed_keys(seeds, mesh: jax.sharding.Mesh | None) -> jax.Array:
+  """One PRNG key per seed, sharded over `mesh`'s 'seed' axis where > 1.
+
+  Made by one jitted call that places them, so that with several processes
+  each gets a global array (every process passes the same seeds).
+
+  Example:
+    >>> seed_keys((0, 7), None).shape
+    (2,)
+  """
+  make = jax.vmap(jax.random.key)
+  seeds = np.asarray(seeds, np.uint32)
+  if mesh is None or mesh.shape['seed'] == 1:
+    return make(jax.numpy.asarray(seeds))
+  sharding = jax.sharding.NamedSharding(mesh,
+                                        jax.sharding.PartitionSpec('seed'))
+  return jax.jit(make, out_shardings=sharding)(seeds)
