@@ -21,17 +21,23 @@ How the processes find each other (`Settings`, from the flags of
   Cloud TPU pod, under SLURM (``srun``) or Open MPI (``mpirun``).
 
 On CPU the collectives run over gloo. If a process dies, the others stop
-within about ``--distributed_timeout`` seconds (a watchdog thread asks the
-coordination service which processes are alive) with a message naming the
-process that is gone, instead of hanging in a collective; a process whose
-Python code raises exits at once (so the others see it gone) rather than
-waiting at jax's shutdown barrier.
+instead of hanging in a collective. A process i > 0 gone: within about
+``--distributed_timeout`` seconds (a watchdog thread asks the coordination
+service which processes are alive; a failed collective waits for it) the
+others exit with status `PEER_GONE_STATUS` and a message naming it and
+saying to rerun. Process 0 (the coordinator, which serves that service)
+gone: jax's own client aborts the others at once with "Terminating process
+because the JAX distributed service detected fatal errors. This most likely
+indicates that another task died" (it cannot be intercepted from Python);
+the line every process prints at start says what to do then. A process
+whose Python code raises exits at once (so the others see it gone) rather
+than waiting at jax's shutdown barrier.
 
   >>> s = settings('off', None, None, None, environ={})
   >>> s is None, process_count(), is_writer()
   (True, 1, True)
-  >>> settings('off', '127.0.0.1:1234', 2, 1, environ={})
-  Settings(coordinator_address='127.0.0.1:1234', num_processes=2, process_id=1, auto=False, timeout_s=30)
+  >>> settings('off', '127.0.0.1:1234', 2, 1, environ={})[:3]
+  ('127.0.0.1:1234', 2, 1)
 """
 
 from __future__ import annotations
@@ -205,8 +211,9 @@ def initialize(s: Settings | None, log: Callable[[str], None] | None = None
     raise RuntimeError('distributed.initialize: already initialized.')
   if os.environ.get('JAX_PLATFORMS', 'cpu').split(',')[0] in ('cpu', ''):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  kwargs = dict(heartbeat_timeout_seconds=s.timeout_s,
-                initialization_timeout=max(60, 4 * s.timeout_s))
+  kwargs: dict[str, Any] = dict(
+      heartbeat_timeout_seconds=s.timeout_s,
+      initialization_timeout=max(60, 4 * s.timeout_s))
   try:
     if s.auto:
       jax.distributed.initialize(**kwargs)
@@ -219,10 +226,14 @@ def initialize(s: Settings | None, log: Callable[[str], None] | None = None
            f'process {s.process_id} of {s.num_processes} could not join the '
            f'coordinator at {s.coordinator_address}')
     raise RuntimeError(f'{how}: {e}') from e
-  _exit_on_exception()
   _start_watchdog(s.timeout_s, log or _stderr)
+  _exit_on_exception(s.timeout_s)
   if jax.process_index() > 0:
     sys.stdout = _Prefixed(sys.stdout, log_prefix())
+  print(f'distributed: process {jax.process_index()} of '
+        f'{jax.process_count()} ({jax.local_device_count()} of '
+        f'{jax.device_count()} devices here); if one stops, the others stop '
+        'too: then rerun the same command on every process.', flush=True)
 
 
 class _Prefixed:
@@ -261,13 +272,20 @@ def _stderr(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
-def _exit_on_exception() -> None:
+def _exit_on_exception(timeout_s: int) -> None:
   """An uncaught exception: its traceback, then exit 1 at once.
 
   Without it, the process would wait at jax's shutdown barrier for the
-  others, which wait for it in their next collective.
+  others, which wait for it in their next collective. A failed collective
+  (a peer's connection closed) first gives the watchdog up to `timeout_s`
+  seconds to name the process that is gone.
   """
   def hook(kind, value, tb):
+    text = str(value)
+    if any(w in text for w in _PEER_ERRORS):
+      stop = _state.get('watchdog')
+      if stop is not None:
+        stop.wait(timeout_s + 5)  # the watchdog exits first if a peer is gone.
     traceback.print_exception(kind, value, tb)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -275,27 +293,40 @@ def _exit_on_exception() -> None:
   sys.excepthook = hook
 
 
+# What a collective's error says when another process is gone.
+_PEER_ERRORS = ('Gloo', 'Connection closed by peer', 'Connection reset',
+                'UNAVAILABLE', 'coordination service')
+
+
+def _peer_gone(lost: list[int]) -> None:
+  """Says which processes are gone and exits (`PEER_GONE_STATUS`)."""
+  stop, log = _state['watchdog'], _state['log']
+  if stop.is_set():  # this process is exiting anyway.
+    return
+  me, n, timeout_s = _state['me'], _state['n'], _state['timeout_s']
+  who = ' and '.join(f'process {p}' + (' (the coordinator)' if p == 0 else '')
+                     for p in lost)
+  log(f'[process {me}] error: {who} is gone (killed, crashed or unreachable: '
+      f'no heartbeat for {timeout_s} s, or its connection closed); stopping '
+      f'this process too. Rerun the same command on all {n} processes: with '
+      '--checkpoint_every it resumes from the last checkpoint.')
+  sys.stdout.flush()
+  os._exit(PEER_GONE_STATUS)
+
+
 def _start_watchdog(timeout_s: int, log: Callable[[str], None]) -> None:
   """Polls the live processes; on a loss, says which and exits.
 
   The coordination service counts a process as gone when its heartbeats
-  stop for `timeout_s`; the coordinator's own death shows as a failed
-  request. Exits with `PEER_GONE_STATUS`.
+  stop for `timeout_s`; the coordinator's own death shows as failed
+  requests. Exits with `PEER_GONE_STATUS`.
   """
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-  client = jax_distributed.global_state.client
-  me, n = jax.process_index(), jax.process_count()
+  client: Any = jax_distributed.global_state.client
+  n = jax.process_count()
   stop = threading.Event()
-
-  def gone(who: str) -> None:
-    if stop.is_set():
-      return
-    log(f'[process {me}] error: {who} is gone (no heartbeat for '
-        f'{timeout_s} s: killed, crashed or unreachable); stopping this '
-        f'process too. Rerun the same command on all {n} processes: with '
-        '--checkpoint_every it resumes from the last checkpoint.')
-    sys.stdout.flush()
-    os._exit(PEER_GONE_STATUS)
+  _state.update(watchdog=stop, log=log, me=jax.process_index(), n=n,
+                timeout_s=timeout_s)
 
   def watch() -> None:
     failures = 0
@@ -305,18 +336,17 @@ def _start_watchdog(timeout_s: int, log: Callable[[str], None]) -> None:
         failures = 0
       except Exception:  # pylint: disable=broad-except
         failures += 1  # the coordinator (process 0) does not answer.
-        if failures * 1.0 >= timeout_s and me != 0:
-          gone('process 0 (the coordinator)')
+        if failures >= 3 and jax.process_index() != 0:
+          _peer_gone([0])
         continue
       lost = sorted(set(range(n)) - set(live))
       if lost:
-        gone(' and '.join(f'process {p}' for p in lost))
+        _peer_gone(lost)
 
   thread = threading.Thread(target=watch, name='distributed-watchdog',
                             daemon=True)
   thread.start()
   atexit.register(stop.set)  # runs before jax's own shutdown (LIFO).
-  _state['watchdog'] = stop
 
 
 def process_index() -> int:

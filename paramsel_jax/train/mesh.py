@@ -57,8 +57,17 @@ def device_mesh(num_seeds: int, batch_size: int | None = None
       d for d in range(1, rest + 1) if rest % d == 0 and batch_size % d == 0)
   if seed * batch == 1:
     return None
+  used = devices[:seed * batch]
+  if jax.process_count() > 1 and len({d.process_index for d in used}) < (
+      jax.process_count()):
+    raise ValueError(
+        f'{num_seeds} seeds{"" if batch_size is None else f", batch_size={batch_size}"} '
+        f'fill {seed * batch} of the {len(devices)} devices of '
+        f'{jax.process_count()} processes, leaving a process without work; '
+        'accepted: a seed count (with shard_batch: seeds x batch) that '
+        'spans every process, e.g. a multiple of the device count.')
   return jax.sharding.Mesh(
-      np.array(devices[:seed * batch]).reshape(seed, batch), ('seed', 'batch'))
+      np.array(used).reshape(seed, batch), ('seed', 'batch'))
 
 
 def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
