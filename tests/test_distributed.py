@@ -283,4 +283,48 @@ def test_checkpoints_are_collective_over_two_processes(tmp_path):
     assert p.returncode == 0, out[-3000:]
     assert "RESULT 5 {'note': 'x'} True True True" in out, out[-3000:]
     assert 'REFUSED True' in out, out[-3000:]
-  assert sorted(os.listdir(workdir)) == ['eta0', 'identity.json']
+  names = sorted(os.listdir(workdir))  # one phase directory, one identity.
+  assert len(names) == 2 and names[0].startswith('eta0') and (
+      names[1] == 'identity.json'), names
+
+
+_HOST_DATA_SCRIPT = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from paramsel_jax.train import distributed
+if sys.argv[2] != '-':
+  distributed.initialize(distributed.settings(
+      'on', f'127.0.0.1:{sys.argv[2]}', 2, int(sys.argv[3])))
+import optax
+import jax
+import test_general_task as t
+from paramsel_jax.protocol import protocol
+config = protocol.ProtocolConfig(eta0=20, eta1=20, k=0.5, l=0.9, window=10,
+                                 chunk_size=25, granularity='layer',
+                                 step='active', shard_batch=True)
+r = protocol.run_protocol(t.plain_task(), optax.adam(1e-2), config,
+                          ['topgrad'], [0, 1], log=print)
+print('RESULT', json.dumps({'cells': r['cells'], 'eta0': r['after_eta0']}))
+'''
+
+
+@pytest.mark.slow
+def test_host_data_fed_by_each_process_equals_one_process():
+  """Host batches (`Feed`): each process feeds its own seed; 2 x 2 == 1 x 4.
+
+  Seeds over 2 processes, each seed's batch over that process's 2 devices:
+  the same 2 x 2 mesh as one process of 4 devices, so bit for bit.
+  """
+  here, port = os.path.dirname(__file__), _free_port()
+  run = lambda args, devices: subprocess.Popen(
+      [sys.executable, '-c', _HOST_DATA_SCRIPT, here, *args], env=_env(devices),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  procs = [run([str(port), str(i)], 2) for i in range(2)] + [run(['-'], 4)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  results = []
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+    line = [l for l in out.splitlines() if 'RESULT ' in l][0]
+    results.append(json.loads(line.split('RESULT ', 1)[1]))
+  assert 'each minibatch over 2 devices' in outs[0]
+  assert results[0] == results[1] == results[2]
