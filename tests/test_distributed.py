@@ -328,3 +328,19 @@ def test_host_data_fed_by_each_process_equals_one_process():
     results.append(json.loads(line.split('RESULT ', 1)[1]))
   assert 'each minibatch over 2 devices' in outs[0]
   assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('args, message', [
+    (['--distributed=auto'], 'error: --distributed=auto found no cluster'),
+    (['--num_processes=2'], 'error: --num_processes given without '
+     '--coordinator_address, --process_id'),
+])
+def test_script_refuses_bad_settings_before_any_work(args, message):
+  """experiments/mnist.py: one line on stderr, exit 2, nothing trained."""
+  env = {k: v for k, v in _env(1).items() if not k.startswith(
+      ('SLURM_', 'OMPI_', 'TPU_'))}
+  done = subprocess.run([sys.executable, SCRIPT, *TINY, *args], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+  assert 'eta0' not in done.stdout

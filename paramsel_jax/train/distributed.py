@@ -209,8 +209,9 @@ def initialize(s: Settings | None, log: Callable[[str], None] | None = None
     return
   if jax.distributed.is_initialized():
     raise RuntimeError('distributed.initialize: already initialized.')
-  if os.environ.get('JAX_PLATFORMS', 'cpu').split(',')[0] in ('cpu', ''):
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # The CPU backend's collectives across processes (other backends bring
+  # their own: NCCL, ICI); harmless where the CPU backend goes unused.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs: dict[str, Any] = dict(
       heartbeat_timeout_seconds=s.timeout_s,
       initialization_timeout=max(60, 4 * s.timeout_s))
