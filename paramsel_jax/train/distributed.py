@@ -410,22 +410,3 @@ def sync(name: str) -> None:
   """
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
-
-
-def replicated(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
-  """`tree`'s arrays replicated on every device of `mesh` (all processes).
-
-  Each process passes the same host values (e.g. the data set it loaded);
-  None `mesh` returns `tree` as it is.
-
-  Example:
-    >>> replicated({'x': np.ones(2)}, None)['x'].tolist()
-    [1.0, 1.0]
-  """
-  if mesh is None:
-    return tree
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(
-      lambda x: jax.make_array_from_callback(
-          np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree)
-
