@@ -29,15 +29,18 @@ from paramsel_jax.lab import cli
 from paramsel_jax.lab import experiment
 from paramsel_jax.lab import flags as experiment_flags
 from paramsel_jax.lab import online_experiment
+from paramsel_jax.train import distributed
 
 FLAGS = experiment_flags.define(
     selector=['topgrad'], k=['0.1'], l=['0.2'], eta0=500, eta1=1500,
     window=100, num_seeds=3, train_eval_size=0, workdir='results')
+DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
   """Runs the experiment of the flags; exits 1 when every seed diverged."""
   cli.check_no_arguments(argv)
+  distributed.initialize_from(DISTRIBUTED)  # before anything uses a device.
   run_dir = FLAGS.run_dir()
 
   def build():

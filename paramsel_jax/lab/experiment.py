@@ -28,6 +28,7 @@ from paramsel_jax.protocol import protocol
 from paramsel_jax.protocol import task as task_lib
 from paramsel_jax import report
 from paramsel_jax.select import selectors as selectors_lib
+from paramsel_jax.train import distributed
 from paramsel_jax.train.mesh import resolve_seed_axis  # the lab's callers use it here.
 
 CONV_MODELS = models_lib.CONV_MODELS
@@ -305,7 +306,8 @@ def environment() -> dict[str, Any]:
       'flax': flax.__version__, 'optax': optax.__version__,
       'numpy': numpy.__version__, 'backend': jax.default_backend(),
       'device_kinds': sorted({d.device_kind for d in jax.devices()}),
-      'devices': [str(d) for d in jax.devices()]}
+      'devices': [str(d) for d in jax.devices()],
+      'processes': jax.process_count()}
 
 
 def _summaries(results: dict[str, Any]) -> None:
@@ -383,7 +385,7 @@ def run_experiment(
     log(f'EVERY SEED DIVERGED: the training loss of all {len(config.seeds)} '
         'seeds became non-finite (see the WARNING lines above); there are no '
         'numbers to report. Try a smaller learning rate.')
-  if output_dir is not None:
+  if output_dir is not None and distributed.is_writer():  # process 0 only.
     path = results_path(config, output_dir)
     io_lib.write_json_atomic(results, path)
     log(f'results written to {path}')

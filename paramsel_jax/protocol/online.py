@@ -43,6 +43,8 @@ from paramsel_jax.protocol import task as task_lib
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import checkpoints
 from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import distributed
+from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax.train import phase as phase_lib
 from paramsel_jax.train import runner as runner_lib
 from paramsel_jax.train import timing
@@ -227,13 +229,13 @@ def _fits(alpha: PyTree, switch: _Switch, granularity: str,
   old = switch.phase.plan
   if old is None:
     return True
-  new, arrays = active_lib.plan(jax.device_get(alpha), granularity,
+  new, arrays = active_lib.plan(distributed.fetch_tree(alpha), granularity,
                                 unit_axes=unit_axes)
   if new.mode != old.mode:
     return False
   if new.mode == active_lib.PACKED:
     return False  # packed indices change with α: refit.
-  old_idx = jax.device_get(switch.phase.idx)
+  old_idx = distributed.fetch_tree(switch.phase.idx)
   for name, kind, old_kind in zip(new.modules, new.kinds, old.kinds):
     if kind == 'frozen' or old_kind == 'full':
       continue
@@ -253,7 +255,7 @@ def _choose(runner: runner_lib.Runner, config: OnlineConfig, alpha: PyTree,
 
   `steps_left`: the run's steps still to come (what a cache must repay).
   """
-  host_alpha = jax.device_get(alpha)
+  host_alpha = distributed.fetch_tree(alpha)
   dense = _Switch(phase_lib.dense(runner), switch.compiled)
   if all(np.asarray(a).all() for a in jax.tree.leaves(host_alpha)):
     return dense
@@ -317,7 +319,7 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   runner, policy = _make_runner(task, tx, config, seeds)
   criterion = None if policy is None else freezing.get_criterion(
       config.criterion)
-  state = runner.init(jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32)))
+  state = runner.init(mesh_lib.seed_keys(seeds, runner.mesh))
   checker = _Checker(runner, policy, state) if policy is not None else None
   switch = _Switch(phase_lib.dense(runner), compiled={(None, None)})
   history: list[dict[str, Any]] = []
@@ -335,7 +337,7 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
   elif checker is not None and criterion is not None and (
       criterion.decides_at_init):
     state, alpha = checker.start(state)  # lisa, badam: sampled from step 0.
-    alphas += [jax.device_get(alpha)] if record_alphas else []
+    alphas += [distributed.fetch_tree(alpha)] if record_alphas else []
     switch = _choose(runner, config, alpha, state, switch, log)
     switch.alpha = alpha
   used: dict[str, _Switch] = {}  # the steps that ran, by label.
@@ -351,7 +353,7 @@ def run_online(task: protocol.Task, tx: optax.GradientTransformation,
     share = [0.0] * len(seeds)
     if checker is not None:
       state, alpha, share = checker(state, t)
-      alphas += [jax.device_get(alpha)] if record_alphas else []
+      alphas += [distributed.fetch_tree(alpha)] if record_alphas else []
       chosen = _choose(runner, config, alpha, state, switch, log,
                        steps_left=config.steps - t)
       if chosen is not switch:  # else kept: its plan is an earlier α's.
@@ -470,7 +472,7 @@ class _DriverCheckpoints:
   def _active(self, alpha: PyTree, saved: dict[str, Any], state: Any,
               compiled: set[Any]) -> _Switch:
     runner, config = self.runner, self.config
-    plan, arrays = active_lib.plan(jax.device_get(alpha), config.granularity,
+    plan, arrays = active_lib.plan(distributed.fetch_tree(alpha), config.granularity,
                                    buckets=config.buckets,
                                    unit_axes=runner.unit_axes())
     if _plan_json(plan) != saved['plan']:
@@ -575,7 +577,7 @@ class _Checker:
     runner.precompile(runner.set_alpha, set_args, cost)
     state = runner.set_alpha(*set_args)
     share = jax.vmap(self.policy.frozen_share)(self.fstate)
-    return state, alpha, np.asarray(share).tolist()
+    return state, alpha, distributed.fetch(share).tolist()
 
 
 def _results(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
@@ -674,7 +676,7 @@ def _record(runner: runner_lib.Runner, config: OnlineConfig, state: Any,
             ) -> dict[str, Any]:
   evaluate = (config.eval_every == 0 or t % config.eval_every == 0
               or t == config.steps or force_eval)
-  metrics = ({m: np.asarray(v).tolist()
+  metrics = ({m: distributed.fetch(v).tolist()
               for m, v in runner.held_out(state.params).items()}
              if evaluate else {})
   plan = 'dense' if switch.phase.plan is None else switch.phase.plan.describe()

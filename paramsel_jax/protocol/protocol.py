@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from paramsel_jax.train import checkpoints
+from paramsel_jax.train import distributed
 from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax import models
@@ -96,7 +97,7 @@ def _metrics_lists(metrics: dict[str, jax.Array],
                    diverged: list[Any]) -> dict[str, list[float | None]]:
   """Per-seed metrics as lists; None for a seed that diverged."""
   return {m: [None if d is not None else x
-              for x, d in zip(np.asarray(v).tolist(), diverged)]
+              for x, d in zip(distributed.fetch(v).tolist(), diverged)]
           for m, v in metrics.items()}
 
 
@@ -111,7 +112,7 @@ def divergence(state: TrainState, eta0: int) -> list[dict[str, Any] | None]:
   """
   return [None if t < 0 else {'phase': 'eta0' if t < eta0 else 'eta1',
                               'step': int(t)}
-          for t in np.asarray(state.diverged_at).tolist()]
+          for t in distributed.fetch(state.diverged_at).tolist()]
 
 
 def all_diverged(results: dict[str, Any]) -> bool:
@@ -136,10 +137,7 @@ def _make_runner(task: Task, tx: optax.GradientTransformation,
     runner.check_active_step()  # before η0: a model it cannot train fails now.
   if config.budget == 'backward':
     runner.backward_costs()  # before η0: no layer order fails now.
-  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  if mesh is not None and mesh.shape['seed'] > 1:
-    keys = jax.device_put(keys, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec('seed')))
+  keys = mesh_lib.seed_keys(seeds, mesh)
   return runner, keys
 
 
@@ -155,7 +153,7 @@ def count_per_layer(mask: PyTree) -> dict[str, dict[str, Any]]:
   flat = jax.tree_util.tree_flatten_with_path(mask)[0]
   return {granularity_lib.module_name(path): {
       'size': int(np.prod(m.shape[1:])),
-      'count': np.asarray(jnp.sum(m, axis=tuple(range(1, m.ndim)))).tolist()}
+      'count': distributed.fetch(jnp.sum(m, axis=tuple(range(1, m.ndim)))).tolist()}
           for path, m in flat}
 
 
@@ -182,8 +180,8 @@ def _cell(runner: Runner, state: TrainState, start: TrainState, alpha: PyTree,
             if return_arrays else {})
   return {
       'selector': name, 'k': k, 'l': l,
-      'alpha_count': np.asarray(count_per_seed(alpha)).tolist(),
-      'beta_count': np.asarray(count_per_seed(beta)).tolist(),
+      'alpha_count': distributed.fetch(count_per_seed(alpha)).tolist(),
+      'beta_count': distributed.fetch(count_per_seed(beta)).tolist(),
       'frozen_moved': frozen_moved(alpha, state.params, start.params),
       'diverged': diverged,
       'w': _metrics_lists(w_metrics, diverged),

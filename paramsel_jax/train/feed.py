@@ -68,7 +68,11 @@ class Feed:
     self.seeds, self.chunk_size = tuple(seeds), chunk_size
     self.mesh, self.label = mesh, label
     self.step = first_step  # the global step of the next batch to pull.
-    self._its = [iter(streams(s, first_step)) for s in self.seeds]
+    # The seeds (indices) whose batches this process feeds: all of them on
+    # one process; with several, those its devices hold (`local_seeds`).
+    self.local = local_seeds(mesh, len(self.seeds))
+    self._its = {i: iter(streams(self.seeds[i], first_step))
+                 for i in self.local}
     self._ready: tuple[int, Any] | None = None
 
   def _pull(self, seed_index: int, n: int) -> list[PyTree]:
@@ -101,11 +105,21 @@ class Feed:
     if not 1 <= n <= self.chunk_size:
       raise ValueError(f'Feed: a chunk of {n} steps; accepted: 1..'
                        f'{self.chunk_size}.')
-    per_seed = [self._stack(self._pull(i, n), i) for i in range(len(self.seeds))]
+    per_seed = [self._stack(self._pull(i, n), i) for i in self.local]
     chunk = jax.tree.map(lambda *xs: np.stack(xs), *per_seed)
     self.step += n
-    return jax.tree.map(
-        lambda x: jax.device_put(x, chunk_sharding(self.mesh, x.ndim)), chunk)
+    first, total = self.local[0], len(self.seeds)  # local: one block.
+    def put(x):
+      sharding = chunk_sharding(self.mesh, x.ndim)
+      if sharding is None or sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+      def part(index):  # a device's part: its seeds are all local ones.
+        seeds = slice(index[0].start or 0, index[0].stop or total)
+        local = slice(seeds.start - first, seeds.stop - first)
+        return x[(local,) + tuple(index[1:])]
+      return jax.make_array_from_callback((total,) + x.shape[1:], sharding,
+                                          part)
+    return jax.tree.map(put, chunk)
 
   def prefetch(self, n: int) -> None:
     """Builds the next chunk of `n` steps now (while the device works)."""
@@ -136,3 +150,28 @@ def chunk_sharding(mesh: jax.sharding.Mesh | None, ndims: int
   batch = 'batch' if mesh.shape['batch'] > 1 else None
   spec = (seed, None, batch) + (None,) * max(ndims - 3, 0)
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
+def local_seeds(mesh: jax.sharding.Mesh | None, num_seeds: int
+                ) -> tuple[int, ...]:
+  """The seed indices whose data this process's devices hold.
+
+  All of them on one process, or when the seeds are not sharded; with
+  several processes, the block of seeds of this process's rows of the
+  mesh's 'seed' axis: each process feeds its own share (and the whole of
+  each of its seeds' batches; the 'batch' axis is cut on the device side).
+
+  Example:
+    >>> local_seeds(None, 3)
+    (0, 1, 2)
+  """
+  if mesh is None or jax.process_count() == 1 or mesh.shape['seed'] == 1:
+    return tuple(range(num_seeds))
+  per_row = num_seeds // mesh.shape['seed']
+  me = jax.process_index()
+  rows = sorted({r for r, row in enumerate(mesh.devices)
+                 for d in row if d.process_index == me})
+  if rows != list(range(rows[0], rows[-1] + 1)):
+    raise ValueError(f'process {me} holds the mesh seed rows {rows}; '
+                     'accepted: a contiguous block (`mesh.device_mesh`).')
+  return tuple(range(rows[0] * per_row, (rows[-1] + 1) * per_row))

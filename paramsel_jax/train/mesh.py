@@ -57,8 +57,17 @@ def device_mesh(num_seeds: int, batch_size: int | None = None
       d for d in range(1, rest + 1) if rest % d == 0 and batch_size % d == 0)
   if seed * batch == 1:
     return None
+  used = devices[:seed * batch]
+  if jax.process_count() > 1 and len({d.process_index for d in used}) < (
+      jax.process_count()):
+    raise ValueError(
+        f'{num_seeds} seeds{"" if batch_size is None else f", batch_size={batch_size}"} '
+        f'fill {seed * batch} of the {len(devices)} devices of '
+        f'{jax.process_count()} processes, leaving a process without work; '
+        'accepted: a seed count (with shard_batch: seeds x batch) that '
+        'spans every process, e.g. a multiple of the device count.')
   return jax.sharding.Mesh(
-      np.array(devices[:seed * batch]).reshape(seed, batch), ('seed', 'batch'))
+      np.array(used).reshape(seed, batch), ('seed', 'batch'))
 
 
 def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
@@ -76,3 +85,22 @@ def describe_mesh(mesh: jax.sharding.Mesh | None) -> str:
   if mesh.shape['batch'] > 1:
     parts.append(f'each minibatch over {mesh.shape["batch"]} devices')
   return ', '.join(parts)
+
+
+def seed_keys(seeds, mesh: jax.sharding.Mesh | None) -> jax.Array:
+  """One PRNG key per seed, sharded over `mesh`'s 'seed' axis where > 1.
+
+  Made by one jitted call that places them, so that with several processes
+  each gets a global array (every process passes the same seeds).
+
+  Example:
+    >>> seed_keys((0, 7), None).shape
+    (2,)
+  """
+  make = jax.vmap(jax.random.key)
+  seeds = np.asarray(seeds, np.uint32)
+  if mesh is None or mesh.shape['seed'] == 1:
+    return make(jax.numpy.asarray(seeds))
+  sharding = jax.sharding.NamedSharding(mesh,
+                                        jax.sharding.PartitionSpec('seed'))
+  return jax.jit(make, out_shardings=sharding)(seeds)

@@ -60,6 +60,7 @@ from paramsel_jax.protocol import checks
 from paramsel_jax.protocol.config import INACTIVE_STATES
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import distributed
 from paramsel_jax.train import memory
 from paramsel_jax.train import steps
 from paramsel_jax.train.runner import Runner
@@ -150,7 +151,7 @@ def for_alpha(runner: Runner, start: TrainState, alpha: PyTree, label: str,
   config = runner.config
   if config.active_step() != 'active':
     return dense(runner, masked=True)
-  p, arrays = active_lib.plan(jax.device_get(alpha), config.granularity,
+  p, arrays = active_lib.plan(distributed.fetch_tree(alpha), config.granularity,
                               unit_axes=runner.unit_axes())
   path = cached_module(runner, p, start, label, log,
                        steps_left=config.eta1)

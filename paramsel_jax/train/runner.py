@@ -45,6 +45,7 @@ from paramsel_jax.select import prefix_budget
 from paramsel_jax.select import selectors as selectors_lib
 from paramsel_jax.select import stats as stats_lib
 from paramsel_jax.train import costs as costs_lib
+from paramsel_jax.train import distributed
 from paramsel_jax.train import feed as feed_lib
 from paramsel_jax.train import mesh as mesh_lib
 from paramsel_jax.train import steps
@@ -249,7 +250,7 @@ class Runner:
       self._select_fns[cache_key] = jax.jit(self.seed_map(functools.partial(
           self._select_one, selector=selector, which=which, k=k,
           within_alpha=within_alpha)))
-    if not np.all(np.asarray(state.diverged_at) >= 0):  # else nothing counts.
+    if not np.all(distributed.fetch(state.diverged_at) >= 0):  # else nothing counts.
       selectors_lib.check_inputs(
           selector, which, self._context(state, eta0_stats, which), name)
     return self._select_fns[cache_key](state, eta0_stats)
@@ -434,7 +435,7 @@ class Runner:
         next_save(step) - step)
     feed = self.feed(step, num_seeds, label)
     while step < end:
-      if np.all(np.asarray(state.diverged_at) >= 0):
+      if np.all(distributed.fetch(state.diverged_at) >= 0):
         log(f'{label}: every seed has diverged; the remaining '
             f'{end - step} steps of this phase are skipped.')
         break
@@ -445,12 +446,12 @@ class Runner:
       if feed is not None:
         args += (feed.next(n),)
       self._compile(chunk, args, cost, collect, num_seeds)
-      before = np.asarray(state.diverged_at)
+      before = distributed.fetch(state.diverged_at)
       tic = time.perf_counter()
       state, loss = chunk(*args)
       if feed is not None and step + n < end:
         feed.prefetch(chunk_len(step + n))  # while the device runs.
-      loss = np.asarray(loss)  # waits for the chunk.
+      loss = distributed.fetch(loss)  # waits for the chunk.
       seconds = time.perf_counter() - tic
       cost.add(n, seconds)
       step += n
@@ -460,7 +461,7 @@ class Runner:
       log(f'{label}: step {step - first_step}/{num_steps}  train loss (chunk '
           f'mean) {_finite_mean_std(loss)} over seeds  '
           f'[{n / seconds:.0f} steps/s]')
-      self._report_divergence(before, np.asarray(state.diverged_at),
+      self._report_divergence(before, distributed.fetch(state.diverged_at),
                               first_step, label, log)
     if checkpoints is not None and saved != step:  # stopped: all diverged.
       _save(checkpoints, step, state, first_step, end)
@@ -576,4 +577,4 @@ def frozen_moved(alpha: PyTree, new: PyTree, old: PyTree) -> list[bool]:
         x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
     return jnp.any((bits(p1) != bits(p0)) & ~a, axis=tuple(range(1, a.ndim)))
   flags = jax.tree.leaves(jax.tree.map(moved, alpha, new, old))
-  return np.asarray(functools.reduce(jnp.logical_or, flags)).tolist()
+  return distributed.fetch(functools.reduce(jnp.logical_or, flags)).tolist()
