@@ -35,9 +35,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
-
 import numpy as np
+import optax
 
 from paramsel_jax.train import checkpoints as checkpoints_lib
 from paramsel_jax.train import steps as steps_lib
