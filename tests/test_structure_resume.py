@@ -92,6 +92,7 @@ def _equal_trees(a, b):
     assert x.dtype == y.dtype and bool((x == y).all())
 
 
+@pytest.mark.slow  # ~8 s of CPU (three compilations, orbax): over the default tier's 3 s.
 def test_train_killed_mid_chunk_resumes_bit_identical(tmp_path):
   from paramsel_jax import models  # pylint: disable=g-import-not-at-top
   model = models.create_model('mlp', widths=(4,), num_classes=2)

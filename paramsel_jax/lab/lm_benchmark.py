@@ -222,7 +222,7 @@ def tune(config: LMBenchmarkConfig, model: Any, splits: Any,
   log(f'tuning {len(arms) - 1} candidate settings on the validation plays, '
       f'seeds {list(config.tune_seeds)}')
   out = lm_experiment.run_online_arms(lm, model, splits, init_params, arms,
-                                      log, checkpointer)
+                                      log, checkpointer=checkpointer)
   chosen, scores = {}, {}
   for arm in tuned:
     tried = {name: _score(out['summaries'][name]) for name in out['summaries']
@@ -323,8 +323,9 @@ def run_scenario(config: LMBenchmarkConfig, scenario: str, data: LMData,
     chosen = {**tuned, **chosen}
   arms = {arm: arm_settings(lm, arm, arm_overrides(arm, chosen))
           for arm in config.arms}
-  out = lm_experiment.run_online_arms(lm, model, data.task, init_params, arms,
-                                      log, lm_experiment.scope(here, 'arms'))
+  out = lm_experiment.run_online_arms(
+      lm, model, data.task, init_params, arms, log,
+      checkpointer=lm_experiment.scope(here, 'arms'))
   extra = summarize_arms(out['runs'], out['summaries'])
   table = (benchmark_table(out['summaries'], extra) + '\n\n'
            + lm_report.programs_table(out['runs'], out['side_by_side']))
