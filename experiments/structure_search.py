@@ -22,7 +22,10 @@ protocol's stages on the derived nets; writes results.json, one architecture
 JSON per seed and accuracy_vs_cost.png to --workdir (default
 results/structure_search/<dataset>/ or <dataset>_conv/). With
 --noevaluate_test every accuracy is on the validation split and the test
-split is not read (for choosing settings).
+split is not read (for choosing settings). With --checkpoint_every=N the
+search and every network's training save a checkpoint every N steps (and at
+their end) under <workdir>/checkpoints; the same command run again resumes
+where a killed run stopped, with the same results.
 
 Every flag is checked, the search space against the data's shape included,
 before any data is loaded; a bad one is answered with one line
@@ -51,6 +54,7 @@ from paramsel_jax.structure import search
 from paramsel_jax.structure import selection
 from paramsel_jax.structure import space
 from paramsel_jax.structure import training
+from paramsel_jax.train import checkpoints
 
 _DATASET = flags.DEFINE_string('dataset', 'mnist',
                                f'One of {", ".join(data.DATASETS)}.')
@@ -60,8 +64,7 @@ _VALID_SIZE = flags.DEFINE_integer(
     "logits' data); default: the data set's.")
 DEFAULT_WORKDIR = 'results/structure_search/<dataset>'
 RUN_DIR = cli.define_run_dir(DEFAULT_WORKDIR, 'Output dir; <dataset>: the '
-                             "data set's name (+ _conv for --space=conv).",
-                             checkpoints=False)
+                             "data set's name (+ _conv for --space=conv).")
 _SYNTHETIC_SHAPE = flags.DEFINE_list(
     'synthetic_shape', ['28', '28', '1'], '--dataset=synthetic: image shape '
     'H,W,C (e.g. 32,32,3 for CIFAR-shaped).')
@@ -322,6 +325,16 @@ def build() -> tuple[config_lib.PipelineConfig, Callable[[], Any]]:
   return config, load
 
 
+def _data_settings(dataset: str) -> dict[str, Any]:
+  """The flags that make the data besides its name (checkpoints' identity)."""
+  if dataset != 'synthetic':
+    return {'valid_size': _VALID_SIZE.value}
+  return {'valid_size': _VALID_SIZE.value,
+          'synthetic_shape': _SYNTHETIC_SHAPE.value,
+          'synthetic_train': _SYNTHETIC_TRAIN.value,
+          'synthetic_test': _SYNTHETIC_TEST.value}
+
+
 def main(argv: Sequence[str]) -> None:
   """Runs the structure-search pipeline of the flags into its workdir."""
   cli.check_no_arguments(argv)
@@ -330,7 +343,15 @@ def main(argv: Sequence[str]) -> None:
   suffix = '_conv' if config.space == 'conv' else ''
   workdir = (os.path.join('results', 'structure_search', config.dataset + suffix)
              if run_dir.workdir == DEFAULT_WORKDIR else run_dir.workdir)
-  pipeline.run_pipeline(config, load(), workdir)
+  checkpointer = None
+  if run_dir.checkpoint_every:
+    checkpointer = checkpoints.Checkpointer(
+        os.path.join(workdir, 'checkpoints'), run_dir.checkpoint_every,
+        pipeline.checkpoint_identity(config, **_data_settings(config.dataset)),
+        keep=run_dir.keep)
+  pipeline.run_pipeline(config, load(), workdir, checkpointer=checkpointer)
+  if checkpointer is not None:
+    checkpointer.close()
 
 
 if __name__ == '__main__':

@@ -63,7 +63,8 @@ def test_summary_speedup_and_loss_at_equal_wall_clock():
 def test_tuning_keeps_the_candidate_reaching_dense_soonest(monkeypatch):
   seen = {}
 
-  def fake_runs(lm, model, splits, init_params, arms, log):
+  def fake_runs(lm, model, splits, init_params, arms, log, checkpointer=None):
+    assert checkpointer is None
     seen.update(arms=arms, seeds=lm.seeds)
     times = {'dense': [9.0], 'lisa#0': [None], 'lisa#1': [4.0]}
     return {'summaries': {name: {'time_to_dense_final_s': times[name],

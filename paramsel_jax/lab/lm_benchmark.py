@@ -15,6 +15,12 @@ dense run's final validation loss soonest is kept (ties, or none reaching it:
 the lowest final validation loss). The reported runs then use the seeds of
 the config; the test plays are evaluated once per run, at the end.
 
+Given a :class:`~paramsel_jax.train.checkpoints.Checkpointer` (identity:
+:func:`paramsel_jax.lab.lm_experiment.checkpoint_identity` of the
+benchmark's config), every run resumes from its own scope when the
+benchmark is repeated: ``'<scenario>/pretrain'``, ``'<scenario>/tune/seeds
+100/arm lisa#0'``, ``'<scenario>/arms/seeds 0,1,2/arm lisa'``.
+
 Reported per arm (:func:`summarize_arms`): the time to the dense run's final
 validation loss and its speedup over dense (per seed, 95% t-intervals), the
 validation loss at equal wall-clock (at the end of the shortest run),
@@ -196,12 +202,14 @@ def _score(summary: dict[str, Any]) -> tuple[float, float]:
 
 
 def tune(config: LMBenchmarkConfig, model: Any, splits: Any,
-         init_params: PyTree | None, log: Callable[[str], None] = print
+         init_params: PyTree | None, log: Callable[[str], None] = print,
+         checkpointer: lm_experiment.Checkpointer = None
          ) -> tuple[dict[str, Overrides], dict[str, Any]]:
   """Each arm's settings chosen on the validation plays (see the module doc).
 
   Only the arms with more than one candidate run. Returns the chosen
-  overrides per tuned arm and every candidate's score.
+  overrides per tuned arm and every candidate's score. `checkpointer`: the
+  tuning runs resume from its scopes (`run_online_arms`).
   """
   lm = dataclasses.replace(config.lm, seeds=config.tune_seeds,
                            time_steps=False)
@@ -214,7 +222,7 @@ def tune(config: LMBenchmarkConfig, model: Any, splits: Any,
   log(f'tuning {len(arms) - 1} candidate settings on the validation plays, '
       f'seeds {list(config.tune_seeds)}')
   out = lm_experiment.run_online_arms(lm, model, splits, init_params, arms,
-                                      log)
+                                      log, checkpointer=checkpointer)
   chosen, scores = {}, {}
   for arm in tuned:
     tried = {name: _score(out['summaries'][name]) for name in out['summaries']
@@ -291,10 +299,15 @@ def benchmark_table(summaries: Mapping[str, dict[str, Any]],
 
 
 def run_scenario(config: LMBenchmarkConfig, scenario: str, data: LMData,
-                 output_dir: str | None, log: Callable[[str], None] = print
+                 output_dir: str | None, log: Callable[[str], None] = print,
+                 checkpointer: lm_experiment.Checkpointer = None
                  ) -> dict[str, Any]:
-  """One scenario: tune (maybe), run every arm, write JSON, table and plot."""
+  """One scenario: tune (maybe), run every arm, write JSON, table and plot.
+
+  `checkpointer`: every run resumes from its scope (module docstring).
+  """
   lm = dataclasses.replace(config.lm, scenario=scenario)
+  here = lm_experiment.scope(checkpointer, scenario)
   model = lm_experiment.gpt_config(lm, data.vocab_size)
   init_params, pretrained = None, None
   if scenario == 'finetune':
@@ -302,16 +315,17 @@ def run_scenario(config: LMBenchmarkConfig, scenario: str, data: LMData,
       raise ValueError("scenario 'finetune' needs data with pre-training "
                        'splits (LMData.pretrain).')
     init_params, pretrained = lm_experiment.pretrained_params(
-        lm, model, data.pretrain, log)
+        lm, model, data.pretrain, log, lm_experiment.scope(here, 'pretrain'))
   chosen, tuning = dict(config.overrides), None
   if config.tune:
     tuned, tuning = tune(dataclasses.replace(config, lm=lm), model, data.task,
-                         init_params, log)
+                         init_params, log, lm_experiment.scope(here, 'tune'))
     chosen = {**tuned, **chosen}
   arms = {arm: arm_settings(lm, arm, arm_overrides(arm, chosen))
           for arm in config.arms}
-  out = lm_experiment.run_online_arms(lm, model, data.task, init_params, arms,
-                                      log)
+  out = lm_experiment.run_online_arms(
+      lm, model, data.task, init_params, arms, log,
+      checkpointer=lm_experiment.scope(here, 'arms'))
   extra = summarize_arms(out['runs'], out['summaries'])
   table = (benchmark_table(out['summaries'], extra) + '\n\n'
            + lm_report.programs_table(out['runs'], out['side_by_side']))
@@ -339,10 +353,14 @@ def run_scenario(config: LMBenchmarkConfig, scenario: str, data: LMData,
 
 def run_lm_benchmark(config: LMBenchmarkConfig, output_dir: str | None,
                      data: Mapping[str, LMData] | None = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     log: Callable[[str], None] = print,
+                     checkpointer: lm_experiment.Checkpointer = None
+                     ) -> dict[str, Any]:
   """Every scenario of `config`; `data` per scenario (default: Shakespeare).
 
-  Checked before any work (`validate_benchmark`).
+  Checked before any work (`validate_benchmark`). `checkpointer` (identity:
+  `lm_experiment.checkpoint_identity(config)`): every run resumes from its
+  scope (module docstring).
   """
   vocab = lm_data.vocab_size_of(config.lm.data)
   validate_benchmark(config, vocab)
@@ -351,5 +369,6 @@ def run_lm_benchmark(config: LMBenchmarkConfig, output_dir: str | None,
     d = (lm_data.load_data(config.lm.data, scenario, log,
                                 config.lm.heldout) if data is None
          else data[scenario])
-    results[scenario] = run_scenario(config, scenario, d, output_dir, log)
+    results[scenario] = run_scenario(config, scenario, d, output_dir, log,
+                                     checkpointer)
   return results

@@ -27,6 +27,13 @@ the tables, the figure, and the side-by-side timing of the step programs.
 The data are an argument (:class:`LMData`), so a test passes synthetic
 tokens (:func:`paramsel_jax.lab.lm_data.synthetic_data`) and reads nothing.
 
+Given a :class:`~paramsel_jax.train.checkpoints.Checkpointer` (its identity:
+the config, :func:`checkpoint_identity`), every training resumes from its
+last checkpoint when the run is repeated: each is a scope of its own
+(``'pretrain'``; ``'online/seeds 0,1,2/arm dense'``, one per arm and seed
+set; ``'protocol'``), handed to :func:`~paramsel_jax.protocol.online.
+run_online` or :func:`~paramsel_jax.protocol.protocol.run_protocol`.
+
   >>> config = LMConfig(steps=40, check_every=20, freeze_at=20, seeds=(0,),
   ...                   num_layers=1, embed_dim=16, num_heads=2, context=16)
   >>> validate(config, vocab_size=lm_data.vocab_size_of('synthetic'))
@@ -40,6 +47,7 @@ freezeout, lisa, psgld, psgld_prefix.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from typing import Any, Callable
@@ -67,6 +75,7 @@ from paramsel_jax.select import granularity as granularity_lib
 from paramsel_jax.train import checkpoints
 
 PyTree = Any
+Checkpointer = checkpoints.Checkpointer | None
 SCENARIOS = lm_data.SCENARIOS
 MODES = ('online', 'protocol')
 DATA = lm_data.DATA
@@ -363,6 +372,40 @@ def validate(config: LMConfig, vocab_size: int) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Checkpoints.
+
+
+def checkpoint_identity(config: Any) -> dict[str, Any]:
+  """What a run's checkpoints belong to: its config, as a dict.
+
+  >>> checkpoint_identity(LMConfig(seeds=(0,)))['seeds']
+  [0]
+  """
+  return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def scope(checkpointer: Checkpointer, name: str) -> Checkpointer:
+  """``checkpointer.scope(name)``, or None without a checkpointer.
+
+  >>> scope(None, 'pretrain') is None
+  True
+  """
+  return None if checkpointer is None else checkpointer.scope(name)
+
+
+def checkpointing(checkpointer: Checkpointer) -> dict[str, Any]:
+  """The ``checkpointer`` argument of run_online / run_protocol, if any.
+
+  Empty without one, so that those run unchanged (and run before they took
+  a checkpointer).
+
+  >>> checkpointing(None)
+  {}
+  """
+  return {} if checkpointer is None else {'checkpointer': checkpointer}
+
+
+# ---------------------------------------------------------------------------
 # The pre-trained model (scenario finetune).
 
 
@@ -377,12 +420,15 @@ def pretrain_identity(config: LMConfig, model: gpt.GPTConfig) -> dict[str, Any]:
 
 
 def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
-                      log: Callable[[str], None] = print
+                      log: Callable[[str], None] = print,
+                      checkpointer: Checkpointer = None
                       ) -> tuple[PyTree, dict[str, Any]]:
   """Dense pre-training on `splits` (seed `seeds[0]`), saved under `workdir`.
 
   Reused from `workdir` when a checkpoint of the same identity is there
   (`pretrain_identity`). Returns the params and what was done.
+  `checkpointer` (a scope of the run's, e.g. ``'pretrain'``): the
+  pre-training saves there every ``every`` steps and resumes mid-way.
   """
   path = os.path.join(config.workdir, 'pretrained-' + checkpoints.state_key(
       pretrain_identity(config, model))[len('eta0-'):])
@@ -401,7 +447,7 @@ def pretrained_params(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplit
       task, nanogpt_optimizer(config, config.pretrain_steps,
                            config.pretrain_learning_rate),
       online_settings(config, 'none', config.pretrain_steps),
-      config.seeds[:1], log=log)
+      config.seeds[:1], log=log, **checkpointing(checkpointer))
   params = jax.tree.map(lambda x: x[0], run['final_params'])
   checkpoints.save_state(path, params)
   checks_ = run['checks']
@@ -440,8 +486,12 @@ def plain_run(run: dict[str, Any]) -> dict[str, Any]:
 def run_online_arms(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                     init_params: PyTree | None,
                     arms: dict[str, online.OnlineConfig],
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+                    log: Callable[[str], None] = print,
+                    checkpointer: Checkpointer = None) -> dict[str, Any]:
   """Every arm (name → its `OnlineConfig`) on the same seeds, side by side.
+
+  `checkpointer`: each arm's run resumes from the scope ``'seeds <seeds>/arm
+  <name>'`` of it.
 
   The first arm is the reference (dense): the others' times are to its final
   validation loss, per seed. Each run's test loss is taken once, at the end;
@@ -450,12 +500,14 @@ def run_online_arms(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
   rates.
   """
   task = lm_task(config, model, splits, ('val',), init_params)
+  seeds = scope(checkpointer, 'seeds ' + ','.join(map(str, config.seeds)))
   runs = {}
   for name, settings in arms.items():
     log(f'--- {name}: {settings.steps} steps, seeds {list(config.seeds)}')
     run = online.run_online(task, nanogpt_optimizer(config, settings.steps),
                             settings, config.seeds, log=log,
-                            keep_cases=config.time_steps)
+                            keep_cases=config.time_steps,
+                            **checkpointing(scope(seeds, f'arm {name}')))
     run['test_loss'] = final_test_losses(config, model, splits,
                                          run['final_params'])
     run['peak_memory_bytes'] = lm_report.peak_memory()
@@ -472,21 +524,26 @@ def run_online_arms(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
 
 def run_online_pair(config: LMConfig, model: gpt.GPTConfig, splits: TokenSplits,
                     init_params: PyTree | None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+                    log: Callable[[str], None] = print,
+                    checkpointer: Checkpointer = None) -> dict[str, Any]:
   """Dense and the frozen run (same seeds), test losses, side-by-side timing."""
   arms = {'dense': online_settings(config, 'none')}
   if config.freeze != 'none':
     arms[run_label(config)] = online_settings(config, criterion_name(config))
-  return run_online_arms(config, model, splits, init_params, arms, log)
+  return run_online_arms(config, model, splits, init_params, arms, log,
+                         checkpointer)
 
 
 def run_lm_experiment(config: LMConfig, output_dir: str | None,
                       data: LMData | None = None,
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
+                      log: Callable[[str], None] = print,
+                      checkpointer: Checkpointer = None) -> dict[str, Any]:
   """The whole experiment: prints, writes JSON, table and plot; returns them.
 
   `data`: the tokens (default: `lm_data.load_data`; a test passes
-  `synthetic_data`). Checked before any work (`validate`).
+  `synthetic_data`). Checked before any work (`validate`). `checkpointer`
+  (identity: `checkpoint_identity(config)`): every training resumes from
+  its scope (module docstring).
   """
   data = (lm_data.load_data(config.data, config.scenario, log,
                                     config.heldout) if data is None
@@ -498,8 +555,8 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
     if data.pretrain is None:
       raise ValueError("scenario='finetune' needs data with pre-training "
                        'splits (LMData.pretrain).')
-    init_params, pretrained = pretrained_params(config, model, data.pretrain,
-                                                log)
+    init_params, pretrained = pretrained_params(
+        config, model, data.pretrain, log, scope(checkpointer, 'pretrain'))
   out: dict[str, Any] = {
       'config': dataclasses.asdict(config), 'model': dataclasses.asdict(model),
       'data': {**data.about, 'chars': {s: len(getattr(data.task, s))
@@ -518,12 +575,14 @@ def run_lm_experiment(config: LMConfig, output_dir: str | None,
     task = lm_task(config, model, data.task, ('val', 'test'), init_params)
     results = protocol.run_protocol(
         task, nanogpt_optimizer(config, config.eta0 + config.eta1),
-        protocol_settings(config), [config.selector], config.seeds, log=log)
+        protocol_settings(config), [config.selector], config.seeds, log=log,
+        **checkpointing(scope(checkpointer, 'protocol')))
     results['peak_memory_bytes'] = lm_report.peak_memory()
     out['protocol'] = results
     table = lm_report.protocol_table(results)
   else:
-    pair = run_online_pair(config, model, data.task, init_params, log)
+    pair = run_online_pair(config, model, data.task, init_params, log,
+                           scope(checkpointer, 'online'))
     out.update(runs={k: plain_run(v) for k, v in pair['runs'].items()},
                summaries=pair['summaries'],
                side_by_side=pair['side_by_side'], clock=pair['clock'])

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from paramsel_jax import models
+from paramsel_jax.train import checkpoints as checkpoints_lib
 from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.structure import records
 from paramsel_jax.structure import stability
@@ -75,7 +76,8 @@ def eval_split(splits: Splits, config: Any) -> tuple[jax.Array, jax.Array]:
 
 def train_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
                   config: Any, steps: int | None = None,
-                  progress: Progress = None, evaluate: bool = True
+                  progress: Progress = None, evaluate: bool = True,
+                  checkpoints: checkpoints_lib.PhaseCheckpoints | None = None
                   ) -> tuple[PyTree, dict[str, Any]]:
   """Trains ``model`` from scratch; its size, cost and clean accuracies.
 
@@ -91,10 +93,13 @@ def train_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
     progress: called with training progress lines, if given.
     evaluate: also compute the clean ``valid_accuracy`` and ``accuracy``
       (on the evaluation split).
+    checkpoints: the training's phase, if it is to be resumable
+      (:func:`training.train`).
 
   Returns:
     ``(params, run)``: ``run`` holds ``num_params``, ``num_flops``,
-    ``steps``, ``seconds`` and, with ``evaluate``, ``valid_accuracy`` and
+    ``steps``, ``seconds`` (a resumed training counts the time its earlier
+    runs recorded) and, with ``evaluate``, ``valid_accuracy`` and
     ``accuracy``.
   """
   start = time.perf_counter()
@@ -103,9 +108,12 @@ def train_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
     train_config = dataclasses.replace(train_config, steps=steps)
   input_shape = tuple(splits.train[0].shape[1:])
   params = models.init_params(model, jax.random.fold_in(key, 0), input_shape)
-  params = training.train(model.apply, params, *splits.train,
-                          jax.random.fold_in(key, 1), train_config,
-                          progress=progress, name=name)
+  train_start = time.perf_counter()
+  params, train_seconds = training.train(
+      model.apply, params, *splits.train, jax.random.fold_in(key, 1),
+      train_config, progress=progress, name=name, checkpoints=checkpoints)
+  # The time earlier (killed) runs of this training had recorded.
+  earlier = max(train_seconds - (time.perf_counter() - train_start), 0.0)
   run: dict[str, Any] = {
       'num_params': models.count_params(params),
       'num_flops': records.network_flops(model, input_shape),
@@ -119,7 +127,7 @@ def train_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
     valid_acc, acc = jax.device_get(
         both(params, splits.valid, eval_split(splits, config)))
     run.update(valid_accuracy=float(valid_acc), accuracy=float(acc))
-  run['seconds'] = time.perf_counter() - start
+  run['seconds'] = earlier + time.perf_counter() - start
   return params, run
 
 
@@ -142,7 +150,9 @@ def evaluate_network(model: Any, params: PyTree, key: jax.Array, *,
 
 
 def fit_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
-                config: Any, progress: Progress = None) -> dict[str, Any]:
+                config: Any, progress: Progress = None,
+                checkpoints: checkpoints_lib.PhaseCheckpoints | None = None
+                ) -> dict[str, Any]:
   """Trains ``model`` from scratch, then its accuracy, clean and noisy.
 
   Args:
@@ -153,6 +163,7 @@ def fit_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
     splits: the data.
     config: the pipeline config (``retrain`` and the noise settings).
     progress: called with training progress lines, if given.
+    checkpoints: the training's phase, if it is to be resumable.
 
   Returns:
     ``num_params``, ``num_flops``, ``steps``, the figures of
@@ -160,7 +171,8 @@ def fit_network(model: Any, key: jax.Array, name: str, *, splits: Splits,
     ``train_seconds`` (training only).
   """
   params, run = train_network(model, key, name, splits=splits, config=config,
-                              progress=progress, evaluate=False)
+                              progress=progress, evaluate=False,
+                              checkpoints=checkpoints)
   report = evaluate_network(model, params, jax.random.fold_in(key, 2),
                             splits=splits, config=config)
   return {**run, **report, 'seconds': run['seconds'] + report['seconds'],

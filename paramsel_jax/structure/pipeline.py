@@ -21,6 +21,20 @@
    (:mod:`records`) and writes ``results.json`` and ``accuracy_vs_cost.png``
    (both atomically) into ``workdir``.
 
+Given a :class:`~paramsel_jax.train.checkpoints.Checkpointer` (whose identity
+is :func:`checkpoint_identity`), every training loop is resumable: the
+search of each group of seeds (phase ``'search/seeds 0,1,2'``) and every
+network's training (``'train/<its name>'``: ``'train/searched seed 0'``,
+``'train/random seed 0 #1'``, ``'train/fixed seed 0'``, ...) save every
+``checkpointer.every`` steps and at their end. A rerun of a killed pipeline
+restores the finished ones at their end (their training is skipped; the
+evaluations, which are cheap and deterministic, run again) and resumes the
+interrupted one from its last save; the results are bit-identical to an
+uninterrupted run's, timings aside (a resumed loop's seconds add what its
+earlier runs had recorded at their last save, so random search's wall-clock
+budgets stay about the same). The protocol of ``select`` is not resumable
+here.
+
 Random search gets, per seed, the searched method's wall-clock for that seed
 (its share of the search plus its retraining; not the stability evaluation,
 which random search's structures do not get either) times each of
@@ -53,7 +67,6 @@ from __future__ import annotations
 from collections.abc import Callable
 import dataclasses
 import datetime
-import functools
 import os
 import time
 from typing import Any
@@ -62,6 +75,7 @@ import jax
 import numpy as np
 
 from paramsel_jax import io
+from paramsel_jax.train import checkpoints as checkpoints_lib
 from paramsel_jax.structure import baselines
 from paramsel_jax.structure import derive as derive_lib
 from paramsel_jax.structure import diagnostics
@@ -80,10 +94,12 @@ from paramsel_jax.structure.fitting import fit_network
 from paramsel_jax.structure.fitting import Splits
 
 __all__ = ['PipelineConfig', 'SPACES', 'Splits', 'device_splits',
-           'fit_network', 'print_flush', 'check_data', 'search_and_retrain',
-           'run_random', 'run_baselines', 'run_pipeline']
+           'fit_network', 'print_flush', 'check_data', 'checkpoint_identity',
+           'make_fit', 'search_and_retrain', 'run_random', 'run_baselines',
+           'run_pipeline']
 
 Progress = Callable[[str], None] | None
+Checkpointer = checkpoints_lib.Checkpointer | None
 
 
 def print_flush(line: str) -> None:
@@ -102,6 +118,51 @@ def check_data(config: PipelineConfig, dataset: Any) -> space_lib.SearchSpace:
   return space
 
 
+def checkpoint_identity(config: PipelineConfig, **data: Any
+                        ) -> dict[str, Any]:
+  """What a pipeline's checkpoints belong to: the config and the data's settings.
+
+  ``data``: the settings that make the data set besides its name (e.g.
+  ``valid_size``, a synthetic set's shape and sizes), so that a run on other
+  data never resumes from these checkpoints.
+
+  Example:
+    >>> a = checkpoint_identity(PipelineConfig(), valid_size=None)
+    >>> a['config']['dataset'], a['data']
+    ('mnist', {'valid_size': None})
+  """
+  return {'config': dataclasses.asdict(config), 'data': data}
+
+
+def _phase(checkpointer: Checkpointer, used: set[str], label: str
+           ) -> checkpoints_lib.PhaseCheckpoints | None:
+  """``checkpointer``'s phase ``label``; each label serves one loop only."""
+  if checkpointer is None:
+    return None
+  if label in used:
+    raise RuntimeError(f'two trainings of one pipeline are both named '
+                       f'{label!r}; each needs its own checkpoints.')
+  used.add(label)
+  return checkpointer.phase(label)
+
+
+def make_fit(splits: Splits, config: PipelineConfig, progress: Progress = None,
+             checkpointer: Checkpointer = None) -> baselines.Fit:
+  """The pipeline's ``fit(model, key, name)`` (:func:`fit_network`).
+
+  With ``checkpointer``, each training is the phase ``'train/<name>'``
+  (names are unique within a pipeline: a repeated one is an error).
+  """
+  train = None if checkpointer is None else checkpointer.scope('train')
+  used: set[str] = set()
+
+  def fit(model: Any, key: jax.Array, name: str) -> dict[str, Any]:
+    return fit_network(model, key, name, splits=splits, config=config,
+                       progress=progress,
+                       checkpoints=_phase(train, used, name))
+  return fit
+
+
 def _write_architecture(workdir: str, seed: int, arch: derive_lib.Architecture,
                         indices: dict[str, int], logits: Any) -> None:
   probs = {k: np.asarray(v).tolist()
@@ -114,9 +175,13 @@ def _write_architecture(workdir: str, seed: int, arch: derive_lib.Architecture,
 
 def search_and_retrain(space: space_lib.SearchSpace, config: PipelineConfig,
                        splits: Splits, fit: baselines.Fit, workdir: str, *,
-                       progress: Progress = None
+                       progress: Progress = None,
+                       checkpointer: Checkpointer = None
                        ) -> tuple[dict[str, Any], search_lib.SearchResult]:
   """The searched method: search, derive (JSON per seed), retrain, diagnose.
+
+  ``checkpointer``: the search resumes from its phases (scope ``'search'``);
+  the retraining's are ``fit``'s (:func:`make_fit`).
 
   Returns:
     ``(method, search result)``: the method holds ``runs`` (one per seed,
@@ -130,7 +195,9 @@ def search_and_retrain(space: space_lib.SearchSpace, config: PipelineConfig,
   result = search_lib.run_search(space, config.search, splits.train,
                                  splits.valid, seeds=config.seeds,
                                  vmap_seeds=config.vmap_seeds,
-                                 progress=progress)
+                                 progress=progress,
+                                 checkpointer=None if checkpointer is None
+                                 else checkpointer.scope('search'))
   say(f'search done in {result.seconds:.1f}s')
   runs, all_indices = [], []
   for i, seed in enumerate(config.seeds):
@@ -161,23 +228,50 @@ def search_and_retrain(space: space_lib.SearchSpace, config: PipelineConfig,
   return method, result
 
 
+class _ResumedClock:
+  """The wall clock, plus the time earlier runs spent on restored trainings."""
+
+  def __init__(self):
+    self.earlier = 0.0
+
+  def __call__(self) -> float:
+    return time.perf_counter() + self.earlier
+
+
 def _budget_runs(space: space_lib.SearchSpace, config: PipelineConfig,
                  searched_run: dict[str, Any], splits: Splits,
-                 say: Callable[[str], None]) -> dict[float, dict[str, Any]]:
-  """One seed's wall-clock random search: budget multiple -> its run."""
+                 say: Callable[[str], None],
+                 checkpointer: Checkpointer = None,
+                 used: set[str] | None = None) -> dict[float, dict[str, Any]]:
+  """One seed's wall-clock random search: budget multiple -> its run.
+
+  With ``checkpointer``, each trial's training is the phase ``'random seed
+  <s>: <structure>, <steps> steps, key <its key>'`` (the key makes it
+  unique); the clock counts a resumed training at the time its earlier runs
+  recorded, so the brackets fit the budgets as in an uninterrupted run.
+  """
   conv_impl = config.search.conv_impl
   plan = random_budget.bracket_plan(config.retrain.steps, config.random_eta,
                                     config.random_rungs)
+  seed, base = searched_run['seed'], searched_run['method_seconds']
+  clock = _ResumedClock()
+  used = set() if used is None else used
 
   def train_fn(arch, key, steps):
-    return fitting.train_network(derive_lib.DiscreteNet(arch, conv_impl), key,
-                                 arch.describe(), splits=splits, config=config,
-                                 steps=steps)
+    key_hex = ''.join(f'{int(x):08x}' for x in
+                      np.ravel(jax.random.key_data(key)))
+    name = f'random seed {seed}: {arch.describe()}, {steps} steps'
+    start = time.perf_counter()
+    params, run = fitting.train_network(
+        derive_lib.DiscreteNet(arch, conv_impl), key, arch.describe(),
+        splits=splits, config=config, steps=steps,
+        checkpoints=_phase(checkpointer, used, f'{name}, key {key_hex}'))
+    clock.earlier += max(run['seconds'] - (time.perf_counter() - start), 0.0)
+    return params, run
 
-  seed, base = searched_run['seed'], searched_run['method_seconds']
   out = random_budget.budgeted_random_search(
       space, seed, base, config.random_budgets, train_fn, plan, say,
-      config.random_limits())
+      config.random_limits(), clock=clock)
   brackets = out['brackets']
   noise_key = jax.random.fold_in(jax.random.key(seed),
                                  baselines.STREAMS['random_noise'])
@@ -204,8 +298,13 @@ def _budget_runs(space: space_lib.SearchSpace, config: PipelineConfig,
 
 def run_random(space: space_lib.SearchSpace, config: PipelineConfig,
                searched_runs: baselines.Runs, fit: baselines.Fit,
-               splits: Splits, say: Callable[[str], None]) -> dict[str, Any]:
-  """Random search as the config asks: method name -> method."""
+               splits: Splits, say: Callable[[str], None],
+               checkpointer: Checkpointer = None) -> dict[str, Any]:
+  """Random search as the config asks: method name -> method.
+
+  ``checkpointer``: the wall-clock mode's trainings resume from its phases
+  (scope ``'train'``); the count mode's are ``fit``'s.
+  """
   mode = config.random_mode()
   if mode == 'count':
     return baselines.random_search(
@@ -213,7 +312,9 @@ def run_random(space: space_lib.SearchSpace, config: PipelineConfig,
         conv_impl=config.search.conv_impl, say=say)
   if mode == 'none':
     return {}
-  per_seed = [_budget_runs(space, config, dict(r), splits, say)
+  train = None if checkpointer is None else checkpointer.scope('train')
+  used: set[str] = set()
+  per_seed = [_budget_runs(space, config, dict(r), splits, say, train, used)
               for r in searched_runs]
   methods = {}
   for m in config.random_budgets:
@@ -229,10 +330,12 @@ def run_random(space: space_lib.SearchSpace, config: PipelineConfig,
 def run_baselines(space: space_lib.SearchSpace, config: PipelineConfig,
                   searched_runs: baselines.Runs, fit: baselines.Fit,
                   splits: Splits, num_classes: int,
-                  say: Callable[[str], None]) -> dict[str, Any]:
+                  say: Callable[[str], None],
+                  checkpointer: Checkpointer = None) -> dict[str, Any]:
   """The baselines ``config`` asks for: method name -> method."""
   conv_impl = config.search.conv_impl
-  methods = run_random(space, config, searched_runs, fit, splits, say)
+  methods = run_random(space, config, searched_runs, fit, splits, say,
+                       checkpointer)
   if config.fixed:
     methods['fixed'] = baselines.fixed_baseline(
         space, searched_runs, fit, conv_impl=conv_impl, say=say)
@@ -243,7 +346,8 @@ def run_baselines(space: space_lib.SearchSpace, config: PipelineConfig,
 
 
 def run_pipeline(config: PipelineConfig, dataset: Any, workdir: str, *,
-                 progress: Progress = print_flush) -> dict[str, Any]:
+                 progress: Progress = print_flush,
+                 checkpointer: Checkpointer = None) -> dict[str, Any]:
   """Runs search, derivation, retraining, baselines and the report.
 
   Args:
@@ -252,6 +356,8 @@ def run_pipeline(config: PipelineConfig, dataset: Any, workdir: str, *,
     workdir: where ``results.json``, ``accuracy_vs_cost.png`` and the
       per-seed ``architecture_seed<s>.json`` go (created if missing).
     progress: called with progress lines (``None``: silent).
+    checkpointer: makes every training loop resumable (see the module
+      docstring); its identity should be :func:`checkpoint_identity`'s.
 
   Returns:
     The results dict that is written to ``results.json``.
@@ -265,17 +371,17 @@ def run_pipeline(config: PipelineConfig, dataset: Any, workdir: str, *,
   started = datetime.datetime.now(datetime.timezone.utc)
   wall = time.perf_counter()
   splits = device_splits(dataset)
-  fit = functools.partial(fit_network, splits=splits, config=config,
-                          progress=progress)
+  fit = make_fit(splits, config, progress, checkpointer)
   say(f'structure search on {config.dataset}: {config.space} space, '
       f'{len(space.choices())} choices, {space.num_structures()} structures, '
       f'seeds {list(config.seeds)}, vmap_seeds={config.vmap_seeds}, '
       f'accuracies on {"test" if config.evaluate_test else "valid"}')
   searched, result = search_and_retrain(space, config, splits, fit, workdir,
-                                        progress=progress)
+                                        progress=progress,
+                                        checkpointer=checkpointer)
   methods = {'searched': searched,
              **run_baselines(space, config, searched['runs'], fit, splits,
-                             dataset.num_classes, say)}
+                             dataset.num_classes, say, checkpointer)}
   selection = None
   if config.select is not None:
     selection = selection_lib.run_selection(

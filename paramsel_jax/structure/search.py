@@ -22,7 +22,14 @@ the ``search_steps`` steps after the warm-up.
 
 Steps run as ``lax.scan`` chunks inside ``jit``; the host prints progress
 between chunks. :func:`run_search` can run several seeds at once with ``vmap``
-(all seeds share the space, so their states stack).
+(all seeds share the space, so their states stack). Given a
+:class:`~paramsel_jax.train.checkpoints.Checkpointer`, it saves the whole
+search (weights, logits, both optimizer states, the run keys, the step and
+the metric history) every ``checkpointer.every`` steps and at the end, and a
+rerun resumes from the last save: the results are bit-identical to an
+uninterrupted search, which chunks the same way (a chunk stops early at a
+save and the next one finishes it; the history's per-chunk means are taken
+on the host over the chunk's steps, however it was split).
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -58,6 +65,7 @@ from paramsel_jax.structure import regularizer as reg_lib
 from paramsel_jax.structure import relax
 from paramsel_jax.structure import supernet as supernet_lib
 from paramsel_jax.structure.space import SearchSpace
+from paramsel_jax.train import checkpoints as checkpoints_lib
 
 PyTree = Any
 Progress = Callable[[str], None] | None
@@ -148,8 +156,10 @@ class SearchResult:
     params: final supernet weights (leading seed axis).
     history: one dict of host floats per chunk: ``step``, ``tau``,
       ``train_loss``, ``valid_loss``, ``expected_params``, ``entropy``
-      (each a list over seeds).
-    seconds: wall time of the search loop (compilation included).
+      (each a list over seeds, the mean over the chunk's steps).
+    seconds: wall time of the search loop (compilation included; a resumed
+      search adds the time its earlier runs had recorded at their last
+      save).
   """
 
   seeds: tuple[int, ...]
@@ -249,7 +259,8 @@ def make_chunk_fn(space: SearchSpace, config: SearchConfig
   Pure and unjitted: :func:`run_search` jits (and optionally vmaps) it.
   ``length`` must be static; ``warmup`` is a traced bool scalar (not batched
   under ``vmap``): when True only the weights move, at ``tau0``, so warm-up
-  and search share one compilation.
+  and search share one compilation. ``metrics`` hold every step's values
+  (leading axis ``length``).
   """
   net = supernet_lib.Supernet(space, config.conv_impl)
   weight_tx, arch_tx = _optimizers(config)
@@ -281,8 +292,7 @@ def make_chunk_fn(space: SearchSpace, config: SearchConfig
   def chunk(state, key, train, valid, warmup, length):
     def body(state, _):
       return step_fn(state, key, train, valid, warmup)
-    state, metrics = jax.lax.scan(body, state, None, length=length)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return jax.lax.scan(body, state, None, length=length)
 
   return chunk
 
@@ -302,7 +312,8 @@ def compiled_chunk_fn(space: SearchSpace, config: SearchConfig,
 
 def run_search(space: SearchSpace, config: SearchConfig, train: Split,
                valid: Split, *, seeds: Sequence[int] = (0,),
-               vmap_seeds: bool = True, progress: Progress = None
+               vmap_seeds: bool = True, progress: Progress = None,
+               checkpointer: checkpoints_lib.Checkpointer | None = None
                ) -> SearchResult:
   """Runs the structure search for every seed.
 
@@ -317,6 +328,10 @@ def run_search(space: SearchSpace, config: SearchConfig, train: Split,
     vmap_seeds: run the seeds together under ``vmap`` (one compiled loop);
       else in turn. Both give the same numbers up to float rounding.
     progress: called with a line after every chunk, if given.
+    checkpointer: if given, each group of seeds searched together (all of
+      them under ``vmap``, else each seed) is a phase (``'seeds 0,1'``),
+      saved every ``checkpointer.every`` steps and at its end and resumed
+      from its last save; the results do not change.
 
   Returns:
     A :class:`SearchResult`.
@@ -330,39 +345,107 @@ def run_search(space: SearchSpace, config: SearchConfig, train: Split,
   # Pairs stay pairs (mypy reads a tuple of a generator as of any length).
   train = tuple(jnp.asarray(a) for a in train)  # type: ignore[assignment]
   valid = tuple(jnp.asarray(a) for a in valid)  # type: ignore[assignment]
-  start = time.perf_counter()
-
   chunk = compiled_chunk_fn(space, config, vmap_seeds)
   groups = [seeds] if vmap_seeds else [(s,) for s in seeds]
-  finals = []
-  history: list[dict[str, Any]] = []
-  total = config.warmup_steps + config.search_steps
+  finals, history, seconds = [], [], 0.0
   for group in groups:
-    state, key = init_states(space, config,
-                             jnp.asarray(group, jnp.uint32))
-    if not vmap_seeds:
-      state, key = jax.tree.map(lambda a: a[0], (state, key))
-    done = 0
-    while done < total:
-      warmup = done < config.warmup_steps
-      end = config.warmup_steps if warmup else total
-      length = min(config.chunk_steps, end - done)
-      state, metrics = chunk(state, key, train, valid, jnp.asarray(warmup),
-                             length)
-      done += length
-      metrics = jax.device_get(metrics)
-      row = {'seeds': list(group), 'step': done, 'warmup': warmup}
-      for k, v in metrics.items():
-        if not (warmup and k in ('valid_loss',)):
-          row[k] = np.atleast_1d(v).tolist()
-      history.append(row)
-      if progress is not None:
-        progress(_progress_line(row, total, time.perf_counter() - start))
+    phase = (None if checkpointer is None else
+             checkpointer.phase('seeds ' + ','.join(map(str, group))))
+    state, rows, group_seconds = _search_group(
+        space, config, chunk, group, vmap_seeds, train, valid, phase,
+        progress, seconds)
+    history += rows
+    seconds += group_seconds
     finals.append(state if vmap_seeds else
                   jax.tree.map(lambda a: a[None], state))
   final = jax.tree.map(lambda *a: jnp.concatenate(a), *finals)
-  return SearchResult(seeds, final.logits, final.params, history,
-                      time.perf_counter() - start)
+  return SearchResult(seeds, final.logits, final.params, history, seconds)
+
+
+def _chunk_end(done: int, config: SearchConfig) -> int:
+  """The end of the chunk that step ``done`` is in (warm-up, then search).
+
+  >>> c = SearchConfig(warmup_steps=5, search_steps=10, chunk_steps=4)
+  >>> [_chunk_end(d, c) for d in (0, 3, 4, 5, 8, 12, 13)]
+  [4, 4, 5, 9, 9, 13, 15]
+  """
+  if done < config.warmup_steps:
+    base, end = 0, config.warmup_steps
+  else:
+    base, end = config.warmup_steps, config.warmup_steps + config.search_steps
+  return min(base + ((done - base) // config.chunk_steps + 1)
+             * config.chunk_steps, end)
+
+
+def _search_group(space: SearchSpace, config: SearchConfig,
+                  chunk: Callable[..., Any], group: tuple[int, ...],
+                  vmap_seeds: bool, train: Split, valid: Split,
+                  phase: checkpoints_lib.PhaseCheckpoints | None,
+                  progress: Progress, seconds_before: float
+                  ) -> tuple[SearchState, list[dict[str, Any]], float]:
+  """The search of one group of seeds: (final state, history rows, seconds).
+
+  Resumed from ``phase``'s last checkpoint, if any; saved at ``phase``'s
+  steps and at the end. A chunk cut short by a save leaves its per-step
+  metrics (``pending``) in the checkpoint, so its history row is the same.
+  """
+  start = time.perf_counter()
+  state, key = init_states(space, config, jnp.asarray(group, jnp.uint32))
+  if not vmap_seeds:
+    state, key = jax.tree.map(lambda a: a[0], (state, key))
+  total = config.warmup_steps + config.search_steps
+  done, rows, earlier = 0, [], 0.0
+  pending: dict[str, np.ndarray] = {}
+  restored = None if phase is None else phase.restore(
+      {'state': state, 'key': key})
+  if restored is not None:
+    done, saved, meta = restored
+    _check_key(saved['key'], key, phase)
+    state, rows, earlier = saved['state'], meta['rows'], meta['seconds']
+    pending = {k: np.asarray(v['values'], v['dtype'])
+               for k, v in meta['pending'].items()}
+  elapsed = lambda: earlier + time.perf_counter() - start
+  while done < total:
+    warmup = done < config.warmup_steps
+    row_end = _chunk_end(done, config)
+    stop = row_end if phase is None else min(row_end, phase.next_save(done))
+    state, metrics = chunk(state, key, train, valid, jnp.asarray(warmup),
+                           stop - done)
+    done = stop
+    for k, v in jax.device_get(metrics).items():
+      pending[k] = (np.concatenate([pending[k], v], axis=-1) if k in pending
+                    else np.asarray(v))
+    if done == row_end:
+      rows.append(_history_row(group, done, warmup, pending))
+      pending = {}
+      if progress is not None:
+        progress(_progress_line(rows[-1], total, seconds_before + elapsed()))
+    if phase is not None and (done == total or done % phase.every == 0):
+      phase.save(done, {'state': state, 'key': key}, {
+          'rows': rows, 'seconds': elapsed(),
+          'pending': {k: {'dtype': str(v.dtype), 'values': v.tolist()}
+                      for k, v in pending.items()}})
+  return state, rows, elapsed()
+
+
+def _history_row(group: tuple[int, ...], step: int, warmup: bool,
+                 metrics: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """A chunk's history row: each metric's mean over the chunk's steps."""
+  row: dict[str, Any] = {'seeds': list(group), 'step': step, 'warmup': warmup}
+  for k, v in metrics.items():
+    if not (warmup and k in ('valid_loss',)):
+      row[k] = np.atleast_1d(np.mean(v, axis=-1)).tolist()
+  return row
+
+
+def _check_key(saved: jax.Array, key: jax.Array,
+               phase: checkpoints_lib.PhaseCheckpoints | None) -> None:
+  """A ValueError if a checkpoint holds another run's PRNG key."""
+  if not np.array_equal(jax.random.key_data(saved), jax.random.key_data(key)):
+    directory = getattr(phase, 'directory', '?')
+    raise ValueError(f'the checkpoint in {directory} holds another run\'s PRNG '
+                     'key; accepted: the checkpoints of this run only (delete '
+                     'that directory, or use another workdir).')
 
 
 def _progress_line(row: Mapping[str, Any], total: int, seconds: float) -> str:

@@ -4,7 +4,11 @@ Derived networks, random-search samples and the fixed baseline are all trained
 the same way, so that their accuracies compare: Adam with a cosine-decayed
 learning rate for a fixed number of steps, batches drawn on device from the
 uint8 training split (:func:`paramsel_jax.train.steps.sample_batch`), the key of
-step ``t`` being ``fold_in(key, t)``.
+step ``t`` being ``fold_in(key, t)``. Given a phase's checkpoints, :func:`train`
+saves its state (params, optimizer state, key, step) every ``every`` steps and
+at the end, and resumes from the last save: a chunk stops early at a save and
+the next one finishes it, which changes no number (the scanned step is the
+same), so the params are bit-identical to an uninterrupted run's.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -14,7 +18,8 @@ Example:
   >>> x = jnp.array([[0, 0, 0, 0], [255] * 4] * 8, jnp.uint8).reshape(16, 2, 2, 1)
   >>> y = jnp.array([0, 1] * 8)
   >>> config = TrainConfig(steps=50, batch_size=8, learning_rate=0.05)
-  >>> params = train(model.apply, params, x, y, jax.random.key(1), config)
+  >>> params, seconds = train(model.apply, params, x, y, jax.random.key(1),
+  ...                         config)
   >>> from paramsel_jax.train import steps
   >>> float(steps.make_evaluate(model.apply)({'params': params}, x, y)[1])
   1.0
@@ -30,8 +35,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from paramsel_jax.train import checkpoints as checkpoints_lib
 from paramsel_jax.train import steps as steps_lib
 from paramsel_jax.protocol import checks
 
@@ -79,7 +86,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def train(apply: Callable[..., jax.Array], params: PyTree,
           images: jax.Array, labels: jax.Array, key: jax.Array,
           config: TrainConfig, *, progress: Progress = None,
-          name: str = '') -> PyTree:
+          name: str = '',
+          checkpoints: checkpoints_lib.PhaseCheckpoints | None = None
+          ) -> tuple[PyTree, float]:
   """Trains ``params`` of a flax model on a uint8 split.
 
   Args:
@@ -91,10 +100,19 @@ def train(apply: Callable[..., jax.Array], params: PyTree,
     config: the schedule.
     progress: called with a line after every chunk, if given.
     name: a label for the progress lines.
+    checkpoints: if given, the training's phase: saved every
+      ``checkpoints.every`` steps and at the end, resumed from its last save
+      (a finished training is restored, not rerun).
 
   Returns:
-    The trained params.
+    ``(params, seconds)``: the trained params and the wall time of the
+    training (compilation included; a resumed training adds the time its
+    earlier runs had recorded at their last save).
+
+  Raises:
+    ValueError: if ``checkpoints`` holds a training with another key.
   """
+  start_time = time.perf_counter()
   tx = make_optimizer(config)
   apply_fn = lambda p, x: apply({'params': p}, x)
 
@@ -110,16 +128,43 @@ def train(apply: Callable[..., jax.Array], params: PyTree,
 
     (params, opt_state), losses = jax.lax.scan(
         body, (params, opt_state), start + jnp.arange(length))
-    return params, opt_state, losses.mean()
+    return params, opt_state, losses
 
   opt_state = tx.init(params)
-  start_time = time.perf_counter()
-  done = 0
+  done, earlier = 0, 0.0
+  if checkpoints is not None:
+    restored = checkpoints.restore({'params': params, 'opt_state': opt_state,
+                                    'key': key})
+    if restored is not None:
+      done, state, meta = restored
+      if not np.array_equal(jax.random.key_data(state['key']),
+                            jax.random.key_data(key)):
+        raise ValueError(
+            f'the checkpoint in {checkpoints.directory} '
+            f'({checkpoints.label}) holds a training with another PRNG key; '
+            "accepted: this training's checkpoints only (delete that "
+            'directory, or use another workdir).')
+      params, opt_state, earlier = (state['params'], state['opt_state'],
+                                    meta['seconds'])
+  elapsed = lambda: earlier + time.perf_counter() - start_time
+  losses = []
   while done < config.steps:
-    length = min(config.chunk_steps, config.steps - done)
-    params, opt_state, loss = run_chunk(params, opt_state, done, length)
-    done += length
-    if progress is not None:
+    chunk_end = min((done // config.chunk_steps + 1) * config.chunk_steps,
+                    config.steps)
+    stop = (chunk_end if checkpoints is None
+            else min(chunk_end, checkpoints.next_save(done)))
+    params, opt_state, chunk_losses = run_chunk(params, opt_state, done,
+                                                stop - done)
+    losses.append(chunk_losses)
+    done = stop
+    if done == chunk_end and progress is not None:
+      loss = float(np.mean(np.concatenate(jax.device_get(losses))))
       progress(f'  {name} step {done}/{config.steps} train loss '
-               f'{float(loss):.4f} ({time.perf_counter() - start_time:.1f}s)')
-  return params
+               f'{loss:.4f} ({elapsed():.1f}s)')
+    if done == chunk_end:
+      losses = []
+    if checkpoints is not None and (done == config.steps
+                                    or done % checkpoints.every == 0):
+      checkpoints.save(done, {'params': params, 'opt_state': opt_state,
+                              'key': key}, {'seconds': elapsed()})
+  return params, elapsed()
