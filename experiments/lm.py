@@ -29,6 +29,7 @@ frozen/dense steps/s ratio is reported. Writes
 from absl import flags
 
 from paramsel_jax.lab import cli
+from paramsel_jax.lab import flags as experiment_flags
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
 from paramsel_jax.lab import lm_flags
@@ -83,8 +84,13 @@ def main(argv):
   """Runs the experiment of the flags."""
   cli.check_no_arguments(argv)
   c = cli.config_or_exit(config)
-  lm_experiment.run_lm_experiment(c, RUN_DIR().workdir,
+  run_dir = RUN_DIR()
+  checkpointer = cli.config_or_exit(lambda: experiment_flags.checkpointer(
+      run_dir, lm_experiment.checkpoint_identity(c)))
+  lm_experiment.run_lm_experiment(c, run_dir.workdir, checkpointer=checkpointer,
                                   log=lambda s: print(s, flush=True))
+  if checkpointer is not None:
+    checkpointer.close()
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ test plays are evaluated once per run, at the end. Writes
 from absl import flags
 
 from paramsel_jax.lab import cli
+from paramsel_jax.lab import flags as experiment_flags
 from paramsel_jax.lab import lm_benchmark
 from paramsel_jax.lab import lm_data
 from paramsel_jax.lab import lm_experiment
@@ -66,8 +67,13 @@ def main(argv):
   """Runs the benchmark of the flags."""
   cli.check_no_arguments(argv)
   c = cli.config_or_exit(config)
-  lm_benchmark.run_lm_benchmark(c, RUN_DIR().workdir,
+  run_dir = RUN_DIR()
+  checkpointer = cli.config_or_exit(lambda: experiment_flags.checkpointer(
+      run_dir, lm_experiment.checkpoint_identity(c)))
+  lm_benchmark.run_lm_benchmark(c, run_dir.workdir, checkpointer=checkpointer,
                                 log=lambda s: print(s, flush=True))
+  if checkpointer is not None:
+    checkpointer.close()
 
 
 if __name__ == '__main__':

@@ -63,13 +63,12 @@ def define_run_dir(default_workdir: str) -> Callable[[], cli.RunDir]:
   """`cli.define_run_dir` of an LM script.
 
   Its --workdir holds the results and, under ``pretrained/``, the
-  pre-trained model (finetune). Checkpoints are not wired into the LM runs
-  yet: ``--checkpoint_every`` > 0 is refused with one line.
+  pre-trained model (finetune); with ``--checkpoint_every``, the runs'
+  checkpoints under ``checkpoints/`` (`checkpointer`).
   """
   return cli.define_run_dir(
       default_workdir, 'Where the JSON, tables and plots go, and (finetune) '
-      f'the pre-trained model, under {PRETRAINED}/ (reused when there).',
-      checkpoints=False)
+      f'the pre-trained model, under {PRETRAINED}/ (reused when there).')
 
 
 def lm_config(workdir: str, **fields: Any) -> lm_experiment.LMConfig:
