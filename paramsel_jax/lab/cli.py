@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple, NoReturn, Sequence, 
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 import jax
 
 T = TypeVar('T')
@@ -79,9 +80,18 @@ _announced: list[bool] = []
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)` with a quiet start (`quiet_jax_logs`)."""
+  """`absl.app.run(main)` with a quiet start (`quiet_jax_logs`).
+
+  absl's INFO lines (orbax logs every checkpoint it saves at INFO) are shown
+  only when ``--verbosity`` is given; warnings and errors always are.
+  """
   quiet_jax_logs()
-  app.run(main)
+
+  def quiet_main(argv: list[str]) -> None:
+    if not flags.FLAGS['verbosity'].present:
+      absl_logging.set_verbosity(absl_logging.WARNING)
+    main(argv)
+  app.run(quiet_main)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
