@@ -93,3 +93,14 @@ def test_bad_checkpoint_every_is_refused(tmp_path, every):
 def test_no_restore_when_nothing_was_saved(tmp_path):
   phase = checkpoints.Checkpointer(str(tmp_path), 5, {}, log=_quiet).phase('x')
   assert phase.restore(_state(0.0)) is None
+
+
+def test_meta_is_saved_as_it_was_when_save_was_called(tmp_path):
+  # The save is asynchronous: a history list that grows after `save` returns
+  # must not reach the checkpoint (a resumed run would repeat its records).
+  phase = checkpoints.Checkpointer(str(tmp_path), 5, {}, log=_quiet).phase('x')
+  rows = [{'step': 5}]
+  phase.save(5, _state(1.0), {'rows': rows})
+  rows.append({'step': 10})
+  phase.wait()
+  assert phase.restore(_state(0.0))[2] == {'rows': [{'step': 5}]}

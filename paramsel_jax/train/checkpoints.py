@@ -291,9 +291,12 @@ class PhaseCheckpoints:
     """
     if step in self._manager.all_steps():
       return
+    # `meta` is copied now: the save is asynchronous, and the caller's lists
+    # (history records) may grow before orbax writes them.
+    frozen = json.loads(json.dumps(meta or {}))
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_raw(state)),
-        meta=ocp.args.JsonSave(meta or {})))
+        meta=ocp.args.JsonSave(frozen)))
 
   def restore(self, like: PyTree
               ) -> tuple[int, PyTree, dict[str, Any]] | None:
