@@ -75,11 +75,13 @@ def _killed_then_finished(tmp_path, flags, kills):
 def test_mnist_killed_in_eta1_resumes_bit_identical(tmp_path):
   flags = ['--selector=random,topgrad', '--checkpoint_every=10']
   _run(_command(tmp_path / 'whole', *flags))
-  # In η1 of topgrad (global step 50), random's η1 done. A kill loses the
-  # save still being written (orbax's asynchronous one, of step 50), never
-  # the one before it: a phase's save waits for its previous one.
+  # Killed twice inside η1: in random's (global step 40), then, after the
+  # rerun resumed it, in topgrad's (global step 50). A kill loses the save
+  # still being written (orbax's asynchronous one), never the one before it:
+  # a phase's save waits for its previous one.
   workdir, out = _killed_then_finished(
-      tmp_path, flags, [('eta1 [topgrad, k=', ': step 30/40')])
+      tmp_path, flags, [('eta1 [random, k=', ': step 20/40'),
+                        ('eta1 [topgrad, k=', ': step 30/40')])
   resumed, whole = _results(workdir), _results(tmp_path / 'whole')
   k = resumed['ks'][0]
   steps = resumed['resumed']
