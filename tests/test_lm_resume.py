@@ -14,6 +14,8 @@ from paramsel_jax.lab import lm_experiment as lm
 from paramsel_jax.protocol import online
 from paramsel_jax.train import checkpoints
 
+from killing import Killed, killer  # tests/killing.py
+
 TINY = lm.LMConfig(scenario='finetune', steps=40, check_every=20,
                    freeze_at=20, seeds=(0,), num_layers=1, embed_dim=16,
                    num_heads=2, context=16, eval_windows=16,
@@ -26,17 +28,6 @@ pytestmark = [
         'checkpointer' not in inspect.signature(online.run_online).parameters,
         reason="needs online.run_online(checkpointer=...) (helper resume's "
         'branch, to be merged first)')]
-
-
-class Killed(Exception):
-  """Raised by the log callback: a stand-in for a kill."""
-
-
-def killer(marker):
-  def log(line):
-    if marker in line:
-      raise Killed(line)
-  return log
 
 
 def curves(out):

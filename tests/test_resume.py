@@ -12,6 +12,8 @@ from paramsel_jax.protocol import online
 from paramsel_jax.protocol import protocol
 from paramsel_jax.train import checkpoints
 
+from killing import Killed, killer  # tests/killing.py
+
 CONFIG = protocol.ProtocolConfig(eta0=20, eta1=30, k=0.3, l=0.5, window=10,
                                  batch_size=16, chunk_size=7,
                                  eval_batch_size=64)
@@ -19,22 +21,6 @@ SELECTORS = ('random', 'topgrad')
 # What differs between two runs with the same numbers.
 NOT_METRICS = ('timing', 'resumed', 'compile_s', 'cases', 'final_params',
                'alphas')
-
-
-class Killed(Exception):
-  """A stand-in for SIGKILL: raised by the log after some progress lines."""
-
-
-def _killer(after: int, marker: str):
-  """A log that raises `Killed` at the `after`-th line containing `marker`."""
-  seen = []
-
-  def log(line: str) -> None:
-    if marker in line:
-      seen.append(line)
-      if len(seen) == after:
-        raise Killed(line)
-  return log
 
 
 def _quiet(_):
@@ -76,7 +62,7 @@ def _killed_then_resumed(task, path, kills, run):
   for after, marker in kills:
     ckpt = _ckpt(path)
     with pytest.raises(Killed):
-      run(_killer(after, marker), ckpt)
+      run(killer(marker, after), ckpt)
     ckpt.close()  # the saves a kill would have let finish.
   ckpt = _ckpt(path)
   results = run(_quiet, ckpt)

@@ -23,6 +23,8 @@ from paramsel_jax.structure import search as search_lib
 from paramsel_jax.structure import training
 from paramsel_jax.train import checkpoints
 
+from killing import Killed, killer  # tests/killing.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The pipeline's saves every 3 steps: inside search chunks (step 3 of a
 # 4-step chunk, with its pending metrics) and inside retraining chunks of 5.
@@ -35,22 +37,6 @@ CONFIG = pipeline.PipelineConfig(
     retrain=training.TrainConfig(steps=10, batch_size=16, chunk_steps=5),
     random_samples=0, fixed=False, input_sigmas=(0.1,), weight_sigmas=(0.1,),
     noise_repeats=1, eval_batch_size=32)
-
-
-class Killed(Exception):
-  """Raised by the progress callback: a stand-in for a kill."""
-
-
-def killer(marker: str, after: int = 1):
-  """A progress callback that raises at the `after`-th line with `marker`."""
-  seen = []
-
-  def progress(line: str) -> None:
-    if marker in line:
-      seen.append(line)
-      if len(seen) == after:
-        raise Killed(line)
-  return progress
 
 
 def comparable(results):
