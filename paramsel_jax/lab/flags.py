@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import types
 from typing import Any, Callable
 
@@ -425,19 +423,16 @@ def checkpointer(run_dir: cli.RunDir, identity: dict[str, Any],
   """
   if not run_dir.checkpoint_every:
     return None
-  given = json.loads(json.dumps(identity, sort_keys=True, default=str))
-  path = os.path.join(run_dir.checkpoint_dir, checkpoints.IDENTITY_FILE)
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      diff = checkpoints.identity_differences(json.load(f), given)
-    if diff:
-      names = sorted({'--' + IDENTITY_FLAGS.get(d.split(':')[0].split('.')[-1],
-                                                d.split(':')[0].split('.')[-1])
-                      for d in diff})
-      raise ValueError(
-          f'{", ".join(names)} differ from the run checkpointed in '
-          f'{run_dir.checkpoint_dir} ({"; ".join(diff)}); accepted: that '
-          "run's flags (to resume it), or another --workdir for a new run.")
-  return checkpoints.Checkpointer(run_dir.checkpoint_dir,
-                                  run_dir.checkpoint_every, given,
-                                  keep=run_dir.keep, log=log)
+  try:
+    return checkpoints.Checkpointer(run_dir.checkpoint_dir,
+                                    run_dir.checkpoint_every, identity,
+                                    keep=run_dir.keep, log=log)
+  except checkpoints.IdentityMismatch as e:
+    leaf = lambda d: d.split(':')[0].split('.')[-1]
+    names = sorted({'--' + IDENTITY_FLAGS.get(leaf(d), leaf(d))
+                    for d in e.differences})
+    raise ValueError(
+        f'{", ".join(names)} differ from the run checkpointed in '
+        f'{run_dir.checkpoint_dir} ({"; ".join(e.differences)}); accepted: '
+        "that run's flags (to resume it), or another --workdir for a new "
+        'run.') from None

@@ -134,6 +134,14 @@ def _slug(label: str) -> str:
   return f'{safe.strip("_")[:60]}-{digest}'
 
 
+class IdentityMismatch(ValueError):
+  """Another run's checkpoints; `differences`: `'name: saved -> given'`."""
+
+  def __init__(self, differences: list[str], message: str):
+    super().__init__(message)
+    self.differences = differences
+
+
 class Checkpointer:
   """The checkpoints of one resumable run under `directory`.
 
@@ -163,7 +171,7 @@ class Checkpointer:
     >>> Checkpointer(d, 10, {'eta0': 400})
     Traceback (most recent call last):
     ...
-    ValueError: ...was written by another run: eta0: 500 -> 400; accepted: ...
+    paramsel_jax.train.checkpoints.IdentityMismatch: ...another run: eta0: 500 -> 400;...
   """
 
   def __init__(self, directory: str, every: int, identity: dict[str, Any],
@@ -188,7 +196,7 @@ class Checkpointer:
         saved = json.load(f)
       diff = identity_differences(saved, self.identity)
       if diff:
-        raise ValueError(
+        raise IdentityMismatch(diff,
             f'{self.directory} was written by another run: '
             f'{"; ".join(diff)}; accepted: the same settings as that run (to '
             'resume it), or another --workdir (or delete this one) for a new '
