@@ -225,6 +225,20 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
   state `tree_map_params` cannot map (lbfgs, whose params-shaped last
   gradient is a memory of past steps, not per-element state).
   """
+  masks = _per_element_masks(inner, mask, new)
+  if masks is None:
+    return new
+  return jax.tree.map(
+      lambda m, n, o: n if m is None else jnp.where(m, n, o), masks, new, old,
+      is_leaf=lambda x: x is None)
+
+
+def _per_element_masks(inner: optax.GradientTransformation, mask: PyTree,
+                       state: optax.OptState) -> PyTree | None:
+  """`state`'s tree with `mask`'s leaf at each per-element leaf, None elsewhere.
+
+  None (and a warning, once per trace) when optax cannot map the state.
+  """
   mask_leaves = jax.tree.leaves(mask)
   mask_def: Any = jax.tree.structure(mask)  # mypy cannot resolve jax's alias.
 
@@ -243,8 +257,8 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
         for part, m in zip(parts, mask_leaves)])
 
   try:
-    masks = optax.tree_utils.tree_map_params(
-        inner, per_element, new, transform_non_params=lambda _: None,
+    return optax.tree_utils.tree_map_params(
+        inner, per_element, state, transform_non_params=lambda _: None,
         is_leaf=lambda _: True)
   except Exception as error:  # pylint: disable=broad-except
     # init on optax's placeholder params failed (lbfgs). Nothing is known to
@@ -253,11 +267,33 @@ def _keep_frozen_state(inner: optax.GradientTransformation, mask: PyTree,
         'masked: optax.tree_utils.tree_map_params cannot map this '
         f'optimizer\'s state ({type(error).__name__}: {error}); its state at '
         'frozen coordinates advances from the masked gradient instead of being '
-        'kept (frozen params still stay bit-identical).', stacklevel=2)
-    return new
+        'kept (frozen params still stay bit-identical).', stacklevel=3)
+    return None
+
+
+def reset_state(inner: optax.GradientTransformation, state: optax.OptState,
+                fresh: optax.OptState, where: PyTree) -> optax.OptState:
+  """`state` (of `inner`) with its per-element state set to `fresh`'s where `where`.
+
+  The per-element leaves are those `masked` keeps for frozen coordinates
+  (Adam's μ and ν, momentum); step counts, keys and factored or mixed state
+  are left as they are. RigL uses it to restart regrown weights' moments.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = optax.adam(0.1)
+    >>> p = {'w': jnp.ones(2)}
+    >>> _, s = tx.update({'w': jnp.ones(2)}, tx.init(p), p)
+    >>> r = reset_state(tx, s, tx.init(p), {'w': jnp.array([True, False])})
+    >>> r[0].mu['w'].tolist(), int(r[0].count)
+    ([0.0, 0.10000000149011612], 1)
+  """
+  masks = _per_element_masks(inner, where, state)
+  if masks is None:
+    return state
   return jax.tree.map(
-      lambda m, n, o: n if m is None else jnp.where(m, n, o), masks, new, old,
-      is_leaf=lambda x: x is None)
+      lambda m, s, f: s if m is None else jnp.where(m, f, s), masks, state,
+      fresh, is_leaf=lambda x: x is None)
 
 
 def _same_shape_array(x: Any, m: jax.Array) -> bool:
