@@ -40,3 +40,7 @@ from paramsel_jax.sparsity.transform import get_masks
 from paramsel_jax.sparsity.transform import sparse
 from paramsel_jax.sparsity.transform import SparseState
 from paramsel_jax.sparsity.transform import ste_params
+from paramsel_jax.sparsity.summary import export
+from paramsel_jax.sparsity.summary import format_summary
+from paramsel_jax.sparsity.summary import intersect
+from paramsel_jax.sparsity.summary import summarize

@@ -44,10 +44,11 @@ def check_sparsity(value: object, name: str = 'sparsity') -> float:
   Example:
     >>> check_sparsity(0.95)
     0.95
-    >>> check_sparsity(1.0)
+    >>> check_sparsity(1.0)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: sparsity=1.0 is outside [0, 1); accepted: the fraction of weights pruned, 0 <= sparsity < 1 (1 would prune every weight).
+    ValueError: sparsity=1.0 is outside [0, 1); accepted: the fraction of
+    weights pruned, 0 <= sparsity < 1 (1 would prune every weight).
   """
   if (isinstance(value, bool) or not isinstance(value, numbers.Real)
       or not 0 <= float(value) < 1):
@@ -92,10 +93,14 @@ class Schedule:
       hit = (hit & (step < self.end)) | (step == self.end)
     return hit
 
-  def sparsity(self, step: jax.typing.ArrayLike, target: float) -> jax.Array:
-    """The sparsity the masks are re-chosen to at `step`: the target."""
+  def sparsity(self, step: jax.typing.ArrayLike, target: float
+               ) -> jax.Array | float:
+    """The sparsity the masks are re-chosen to at `step`: the target.
+
+    A Python float where it does not depend on the step (a static count).
+    """
     del step
-    return jnp.asarray(target, jnp.float32)
+    return float(target)
 
   @property
   def updates(self) -> bool:
@@ -128,12 +133,14 @@ class Periodic(Schedule):
     _integer('every', self.every, 1)
 
   def is_update(self, step: jax.typing.ArrayLike) -> jax.Array:
+    """Whether the masks are re-chosen at `step`."""
     step = jnp.asarray(step)
     since = step - self.begin
     hit = (since >= 0) & (since % self.every == 0)
     return hit if self.end is None else hit & (step < self.end)
 
   def last_step(self) -> int | None:
+    """The step of the last update (None: never or for ever)."""
     if self.end is None:
       return None
     return self.begin + (self.end - 1 - self.begin) // self.every * self.every
@@ -157,7 +164,9 @@ class Polynomial(Schedule):
       raise ValueError(f'power={self.power!r}; accepted: a number > 0 (3: '
                        'Zhu & Gupta).')
 
-  def sparsity(self, step: jax.typing.ArrayLike, target: float) -> jax.Array:
+  def sparsity(self, step: jax.typing.ArrayLike, target: float
+               ) -> jax.Array | float:
+    """The sparsity at `step` for a final `target`."""
     assert self.end is not None
     frac = jnp.clip((jnp.asarray(step, jnp.float32) - self.begin)
                     / (self.end - self.begin), 0.0, 1.0)
@@ -170,13 +179,16 @@ class NoUpdate(Schedule):
   """Never: the masks stay those chosen at `init`."""
 
   def is_update(self, step: jax.typing.ArrayLike) -> jax.Array:
+    """Whether the masks are re-chosen at `step`."""
     return jnp.zeros(jnp.shape(step), bool)
 
   @property
   def updates(self) -> bool:
+    """Whether the masks ever change after `init`."""
     return False
 
   def last_step(self) -> int | None:
+    """The step of the last update (None: never or for ever)."""
     return None
 
 
@@ -208,10 +220,11 @@ def polynomial(every: int, begin: int, end: int, initial: float = 0.0,
   reaches the target; after `end` nothing changes.
 
   Example:
-    >>> polynomial(every=10, begin=100, end=50)
+    >>> polynomial(every=10, begin=100, end=50)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: Polynomial: end=50 is not after begin=100; accepted: end > begin (the schedule would end before it begins).
+    ValueError: Polynomial: end=50 is not after begin=100; accepted: end >
+    begin (the schedule would end before it begins).
   """
   return Polynomial(every=every, begin=begin, end=end, initial=initial,
                     power=power)

@@ -48,7 +48,7 @@ PyTree = Any
 class SparseState(NamedTuple):
   """State of `sparse`."""
 
-  count: jax.Array  # int32: steps taken (the schedule's step).
+  step: jax.Array  # int32: steps taken (the schedule's step).
   key: jax.Array  # PRNG key of random scores and regrowth.
   masks: PyTree  # bool, the params' shapes: True = kept.
   inner_state: optax.OptState  # masked(inner)'s (inner's own for STE).
@@ -224,7 +224,7 @@ def sparse(inner: optax.GradientTransformation, pruner: Pruner,
       raise ValueError('sparse: update needs params (the weights it scores '
                        'and zeroes); call tx.update(grads, state, params).')
     targets = targets_of(params)
-    step = state.count
+    step = state.step
     key = jax.random.fold_in(state.key, step + 1)
     no_growth = _all(params, False)
 
