@@ -45,7 +45,8 @@ class Pruner:
     distribution: 'uniform', 'erk', 'global', `{glob: sparsity}` or a
       callable (`distributions`).
     structure: unstructured, N:M, block or channel (`structures`).
-    leaf_filter: `(name, leaf) -> bool`, the leaves pruned (default: ndim > 1).
+    leaf_filter: `(name, leaf) -> bool`, the leaves pruned (default: ndim > 1,
+      except leaves named `bias` or `scale`).
     erk_power_scale: ERK's exponent (1: ERK; 0: uniform).
     ste: straight-through: the dense weights train, the forward pass uses
       the masked ones (`ste_params`), and the masks are re-chosen among all
