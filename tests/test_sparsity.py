@@ -17,8 +17,9 @@ import pytest
 from paramsel_jax import sparsity as sp
 
 
-def _normal(seed, shape):
-  return jax.random.normal(jax.random.key(seed), shape)
+def _normal(seed, shape):  # numpy's: no XLA program per shape.
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape),
+                     jnp.float32)
 
 
 def _mlp(shapes, seed=0):
@@ -79,7 +80,7 @@ def test_polynomial_follows_zhu_gupta_hits_target_at_end_and_is_monotone():
 
 
 def _sparsity_of(masks):
-  leaves = jax.tree.leaves(masks)
+  leaves = [np.asarray(m) for m in jax.tree.leaves(masks)]
   return 1 - sum(int(m.sum()) for m in leaves) / sum(m.size for m in leaves)
 
 
@@ -92,7 +93,7 @@ def test_masks_after_training_match_the_schedule(schedule, fires):
   target, n = 0.75, 20 * 10
   params = {'w': _normal(0, (20, 10))}
   tx = sp.sparse(optax.sgd(1e-2), sp.magnitude(target, schedule))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
   expected = 0.0
   for t in range(12):
@@ -166,9 +167,9 @@ def test_erk_masks_keep_the_budget_and_each_leaf_its_density():
   sparsity = 0.8
   params = _mlp(SHAPES)
   tx = sp.sparse(optax.sgd(0.0), sp.magnitude(sparsity, distribution='erk'))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   _, state = jax.jit(tx.update)(_zero_grads(params), state, params)
-  masks = sp.get_masks(state)
+  masks = jax.tree.map(np.asarray, sp.get_masks(state))
   want = _erk_reference(SHAPES, 1 - sparsity)
   total = 0
   for i, shape in enumerate(SHAPES):
@@ -206,12 +207,13 @@ def test_n_by_m_mask_has_n_in_every_group_of_m(n, m, shape):
   assert np.all(kept_min >= dropped_max)
 
 
-@pytest.mark.parametrize('n,m,shape', [(2, 4, (8, 6)), (1, 2, (3, 3, 4, 5))])
+@pytest.mark.parametrize('n,m,shape', [
+    (2, 4, (8, 6)), pytest.param(1, 2, (3, 3, 4, 5), marks=pytest.mark.slow)])
 def test_n_by_m_through_training_keeps_n_of_m(n, m, shape):
   params = {'w': _normal(0, shape), 'b': jnp.ones(shape[-1])}
   tx = sp.sparse(optax.adam(1e-2), sp.magnitude(0.0, sp.periodic(2),
                                                 structure=sp.n_by_m(n, m)))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
   for t in range(5):
     grads = {'w': _normal(10 + t, shape), 'b': jnp.ones(shape[-1])}
@@ -222,7 +224,7 @@ def test_n_by_m_through_training_keeps_n_of_m(n, m, shape):
   # A static sparse N:M mask is already N of M at init.
   tx = sp.sparse(optax.adam(1e-2), sp.static_sparse(
       0.0, 'uniform', structure=sp.n_by_m(n, m)))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   assert np.all(_groups_of_m(sp.get_masks(state)['w'], m).sum(-1) == n)
 
 
@@ -316,7 +318,7 @@ def test_ste_forward_is_masked_gradient_is_dense_and_masks_follow_weights():
   params = {'w': jnp.array([[4., -1.], [0.5, 3.], [-2., 0.1]]),
             'b': jnp.zeros(2)}
   tx = sp.sparse(optax.sgd(1.0), sp.ste('magnitude', 0.5))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
 
   def loss(p, x):
@@ -388,7 +390,7 @@ def test_export_and_apply_masks_read_the_optimizer_state():
   params = {'w': jnp.arange(1., 9.).reshape(2, 4)}
   tx = optax.chain(optax.clip(1.0), sp.sparse(optax.sgd(0.0),
                                               sp.magnitude(0.25)))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   _, state = tx.update(_zero_grads(params), state, params)
   pruned, counts = sp.export(params, state)
   assert counts == {'w': 6}
@@ -403,21 +405,21 @@ def test_export_and_apply_masks_read_the_optimizer_state():
 def test_update_compiles_once_across_mask_updates():
   traces = []
   params = _mlp([(12, 8), (8, 4)])
-  tx = sp.sparse(optax.adam(1e-2), sp.rigl(0.75, every=2, end=12), key=1)
-  state = tx.init(params)
-  params = sp.apply_masks(params, state)
+  tx = sp.sparse(optax.sgd(1e-2), sp.magnitude(
+      0.9, sp.polynomial(every=2, begin=0, end=8)))
+  state = jax.jit(tx.init)(params)
 
   @jax.jit
-  def step(params, state, key):
+  def step(params, state, grads):
     traces.append(1)  # runs only when jax traces the step.
-    grads = jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
   seen = set()
-  for t in range(9):
-    params, state = step(params, state, jax.random.key(t))
+  for t in range(10):
+    grads = jax.tree.map(lambda p, t=t: _normal(t, p.shape), params)
+    params, state = step(params, state, grads)
     seen.add(tuple(np.asarray(m).tobytes()
                    for m in jax.tree.leaves(sp.get_masks(state))))
-  assert len(seen) >= 4  # the masks did change between steps...
+  assert len(seen) == 5  # the masks changed at steps 0, 2, 4, 6 and 8...
   assert len(traces) == 1  # ...and the step was traced once.

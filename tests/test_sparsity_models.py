@@ -23,13 +23,13 @@ def _names(params):
 
 
 def _named(tree):
-  return dict(zip(_names(tree), jax.tree.leaves(tree)))
+  return dict(zip(_names(tree), map(np.asarray, jax.tree.leaves(tree))))
 
 
 def _train(tx, params, loss, steps, seed=0):
   """`steps` jitted steps of `tx` on `loss(params, key)`: (params, state)."""
-  state = tx.init(params)
-  params = sp.apply_masks(params, state)
+  state = jax.jit(tx.init)(params)
+  params = jax.jit(sp.apply_masks)(params, state)
 
   @jax.jit
   def step(params, state, key):
@@ -84,7 +84,7 @@ def test_nnx_model_trains_sparse_through_split_state():
   assert np.array_equal(kernel == 0, ~np.asarray(masks['hidden/kernel']))
   rows = {r.name: r for r in sp.summarize(nnx.state(model, nnx.Param))}
   assert rows['hidden/kernel'].nonzero == 32 and rows['out/kernel'].nonzero == 16
-  assert np.isfinite(float(loss(params, jax.random.key(0))))
+  assert np.isfinite(float(jax.jit(loss)(params, jax.random.key(0))))
 
 
 # ------------------------------------------------------- linen transformer
@@ -100,10 +100,23 @@ class _Block(nn.Module):
     return x + nn.Dense(8)(nn.gelu(h))
 
 
+def test_transformer_block_default_filter_targets_kernels_only():
+  shapes = jax.eval_shape(_Block().init, jax.random.key(0),
+                          jnp.ones((2, 4, 8)))['params']
+  targets = dict(zip(_names(shapes), jax.tree.leaves(
+      sp.leaf_sparsities(shapes, 0.5, 'erk'), is_leaf=lambda x: x is None)))
+  assert any(n.endswith('query/bias') and np.ndim(x) == 2 for n, x in
+             zip(_names(shapes), jax.tree.leaves(shapes)))
+  pruned = sorted(n for n, t in targets.items() if t is not None)
+  assert pruned == sorted(n for n in targets if n.endswith('/kernel'))
+  assert len(pruned) == 6  # query, key, value, out, two Dense.
+
+
+@pytest.mark.slow
 def test_transformer_block_default_filter_prunes_kernels_only():
   block = _Block()
   x0 = jnp.ones((2, 4, 8))
-  params = block.init(jax.random.key(0), x0)['params']
+  params = jax.jit(block.init)(jax.random.key(0), x0)['params']
 
   def loss(params, key):
     x = jax.random.normal(key, (2, 4, 8))
@@ -119,7 +132,7 @@ def test_transformer_block_default_filter_prunes_kernels_only():
   for name in kernels:
     assert np.mean(masks[name]) == 0.5, name
   _assert_masked_weights_zero(params, sp.get_masks(state))
-  assert np.isfinite(float(loss(params, jax.random.key(1))))
+  assert np.isfinite(float(jax.jit(loss)(params, jax.random.key(1))))
 
 
 # --------------------------------------------------------------- 12 layers
@@ -135,17 +148,21 @@ class _Deep(nn.Module):
     return nn.Dense(self.widths[-1])(x)
 
 
+@pytest.mark.slow
 def test_twelve_layers_each_get_their_own_erk_density():
   widths = (32, 4, 24, 6, 16, 40, 8, 12, 20, 5, 30, 3)
   model = _Deep(widths)
-  params = model.init(jax.random.key(0), jnp.ones((1, 10)))['params']
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 10)))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(
+      rng.standard_normal(s.shape), jnp.float32), shapes['params'])
   assert len(params) == 12  # Dense_10, Dense_11 sort between Dense_1 and _2.
   sparsity = 0.8
   tx = sp.sparse(optax.sgd(0.0), sp.magnitude(sparsity, distribution='erk'))
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state,
                                 params)
-  masks = sp.get_masks(state)
+  masks = jax.tree.map(np.asarray, sp.get_masks(state))
   names = [f'Dense_{i}' for i in range(12)]
   shapes = [params[n]['kernel'].shape for n in names]
   assert shapes[0] == (10, 32) and shapes[11] == (30, 3)
@@ -171,10 +188,14 @@ def _apply_fn(params, x):
   return h @ params['layer2']['w'] + params['layer2']['b']
 
 
+def _normal(seed, *shape):  # numpy's: no XLA program per shape.
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape),
+                     jnp.float32)
+
+
 def _plain_params():
-  k1, k2 = jax.random.split(jax.random.key(0))
-  return {'layer1': {'w': jax.random.normal(k1, (6, 8)), 'b': jnp.ones(8)},
-          'layer2': {'w': jax.random.normal(k2, (8, 4)), 'b': jnp.ones(4)}}
+  return {'layer1': {'w': _normal(0, 6, 8), 'b': jnp.ones(8)},
+          'layer2': {'w': _normal(1, 8, 4), 'b': jnp.ones(4)}}
 
 
 def _plain_loss(params, key):
@@ -182,16 +203,22 @@ def _plain_loss(params, key):
   return jnp.mean((_apply_fn(params, x) - 1.0) ** 2)
 
 
-def test_hand_written_apply_fn_with_plain_dicts_trains_under_rigl():
+@pytest.mark.parametrize('pruner', [
+    sp.magnitude(0.5, sp.polynomial(every=1, begin=0, end=3)),
+    pytest.param(sp.rigl(0.5, every=2, end=8, distribution='uniform'),
+                 marks=pytest.mark.slow),
+], ids=['magnitude', 'rigl'])
+def test_hand_written_apply_fn_with_plain_dicts_trains_sparse(pruner):
   params = _plain_params()
-  tx = sp.sparse(optax.adam(1e-2), sp.rigl(0.5, every=2, end=8))
-  first = tx.init(params)
-  counts = [int(m.sum()) for m in jax.tree.leaves(sp.get_masks(first))]
+  tx = sp.sparse(optax.adam(1e-2), pruner)
+  first = jax.jit(tx.init)(params)
+  count = lambda s: [int(np.sum(m)) for m in jax.tree.leaves(sp.get_masks(s))]
   params, state = _train(tx, params, _plain_loss, steps=6)
-  assert [int(m.sum()) for m in jax.tree.leaves(sp.get_masks(state))] == counts
-  assert counts[1] < 48 and counts[3] < 32  # the two `w` are sparse.
+  if pruner.regrow:  # SET/RigL: sparse from init, each leaf's count fixed.
+    assert count(state) == count(first)
+  assert count(state) == [8, 24, 4, 16]  # the two `w` at 0.5, `b` dense.
   _assert_masked_weights_zero(params, sp.get_masks(state))
-  assert np.isfinite(float(_plain_loss(params, jax.random.key(0))))
+  assert np.isfinite(float(jax.jit(_plain_loss)(params, jax.random.key(0))))
 
 
 def test_channel_prunes_a_units_column_and_bias_in_plain_dicts():
@@ -204,7 +231,7 @@ def test_channel_prunes_a_units_column_and_bias_in_plain_dicts():
     assert dead.sum() == units // 2, layer
     np.testing.assert_array_equal(b == 0, dead, err_msg=layer)
   # Pruned hidden units output exactly 0.
-  x = jax.random.normal(jax.random.key(3), (5, 6))
+  x = _normal(3, 5, 6)
   hidden = jax.nn.relu(x @ params['layer1']['w'] + params['layer1']['b'])
   dead = np.all(np.asarray(params['layer1']['w']) == 0, axis=0)
   assert np.all(np.asarray(hidden)[:, dead] == 0.0)
@@ -212,9 +239,8 @@ def test_channel_prunes_a_units_column_and_bias_in_plain_dicts():
 
 def test_channel_on_a_flat_dict_of_several_layers_is_refused():
   # Which bias belongs to which kernel is not in a flat dict's structure.
-  k1, k2 = jax.random.split(jax.random.key(0))
-  params = {'w1': jax.random.normal(k1, (4, 8)), 'b1': jnp.ones(8),
-            'w2': jax.random.normal(k2, (8, 8)), 'b2': jnp.ones(8)}
+  params = {'w1': _normal(0, 4, 8), 'b1': jnp.ones(8),
+            'w2': _normal(1, 8, 8), 'b2': jnp.ones(8)}
   tx = sp.sparse(optax.sgd(0.1), sp.magnitude(0.5, structure=sp.channel()))
   with pytest.raises(ValueError, match=r'b1'):
     tx.init(params)
@@ -234,7 +260,8 @@ class _Cnn(nn.Module):
 
 def _cnn():
   model = _Cnn()
-  params = model.init(jax.random.key(0), jnp.ones((1, 6, 6, 4)))['params']
+  params = jax.jit(model.init)(jax.random.key(0),
+                          jnp.ones((1, 6, 6, 4)))['params']
 
   def loss(params, key):
     x = jax.random.normal(key, (4, 6, 6, 4))
@@ -243,7 +270,7 @@ def _cnn():
   return params, loss
 
 
-@pytest.mark.parametrize('n,m', [(2, 4), (1, 4)])
+@pytest.mark.parametrize('n,m', [(2, 4), pytest.param(1, 4, marks=pytest.mark.slow)])
 def test_conv_net_under_n_by_m(n, m):
   params, loss = _cnn()
   tx = sp.sparse(optax.adam(1e-2), sp.magnitude(0.0, sp.periodic(2, 0, 4),
@@ -281,7 +308,7 @@ def test_conv_net_under_channel_prunes_kernels_and_biases():
     np.testing.assert_array_equal(b == 0, dead, err_msg=name)
     np.testing.assert_array_equal(~np.asarray(masks[name]['bias']), dead)
   # The pruned channels of Conv_0 output exactly 0.
-  x = jax.random.normal(jax.random.key(5), (2, 6, 6, 4))
+  x = _normal(5, 2, 6, 6, 4)
   out = nn.Conv(8, (3, 3)).apply({'params': params['Conv_0']}, x)
   dead = np.all(np.asarray(params['Conv_0']['kernel']).reshape(-1, 8) == 0, 0)
   assert np.all(np.asarray(out)[..., dead] == 0.0)
