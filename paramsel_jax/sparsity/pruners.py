@@ -117,6 +117,12 @@ class Pruner:
           self.schedule, sched_lib.Periodic):
         raise ValueError('regrow (SET/RigL) needs periodic(every, begin, '
                          'end): the drop fraction decays to 0 at end.')
+    if self.init is None and not self.schedule.updates:
+      raise ValueError(
+          f'schedule=no_update() with init=None never prunes: the masks stay '
+          f"init's, all kept (sparsity 0, not {self.sparsity}); accepted: "
+          "init='random' (static_sparse), or a schedule that prunes "
+          '(one_shot, periodic, polynomial).')
     if self.init is not None and self.schedule.updates and (
         self.regrow is None and not self.ste):
       raise ValueError(f'init={self.init!r} with a schedule that prunes '
