@@ -88,14 +88,19 @@ def _sparsity_of(masks):
     (sp.polynomial(every=2, begin=1, end=9, initial=0.2), [1, 3, 5, 7, 9]),
     (sp.one_shot(3), [3]),
     (sp.periodic(3, begin=2, end=9), [2, 5, 8]),
-], ids=['polynomial', 'one_shot', 'periodic'])
+    (sp.no_update(), []),
+], ids=['polynomial', 'one_shot', 'periodic', 'no_update'])
 def test_masks_after_training_match_the_schedule(schedule, fires):
   target, n = 0.75, 20 * 10
   params = {'w': _normal(0, (20, 10))}
-  tx = sp.sparse(optax.sgd(1e-2), sp.magnitude(target, schedule))
+  static = isinstance(schedule, sp.schedules.NoUpdate)
+  pruner = (sp.static_sparse(target, 'uniform') if static
+            else sp.magnitude(target, schedule))
+  tx = sp.sparse(optax.sgd(1e-2), pruner)
   state = jax.jit(tx.init)(params)
+  initial = np.asarray(sp.get_masks(state)['w'])
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
-  expected = 0.0
+  expected = target if static else 0.0
   for t in range(12):
     updates, state = step(params, state, {'w': _normal(100 + t, (20, 10))})
     params = optax.apply_updates(params, updates)
@@ -108,6 +113,8 @@ def test_masks_after_training_match_the_schedule(schedule, fires):
     # The weights agree: the pruned ones are exactly 0.
     assert np.all(np.asarray(params['w'])[~np.asarray(mask)] == 0.0)
     assert int(state.step) == t + 1
+    if static:  # the mask `init` chose, never changed.
+      np.testing.assert_array_equal(mask, initial)
 
 
 # ----------------------------------------------------------------------- ERK
@@ -289,6 +296,8 @@ def test_bad_structures_schedules_and_names_are_refused():
   _raises(r'periodic', lambda: sp.Pruner(
       sparsity=0.5, init='random', regrow='gradient',
       schedule=sp.polynomial(every=1, begin=0, end=10)))
+  _raises(r'no_update\(\) with init=None never prunes.*not 0.9',
+          lambda: sp.magnitude(0.9, sp.no_update()))
   _raises(r'drop_fraction=1.5', lambda: sp.rigl(0.5, 10, 100,
                                                 drop_fraction=1.5))
   _raises(r'pruner=', lambda: sp.sparse(optax.sgd(1.0), 'rigl'))
