@@ -191,3 +191,34 @@ def test_set_and_rigl_keep_counts_follow_the_cosine_and_reset_regrown(
       assert np.all(mu[m & ~fresh] != 0) and np.all(nu[m & ~fresh] != 0)
   assert regrown_steps >= 10
   assert len(traces) == 1  # the masks change without recompiling.
+
+
+@pytest.mark.slow
+def test_rigl_resets_regrown_momentum_inside_a_chain():
+  params = _params()
+  inner = optax.chain(optax.clip_by_global_norm(1.0),
+                      optax.sgd(1e-2, momentum=0.9))
+  tx = sp.sparse(inner, sp.rigl(0.75, every=2, end=20, drop_fraction=0.5),
+                 key=5)
+  state = jax.jit(tx.init)(params)
+  params = jax.jit(sp.apply_masks)(params, state)
+
+  @jax.jit
+  def step(params, state, key):
+    grads = jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  regrown = 0
+  for t in range(7):
+    params, state = step(params, state, jax.random.key(t))
+    trace = optax.tree.get(state, 'trace')
+    for name in ('Dense_0', 'Dense_1'):
+      m = np.asarray(sp.get_masks(state)[name]['kernel'])
+      w = np.asarray(params[name]['kernel'])
+      tr = np.asarray(trace[name]['kernel'])
+      fresh = m & (w == 0)
+      regrown += fresh.sum()
+      assert np.all(tr[fresh] == 0), (t, name)
+      assert np.all(tr[m & ~fresh] != 0), (t, name)
+  assert regrown > 0
