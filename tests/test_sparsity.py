@@ -188,6 +188,24 @@ def test_erk_masks_keep_the_budget_and_each_leaf_its_density():
   assert abs(total - (1 - sparsity) * n) <= len(SHAPES) / 2
 
 
+def test_global_magnitude_uses_one_threshold_over_all_leaves():
+  params = {'a': {'kernel': 10 * _normal(0, (8, 6)), 'bias': jnp.ones(6)},
+            'b': {'kernel': 0.1 * _normal(1, (6, 4))}}
+  tx = sp.sparse(optax.sgd(0.0), sp.magnitude(0.5, distribution='global'))
+  state = jax.jit(tx.init)(params)
+  _, state = jax.jit(tx.update)(_zero_grads(params), state, params)
+  masks = jax.tree.map(np.asarray, sp.get_masks(state))
+  assert masks['a']['bias'].all()
+  kept = [np.abs(np.asarray(params[n]['kernel']))[masks[n]['kernel']]
+          for n in 'ab']
+  dropped = [np.abs(np.asarray(params[n]['kernel']))[~masks[n]['kernel']]
+             for n in 'ab']
+  assert sum(k.size for k in kept) == round(0.5 * (48 + 24))
+  assert min(k.min() for k in kept if k.size) >= max(
+      d.max() for d in dropped if d.size)
+  assert masks['b']['kernel'].mean() < 0.2 < masks['a']['kernel'].mean()
+
+
 # ---------------------------------------------------------------- structures
 
 
