@@ -270,7 +270,10 @@ def _cnn():
   return params, loss
 
 
-@pytest.mark.parametrize('n,m', [(2, 4), pytest.param(1, 4, marks=pytest.mark.slow)])
+# N:M and block masks of conv kernel shapes are checked without training in
+# test_sparsity.py; these training runs are slow.
+@pytest.mark.slow
+@pytest.mark.parametrize('n,m', [(2, 4), (1, 4)])
 def test_conv_net_under_n_by_m(n, m):
   params, loss = _cnn()
   tx = sp.sparse(optax.adam(1e-2), sp.magnitude(0.0, sp.periodic(2, 0, 4),
@@ -284,6 +287,7 @@ def test_conv_net_under_n_by_m(n, m):
     assert np.all(np.asarray(params[name]['bias']) != 0)  # dense.
 
 
+@pytest.mark.slow
 def test_conv_net_under_block():
   params, loss = _cnn()
   tx = sp.sparse(optax.adam(1e-2), sp.magnitude(0.5, structure=sp.block(2, 4)))

@@ -108,13 +108,16 @@ def test_schedule_free_eval_params_are_sparse(config_id):
     assert np.all(np.asarray(w)[~np.asarray(m)] == 0.0)
 
 
-def test_pruned_weights_stay_zero_with_weight_decay_and_clipping():
+def test_pruned_weights_stay_zero_with_weight_decay_and_clipping_inside():
   for inner in (optax.adamw(1e-1, weight_decay=0.5),
                 optax.chain(optax.clip_by_global_norm(0.1),
                             optax.adamw(1e-1, weight_decay=0.5))):
     history, masks, _ = _run_pruned(inner)
     assert all(_assert_pruned_stay_zero(history, masks))
-  # `sparse` inside a chain, after clipping.
+
+
+@pytest.mark.slow
+def test_pruned_weights_stay_zero_with_sparse_inside_a_chain():
   tx = optax.chain(optax.clip(0.01), sp.sparse(optax.sgd(1.0, momentum=0.9),
                                                sp.magnitude(0.5)))
   params = _params()
@@ -140,7 +143,9 @@ def _drop_count(step, kept, fraction, begin, end):
   return int(np.floor(np.float32(f) * np.float32(kept)))
 
 
-@pytest.mark.parametrize('algorithm', [sp.rigl, sp.set_sparse])
+@pytest.mark.parametrize('algorithm', [
+    sp.rigl, pytest.param(sp.set_sparse, marks=pytest.mark.slow)],
+                         ids=['rigl', 'set'])
 def test_set_and_rigl_keep_counts_follow_the_cosine_and_reset_regrown(
     algorithm):
   every, begin, end, fraction = 2, 1, 21, 0.5
