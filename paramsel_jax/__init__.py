@@ -8,6 +8,7 @@ The public API, re-exported from one place:
 """
 
 from paramsel_jax import data
+from paramsel_jax import sparsity
 from paramsel_jax.freeze.by_name import mask_by_name
 from paramsel_jax.optim.langevin import add_langevin_noise
 from paramsel_jax.optim.langevin import preconditioner

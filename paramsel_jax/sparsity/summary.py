@@ -64,13 +64,16 @@ def summarize(params: PyTree, masks: PyTree | None = None) -> list[LeafSummary]:
 def format_summary(rows: list[LeafSummary]) -> str:
   """A plain-text table of `summarize`'s rows, with a total line."""
   width = max([len(r.name) for r in rows] + [len('total')]) + 2
+  shape = max([len(str(r.shape)) for r in rows] + [len('shape')]) + 2
   size, nonzero = sum(r.size for r in rows), sum(r.nonzero for r in rows)
   total = 1.0 - nonzero / size if size else 0.0
-  lines = [f'{"leaf":<{width}}{"shape":<8}{"size":>6}{"nonzero":>9}'
-           f'{"sparsity":>10}']
-  lines += [f'{r.name:<{width}}{str(r.shape):<8}{r.size:>6}{r.nonzero:>9}'
-            f'{r.sparsity:>10.2%}' for r in rows]
-  lines.append(f'{"total":<{width}}{"":<8}{size:>6}{nonzero:>9}{total:>10.2%}')
+  digits = max(len(str(size)), len('size')) + 2
+  lines = [f'{"leaf":<{width}}{"shape":<{shape}}{"size":>{digits}}'
+           f'{"nonzero":>{digits + 3}}{"sparsity":>10}']
+  lines += [f'{r.name:<{width}}{str(r.shape):<{shape}}{r.size:>{digits}}'
+            f'{r.nonzero:>{digits + 3}}{r.sparsity:>10.2%}' for r in rows]
+  lines.append(f'{"total":<{width}}{"":<{shape}}{size:>{digits}}'
+               f'{nonzero:>{digits + 3}}{total:>10.2%}')
   return '\n'.join(lines)
 
 
