@@ -246,6 +246,8 @@ def test_n_by_m_through_training_keeps_n_of_m(n, m, shape):
     params = optax.apply_updates(params, updates)
     assert np.all(_groups_of_m(params['w'] != 0, m).sum(-1) == n), t
     assert np.all(_groups_of_m(sp.get_masks(state)['w'], m).sum(-1) == n)
+  # The structure sets the sparsity: 1 - N / M, whatever was passed.
+  assert sp.magnitude(None, structure=sp.n_by_m(n, m)).sparsity == 1 - n / m
   # A static sparse N:M mask is already N of M at init.
   tx = sp.sparse(optax.adam(1e-2), sp.static_sparse(
       0.0, 'uniform', structure=sp.n_by_m(n, m)))
