@@ -3,7 +3,8 @@
 """Which leaves are pruned, and to which sparsity each: the distributions.
 
 A *filter* picks the leaves that are pruned (default: every leaf with more
-than one axis, i.e. kernels and embedding tables, not biases or norms); the
+than one axis, i.e. kernels and embedding tables, not biases or norms, even
+attention's 2-D biases); the
 others stay dense. A *distribution* spreads the target sparsity over them:
 
 * `'uniform'`: every pruned leaf at the target;
@@ -47,15 +48,20 @@ DISTRIBUTIONS = ('uniform', 'erk', 'global')
 def default_filter(name: str, leaf: Any) -> bool:
   """Prune leaves with more than one axis (kernels, tables), not biases or norms.
 
+  A leaf named `bias` or `scale` is never pruned, whatever its rank:
+  attention's `DenseGeneral` biases are `(heads, head_dim)`.
+
   Example:
     >>> import jax.numpy as jnp
     >>> default_filter('Dense_0/kernel', jnp.zeros((3, 4)))
     True
     >>> default_filter('Dense_0/bias', jnp.zeros(4))
     False
+    >>> default_filter('MultiHeadDotProductAttention_0/query/bias',
+    ...                jnp.zeros((2, 4)))
+    False
   """
-  del name
-  return np.ndim(leaf) > 1
+  return np.ndim(leaf) > 1 and name.rsplit('/', 1)[-1] not in ('bias', 'scale')
 
 
 def leaf_names(params: PyTree) -> list[str]:
@@ -82,7 +88,8 @@ def pruned_leaves(params: PyTree, leaf_filter: LeafFilter | None = None
         f'the leaf filter selects no leaf of {len(leaves)} '
         f'({", ".join(names[:6])}{" ..." if len(names) > 6 else ""}): nothing '
         'would be pruned; accepted: a filter `(name, leaf) -> bool` that is '
-        'True for at least one leaf (default: leaves with ndim > 1).')
+        'True for at least one leaf (default: leaves with ndim > 1, except '
+        'biases and scales).')
   return chosen
 
 

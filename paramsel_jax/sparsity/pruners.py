@@ -45,7 +45,8 @@ class Pruner:
     distribution: 'uniform', 'erk', 'global', `{glob: sparsity}` or a
       callable (`distributions`).
     structure: unstructured, N:M, block or channel (`structures`).
-    leaf_filter: `(name, leaf) -> bool`, the leaves pruned (default: ndim > 1).
+    leaf_filter: `(name, leaf) -> bool`, the leaves pruned (default: ndim > 1,
+      except leaves named `bias` or `scale`).
     erk_power_scale: ERK's exponent (1: ERK; 0: uniform).
     ste: straight-through: the dense weights train, the forward pass uses
       the masked ones (`ste_params`), and the masks are re-chosen among all
@@ -116,6 +117,12 @@ class Pruner:
           self.schedule, sched_lib.Periodic):
         raise ValueError('regrow (SET/RigL) needs periodic(every, begin, '
                          'end): the drop fraction decays to 0 at end.')
+    if self.init is None and not self.schedule.updates:
+      raise ValueError(
+          f'schedule=no_update() with init=None never prunes: the masks stay '
+          f"init's, all kept (sparsity 0, not {self.sparsity}); accepted: "
+          "init='random' (static_sparse), or a schedule that prunes "
+          '(one_shot, periodic, polynomial).')
     if self.init is not None and self.schedule.updates and (
         self.regrow is None and not self.ste):
       raise ValueError(f'init={self.init!r} with a schedule that prunes '

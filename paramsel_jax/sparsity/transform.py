@@ -64,6 +64,8 @@ def _check_leaves(pruner: Pruner, params: PyTree, targets: PyTree) -> None:
                                 jax.tree.leaves(targets, is_leaf=_is_leaf_none)):
     if target is not None:
       pruner.structure.check(name, tuple(jnp.shape(leaf)))
+  if isinstance(pruner.structure, struct_lib.Channel):
+    _unit_followers(params, jax.tree.leaves(targets, is_leaf=_is_leaf_none))
 
 
 def _scores(pruner: Pruner, params: PyTree, grads: PyTree, opt_state: Any,
@@ -83,6 +85,34 @@ def _siblings(params: PyTree) -> list[list[int]]:
   modules = [granularity.module_path(p) for p in granularity.leaf_paths(params)]
   return [[j for j, m in enumerate(modules) if m == mi and j != i]
           for i, mi in enumerate(modules)]
+
+
+def _unit_followers(tree: PyTree, tgt: list) -> dict[int, int]:
+  """Channel pruning: each dense leaf that follows a pruned leaf's units.
+
+  A dense sibling (same module) whose last axis has the pruned leaf's unit
+  count is its bias. Raises ValueError when two pruned leaves of one module
+  claim the same dense leaf (a flat dict of several layers: which bias is
+  whose is not in the structure), instead of masking it by the wrong one.
+  """
+  leaves = jax.tree.leaves(tree)
+  names = dist_lib.leaf_names(tree)
+  followers: dict[int, int] = {}
+  for i, sibs in enumerate(_siblings(tree)):
+    if tgt[i] is None:
+      continue
+    units = jnp.shape(leaves[i])[-1:]
+    for j in sibs:
+      if tgt[j] is None and jnp.shape(leaves[j])[-1:] == units:
+        if j in followers:
+          raise ValueError(
+              f'channel pruning: {names[j]} could be the bias of '
+              f'{names[followers[j]]} or of {names[i]} (same module, same '
+              'unit count); accepted: params with each layer in its own '
+              "module ({'layer1': {'kernel', 'bias'}, ...}), or a leaf "
+              'filter that prunes one leaf per module.')
+        followers[j] = i
+  return followers
 
 
 def choose_masks(pruner: Pruner, scores: PyTree, targets: PyTree,
@@ -113,12 +143,9 @@ def choose_masks(pruner: Pruner, scores: PyTree, targets: PyTree,
   for i in pruned:
     out[i] = pruner.structure.mask(leaves[i], sparsity(tgt[i]))
   if isinstance(pruner.structure, struct_lib.Channel):
-    siblings = _siblings(scores)
-    for i in pruned:
+    for j, i in _unit_followers(scores, tgt).items():
       units = out[i].reshape(-1, out[i].shape[-1])[0]
-      for j in siblings[i]:
-        if tgt[j] is None and jnp.shape(leaves[j])[-1:] == units.shape:
-          out[j] = jnp.broadcast_to(units, jnp.shape(leaves[j]))
+      out[j] = jnp.broadcast_to(units, jnp.shape(leaves[j]))
   return jax.tree.unflatten(treedef, out)
 
 
