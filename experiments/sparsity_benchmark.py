@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from absl import flags
 import jax
@@ -172,7 +172,10 @@ def run_benchmark(model: str = 'lenet5', keep: float = 0.5,
   key_init, key_x, key_y, key_ex, key_ey = jax.random.split(
       jax.random.key(seed), 5)
   params = models_lib.init_params(net, key_init, shape)
-  apply_fn = lambda p, x: net.apply({'params': p}, x)  # noqa: E731
+
+  def apply_fn(p: PyTree, x: jax.Array) -> jax.Array:
+    return cast(jax.Array, net.apply({'params': p}, x))
+
   xs = jax.random.normal(key_x, (num_batches, batch_size, *shape))
   ys = jax.random.randint(key_y, (num_batches, batch_size), 0, 10)
   exs = jax.random.normal(key_ex, (eval_batches, eval_batch_size, *shape))
@@ -210,9 +213,9 @@ def run_benchmark(model: str = 'lenet5', keep: float = 0.5,
     records[name] = {'label': v['label'], 'plan': v['plan'],
                      'params': int(sum(np.size(x) for x in jax.tree.leaves(p))),
                      'train_flops': train_flops, 'eval_flops': eval_flops}
-    copy = jax.tree.map(jnp.copy, (p, s))  # the loop donates its inputs.
+    p0, s0 = jax.tree.map(jnp.copy, (p, s))  # the loop donates its inputs.
     cases.append(_train_case(f'{name}/train', v['label'],
-                             _train_loop(v['step'], steps), *copy, xs, ys,
+                             _train_loop(v['step'], steps), p0, s0, xs, ys,
                              steps))
     cases.append(_eval_case(f'{name}/eval', v['label'],
                             _eval_loop(v['forward']), p, exs, eys))
@@ -278,6 +281,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
+  """Reads the flags, refuses bad ones, runs the benchmark."""
   cli.check_no_arguments(argv)
   run_dir = RUN_DIR()
   counts = dict(batch_size=_BATCH_SIZE.value, steps=_STEPS.value,

@@ -351,9 +351,11 @@ def check_pruned(params: PyTree, alpha: PyTree,
     ...                           'bias': jnp.array([0.5, 1.])}}, alpha)
     Traceback (most recent call last):
     ...
-    ValueError: check_pruned: unit 1 of module 'Dense_0' is frozen (pruned) but its params are not all zero (bias has a nonzero entry); accepted: frozen units whose params are exactly zero (zero them first, e.g. params * alpha).
+    ValueError: check_pruned: unit 1 of module 'Dense_0' is frozen (pruned) \
+but its params are not all zero (bias has a nonzero entry); accepted: frozen \
+units whose params are exactly zero (zero them first, e.g. params * alpha).
   """
-  if jax.tree.structure(params) != jax.tree.structure(alpha):
+  if jax.tree.structure(params) != jax.tree.structure(alpha):  # type: ignore[operator]  # PyTreeDef's alias is not resolvable as a type.
     raise ValueError(
         'check_pruned: alpha is not params-shaped: '
         f'{jax.tree.structure(alpha)} against {jax.tree.structure(params)}.')

@@ -265,7 +265,7 @@ def compact(params: PyTree, plan: ChannelPlan) -> PyTree:
     if name in plan.rows and key == 'kernel':
       x = jnp.take(x, plan.rows[name], axis=-2)
     if name in plan.live:
-      x = units_lib.take(x, plan.live[name], plan.axes[name])
+      x = units_lib.take(x, jnp.asarray(plan.live[name]), plan.axes[name])
     out.append(x)
   return jax.tree.unflatten(treedef, out)
 
@@ -291,11 +291,13 @@ def expand(active: PyTree, plan: ChannelPlan, like: PyTree | None = None
       rows = plan.rows[name]
       sub = jnp.take(full, rows, axis=-2)
       if name in plan.live:
-        a = units_lib.put(sub, a, plan.live[name], plan.axes[name])
+        a = units_lib.put(sub, a, jnp.asarray(plan.live[name]),
+                           plan.axes[name])
       out.append(jnp.moveaxis(jnp.moveaxis(full, -2, 0).at[rows].set(
           jnp.moveaxis(a, -2, 0)), 0, -2))
     elif name in plan.live:
-      out.append(units_lib.put(full, a, plan.live[name], plan.axes[name]))
+      out.append(units_lib.put(full, a, jnp.asarray(plan.live[name]),
+                                 plan.axes[name]))
     else:
       out.append(a)
   return jax.tree.unflatten(treedef, out)
