@@ -74,6 +74,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -240,7 +241,7 @@ def _check_narrowing(apply_fn: ApplyFn, plan: ChannelPlan, example: Any
     elif not np.allclose(cheap, dense, rtol=1e-4, atol=1e-4 * scale):
       problem = (f'outputs differ by up to {np.abs(cheap - dense).max():.3g} '
                  f'(dense outputs up to {scale:.3g})')
-  except (TypeError, ValueError) as e:  # shapes that do not fit.
+  except (TypeError, ValueError, flax.errors.FlaxError) as e:  # shapes that do not fit.
     problem = f'{type(e).__name__}: {e}'
   if problem:
     pairs = ', '.join(f'{m} -> {sorted(plan.rows)}' for m in sorted(plan.narrow))
