@@ -272,10 +272,18 @@ def live_mask(active: PyTree, p: Plan, live: Any) -> PyTree:
 
 def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
             params: PyTree, active: PyTree, idx: Any, x: jax.Array,
-            cache: tuple[str, jax.Array] | None = None) -> jax.Array:
+            cache: tuple[str, jax.Array] | None = None,
+            pruned: bool = False) -> jax.Array:
   """`apply_fn` of the merged params, cheap to differentiate w.r.t. `active`.
 
   Autodiff w.r.t. `active` computes only the active part (module docstring).
+
+  `pruned`: the frozen units of the partly active modules are pruned, their
+  params exactly zero, so their outputs are known zeros: the frozen output
+  is not computed, and a partly active module costs (forward and backward)
+  what its active units cost (`units.call_partial`). The caller vouches for
+  the zeros: check them once, outside jit, with `check_pruned`; a nonzero
+  frozen unit would be silently dropped.
 
   `cache`: `(module path, inputs)`: that module's input is replaced by the
   given (cached) inputs, so the frozen prefix that computes it is dead code.
@@ -310,7 +318,7 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
     return units_lib.call_partial(
         ctx.module, ctx.method_name, next_fun, args, kwargs,
         _module_subtree(active, path), _module_subtree(params, path),
-        idx[path], axes[path], busy)
+        idx[path], axes[path], busy, pruned=pruned)
 
   with nn.intercept_methods(intercept):
     out = apply_fn(spliced, x)
@@ -322,6 +330,59 @@ def forward(apply_fn: Callable[[PyTree, jax.Array], jax.Array], p: Plan,
         f'their units would get a gradient of exactly zero; accepted: '
         f'{SPLITTABLE} (`active_check.check_active_step`).')
   return out
+
+
+def check_pruned(params: PyTree, alpha: PyTree,
+                 unit_axes: dict[str, int] | None = None) -> None:
+  """Raises ValueError unless every frozen unit of `alpha` is exactly zero.
+
+  What `forward(..., pruned=True)` relies on, checked on the host (concrete
+  arrays, outside jit): for every module, every unit that α freezes has all
+  its params (kernel columns, bias, ...) equal to zero. α must be whole
+  units (one model's α, no seed axis; `unit_axes` as in `plan`).
+
+    >>> import jax.numpy as jnp
+    >>> params = {'Dense_0': {'kernel': jnp.ones((3, 2)).at[:, 1].set(0.),
+    ...                       'bias': jnp.array([0.5, 0.])}}
+    >>> alpha = {'Dense_0': {'kernel': jnp.array([[True, False]] * 3),
+    ...                      'bias': jnp.array([True, False])}}
+    >>> check_pruned(params, alpha)  # unit 1 is frozen and zero: fine
+    >>> check_pruned({'Dense_0': {**params['Dense_0'],
+    ...                           'bias': jnp.array([0.5, 1.])}}, alpha)
+    Traceback (most recent call last):
+    ...
+    ValueError: check_pruned: unit 1 of module 'Dense_0' is frozen (pruned) \
+but its params are not all zero (bias has a nonzero entry); accepted: frozen \
+units whose params are exactly zero (zero them first, e.g. params * alpha).
+  """
+  if jax.tree.structure(params) != jax.tree.structure(alpha):  # type: ignore[operator]  # PyTreeDef's alias is not resolvable as a type.
+    raise ValueError(
+        'check_pruned: alpha is not params-shaped: '
+        f'{jax.tree.structure(alpha)} against {jax.tree.structure(params)}.')
+  for x, a in zip(jax.tree.leaves(params), jax.tree.leaves(alpha)):
+    if np.shape(x) != np.shape(a):
+      raise ValueError(f'check_pruned: alpha leaf of shape {np.shape(a)} '
+                       f'against a param of shape {np.shape(x)}.')
+  g = granularity_lib.groups(alpha, 'unit', unit_axes)
+  flags = _unit_flags(jax.tree.map(lambda a: np.asarray(a)[None], alpha), g)
+  names = _module_of_leaf(params)
+  keys = [str(getattr(p[-1], 'key', getattr(p[-1], 'name', p[-1])))
+          for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for m, name in enumerate(g.module_names):
+    frozen = ~flags[m][0]
+    if not frozen.any():
+      continue
+    for x, n, key in zip(jax.tree.leaves(params), names, keys):
+      if n != name:
+        continue
+      per_unit = np.asarray(x).reshape(-1, g.module_units[m])
+      bad = np.flatnonzero(frozen & (per_unit != 0).any(0))
+      if bad.size:
+        raise ValueError(
+            f'check_pruned: unit {int(bad[0])} of module {name!r} is frozen '
+            f'(pruned) but its params are not all zero ({key} has a '
+            'nonzero entry); accepted: frozen units whose params are exactly '
+            'zero (zero them first, e.g. params * alpha).')
 
 
 def _like(reference: PyTree) -> Callable[[Any], bool]:

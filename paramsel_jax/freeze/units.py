@@ -20,6 +20,13 @@ attention's query/key/value `DenseGeneral`.
   `query[..., idx] @ (a - stop_gradient(a)).T`, exactly zero in value, whose
   gradient is the active columns' weight gradient `δᵀ query[..., idx]`.
 
+With `pruned=True` the frozen units are declared *pruned*: their params
+are exactly zero (weights and bias), so their outputs are exactly zero and
+the module's frozen output is not computed at all: the active units' outputs
+are written into zeros (for `attend`, the output is `query[..., idx] @ a.T`).
+The call then costs what a `features=k` module costs. Whether the frozen
+units really are zero is checked outside jit (`active.check_pruned`).
+
 Which modules qualify is `active_check`'s concern.
 
   >>> import jax.numpy as jnp
@@ -32,11 +39,13 @@ Which modules qualify is `active_check`'s concern.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PyTree = Any
 
@@ -61,7 +70,8 @@ def put(leaf: jax.Array, units: jax.Array, idx: jax.Array,
 
 def call_partial(module: nn.Module, method: str, next_fun: Callable[..., Any],
                  args: tuple, kwargs: dict, active: PyTree, frozen: PyTree,
-                 idx: jax.Array, axes: int, busy: list[bool]) -> jax.Array:
+                 idx: jax.Array, axes: int, busy: list[bool],
+                 pruned: bool = False) -> jax.Array:
   """One call of a partly active module (see the module docstring).
 
   Args:
@@ -76,7 +86,13 @@ def call_partial(module: nn.Module, method: str, next_fun: Callable[..., Any],
     axes: the module's unit axes (`Plan.unit_axes`).
     busy: the interceptor's flag stack; the clone's own calls run while it
       is set, so they are not intercepted.
+    pruned: the frozen units' params are exactly zero (not checked here:
+      `active.check_pruned`): `next_fun` is skipped, the active units'
+      outputs are written into zeros.
   """
+  if pruned:
+    return _call_pruned(module, method, args, kwargs, active, frozen, idx,
+                        axes, busy)
   out = None if method == 'attend' else next_fun(*args, **kwargs)
   busy.append(True)
   try:
@@ -87,6 +103,63 @@ def call_partial(module: nn.Module, method: str, next_fun: Callable[..., Any],
   finally:
     busy.pop()
   return put(out, act.astype(out.dtype), idx, axes)
+
+
+def _call_pruned(module: nn.Module, method: str, args: tuple, kwargs: dict,
+                 active: PyTree, frozen: PyTree, idx: jax.Array, axes: int,
+                 busy: list[bool]) -> jax.Array:
+  """`call_partial` when the frozen units are exactly zero: no frozen call."""
+  k = int(idx.shape[-1])
+  busy.append(True)
+  try:
+    if method == 'attend':
+      sub = module.clone(parent=None, features=k)
+      query = jnp.take(args[0], idx, axis=-1)
+      return cast(jax.Array, sub.apply({'params': active}, query,
+                                       *args[1:], method='attend', **kwargs))
+    sub = module.clone(parent=None, features=k)
+    act = cast(jax.Array, sub.apply({'params': active}, *args, **kwargs))
+  finally:
+    busy.pop()
+  # Every own leaf ends in the unit axes (`granularity.groups`).
+  units_shape = tuple(jax.tree.leaves(frozen)[0].shape[-axes:])
+  return put_into_zeros(act, idx, units_shape)
+
+
+def put_into_zeros(units: jax.Array, idx: jax.Array,
+                   units_shape: tuple[int, ...]) -> jax.Array:
+  """Zeros of unit axes `units_shape` with `units` `(..., k)` at `idx`.
+
+  A concrete `idx` (a constant of the program, not a traced argument) gives
+  a concatenation of slices of `units` and zero blocks, one per run of
+  consecutive indices (XLA:CPU's scatter, and its gather in the backward
+  pass, cost more than the layer itself); a traced `idx`, a scatter.
+
+    >>> put_into_zeros(jnp.array([[1., 2., 3.]]), jnp.array([0, 1, 3]), (5,))
+    Array([[1., 2., 0., 3., 0.]], dtype=float32)
+  """
+  n = math.prod(units_shape)
+  shape = units.shape[:-1] + units_shape
+  if isinstance(idx, jax.core.Tracer):
+    zeros = jnp.zeros(units.shape[:-1] + (n,), units.dtype)
+    return zeros.at[..., idx].set(units).reshape(shape)
+  where = np.asarray(idx)
+  if where.size and (np.diff(where) <= 0).any():  # unsorted: no runs.
+    zeros = jnp.zeros(units.shape[:-1] + (n,), units.dtype)
+    return zeros.at[..., where].set(units).reshape(shape)
+  pieces, at = [], 0
+  lead = units.shape[:-1]
+  starts = np.flatnonzero(np.diff(where, prepend=-2) != 1)
+  ends = np.append(starts[1:], where.size)
+  for s, e in zip(starts, ends):
+    if where[s] > at:
+      pieces.append(jnp.zeros(lead + (int(where[s]) - at,), units.dtype))
+    pieces.append(units[..., s:e])
+    at = int(where[e - 1]) + 1
+  if at < n:
+    pieces.append(jnp.zeros(lead + (n - at,), units.dtype))
+  out = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+  return out.reshape(shape)
 
 
 def _attend(module: nn.Module, args: tuple, kwargs: dict, active: PyTree,
