@@ -169,7 +169,7 @@ def test_set_and_rigl_keep_counts_follow_the_cosine_and_reset_regrown(
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  regrown_steps = 0
+  regrown_steps, dropped, turned_on = 0, 0, 0
   for t in range(24):
     old_masks = sp.get_masks(state)
     params, state = step(params, state, jax.random.fold_in(jax.random.key(7), t))
@@ -183,11 +183,14 @@ def test_set_and_rigl_keep_counts_follow_the_cosine_and_reset_regrown(
       assert np.all(_bits(w)[~m] == 0)
       if name == 'Dense_0/bias':
         continue
-      # Weights kept at 0 after the step are exactly those regrown now.
+      # Weights kept at 0 after the step are exactly those off before and
+      # regrown now (as RigL: one dropped and regrown at once keeps its value).
       fresh = m & (w == 0)
+      assert np.array_equal(fresh, m & ~old), (t, name)
       if (t - begin) % every == 0 and begin <= t < end:
-        assert fresh.sum() == _drop_count(t, counts[name], fraction, begin,
-                                          end), (t, name)
+        drop = _drop_count(t, counts[name], fraction, begin, end)
+        assert fresh.sum() <= drop, (t, name)
+        dropped, turned_on = dropped + drop, turned_on + fresh.sum()
         regrown_steps += fresh.sum() > 0
       else:
         assert fresh.sum() == 0 and np.array_equal(m, old), (t, name)
@@ -195,6 +198,9 @@ def test_set_and_rigl_keep_counts_follow_the_cosine_and_reset_regrown(
       assert np.all(mu[fresh] == 0) and np.all(nu[fresh] == 0), (t, name)
       assert np.all(mu[m & ~fresh] != 0) and np.all(nu[m & ~fresh] != 0)
   assert regrown_steps >= 10
+  # The drop count follows the cosine: most regrown weights were off before
+  # (a just-dropped weight is one candidate among the many pruned ones).
+  assert turned_on >= 0.7 * dropped, (turned_on, dropped)
   assert len(traces) == 1  # the masks change without recompiling.
 
 

@@ -8,8 +8,10 @@ schedule's update step the masks are re-chosen (`jax.lax.cond`: the scores
 are computed on update steps only); every step the update of a pruned
 weight is `-w`, so a weight pruned at this step becomes exactly 0 and one
 pruned before stays exactly 0, whatever the optimizer (`masked` gives it a
-zero update and keeps its state). Regrown weights (SET, RigL) restart at 0
-with their per-element optimizer state reset to `inner.init`'s.
+zero update and keeps its state). Regrown weights (SET, RigL) that were
+pruned before the update restart at 0 with their per-element optimizer state
+reset to `inner.init`'s; one dropped and regrown in the same update keeps its
+value and state, as in RigL.
 
   >>> import jax, jax.numpy as jnp, optax
   >>> from paramsel_jax import sparsity as sp
@@ -191,7 +193,9 @@ def _drop_and_grow(pruner: Pruner, masks: PyTree, params: PyTree,
     else:
       grow_score = jax.random.uniform(keys[i], jnp.shape(m))
     grow = struct_lib.rank_mask(jnp.where(stay, -jnp.inf, grow_score), drop)
-    new[i], grown[i] = stay | grow, grow
+    # As RigL: only connections off before the update restart at 0; one
+    # dropped and regrown at once keeps its value and state.
+    new[i], grown[i] = stay | grow, grow & ~m
   return jax.tree.unflatten(treedef, new), jax.tree.unflatten(treedef, grown)
 
 
