@@ -96,8 +96,11 @@ def _close(a, b):
                              atol=2e-6)
 
 
+# The traced-index (scatter) path is phase.py's, not the channel step's: its
+# cases run in the slow tier, the default tier keeps the constant-index path.
 @pytest.mark.parametrize('name', CASES)
-@pytest.mark.parametrize('traced_idx', [False, True])
+@pytest.mark.parametrize(
+    'traced_idx', [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_forward_pruned_equals_dense(name, traced_idx):
   apply_fn, params, mask, x, y = _setup(name)
   p, arrays = active.plan(mask, 'unit', batched=False)
@@ -119,7 +122,10 @@ def test_forward_pruned_equals_dense(name, traced_idx):
   _close(out, apply_fn(params, x))
 
 
-@pytest.mark.parametrize('name', CASES)
+# 'mlp' covers Dense in the default tier; the single-layer 'dense' runs slow.
+@pytest.mark.parametrize('name', [
+    pytest.param('dense', marks=pytest.mark.slow)] + [
+        c for c in CASES if c != 'dense'])
 @pytest.mark.parametrize(
     'narrow', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_channel_step_equals_dense_masked(name, narrow):
