@@ -29,6 +29,7 @@ inside the step with the count unbatched.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -138,7 +139,7 @@ def choose_masks(pruner: Pruner, scores: PyTree, targets: PyTree,
     keep = struct_lib.rank_mask(flat, struct_lib.keep_count(
         sparsity(pruner.sparsity), flat.size))
     sizes = [math.prod(jnp.shape(leaves[i])) for i in pruned]
-    parts = jnp.split(keep, list(_cumsum(sizes))[:-1])
+    parts = jnp.split(keep, list(itertools.accumulate(sizes))[:-1])
     for i, part in zip(pruned, parts):
       out[i] = part.reshape(jnp.shape(leaves[i]))
     return jax.tree.unflatten(treedef, out)
@@ -149,13 +150,6 @@ def choose_masks(pruner: Pruner, scores: PyTree, targets: PyTree,
       units = out[i].reshape(-1, out[i].shape[-1])[0]
       out[j] = jnp.broadcast_to(units, jnp.shape(leaves[j]))
   return jax.tree.unflatten(treedef, out)
-
-
-def _cumsum(xs):
-  total = 0
-  for x in xs:
-    total += x
-    yield total
 
 
 def _drop_fraction(pruner: Pruner, step: jax.Array) -> jax.Array:
