@@ -71,7 +71,8 @@ class SparsityConfig:
     seeds: seeds 0 .. seeds - 1.
     steps: training steps per seed.
     batch_size: examples per step.
-    learning_rate: Adam's, constant.
+    learning_rate: Adam's, constant (3e-3: chosen on the validation split
+      of LeNet-300 at 95%, over 1e-3, for magnitude and RigL).
     weight_decay: L2 coefficient added to the gradient before Adam.
     schedule: the prune-during-training algorithms' schedule: 'polynomial'
       (sparsity rising from 0 at `begin` to the target at `end`) or
@@ -93,7 +94,7 @@ class SparsityConfig:
   seeds: int = 3
   steps: int = 20000
   batch_size: int = 100
-  learning_rate: float = 1e-3
+  learning_rate: float = 3e-3
   weight_decay: float = 1e-4
   schedule: str = 'polynomial'
   distribution: str = 'default'
