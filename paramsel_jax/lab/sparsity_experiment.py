@@ -199,8 +199,8 @@ def load_data(config: SparsityConfig) -> data_lib.Dataset:
   return data_lib.load('mnist', valid_size=10000)
 
 
-def _error_fn(apply: Callable[..., jax.Array], batch: int
-              ) -> Callable[[PyTree, jax.Array, jax.Array], jax.Array]:
+def _error_fn(apply: Callable[..., Any], batch: int
+              ) -> Callable[[PyTree, Any, Any], jax.Array]:
   """Misclassified examples of a split (images padded to a multiple of batch)."""
 
   @jax.jit
@@ -221,7 +221,7 @@ def _error_fn(apply: Callable[..., jax.Array], batch: int
   return wrong
 
 
-def _train_chunk_fn(apply: Callable[..., jax.Array],
+def _train_chunk_fn(apply: Callable[..., Any],
                     tx: optax.GradientTransformation, is_ste: bool):
   """A jitted scan of training steps over rows of batch indices."""
 
@@ -306,14 +306,15 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
         jax.tree.leaves(masks), jax.tree.leaves(pruned)) if np.ndim(t) > 1)
     kernel_kept = sum(int(np.count_nonzero(t)) for t in jax.tree.leaves(pruned)
                       if np.ndim(t) > 1)
-    row = {'algorithm': algorithm, 'sparsity': sparsity, 'seed': seed,
-           'test_error': test / len(dataset.test),
-           'valid_error': valid / len(dataset.valid),
-           'nonzero': int(sum(counts.values())), 'params': total,
-           'kept': sum(counts.values()) / total,
-           'kernel_kept': kernel_kept / kernel_total,
-           'steps': config.steps, 'wall_s': wall,
-           'steps_per_s': config.steps / wall}
+    row: dict[str, Any] = {
+        'algorithm': algorithm, 'sparsity': sparsity, 'seed': seed,
+        'test_error': test / len(dataset.test),
+        'valid_error': valid / len(dataset.valid),
+        'nonzero': int(sum(counts.values())), 'params': total,
+        'kept': sum(counts.values()) / total,
+        'kernel_kept': kernel_kept / kernel_total,
+        'steps': config.steps, 'wall_s': wall,
+        'steps_per_s': config.steps / wall}
     log(f'{algorithm} {sparsity:g} seed {seed}: test error '
         f'{100 * row["test_error"]:.2f}%, valid error '
         f'{100 * row["valid_error"]:.2f}%, kept {100 * row["kept"]:.2f}% of '
