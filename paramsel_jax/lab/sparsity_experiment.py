@@ -306,6 +306,8 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
         jax.tree.leaves(masks), jax.tree.leaves(pruned)) if np.ndim(t) > 1)
     kernel_kept = sum(int(np.count_nonzero(t)) for t in jax.tree.leaves(pruned)
                       if np.ndim(t) > 1)
+    mask_kept = sum(int(np.count_nonzero(m)) for m, t in zip(
+        jax.tree.leaves(masks), jax.tree.leaves(pruned)) if np.ndim(t) > 1)
     row: dict[str, Any] = {
         'algorithm': algorithm, 'sparsity': sparsity, 'seed': seed,
         'test_error': test / len(dataset.test),
@@ -313,6 +315,7 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
         'nonzero': int(sum(counts.values())), 'params': total,
         'kept': sum(counts.values()) / total,
         'kernel_kept': kernel_kept / kernel_total,
+        'mask_kept': mask_kept / kernel_total,
         'steps': config.steps, 'wall_s': wall,
         'steps_per_s': config.steps / wall}
     log(f'{algorithm} {sparsity:g} seed {seed}: test error '
