@@ -50,7 +50,7 @@ DROP_FRACTION = flags.DEFINE_float(
     'drop_fraction', _D.drop_fraction,
     "SET / RigL's first drop fraction, cosine-decayed to 0 at --end.")
 UPDATE_EVERY = flags.DEFINE_integer('update_every', _D.update_every,
-                                    'Steps between mask updates.')
+                                    'Steps between mask updates (STE: every step).')
 BEGIN = flags.DEFINE_float('begin', _D.begin,
                            'Fraction of --steps where gradual pruning begins.')
 END = flags.DEFINE_float(

@@ -47,6 +47,7 @@ def test_pruners_of_each_algorithm():
   assert got['rigl'].regrow == 'gradient' and got['set'].regrow == 'random'
   assert got['static'].init == 'random' and not got['static'].schedule.updates
   assert got['ste'].ste and got['saliency'].score == 'saliency'
+  assert got['ste'].schedule.every == 1  # every 100 diverged at 95%.
   one_shot = lib.make_pruner(
       lib.SparsityConfig(schedule='one_shot', steps=1000), 'magnitude', 0.9)
   hits = one_shot.schedule.is_update(np.arange(1000))
