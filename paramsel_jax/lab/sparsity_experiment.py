@@ -42,6 +42,7 @@ import optax
 from paramsel_jax import data as data_lib
 from paramsel_jax import io as io_lib
 from paramsel_jax import models
+from paramsel_jax import report
 from paramsel_jax import sparsity as sp
 from paramsel_jax.train import steps as steps_lib
 
@@ -200,25 +201,12 @@ def load_data(config: SparsityConfig) -> data_lib.Dataset:
 
 
 def _error_fn(apply: Callable[..., Any], batch: int
-              ) -> Callable[[PyTree, Any, Any], jax.Array]:
-  """Misclassified examples of a split (images padded to a multiple of batch)."""
-
-  @jax.jit
-  def wrong(params, images, labels):
-    n = labels.shape[0]
-    pad = (-n) % batch
-    x = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
-    y = jnp.pad(labels, (0, pad), constant_values=-1)
-    x = x.reshape(-1, batch, *images.shape[1:])
-    y = y.reshape(-1, batch)
-
-    def one(carry, xy):
-      logits = apply({'params': params}, steps_lib.to_float(xy[0]))
-      return carry + jnp.sum((jnp.argmax(logits, -1) != xy[1]) & (xy[1] >= 0)
-                             ), None
-    total, _ = jax.lax.scan(one, jnp.zeros((), jnp.int32), (x, y))
-    return total
-  return wrong
+              ) -> Callable[[PyTree, Any, Any], float]:
+  """The error rate of a split (`train.steps.make_evaluate`'s accuracy)."""
+  evaluate = steps_lib.make_evaluate(
+      lambda params, x: apply({'params': params}, x), batch_size=batch)
+  return lambda params, images, labels: 1.0 - float(
+      evaluate(params, images, labels)[1])
 
 
 def _train_chunk_fn(apply: Callable[..., Any],
@@ -262,7 +250,7 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
   inner = _inner(config)
   tx = sp.sparse(inner, pruner, key=0)
   chunk = _train_chunk_fn(model.apply, tx, pruner.ste)
-  wrong = _error_fn(model.apply, 1000 if len(dataset.test) >= 1000 else 128)
+  error = _error_fn(model.apply, 1000)
   images = jnp.asarray(dataset.train.images)
   labels = jnp.asarray(dataset.train.labels)
   n = len(dataset.train)
@@ -288,17 +276,17 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
       done += k
       if config.eval_every and done < config.steps:
         pruned, _ = sp.export(params, state)
-        valid = int(wrong(pruned, dataset.valid.images, dataset.valid.labels))
+        valid = error(pruned, dataset.valid.images, dataset.valid.labels)
         log(f'  {algorithm} {sparsity:g} seed {seed}: step {done}/'
             f'{config.steps}, train loss {float(loss):.4f}, valid error '
-            f'{100 * valid / len(dataset.valid):.2f}% '
+            f'{100 * valid:.2f}% '
             f'({time.perf_counter() - start:.0f} s)')
     pruned, counts = sp.export(params, state)
     if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(pruned)):
       raise FloatingPointError(f'{algorithm} {sparsity} seed {seed}: '
                                'non-finite weights after training.')
-    test = int(wrong(pruned, dataset.test.images, dataset.test.labels))
-    valid = int(wrong(pruned, dataset.valid.images, dataset.valid.labels))
+    test = error(pruned, dataset.test.images, dataset.test.labels)
+    valid = error(pruned, dataset.valid.images, dataset.valid.labels)
     wall = time.perf_counter() - start
     total = models.count_params(params)
     masks = sp.get_masks(state)
@@ -310,8 +298,7 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
         jax.tree.leaves(masks), jax.tree.leaves(pruned)) if np.ndim(t) > 1)
     row: dict[str, Any] = {
         'algorithm': algorithm, 'sparsity': sparsity, 'seed': seed,
-        'test_error': test / len(dataset.test),
-        'valid_error': valid / len(dataset.valid),
+        'test_error': test, 'valid_error': valid,
         'nonzero': int(sum(counts.values())), 'params': total,
         'kept': sum(counts.values()) / total,
         'kernel_kept': kernel_kept / kernel_total,
@@ -326,12 +313,6 @@ def train_one(config: SparsityConfig, algorithm: str, sparsity: float,
   return rows
 
 
-def _stat(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
-  v = np.array([r[key] for r in rows], np.float64)
-  return {'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if v.size > 1
-          else 0.0}
-
-
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """One summary per (algorithm, sparsity), in the order first seen."""
   out = []
@@ -339,7 +320,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   for a, s in keys:
     group = [r for r in rows if (r['algorithm'], r['sparsity']) == (a, s)]
     out.append({'algorithm': a, 'sparsity': s, 'seeds': len(group),
-                **{k: _stat(group, k) for k in (
+                **{k: report.summarize([r[k] for r in group]) for k in (
                     'test_error', 'valid_error', 'kept', 'kernel_kept',
                     'wall_s')},
                 'steps': group[0]['steps']})
