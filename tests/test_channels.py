@@ -98,7 +98,9 @@ def _close(a, b):
 
 # The traced-index (scatter) path is phase.py's, not the channel step's: its
 # cases run in the slow tier, the default tier keeps the constant-index path.
-@pytest.mark.parametrize('name', CASES)
+@pytest.mark.parametrize('name', [
+    pytest.param(c, marks=pytest.mark.slow) if c in ('dense', 'conv') else c
+    for c in CASES])  # 'mlp' covers Dense, 'conv' runs in the step's test.
 @pytest.mark.parametrize(
     'traced_idx', [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_forward_pruned_equals_dense(name, traced_idx):
@@ -122,10 +124,11 @@ def test_forward_pruned_equals_dense(name, traced_idx):
   _close(out, apply_fn(params, x))
 
 
-# 'mlp' covers Dense in the default tier; the single-layer 'dense' runs slow.
+# The default tier steps nn.Conv; Dense, the MLP and Conv2D (whose forward
+# and gradient the test above checks) step in the slow tier.
 @pytest.mark.parametrize('name', [
-    pytest.param('dense', marks=pytest.mark.slow)] + [
-        c for c in CASES if c != 'dense'])
+    pytest.param(c, marks=pytest.mark.slow)
+    if c in ('dense', 'mlp', 'conv2d_xla') else c for c in CASES])
 @pytest.mark.parametrize(
     'narrow', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_channel_step_equals_dense_masked(name, narrow):
